@@ -1,0 +1,910 @@
+//! The scenario file (YAML) and the resolved, validated `RunSpec` a run is made of.
+//!
+//! Parsing is strict: unknown keys, wrong types and bad values are refused with
+//! the file, line and column, before any traffic is sent.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration;
+use crate::rate::Rate;
+
+/// Why a scenario could not be loaded; the Display is what the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
+    #[error("{file}: no scenario named `{name}` (available: {available})")]
+    UnknownScenario {
+        file: String,
+        name: String,
+        available: String,
+    },
+    #[error(
+        "{file}: holds several scenarios ({available}); choose one with --scenario NAME or run them all with --all"
+    )]
+    Ambiguous { file: String, available: String },
+}
+
+// ------------------------------------------------------------------ file model
+
+/// A scenario file as written by the user.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// Base URL of the system under test; `--host` overrides it.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Named load shapes, in file order.
+    #[serde(with = "ordered")]
+    pub scenarios: Vec<(String, ScenarioDef)>,
+    /// Named user behaviours, in file order.
+    #[serde(with = "ordered")]
+    pub user_classes: Vec<(String, UserClassDef)>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    #[serde(default, with = "duration::human_opt")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// One named scenario: a load shape plus its thresholds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioDef {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub users: Option<u64>,
+    #[serde(default)]
+    pub spawn_rate: Option<f64>,
+    #[serde(default, with = "duration::human_opt")]
+    pub duration: Option<Duration>,
+    #[serde(default)]
+    pub stages: Option<Vec<StageDef>>,
+    #[serde(default)]
+    pub arrival_rate: Option<Rate>,
+    #[serde(default)]
+    pub max_users: Option<u64>,
+    #[serde(default)]
+    pub thresholds: Vec<String>,
+    /// Restricts the scenario to these user classes (all when absent).
+    #[serde(default)]
+    pub user_classes: Option<Vec<String>>,
+    /// How long in-flight requests may take to finish when the run stops.
+    #[serde(default, with = "duration::human_opt")]
+    pub graceful_stop: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StageDef {
+    #[serde(with = "duration::human")]
+    pub duration: Duration,
+    #[serde(default)]
+    pub users: Option<u64>,
+    #[serde(default)]
+    pub rate: Option<Rate>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserClassDef {
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
+    pub wait: Option<Wait>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_start: Vec<RequestDef>,
+    pub tasks: Vec<RequestDef>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Think time between a user's iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Wait {
+    /// The same pause after every iteration.
+    Constant(#[serde(with = "duration::human")] Duration),
+    /// A uniformly random pause in `[min, max]`.
+    Between(
+        #[serde(with = "duration::human")] Duration,
+        #[serde(with = "duration::human")] Duration,
+    ),
+    /// Each iteration starts this long after the previous one started.
+    Pacing(#[serde(with = "duration::human")] Duration),
+}
+
+/// One HTTP request as written: in `on_start` or as a weighted task.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDef {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub get: Option<String>,
+    #[serde(default)]
+    pub post: Option<String>,
+    #[serde(default)]
+    pub put: Option<String>,
+    #[serde(default)]
+    pub patch: Option<String>,
+    #[serde(default)]
+    pub delete: Option<String>,
+    #[serde(default)]
+    pub head: Option<String>,
+    #[serde(default)]
+    pub options: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub json: Option<serde_json::Value>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub expect: Option<Expect>,
+    /// Variables to capture from a JSON response: `{ token: "$.access_token" }`.
+    #[serde(default)]
+    pub capture: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub status: Option<StatusSet>,
+}
+
+/// One expected status or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum StatusSet {
+    One(u16),
+    Many(Vec<u16>),
+}
+
+// ------------------------------------------------------------------ resolved model
+
+/// Everything a worker needs to run its share of one scenario; sent on the wire as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub scenario: String,
+    /// Base URL, validated: `http://host[:port]`, no trailing slash.
+    pub host: String,
+    #[serde(with = "duration::human")]
+    pub timeout: Duration,
+    #[serde(with = "duration::human")]
+    pub graceful_stop: Duration,
+    pub load: LoadModel,
+    pub classes: Vec<UserClass>,
+    pub thresholds: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "model")]
+pub enum LoadModel {
+    /// A fixed number of users, started at a spawn rate, for a duration.
+    Closed {
+        users: u64,
+        spawn_rate: f64,
+        #[serde(with = "duration::human")]
+        duration: Duration,
+    },
+    /// Ramping user counts.
+    Stages { stages: Vec<StageDef> },
+    /// A fixed arrival rate of iterations.
+    Open {
+        rate: Rate,
+        max_users: u64,
+        #[serde(with = "duration::human")]
+        duration: Duration,
+    },
+}
+
+impl LoadModel {
+    /// Planned length of the run (without the graceful stop).
+    pub fn duration(&self) -> Duration {
+        match self {
+            LoadModel::Closed { duration, .. } | LoadModel::Open { duration, .. } => *duration,
+            LoadModel::Stages { stages } => stages.iter().map(|s| s.duration).sum(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoadModel::Closed { .. } => "closed",
+            LoadModel::Stages { .. } => "stages",
+            LoadModel::Open { .. } => "open",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserClass {
+    pub name: String,
+    pub weight: u32,
+    pub wait: Option<Wait>,
+    pub on_start: Vec<RequestSpec>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub weight: u32,
+    pub request: RequestSpec,
+}
+
+/// A request with every default applied; templates are still unrendered text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestSpec {
+    /// The endpoint name reports group by: the given name or `METHOD path`.
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Body>,
+    /// Statuses that count as success; empty means any status below 400.
+    pub expect_status: Vec<u16>,
+    pub capture: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    Json(serde_json::Value),
+    Text(String),
+}
+
+impl RequestSpec {
+    /// Whether `status` counts as a success for this request.
+    pub fn status_ok(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() {
+            status < 400
+        } else {
+            self.expect_status.contains(&status)
+        }
+    }
+}
+
+impl RunSpec {
+    /// Every endpoint (name, method) the run can hit, in a stable order, deduplicated.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for class in &self.classes {
+            let requests = class
+                .on_start
+                .iter()
+                .chain(class.tasks.iter().map(|t| &t.request));
+            for r in requests {
+                let key = (r.name.clone(), r.method.clone());
+                if !out.contains(&key) {
+                    out.push(key);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn class_weights(&self) -> Vec<u64> {
+        self.classes.iter().map(|c| u64::from(c.weight)).collect()
+    }
+}
+
+// ------------------------------------------------------------------ loading
+
+/// Values given on the command line that replace the file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub users: Option<u64>,
+    pub spawn_rate: Option<f64>,
+    pub duration: Option<Duration>,
+    pub arrival_rate: Option<Rate>,
+    pub thresholds: Vec<String>,
+}
+
+/// A parsed scenario file and where it came from (for error messages).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub file: String,
+    pub def: ScenarioFile,
+}
+
+impl Loaded {
+    pub fn from_path(path: &Path) -> Result<Self, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_str(&file, &text)
+    }
+
+    /// Parses and validates everything that can be checked without overrides.
+    pub fn from_str(file: &str, text: &str) -> Result<Self, ScenarioError> {
+        let def: ScenarioFile = parse_yaml(file, text)?;
+        let loaded = Loaded {
+            file: file.to_owned(),
+            def,
+        };
+        for (name, _) in &loaded.def.scenarios {
+            loaded.resolve(name, &Overrides::default(), true)?;
+        }
+        if loaded.def.scenarios.is_empty() {
+            return Err(loaded.invalid("scenarios", "at least one scenario is required"));
+        }
+        Ok(loaded)
+    }
+
+    pub fn scenario_names(&self) -> Vec<&str> {
+        self.def.scenarios.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Picks the scenario to run: the named one, or the only one.
+    pub fn pick(&self, name: Option<&str>) -> Result<&str, ScenarioError> {
+        let available = self.scenario_names().join(", ");
+        match name {
+            Some(n) => self
+                .def
+                .scenarios
+                .iter()
+                .find(|(s, _)| s == n)
+                .map(|(s, _)| s.as_str())
+                .ok_or_else(|| ScenarioError::UnknownScenario {
+                    file: self.file.clone(),
+                    name: n.to_owned(),
+                    available,
+                }),
+            None if self.def.scenarios.len() == 1 => Ok(&self.def.scenarios[0].0),
+            None => Err(ScenarioError::Ambiguous {
+                file: self.file.clone(),
+                available,
+            }),
+        }
+    }
+
+    fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid {
+            file: self.file.clone(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Resolves one scenario into a `RunSpec`, applying overrides and defaults.
+    /// `lenient_host` lets `validate` accept a file whose host comes only from `--host`.
+    pub fn resolve(
+        &self,
+        name: &str,
+        overrides: &Overrides,
+        lenient_host: bool,
+    ) -> Result<RunSpec, ScenarioError> {
+        let (_, sc) = self
+            .def
+            .scenarios
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| ScenarioError::UnknownScenario {
+                file: self.file.clone(),
+                name: name.to_owned(),
+                available: self.scenario_names().join(", "),
+            })?;
+        let at = format!("scenarios.{name}");
+
+        let host = overrides
+            .host
+            .clone()
+            .or_else(|| sc.host.clone())
+            .or_else(|| self.def.host.clone());
+        let host = match host {
+            Some(h) => validate_host(&h).map_err(|m| self.invalid(format!("{at}.host"), m))?,
+            None if lenient_host => "http://localhost".to_owned(),
+            None => {
+                return Err(self.invalid(
+                    "host",
+                    "no target host: set `host:` in the file or pass --host URL",
+                ));
+            }
+        };
+
+        let load = self.resolve_load(&at, sc, overrides)?;
+
+        let wanted: Option<&Vec<String>> = sc.user_classes.as_ref();
+        if let Some(wanted) = wanted {
+            for w in wanted {
+                if !self.def.user_classes.iter().any(|(n, _)| n == w) {
+                    return Err(self.invalid(
+                        format!("{at}.user_classes"),
+                        format!("no user class named `{w}`"),
+                    ));
+                }
+            }
+        }
+        let mut classes = Vec::new();
+        for (cname, c) in &self.def.user_classes {
+            if wanted.is_some_and(|w| !w.contains(cname)) {
+                continue;
+            }
+            classes.push(self.resolve_class(cname, c)?);
+        }
+        if classes.is_empty() {
+            return Err(self.invalid("user_classes", "at least one user class is required"));
+        }
+        if classes.iter().all(|c| c.weight == 0) {
+            return Err(self.invalid("user_classes", "at least one weight must be above 0"));
+        }
+
+        let mut thresholds = sc.thresholds.clone();
+        thresholds.extend(overrides.thresholds.iter().cloned());
+        for (i, t) in thresholds.iter().enumerate() {
+            crate::threshold::Threshold::parse(t)
+                .map_err(|e| self.invalid(format!("{at}.thresholds[{i}]"), e.to_string()))?;
+        }
+
+        Ok(RunSpec {
+            scenario: name.to_owned(),
+            host,
+            timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
+            graceful_stop: sc.graceful_stop.unwrap_or(Duration::from_secs(10)),
+            load,
+            classes,
+            thresholds,
+        })
+    }
+
+    fn resolve_load(
+        &self,
+        at: &str,
+        sc: &ScenarioDef,
+        o: &Overrides,
+    ) -> Result<LoadModel, ScenarioError> {
+        let duration = o.duration.or(sc.duration);
+        let users = o.users.or(sc.users);
+        let arrival = o.arrival_rate.or(sc.arrival_rate);
+        if let Some(stages) = &sc.stages {
+            if users.is_some() || arrival.is_some() || duration.is_some() {
+                return Err(self.invalid(
+                    at,
+                    "`stages` cannot be combined with `users`, `duration` or `arrival_rate`",
+                ));
+            }
+            if stages.is_empty() {
+                return Err(self.invalid(format!("{at}.stages"), "needs at least one stage"));
+            }
+            return Ok(LoadModel::Stages {
+                stages: stages.clone(),
+            });
+        }
+        let duration = duration.ok_or_else(|| {
+            self.invalid(
+                at,
+                "needs a `duration` (or `stages`); e.g. `duration: 30s` or --duration 30s",
+            )
+        })?;
+        if duration.is_zero() {
+            return Err(self.invalid(format!("{at}.duration"), "must be above 0"));
+        }
+        if let Some(rate) = arrival {
+            if users.is_some() {
+                return Err(self.invalid(
+                    at,
+                    "`arrival_rate` (open model) and `users` (closed model) exclude each other; use `max_users` to cap the open model's pool",
+                ));
+            }
+            return Ok(LoadModel::Open {
+                rate,
+                max_users: sc.max_users.unwrap_or(1000),
+                duration,
+            });
+        }
+        let users = users.ok_or_else(|| {
+            self.invalid(
+                at,
+                "needs `users` (closed model), `arrival_rate` (open model) or `stages`",
+            )
+        })?;
+        let spawn_rate = o.spawn_rate.or(sc.spawn_rate).unwrap_or(users as f64);
+        if !(spawn_rate.is_finite() && spawn_rate > 0.0) {
+            return Err(self.invalid(format!("{at}.spawn_rate"), "must be a number above 0"));
+        }
+        Ok(LoadModel::Closed {
+            users,
+            spawn_rate,
+            duration,
+        })
+    }
+
+    fn resolve_class(&self, cname: &str, c: &UserClassDef) -> Result<UserClass, ScenarioError> {
+        let at = format!("user_classes.{cname}");
+        if c.tasks.is_empty() {
+            return Err(self.invalid(format!("{at}.tasks"), "needs at least one task"));
+        }
+        if let Some(Wait::Between(lo, hi)) = c.wait
+            && lo > hi
+        {
+            return Err(self.invalid(
+                format!("{at}.wait.between"),
+                "the first bound must not exceed the second",
+            ));
+        }
+        let mut headers = self.def.defaults.headers.clone();
+        headers.extend(c.headers.clone());
+        let mut on_start = Vec::new();
+        for (i, r) in c.on_start.iter().enumerate() {
+            let path = format!("{at}.on_start[{i}]");
+            if r.weight.is_some() {
+                return Err(self.invalid(path, "`weight` only applies to tasks"));
+            }
+            on_start.push(self.resolve_request(&path, r, &headers)?);
+        }
+        let mut tasks = Vec::new();
+        for (i, r) in c.tasks.iter().enumerate() {
+            let path = format!("{at}.tasks[{i}]");
+            tasks.push(TaskSpec {
+                weight: r.weight.unwrap_or(1),
+                request: self.resolve_request(&path, r, &headers)?,
+            });
+        }
+        if tasks.iter().all(|t| t.weight == 0) {
+            return Err(self.invalid(
+                format!("{at}.tasks"),
+                "at least one task weight must be above 0",
+            ));
+        }
+        Ok(UserClass {
+            name: cname.to_owned(),
+            weight: c.weight,
+            wait: c.wait,
+            on_start,
+            tasks,
+        })
+    }
+
+    fn resolve_request(
+        &self,
+        at: &str,
+        r: &RequestDef,
+        inherited: &BTreeMap<String, String>,
+    ) -> Result<RequestSpec, ScenarioError> {
+        let methods = [
+            ("GET", &r.get),
+            ("POST", &r.post),
+            ("PUT", &r.put),
+            ("PATCH", &r.patch),
+            ("DELETE", &r.delete),
+            ("HEAD", &r.head),
+            ("OPTIONS", &r.options),
+        ];
+        let mut given = methods.iter().filter_map(|(m, p)| p.as_ref().map(|p| (*m, p)));
+        let (method, path) = given.next().ok_or_else(|| {
+            self.invalid(
+                at,
+                "needs a method and path, e.g. `get: /api/health` (one of get, post, put, patch, delete, head, options)",
+            )
+        })?;
+        if given.next().is_some() {
+            return Err(self.invalid(at, "give exactly one of get, post, put, patch, delete, head, options"));
+        }
+        if !path.starts_with('/') {
+            return Err(self.invalid(
+                at,
+                format!("path `{path}` must start with `/` (the host comes from `host:`)"),
+            ));
+        }
+        if r.json.is_some() && r.body.is_some() {
+            return Err(self.invalid(at, "give `json` or `body`, not both"));
+        }
+        for (what, text) in std::iter::once(("path", path.as_str()))
+            .chain(r.headers.values().map(|v| ("header", v.as_str())))
+            .chain(r.body.iter().map(|b| ("body", b.as_str())))
+        {
+            crate::template::Template::compile(text)
+                .map_err(|e| self.invalid(format!("{at}.{what}"), e.to_string()))?;
+        }
+        if let Some(json) = &r.json {
+            crate::template::Template::compile_json(json)
+                .map_err(|e| self.invalid(format!("{at}.json"), e.to_string()))?;
+        }
+        for (var, expr) in &r.capture {
+            crate::capture::JsonPath::parse(expr)
+                .map_err(|e| self.invalid(format!("{at}.capture.{var}"), e.to_string()))?;
+        }
+        let mut headers = inherited.clone();
+        headers.extend(r.headers.clone());
+        let body = match (&r.json, &r.body) {
+            (Some(j), _) => {
+                if !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
+                    headers.insert("Content-Type".into(), "application/json".into());
+                }
+                Some(Body::Json(j.clone()))
+            }
+            (None, Some(b)) => Some(Body::Text(b.clone())),
+            (None, None) => None,
+        };
+        let expect_status = match r.expect.as_ref().and_then(|e| e.status.clone()) {
+            None => Vec::new(),
+            Some(StatusSet::One(s)) => vec![s],
+            Some(StatusSet::Many(v)) => v,
+        };
+        for s in &expect_status {
+            if !(100..=599).contains(s) {
+                return Err(self.invalid(
+                    format!("{at}.expect.status"),
+                    format!("{s} is not an HTTP status (100-599)"),
+                ));
+            }
+        }
+        Ok(RequestSpec {
+            name: r.name.clone().unwrap_or_else(|| format!("{method} {path}")),
+            method: method.to_owned(),
+            path: path.clone(),
+            headers: headers.into_iter().collect(),
+            body,
+            expect_status,
+            capture: r.capture.clone().into_iter().collect(),
+        })
+    }
+}
+
+/// YAML mappings whose order matters (scenarios, user classes), kept as ordered pairs.
+mod ordered {
+    use serde::de::{DeserializeOwned, Error, MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serialize, Serializer};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    pub fn deserialize<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: DeserializeOwned,
+    {
+        struct Ordered<V>(PhantomData<V>);
+        impl<'de, V: DeserializeOwned> Visitor<'de> for Ordered<V> {
+            type Value = Vec<(String, V)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to definitions")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, V)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(A::Error::custom(format!("`{key}` is defined twice")));
+                    }
+                    let value = map.next_value::<V>()?;
+                    out.push((key, value));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Ordered(PhantomData))
+    }
+
+    pub fn serialize<S: Serializer, V: Serialize>(
+        v: &[(String, V)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(v.len()))?;
+        for (k, val) in v {
+            m.serialize_entry(k, val)?;
+        }
+        m.end()
+    }
+}
+
+/// Checks a target base URL and normalises it (no trailing slash).
+pub fn validate_host(host: &str) -> Result<String, String> {
+    let url = url::Url::parse(host).map_err(|e| {
+        format!("`{host}` is not a valid URL ({e}); expected e.g. http://localhost:8080")
+    })?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "`{host}`: https targets are not supported yet; use http://"
+            ));
+        }
+        s => return Err(format!("`{host}`: unsupported scheme `{s}`; expected http://")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{host}` has no host name"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{host}` must not carry a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Parses YAML strictly, mapping serde errors to file:line:column.
+fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ScenarioError> {
+    serde_yaml_ng::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let mut message = e.to_string();
+        // serde_yaml_ng appends " at line L column C"; we already lead with it.
+        if let Some(idx) = message.rfind(" at line ") {
+            message.truncate(idx);
+        }
+        ScenarioError::Syntax {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+host: http://localhost:8080
+defaults: { timeout: 5s, headers: { Accept: application/json } }
+scenarios:
+  smoke: { users: 10, spawn_rate: 5, duration: 30s, thresholds: ["p99 < 200ms"] }
+  open: { arrival_rate: 500/s, max_users: 2000, duration: 5m }
+user_classes:
+  api_user:
+    weight: 3
+    wait: { between: [1s, 3s] }
+    on_start:
+      - name: login
+        post: /api/auth/login
+        json: { username: "user{{ user_id }}", password: secret }
+        expect: { status: 200 }
+        capture: { token: "$.access_token" }
+    headers: { Authorization: "Bearer {{ token }}" }
+    tasks:
+      - { name: list workflows, weight: 3, get: /api/workflows }
+      - post: /api/workflows
+        json: { name: "wf-{{ uuid() }}" }
+        expect: { status: [201] }
+  browser:
+    tasks:
+      - get: /api/health
+"#;
+
+    #[test]
+    fn resolves_a_full_file() {
+        let l = Loaded::from_str("t.yaml", GOOD).expect("valid");
+        assert_eq!(l.scenario_names(), vec!["smoke", "open"]);
+        let spec = l
+            .resolve("smoke", &Overrides::default(), false)
+            .expect("resolves");
+        assert_eq!(spec.host, "http://localhost:8080");
+        assert_eq!(spec.timeout, Duration::from_secs(5));
+        assert_eq!(
+            spec.load,
+            LoadModel::Closed {
+                users: 10,
+                spawn_rate: 5.0,
+                duration: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(spec.classes.len(), 2);
+        let api = &spec.classes[0];
+        assert_eq!(api.weight, 3);
+        assert_eq!(api.on_start[0].name, "login");
+        assert_eq!(api.on_start[0].expect_status, vec![200]);
+        assert!(
+            api.on_start[0]
+                .headers
+                .contains(&("Content-Type".into(), "application/json".into()))
+        );
+        assert_eq!(api.tasks[0].weight, 3);
+        assert_eq!(api.tasks[1].request.name, "POST /api/workflows");
+        assert!(
+            api.tasks[0]
+                .request
+                .headers
+                .contains(&("Authorization".into(), "Bearer {{ token }}".into()))
+        );
+        assert_eq!(spec.classes[1].weight, 1);
+        // JSON round trip, as on the wire.
+        let json = serde_json::to_string(&spec).expect("serialises");
+        let back: RunSpec = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn overrides_win() {
+        let l = Loaded::from_str("t.yaml", GOOD).expect("valid");
+        let o = Overrides {
+            host: Some("http://127.0.0.1:9/".into()),
+            users: Some(3),
+            duration: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let spec = l.resolve("smoke", &o, false).expect("resolves");
+        assert_eq!(spec.host, "http://127.0.0.1:9");
+        assert!(matches!(spec.load, LoadModel::Closed { users: 3, .. }));
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let text = "host: http://x\nscenarios:\n  s: { users: 1, duration: 1s, userz: 3 }\nuser_classes: {}\n";
+        let err = Loaded::from_str("f.yaml", text).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.starts_with("f.yaml:3:"), "{msg}");
+        assert!(msg.contains("unknown field `userz`"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_yaml_has_location() {
+        let text = "host: http://x\nscenarios:\n  s: { users: 1\n";
+        let err = Loaded::from_str("f.yaml", text).expect_err("must fail");
+        assert!(matches!(err, ScenarioError::Syntax { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let text = "host: http://x\nscenarios:\n  s: { users: 1, duration: 10x }\nuser_classes:\n  u: { tasks: [ { get: / } ] }\n";
+        let err = Loaded::from_str("f.yaml", text).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.starts_with("f.yaml:3:"), "{msg}");
+        assert!(msg.contains("invalid duration"), "{msg}");
+    }
+
+    #[test]
+    fn bad_host_is_refused() {
+        let text = "host: localhost:8080\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: / } ] }\n";
+        let err = Loaded::from_str("f.yaml", text).expect_err("must fail");
+        assert!(err.to_string().contains("host"), "{err}");
+        assert!(validate_host("ftp://x").is_err());
+        assert!(validate_host("not a url").is_err());
+        assert_eq!(
+            validate_host("http://a:1/").expect("valid"),
+            "http://a:1"
+        );
+    }
+
+    #[test]
+    fn request_needs_one_method() {
+        let text = "host: http://x\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u: { tasks: [ { name: x } ] }\n";
+        let err = Loaded::from_str("f.yaml", text).expect_err("must fail");
+        assert!(err.to_string().contains("user_classes.u.tasks[0]"), "{err}");
+    }
+
+    #[test]
+    fn picks_scenarios() {
+        let l = Loaded::from_str("t.yaml", GOOD).expect("valid");
+        assert!(matches!(l.pick(None), Err(ScenarioError::Ambiguous { .. })));
+        assert_eq!(l.pick(Some("open")).expect("exists"), "open");
+        assert!(l.pick(Some("nope")).is_err());
+    }
+}
