@@ -98,7 +98,13 @@ mod tests {
     #[test]
     fn sums_are_exact_and_balanced() {
         for users in [0u64, 1, 2, 7, 99, 100, 1001, 12345] {
-            for weights in [vec![1], vec![3, 1], vec![1, 1, 1], vec![5, 0, 2], vec![7, 3, 2, 1]] {
+            for weights in [
+                vec![1],
+                vec![3, 1],
+                vec![1, 1, 1],
+                vec![5, 0, 2],
+                vec![7, 3, 2, 1],
+            ] {
                 for workers in 1..=7 {
                     let shares = split(users, &weights, workers, 10.0);
                     let total: u64 = shares.iter().map(Share::users).sum();

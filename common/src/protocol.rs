@@ -89,8 +89,21 @@ pub struct Start {
 pub enum CoordinatorMessage {
     Welcome(Welcome),
     Start(Box<Start>),
-    Adjust { run_id: String, share: Share },
-    Stop { run_id: String, graceful: Duration },
-    Ack { run_id: String, seq: u64 },
-    Shutdown { reason: String },
+    Adjust {
+        run_id: String,
+        share: Share,
+    },
+    Stop {
+        run_id: String,
+        graceful: Duration,
+    },
+    Ack {
+        run_id: String,
+        seq: u64,
+    },
+    Shutdown {
+        reason: String,
+    },
+    /// Liveness while no other message is due.
+    Ping,
 }

@@ -205,7 +205,10 @@ mod tests {
         assert!((l.p50 - 500.0).abs() <= 0.5, "{l:?}");
         assert!((l.p99 - 990.0).abs() <= 1.0, "{l:?}");
         assert!((l.max - 1000.0).abs() <= 1.0, "{l:?}");
-        assert_eq!(LatencyMs::from_histogram(&new_histogram()), LatencyMs::default());
+        assert_eq!(
+            LatencyMs::from_histogram(&new_histogram()),
+            LatencyMs::default()
+        );
     }
 
     #[test]

@@ -274,6 +274,11 @@ pub struct RequestSpec {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// Headers inherited from `defaults` or the user class: sent only once the
+    /// variables they use exist, so a class-wide `Authorization: Bearer {{ token }}`
+    /// does not break the `on_start` login that captures the token.
+    #[serde(default)]
+    pub optional_headers: Vec<String>,
     pub body: Option<Body>,
     /// Statuses that count as success; empty means any status below 400.
     pub expect_status: Vec<u16>,
@@ -607,7 +612,9 @@ impl Loaded {
             ("HEAD", &r.head),
             ("OPTIONS", &r.options),
         ];
-        let mut given = methods.iter().filter_map(|(m, p)| p.as_ref().map(|p| (*m, p)));
+        let mut given = methods
+            .iter()
+            .filter_map(|(m, p)| p.as_ref().map(|p| (*m, p)));
         let (method, path) = given.next().ok_or_else(|| {
             self.invalid(
                 at,
@@ -615,7 +622,10 @@ impl Loaded {
             )
         })?;
         if given.next().is_some() {
-            return Err(self.invalid(at, "give exactly one of get, post, put, patch, delete, head, options"));
+            return Err(self.invalid(
+                at,
+                "give exactly one of get, post, put, patch, delete, head, options",
+            ));
         }
         if !path.starts_with('/') {
             return Err(self.invalid(
@@ -641,11 +651,19 @@ impl Loaded {
             crate::capture::JsonPath::parse(expr)
                 .map_err(|e| self.invalid(format!("{at}.capture.{var}"), e.to_string()))?;
         }
+        let optional_headers: Vec<String> = inherited
+            .keys()
+            .filter(|k| !r.headers.contains_key(*k))
+            .cloned()
+            .collect();
         let mut headers = inherited.clone();
         headers.extend(r.headers.clone());
         let body = match (&r.json, &r.body) {
             (Some(j), _) => {
-                if !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
+                if !headers
+                    .keys()
+                    .any(|k| k.eq_ignore_ascii_case("content-type"))
+                {
                     headers.insert("Content-Type".into(), "application/json".into());
                 }
                 Some(Body::Json(j.clone()))
@@ -671,6 +689,7 @@ impl Loaded {
             method: method.to_owned(),
             path: path.clone(),
             headers: headers.into_iter().collect(),
+            optional_headers,
             body,
             expect_status,
             capture: r.capture.clone().into_iter().collect(),
@@ -736,7 +755,11 @@ pub fn validate_host(host: &str) -> Result<String, String> {
                 "`{host}`: https targets are not supported yet; use http://"
             ));
         }
-        s => return Err(format!("`{host}`: unsupported scheme `{s}`; expected http://")),
+        s => {
+            return Err(format!(
+                "`{host}`: unsupported scheme `{s}`; expected http://"
+            ));
+        }
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("`{host}` has no host name"));
@@ -887,10 +910,7 @@ user_classes:
         assert!(err.to_string().contains("host"), "{err}");
         assert!(validate_host("ftp://x").is_err());
         assert!(validate_host("not a url").is_err());
-        assert_eq!(
-            validate_host("http://a:1/").expect("valid"),
-            "http://a:1"
-        );
+        assert_eq!(validate_host("http://a:1/").expect("valid"), "http://a:1");
     }
 
     #[test]

@@ -178,7 +178,9 @@ mod tests {
         let mut parts = [new_histogram(), new_histogram(), new_histogram()];
         let mut x: u64 = 12345;
         for i in 0..30_000u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = 100 + (x >> 33) % 200_000;
             record_micros(&mut whole, v);
             record_micros(&mut parts[(i % 3) as usize], v);
@@ -186,7 +188,9 @@ mod tests {
         let mut merged = new_histogram();
         for p in &parts {
             let bytes = encode_v2(p).expect("encodes");
-            merged.add(decode(&bytes).expect("decodes")).expect("merges");
+            merged
+                .add(decode(&bytes).expect("decodes"))
+                .expect("merges");
         }
         for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
             assert_eq!(merged.value_at_quantile(q), whole.value_at_quantile(q));

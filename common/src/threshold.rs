@@ -1,14 +1,512 @@
-//! PLACEHOLDER — replaced by thresholds (see brief).
-use crate::report::{Report, ThresholdResult};
+//! k6-style pass/fail thresholds (`p99 < 200ms`, `error_rate < 1%`) and their evaluation against a report.
+use crate::report::{LatencyMs, Report, ThresholdResult};
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct ThresholdError(pub String);
+const EXPECTED_FORM: &str = "`[ENDPOINT: ]METRIC OP VALUE[, abort]`, e.g. `p95 < 200ms`, \
+     `error_rate < 1%`, `rps > 100` or `list workflows: p99 <= 1.5s`";
+const EXPECTED_METRIC: &str = "min, mean (or avg), p50 (or med), p90, p95, p99, p999, max, \
+     p(N) for those percentiles, error_rate, rps, requests or failures";
+const EXPECTED_OP: &str = "one of `<`, `<=`, `>`, `>=`, `==`";
+const EXPECTED_DURATION: &str =
+    "a duration such as `200ms`, `1.5s` or `500us` (a bare number is ms)";
+const EXPECTED_FRACTION: &str =
+    "a fraction from 0 to 1 such as `0.01`, or a percentage such as `1%`";
+const EXPECTED_RATE: &str = "a non-negative rate in requests per second such as `100` or `100/s`";
+const EXPECTED_COUNT: &str = "a non-negative count such as `1000`";
 
+/// Why a threshold was rejected; each message lists the forms that are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThresholdError {
+    #[error("empty threshold: expected {EXPECTED_FORM}")]
+    Empty,
+    #[error("threshold `{0}` has an empty endpoint name before `:`: expected {EXPECTED_FORM}")]
+    EmptyEndpoint(String),
+    #[error(
+        "threshold `{expr}` has no comparison: expected {EXPECTED_OP} between the metric and the value, as in {EXPECTED_FORM}"
+    )]
+    MissingOperator { expr: String },
+    #[error("unknown metric `{metric}` in threshold `{expr}`: expected {EXPECTED_METRIC}")]
+    UnknownMetric { metric: String, expr: String },
+    #[error("bad value `{value}` in threshold `{expr}`: expected {expected}")]
+    BadValue {
+        value: String,
+        expr: String,
+        expected: &'static str,
+    },
+}
+
+/// Latency summaries the report carries (in `latency_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencyStat {
+    Min,
+    Mean,
+    P50,
+    P90,
+    P95,
+    P99,
+    P999,
+    Max,
+}
+
+impl LatencyStat {
+    fn of(self, l: &LatencyMs) -> f64 {
+        match self {
+            LatencyStat::Min => l.min,
+            LatencyStat::Mean => l.mean,
+            LatencyStat::P50 => l.p50,
+            LatencyStat::P90 => l.p90,
+            LatencyStat::P95 => l.p95,
+            LatencyStat::P99 => l.p99,
+            LatencyStat::P999 => l.p999,
+            LatencyStat::Max => l.max,
+        }
+    }
+}
+
+/// What a threshold measures; each has one natural unit so `actual` needs no label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Milliseconds.
+    Latency(LatencyStat),
+    /// A fraction (0.01 = 1%).
+    ErrorRate,
+    /// Requests per second.
+    Rps,
+    Requests,
+    Failures,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+}
+
+impl Op {
+    fn holds(self, actual: f64, limit: f64) -> bool {
+        match self {
+            Op::Lt => actual < limit,
+            Op::Le => actual <= limit,
+            Op::Gt => actual > limit,
+            Op::Ge => actual >= limit,
+            Op::Eq => actual == limit,
+        }
+    }
+}
+
+/// A parsed threshold; the parts are public so a live run can check `abort`
+/// thresholds against interim numbers with [`Threshold::check`].
 #[derive(Debug, Clone)]
-pub struct Threshold { pub expr: String }
+pub struct Threshold {
+    pub expr: String,
+    /// Endpoint name (matched against `endpoints[].name`); None means the totals.
+    pub endpoint: Option<String>,
+    pub metric: Metric,
+    pub op: Op,
+    /// The limit, in the metric's natural unit (ms, fraction, per second, count).
+    pub value: f64,
+    /// Stop the run as soon as this threshold fails.
+    pub abort: bool,
+}
 
 impl Threshold {
-    pub fn parse(expr: &str) -> Result<Self, ThresholdError> { Ok(Threshold { expr: expr.into() }) }
-    pub fn evaluate(&self, _report: &Report) -> ThresholdResult { ThresholdResult { expr: self.expr.clone(), passed: true, actual: 0.0 } }
+    pub fn parse(expr: &str) -> Result<Self, ThresholdError> {
+        let full = expr.trim();
+        if full.is_empty() {
+            return Err(ThresholdError::Empty);
+        }
+        let (body, abort) = match full.rsplit_once(',') {
+            Some((body, flag)) if flag.trim().eq_ignore_ascii_case("abort") => (body.trim(), true),
+            _ => (full, false),
+        };
+        let (endpoint, cond) = match body.rsplit_once(": ") {
+            Some((name, cond)) => {
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err(ThresholdError::EmptyEndpoint(full.to_owned()));
+                }
+                (Some(name.to_owned()), cond.trim())
+            }
+            None => (None, body),
+        };
+        let missing_op = || ThresholdError::MissingOperator {
+            expr: full.to_owned(),
+        };
+        let at = cond.find(['<', '>', '=']).ok_or_else(missing_op)?;
+        let (metric, rest) = cond.split_at(at);
+        let (op, value) = if let Some(v) = rest.strip_prefix("<=") {
+            (Op::Le, v)
+        } else if let Some(v) = rest.strip_prefix(">=") {
+            (Op::Ge, v)
+        } else if let Some(v) = rest.strip_prefix("==") {
+            (Op::Eq, v)
+        } else if let Some(v) = rest.strip_prefix('<') {
+            (Op::Lt, v)
+        } else if let Some(v) = rest.strip_prefix('>') {
+            (Op::Gt, v)
+        } else {
+            return Err(missing_op());
+        };
+        let metric_text = metric.trim();
+        if metric_text.is_empty() {
+            return Err(missing_op());
+        }
+        let metric = parse_metric(metric_text).ok_or_else(|| ThresholdError::UnknownMetric {
+            metric: metric_text.to_owned(),
+            expr: full.to_owned(),
+        })?;
+        let value_text = value.trim();
+        let value =
+            parse_value(metric, value_text).map_err(|expected| ThresholdError::BadValue {
+                value: value_text.to_owned(),
+                expr: full.to_owned(),
+                expected,
+            })?;
+        Ok(Threshold {
+            expr: full.to_owned(),
+            endpoint,
+            metric,
+            op,
+            value,
+            abort,
+        })
+    }
+
+    /// Whether `actual` (in the metric's natural unit) satisfies the threshold.
+    pub fn check(&self, actual: f64) -> bool {
+        actual.is_finite() && self.op.holds(actual, self.value)
+    }
+
+    /// An endpoint threshold must hold for every endpoint with that name (one
+    /// per method); `actual` is the first failing one's value, and a name
+    /// absent from the report fails with 0.0 (JSON has no NaN).
+    pub fn evaluate(&self, report: &Report) -> ThresholdResult {
+        let (passed, actual) = match &self.endpoint {
+            None => {
+                let t = &report.totals;
+                self.judge(self.pick(t.requests, t.failures, t.error_rate, t.rps, &t.latency_ms))
+            }
+            Some(name) => {
+                let mut results = report
+                    .endpoints
+                    .iter()
+                    .filter(|e| &e.name == name)
+                    .map(|e| {
+                        self.judge(self.pick(
+                            e.requests,
+                            e.failures,
+                            e.error_rate,
+                            e.rps,
+                            &e.latency_ms,
+                        ))
+                    });
+                match results.next() {
+                    None => (false, 0.0),
+                    Some(first) if !first.0 => first,
+                    Some(first) => results.find(|r| !r.0).unwrap_or(first),
+                }
+            }
+        };
+        ThresholdResult {
+            expr: self.expr.clone(),
+            passed,
+            actual,
+        }
+    }
+
+    fn pick(&self, requests: u64, failures: u64, error_rate: f64, rps: f64, l: &LatencyMs) -> f64 {
+        match self.metric {
+            Metric::Latency(stat) => stat.of(l),
+            Metric::ErrorRate => error_rate,
+            Metric::Rps => rps,
+            Metric::Requests => requests as f64,
+            Metric::Failures => failures as f64,
+        }
+    }
+
+    /// Non-finite values fail and are reported as 0.0 so the report stays valid JSON.
+    fn judge(&self, actual: f64) -> (bool, f64) {
+        if actual.is_finite() {
+            (self.check(actual), actual)
+        } else {
+            (false, 0.0)
+        }
+    }
+}
+
+fn parse_metric(text: &str) -> Option<Metric> {
+    let lower = text.to_ascii_lowercase();
+    let name: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
+    let stat = match name.as_str() {
+        "min" => LatencyStat::Min,
+        "mean" | "avg" => LatencyStat::Mean,
+        "med" | "p50" | "p(50)" => LatencyStat::P50,
+        "p90" | "p(90)" => LatencyStat::P90,
+        "p95" | "p(95)" => LatencyStat::P95,
+        "p99" | "p(99)" => LatencyStat::P99,
+        "p999" | "p(99.9)" => LatencyStat::P999,
+        "max" => LatencyStat::Max,
+        "error_rate" => return Some(Metric::ErrorRate),
+        "rps" => return Some(Metric::Rps),
+        "requests" => return Some(Metric::Requests),
+        "failures" => return Some(Metric::Failures),
+        _ => return None,
+    };
+    Some(Metric::Latency(stat))
+}
+
+/// A finite, non-negative number; NaN and infinities parse as f64 but mean nothing here.
+fn number(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+/// Converts the value to the metric's natural unit, or says what was expected.
+fn parse_value(metric: Metric, text: &str) -> Result<f64, &'static str> {
+    match metric {
+        Metric::Latency(_) => {
+            let (num, scale) = if let Some(n) = text.strip_suffix("ms") {
+                (n, 1.0)
+            } else if let Some(n) = text.strip_suffix("us").or_else(|| text.strip_suffix("µs")) {
+                (n, 0.001)
+            } else if let Some(n) = text.strip_suffix('s') {
+                (n, 1000.0)
+            } else {
+                (text, 1.0)
+            };
+            number(num).map(|v| v * scale).ok_or(EXPECTED_DURATION)
+        }
+        Metric::ErrorRate => {
+            let v = match text.strip_suffix('%') {
+                Some(pct) => number(pct).map(|v| v / 100.0),
+                None => number(text),
+            };
+            v.filter(|v| *v <= 1.0).ok_or(EXPECTED_FRACTION)
+        }
+        Metric::Rps => number(text.strip_suffix("/s").unwrap_or(text)).ok_or(EXPECTED_RATE),
+        Metric::Requests | Metric::Failures => number(text)
+            .filter(|v| v.fract() == 0.0)
+            .ok_or(EXPECTED_COUNT),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{EndpointReport, Totals};
+
+    fn latency(base: f64) -> LatencyMs {
+        LatencyMs {
+            min: base,
+            mean: base * 2.0,
+            p50: base * 3.0,
+            p90: base * 4.0,
+            p95: base * 5.0,
+            p99: base * 6.0,
+            p999: base * 7.0,
+            max: base * 8.0,
+        }
+    }
+
+    fn endpoint(
+        name: &str,
+        method: &str,
+        base: f64,
+        requests: u64,
+        failures: u64,
+    ) -> EndpointReport {
+        EndpointReport {
+            name: name.into(),
+            method: method.into(),
+            requests,
+            failures,
+            error_rate: crate::report::ratio(failures, requests),
+            rps: requests as f64 / 10.0,
+            latency_ms: latency(base),
+            service_ms: latency(base),
+            ttfb_ms: latency(base),
+            bytes_received: 0,
+            status: Default::default(),
+            errors: Default::default(),
+            histogram: String::new(),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            schema: crate::report::SCHEMA.into(),
+            run_id: "r".into(),
+            scenario: "s".into(),
+            target: "http://x".into(),
+            load_model: "closed".into(),
+            started_at: "2025-01-01T00:00:00Z".into(),
+            duration_s: 10.0,
+            partial: false,
+            workers: vec![],
+            totals: Totals {
+                requests: 2000,
+                failures: 10,
+                error_rate: 0.005,
+                rps: 200.0,
+                latency_ms: latency(10.0),
+                service_ms: latency(10.0),
+                ttfb_ms: latency(10.0),
+                bytes_received: 0,
+            },
+            endpoints: vec![
+                endpoint("list workflows", "GET", 20.0, 1500, 0),
+                endpoint("create workflow", "POST", 50.0, 500, 10),
+                endpoint("a: b", "GET", 1.0, 1, 0),
+                endpoint("twice", "GET", 10.0, 100, 0),
+                endpoint("twice", "POST", 100.0, 100, 0),
+            ],
+            timeline: vec![],
+            thresholds: vec![],
+            passed: true,
+        }
+    }
+
+    fn eval(expr: &str) -> (bool, f64) {
+        let r = Threshold::parse(expr).expect(expr).evaluate(&report());
+        assert_eq!(r.expr, expr.trim());
+        (r.passed, r.actual)
+    }
+
+    #[test]
+    fn latency_metrics_in_ms() {
+        assert_eq!(eval("min < 11"), (true, 10.0));
+        assert_eq!(eval("mean < 20ms"), (false, 20.0));
+        assert_eq!(eval("avg <= 20ms"), (true, 20.0));
+        assert_eq!(eval("med == 30ms"), (true, 30.0));
+        assert_eq!(eval("p50 == 30ms"), (true, 30.0));
+        assert_eq!(eval("p90 > 39.9"), (true, 40.0));
+        assert_eq!(eval("p95 < 0.05s"), (false, 50.0));
+        assert_eq!(eval("p(95) <= 1.5s"), (true, 50.0));
+        assert_eq!(eval("p99<200ms"), (true, 60.0));
+        assert_eq!(eval("P(99) >= 60000us"), (true, 60.0));
+        assert_eq!(eval("p999 < 70ms"), (false, 70.0));
+        assert_eq!(eval("p(99.9) < 71ms"), (true, 70.0));
+        assert_eq!(eval("max < 1s"), (true, 80.0));
+    }
+
+    #[test]
+    fn rate_and_count_metrics() {
+        assert_eq!(eval("error_rate < 1%"), (true, 0.005));
+        assert_eq!(eval("error_rate < 0.001"), (false, 0.005));
+        assert_eq!(eval("error_rate <= 0.5%"), (true, 0.005));
+        assert_eq!(eval("rps > 100"), (true, 200.0));
+        assert_eq!(eval("rps > 250/s"), (false, 200.0));
+        assert_eq!(eval("requests >= 1000"), (true, 2000.0));
+        assert_eq!(eval("failures == 0"), (false, 10.0));
+        assert_eq!(eval("failures <= 10"), (true, 10.0));
+    }
+
+    #[test]
+    fn per_endpoint_thresholds() {
+        assert_eq!(eval("list workflows: p95 < 300ms"), (true, 100.0));
+        assert_eq!(eval("create workflow: p95 < 200ms"), (false, 250.0));
+        assert_eq!(eval("create workflow: failures == 10"), (true, 10.0));
+        assert_eq!(eval("create workflow: error_rate < 1%"), (false, 0.02));
+        assert_eq!(eval("list workflows: rps > 100"), (true, 150.0));
+        // Split at the last ": ", so names may contain one.
+        assert_eq!(eval("a: b: requests == 1"), (true, 1.0));
+        // Same name, two methods: all must pass; actual is the failing one.
+        assert_eq!(eval("twice: p95 < 100ms"), (false, 500.0));
+        assert_eq!(eval("twice: p95 < 1s"), (true, 50.0));
+    }
+
+    #[test]
+    fn absent_endpoint_fails_with_zero() {
+        let r = Threshold::parse("nope: p95 < 1s")
+            .expect("parses")
+            .evaluate(&report());
+        assert!(!r.passed);
+        assert_eq!(r.actual, 0.0);
+    }
+
+    #[test]
+    fn abort_flag() {
+        let t = Threshold::parse("p99 < 200ms, abort").expect("parses");
+        assert!(t.abort);
+        assert_eq!(
+            (t.metric, t.op, t.value),
+            (Metric::Latency(LatencyStat::P99), Op::Lt, 200.0)
+        );
+        assert_eq!(t.expr, "p99 < 200ms, abort");
+        let t = Threshold::parse("list workflows: error_rate < 5% ,ABORT").expect("parses");
+        assert!(t.abort);
+        assert_eq!(t.endpoint.as_deref(), Some("list workflows"));
+        assert!((t.value - 0.05).abs() < 1e-12);
+        assert!(!Threshold::parse("p99 < 200ms").expect("parses").abort);
+    }
+
+    #[test]
+    fn value_units() {
+        let v = |e: &str| Threshold::parse(e).expect(e).value;
+        assert_eq!(v("p99 < 250us"), 0.25);
+        assert_eq!(v("p99 < 250µs"), 0.25);
+        assert_eq!(v("p99 < 2s"), 2000.0);
+        assert_eq!(v("p99 < 2 s"), 2000.0);
+        assert_eq!(v("p99 < 7"), 7.0);
+        assert_eq!(v("error_rate < 0.1%"), 0.001);
+        assert_eq!(v("error_rate < 1"), 1.0);
+    }
+
+    #[test]
+    fn non_finite_actual_fails_as_zero() {
+        let mut r = report();
+        r.totals.rps = f64::NAN;
+        let res = Threshold::parse("rps >= 0").expect("parses").evaluate(&r);
+        assert!(!res.passed);
+        assert_eq!(res.actual, 0.0);
+    }
+
+    #[test]
+    fn errors_name_what_was_expected() {
+        let err = |e: &str| Threshold::parse(e).expect_err(e);
+        assert_eq!(err("  "), ThresholdError::Empty);
+        assert!(matches!(
+            err(": p95 < 1s"),
+            ThresholdError::EmptyEndpoint(_)
+        ));
+        for e in [
+            "p95 200ms",
+            "p95 = 200ms",
+            "p95 != 200ms",
+            "< 200ms",
+            "p95 => 1",
+        ] {
+            let msg = err(e).to_string();
+            assert!(msg.contains("`<`, `<=`"), "{e}: {msg}");
+        }
+        for e in ["p75 < 1s", "latency < 1s", "p(97) < 1s", "bogus: x < 1"] {
+            let msg = err(e).to_string();
+            assert!(msg.starts_with("unknown metric"), "{e}: {msg}");
+            assert!(
+                msg.contains("error_rate, rps, requests or failures"),
+                "{e}: {msg}"
+            );
+        }
+        let cases = [
+            ("p95 < fast", "a duration such as"),
+            ("p95 < 1m", "a duration such as"),
+            ("p95 < -1ms", "a duration such as"),
+            ("p95 < NaN", "a duration such as"),
+            ("p95 <", "a duration such as"),
+            ("error_rate < 5", "a fraction from 0 to 1"),
+            ("error_rate < lots%", "a fraction from 0 to 1"),
+            ("rps > inf", "requests per second"),
+            ("requests > 1.5", "a non-negative count"),
+            ("failures == 0, later", "a non-negative count"),
+        ];
+        for (e, want) in cases {
+            let msg = err(e).to_string();
+            assert!(msg.starts_with("bad value"), "{e}: {msg}");
+            assert!(msg.contains(want), "{e}: {msg}");
+        }
+    }
 }

@@ -1,1 +1,188 @@
-//! coordinator
+//! The Squall coordinator: gRPC membership, run control, aggregation, reports and the demo target.
+
+mod aggregator;
+mod args;
+mod cluster;
+mod config;
+mod controller;
+mod error;
+mod live;
+mod local;
+mod output;
+mod service;
+pub mod target;
+
+use std::path::Path;
+
+use squall_common::scenario::Loaded;
+use squall_common::{LoadModel, render};
+
+pub use args::Args;
+pub use config::{Config, RunConfig, Workers};
+pub use error::CoordinatorError;
+
+use crate::cluster::Cluster;
+use crate::target::DemoTarget;
+
+/// What a successful command concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// A threshold failed (exit code 1).
+    Failed,
+}
+
+/// Runs one command to completion.
+pub async fn run(config: Config) -> Result<Verdict, CoordinatorError> {
+    match config {
+        Config::List(file) => list(&file),
+        Config::Validate(file) => validate(&file),
+        Config::Target(bind) => serve_target(bind).await,
+        Config::Run(run) => run_tests(run).await,
+        Config::Demo {
+            mut run,
+            target_bind,
+        } => {
+            let target = DemoTarget::start(target_bind)
+                .await
+                .map_err(CoordinatorError::Target)?;
+            eprintln!("demo target listening on {}", target.url());
+            for spec in &mut run.specs {
+                spec.host = target.url();
+            }
+            let verdict = run_tests(run).await;
+            eprintln!("demo target served {} requests in all", target.served());
+            target.shutdown().await;
+            verdict
+        }
+    }
+}
+
+fn list(file: &Path) -> Result<Verdict, CoordinatorError> {
+    let loaded = Loaded::from_path(file)?;
+    println!(
+        "{:<20} {:<8} {:<28} {:<10} thresholds",
+        "scenario", "model", "load", "duration"
+    );
+    for name in loaded.scenario_names() {
+        let spec = loaded.resolve(name, &Default::default(), true)?;
+        let load = match &spec.load {
+            LoadModel::Closed {
+                users, spawn_rate, ..
+            } => format!("{users} users @ {spawn_rate}/s"),
+            LoadModel::Stages { stages } => format!("{} stages", stages.len()),
+            LoadModel::Open {
+                rate, max_users, ..
+            } => format!("{rate} (max {max_users} users)"),
+        };
+        println!(
+            "{:<20} {:<8} {:<28} {:<10} {}",
+            name,
+            spec.load.name(),
+            load,
+            squall_common::duration::format(spec.load.duration()),
+            spec.thresholds.join("; ")
+        );
+    }
+    Ok(Verdict::Passed)
+}
+
+fn validate(file: &Path) -> Result<Verdict, CoordinatorError> {
+    let loaded = Loaded::from_path(file)?;
+    let names = loaded.scenario_names();
+    let spec = loaded.resolve(names[0], &Default::default(), true)?;
+    println!(
+        "{}: OK: {} scenario(s) ({}), {} user class(es), {} endpoint(s)",
+        file.display(),
+        names.len(),
+        names.join(", "),
+        loaded.def.user_classes.len(),
+        spec.endpoints().len()
+    );
+    Ok(Verdict::Passed)
+}
+
+async fn serve_target(bind: std::net::SocketAddr) -> Result<Verdict, CoordinatorError> {
+    let target = DemoTarget::start(bind)
+        .await
+        .map_err(CoordinatorError::Target)?;
+    eprintln!(
+        "demo target listening on {} (Ctrl-C to stop); try: coordinator -f examples/demo.yaml --host {}",
+        target.url(),
+        target.url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("served {} requests", target.served());
+    target.shutdown().await;
+    Ok(Verdict::Passed)
+}
+
+async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
+    let mut cluster = Cluster::start(cfg.bind, cfg.token.clone(), cfg.heartbeats).await?;
+    let wanted = match cfg.workers {
+        Workers::Remote(n) => {
+            eprintln!(
+                "coordinator listening on {} for {n} worker(s)",
+                cluster.addr()
+            );
+            n
+        }
+        Workers::Local(n) => {
+            local::spawn(n, cluster.addr(), cfg.token.clone(), cfg.local_threads);
+            n
+        }
+    };
+    let result = run_all(&mut cluster, &cfg, wanted).await;
+    if matches!(cfg.workers, Workers::Local(_)) {
+        cluster.shutdown_all("the coordinator is done").await;
+    }
+    result
+}
+
+async fn run_all(
+    cluster: &mut Cluster,
+    cfg: &RunConfig,
+    wanted: usize,
+) -> Result<Verdict, CoordinatorError> {
+    cluster.wait_for(wanted, cfg.wait_timeout).await?;
+    let mut verdict = Verdict::Passed;
+    let several = cfg.specs.len() > 1;
+    let mut index = Vec::new();
+    for spec in &cfg.specs {
+        if cluster.is_empty() {
+            return Err(CoordinatorError::NoWorkers {
+                wanted,
+                attached: 0,
+                waited: std::time::Duration::ZERO,
+            });
+        }
+        let result = controller::run_scenario(cluster, spec, cfg.headless).await?;
+        let dir = if several {
+            cfg.out.join(&spec.scenario)
+        } else {
+            cfg.out.clone()
+        };
+        output::write_report(&dir, &result.report)?;
+        println!("{}", render::summary_text(&result.report));
+        println!("report written to {}", dir.display());
+        if result.all_lost {
+            return Err(CoordinatorError::AllWorkersLost { out: dir });
+        }
+        if !result.report.passed {
+            verdict = Verdict::Failed;
+        }
+        index.push(serde_json::json!({
+            "scenario": spec.scenario,
+            "dir": spec.scenario,
+            "passed": result.report.passed,
+            "requests": result.report.totals.requests,
+        }));
+    }
+    if several {
+        let path = cfg.out.join("index.json");
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "runs": index }))
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|source| CoordinatorError::Output { path, source })?;
+    }
+    Ok(verdict)
+}

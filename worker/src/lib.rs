@@ -1,1 +1,11 @@
-//! worker
+//! The Squall worker: an HTTP load engine and the agent that attaches it to a coordinator.
+
+mod agent;
+mod engine;
+mod error;
+mod prepared;
+mod recorder;
+mod user;
+
+pub use agent::{AgentConfig, MAX_MESSAGE_BYTES, run, spawn_order};
+pub use error::WorkerError;

@@ -1,5 +1,14 @@
-//! PLACEHOLDER — replaced by the report renderers (see brief).
-use crate::report::Report;
-pub fn summary_text(r: &Report) -> String { format!("{} requests\n", r.totals.requests) }
-pub fn timeline_csv(r: &Report) -> String { format!("t\n{}\n", r.timeline.len()) }
-pub fn html(r: &Report) -> String { format!("<html>{}</html>", r.run_id) }
+//! Human-readable renderings of a finished run's `Report`: terminal summary, timeline CSV and a self-contained HTML page.
+
+mod chart;
+mod format;
+mod html;
+mod summary;
+mod timeline;
+
+pub use html::html;
+pub use summary::summary_text;
+pub use timeline::timeline_csv;
+
+#[cfg(test)]
+mod fixture;

@@ -1,0 +1,396 @@
+//! Merges workers' interval snapshots into run totals, per-endpoint stats, a per-second timeline and the final report.
+//!
+//! Snapshots are de-duplicated by (worker, run, seq), so a resend after a
+//! reconnect never counts a request twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hdrhistogram::Histogram;
+use squall_common::report::{
+    self, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals, WorkerReport,
+};
+use squall_common::snapshot::{HistogramError, new_histogram};
+use squall_common::threshold::Threshold;
+use squall_common::{EndpointKey, EndpointStats, RunSpec, Snapshot};
+
+#[derive(Debug, Default)]
+struct Interval {
+    users: BTreeMap<String, u64>,
+    requests: u64,
+    failures: u64,
+    latency: Option<Histogram<u64>>,
+    window_us: u64,
+    events: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct WorkerAgg {
+    requests: u64,
+    peak_users: u64,
+    lost: bool,
+    seen: BTreeSet<u64>,
+    /// Every seq below this has been received.
+    contiguous: u64,
+    /// Total snapshots the worker says it sent, once it has stopped.
+    expected: Option<u64>,
+    users_per_class: Vec<u64>,
+}
+
+/// What `add` did with a snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Added {
+    /// New data; acknowledge every seq below this.
+    Ack(u64),
+    /// Seen before (a resend): ignored.
+    Duplicate,
+    /// For another run or from a worker not in this run: ignored.
+    Foreign,
+}
+
+/// The numbers the live view shows for one second.
+#[derive(Debug, Clone, Default)]
+pub struct LiveLine {
+    pub users: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub total_requests: u64,
+    pub total_failures: u64,
+}
+
+pub struct Aggregator {
+    run_id: String,
+    order: Vec<EndpointKey>,
+    endpoints: BTreeMap<EndpointKey, EndpointStats>,
+    intervals: BTreeMap<u64, Interval>,
+    workers: BTreeMap<String, WorkerAgg>,
+    max_window_end_us: u64,
+    total_requests: u64,
+    total_failures: u64,
+}
+
+impl Aggregator {
+    pub fn new(run_id: &str, spec: &RunSpec, workers: &[(String, Vec<u64>)]) -> Self {
+        Aggregator {
+            run_id: run_id.to_owned(),
+            order: spec
+                .endpoints()
+                .into_iter()
+                .map(|(name, method)| EndpointKey { name, method })
+                .collect(),
+            endpoints: BTreeMap::new(),
+            intervals: BTreeMap::new(),
+            workers: workers
+                .iter()
+                .map(|(id, users)| {
+                    (
+                        id.clone(),
+                        WorkerAgg {
+                            users_per_class: users.clone(),
+                            ..WorkerAgg::default()
+                        },
+                    )
+                })
+                .collect(),
+            max_window_end_us: 0,
+            total_requests: 0,
+            total_failures: 0,
+        }
+    }
+
+    pub fn add(&mut self, worker: &str, snap: &Snapshot) -> Result<Added, HistogramError> {
+        if snap.run_id != self.run_id {
+            return Ok(Added::Foreign);
+        }
+        let Some(w) = self.workers.get_mut(worker) else {
+            return Ok(Added::Foreign);
+        };
+        if snap.seq < w.contiguous || !w.seen.insert(snap.seq) {
+            return Ok(Added::Duplicate);
+        }
+        while w.seen.remove(&w.contiguous) {
+            w.contiguous += 1;
+        }
+        let requests = snap.requests();
+        w.requests += requests;
+        w.peak_users = w.peak_users.max(snap.active_users);
+        let ack = w.contiguous;
+        self.max_window_end_us = self.max_window_end_us.max(snap.window_end_us);
+
+        let interval = self.intervals.entry(snap.seq).or_default();
+        interval.users.insert(worker.to_owned(), snap.active_users);
+        interval.window_us = interval
+            .window_us
+            .max(snap.window_end_us.saturating_sub(snap.window_start_us));
+        let latency = interval.latency.get_or_insert_with(new_histogram);
+        for (key, stats) in &snap.endpoints {
+            interval.requests += stats.requests;
+            interval.failures += stats.failures;
+            self.total_requests += stats.requests;
+            self.total_failures += stats.failures;
+            latency
+                .add(&stats.latency)
+                .map_err(|e| HistogramError::Merge(format!("{e:?}")))?;
+            self.endpoints
+                .entry(key.clone())
+                .or_default()
+                .merge(stats)?;
+        }
+        Ok(Added::Ack(ack))
+    }
+
+    /// The worker has stopped and says it sent `total` snapshots.
+    pub fn expect(&mut self, worker: &str, total: u64) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.expected = Some(total);
+        }
+    }
+
+    pub fn mark_lost(&mut self, worker: &str) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.lost = true;
+        }
+    }
+
+    pub fn is_member(&self, worker: &str) -> bool {
+        self.workers.contains_key(worker)
+    }
+
+    /// Every worker has either delivered all its snapshots or been lost.
+    pub fn complete(&self) -> bool {
+        self.workers
+            .values()
+            .all(|w| w.lost || w.expected.is_some_and(|n| w.contiguous >= n))
+    }
+
+    pub fn all_lost(&self) -> bool {
+        !self.workers.is_empty() && self.workers.values().all(|w| w.lost)
+    }
+
+    pub fn missing(&self) -> Vec<String> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| !(w.lost || w.expected.is_some_and(|n| w.contiguous >= n)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Adds a timeline event (worker lost, stop requested) at second `t`.
+    pub fn event(&mut self, t: u64, text: String) {
+        self.intervals.entry(t).or_default().events.push(text);
+    }
+
+    /// The most recent second every live worker has reported, for the live view.
+    pub fn live(&self) -> Option<LiveLine> {
+        let live_workers = self.workers.values().filter(|w| !w.lost).count();
+        let (_, iv) = self
+            .intervals
+            .iter()
+            .rev()
+            .find(|(_, iv)| iv.users.len() >= live_workers && iv.latency.is_some())
+            .or_else(|| {
+                self.intervals
+                    .iter()
+                    .rev()
+                    .find(|(_, iv)| iv.latency.is_some())
+            })?;
+        let q = |p: f64| {
+            iv.latency
+                .as_ref()
+                .filter(|h| !h.is_empty())
+                .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0)
+        };
+        Some(LiveLine {
+            users: iv.users.values().sum(),
+            rps: rate(iv.requests, iv.window_us),
+            p50_ms: q(0.5),
+            p95_ms: q(0.95),
+            p99_ms: q(0.99),
+            total_requests: self.total_requests,
+            total_failures: self.total_failures,
+        })
+    }
+
+    /// Builds the final report; thresholds decide `passed`.
+    pub fn report(&self, meta: ReportMeta) -> Result<Report, HistogramError> {
+        let duration_s = self.max_window_end_us as f64 / 1e6;
+        let mut all = EndpointStats::new();
+        let mut keys: Vec<&EndpointKey> = self
+            .order
+            .iter()
+            .filter(|k| self.endpoints.contains_key(*k))
+            .collect();
+        keys.extend(self.endpoints.keys().filter(|k| !self.order.contains(k)));
+        let mut endpoints = Vec::new();
+        for key in keys {
+            if let Some(s) = self.endpoints.get(key) {
+                all.merge(s)?;
+                endpoints.push(EndpointReport::from_stats(
+                    &key.name,
+                    &key.method,
+                    s,
+                    duration_s,
+                )?);
+            }
+        }
+        let last = self.intervals.keys().next_back().copied();
+        let mut timeline = Vec::new();
+        if let Some(last) = last {
+            for t in 0..=last {
+                let point = match self.intervals.get(&t) {
+                    None => TimelinePoint {
+                        t,
+                        ..TimelinePoint::default()
+                    },
+                    Some(iv) => {
+                        let l = iv
+                            .latency
+                            .as_ref()
+                            .map(LatencyMs::from_histogram)
+                            .unwrap_or_default();
+                        TimelinePoint {
+                            t,
+                            users: iv.users.values().sum(),
+                            requests: iv.requests,
+                            failures: iv.failures,
+                            rps: rate(iv.requests, iv.window_us),
+                            p50_ms: l.p50,
+                            p95_ms: l.p95,
+                            p99_ms: l.p99,
+                            event: (!iv.events.is_empty()).then(|| iv.events.join("; ")),
+                        }
+                    }
+                };
+                timeline.push(point);
+            }
+        }
+        let workers = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerReport {
+                id: id.clone(),
+                requests: w.requests,
+                peak_users: w.peak_users,
+                lost: w.lost,
+                users_per_class: w.users_per_class.clone(),
+            })
+            .collect();
+        let mut report = Report {
+            schema: report::SCHEMA.to_owned(),
+            run_id: self.run_id.clone(),
+            scenario: meta.spec.scenario.clone(),
+            target: meta.spec.host.clone(),
+            load_model: meta.spec.load.name().to_owned(),
+            started_at: meta.started_at,
+            duration_s: (duration_s * 1000.0).round() / 1000.0,
+            partial: meta.partial,
+            workers,
+            totals: Totals::from_stats(&all, duration_s),
+            endpoints,
+            timeline,
+            thresholds: Vec::new(),
+            passed: true,
+        };
+        let results: Vec<ThresholdResult> = meta
+            .spec
+            .thresholds
+            .iter()
+            .map(|expr| match Threshold::parse(expr) {
+                Ok(t) => t.evaluate(&report),
+                Err(_) => ThresholdResult {
+                    expr: expr.clone(),
+                    passed: false,
+                    actual: 0.0,
+                },
+            })
+            .collect();
+        report.passed = results.iter().all(|r| r.passed);
+        report.thresholds = results;
+        Ok(report)
+    }
+}
+
+/// Run facts the aggregator does not see in snapshots.
+pub struct ReportMeta<'a> {
+    pub spec: &'a RunSpec,
+    pub started_at: String,
+    pub partial: bool,
+}
+
+fn rate(count: u64, window_us: u64) -> f64 {
+    let secs = if window_us == 0 {
+        1.0
+    } else {
+        window_us as f64 / 1e6
+    };
+    report::per_second(count, secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_common::scenario::Loaded;
+    use squall_common::snapshot::record_micros;
+
+    fn spec() -> RunSpec {
+        let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 2, duration: 2s, thresholds: [\"requests >= 3\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
+        Loaded::from_str("t.yaml", text)
+            .and_then(|l| l.resolve("s", &Default::default(), false))
+            .expect("valid")
+    }
+
+    fn snap(seq: u64, requests: u64) -> Snapshot {
+        let mut s = EndpointStats::new();
+        s.requests = requests;
+        for i in 0..requests {
+            record_micros(&mut s.latency, 1000 + i);
+        }
+        Snapshot {
+            run_id: "r".into(),
+            seq,
+            window_start_us: seq * 1_000_000,
+            window_end_us: (seq + 1) * 1_000_000,
+            active_users: 1,
+            endpoints: vec![(
+                EndpointKey {
+                    name: "a".into(),
+                    method: "GET".into(),
+                },
+                s,
+            )],
+        }
+    }
+
+    #[test]
+    fn dedups_and_acks_contiguously() {
+        let spec = spec();
+        let mut agg = Aggregator::new(
+            "r",
+            &spec,
+            &[("w1".into(), vec![1]), ("w2".into(), vec![1])],
+        );
+        assert_eq!(agg.add("w1", &snap(1, 2)).ok(), Some(Added::Ack(0)));
+        assert_eq!(agg.add("w1", &snap(0, 1)).ok(), Some(Added::Ack(2)));
+        assert_eq!(agg.add("w1", &snap(0, 1)).ok(), Some(Added::Duplicate));
+        assert_eq!(agg.add("w9", &snap(0, 1)).ok(), Some(Added::Foreign));
+        assert!(!agg.complete());
+        agg.expect("w1", 2);
+        agg.mark_lost("w2");
+        assert!(agg.complete());
+        let r = agg
+            .report(ReportMeta {
+                spec: &spec,
+                started_at: "now".into(),
+                partial: false,
+            })
+            .expect("report");
+        assert_eq!(r.totals.requests, 3);
+        assert_eq!(r.endpoints[0].requests, 3);
+        assert_eq!(r.timeline.len(), 2);
+        assert_eq!(r.timeline[1].requests, 2);
+        assert!(r.workers.iter().any(|w| w.id == "w2" && w.lost));
+        assert!(r.passed, "{:?}", r.thresholds);
+        assert_eq!(r.duration_s, 2.0);
+    }
+}

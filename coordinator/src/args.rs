@@ -1,0 +1,126 @@
+//! The `coordinator` command line (clap derive); every flag also reads a `SQUALL_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Squall coordinator: splits a load test across workers, merges their results, checks thresholds.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the scenarios in a file.
+    List {
+        /// Scenario file.
+        file: PathBuf,
+    },
+    /// Check a scenario file (syntax, keys, values) without sending any traffic.
+    Validate {
+        /// Scenario file.
+        file: PathBuf,
+    },
+    /// Run the built-in demo: the demo target, 2 local workers and the demo scenario.
+    Demo(DemoArgs),
+    /// Serve only the demo target (an HTTP API to aim workers at).
+    Target {
+        /// Address to listen on.
+        #[arg(long, env = "SQUALL_TARGET_BIND", default_value = "127.0.0.1:8080")]
+        bind: SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "SQUALL_FILE",
+        default_value = "loadtest.yaml"
+    )]
+    pub file: PathBuf,
+    /// Scenario to run when the file holds several.
+    #[arg(long, env = "SQUALL_SCENARIO", conflicts_with = "all")]
+    pub scenario: Option<String>,
+    /// Run every scenario in the file in turn (one report each, plus an index).
+    #[arg(long, env = "SQUALL_ALL")]
+    pub all: bool,
+    /// Wait for this many remote workers (`worker --master HOST:PORT`) before starting.
+    #[arg(long, env = "SQUALL_WORKERS", conflicts_with = "local_workers")]
+    pub workers: Option<usize>,
+    /// Start this many in-process workers (attached over loopback gRPC). Default: 1.
+    #[arg(long, env = "SQUALL_LOCAL_WORKERS")]
+    pub local_workers: Option<usize>,
+    /// gRPC listen address for workers. Default: 0.0.0.0:5557 with --workers, an ephemeral loopback port otherwise.
+    #[arg(long, env = "SQUALL_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Target base URL, overriding the file's `host`.
+    #[arg(long, env = "SQUALL_HOST")]
+    pub host: Option<String>,
+    /// Number of users, overriding the scenario.
+    #[arg(long, env = "SQUALL_USERS")]
+    pub users: Option<u64>,
+    /// Users started per second, overriding the scenario.
+    #[arg(long, env = "SQUALL_SPAWN_RATE")]
+    pub spawn_rate: Option<f64>,
+    /// Run duration (e.g. 30s, 5m), overriding the scenario.
+    #[arg(long, env = "SQUALL_DURATION")]
+    pub duration: Option<String>,
+    /// Open-model arrival rate (e.g. 500/s), overriding the scenario.
+    #[arg(long, env = "SQUALL_ARRIVAL_RATE")]
+    pub arrival_rate: Option<String>,
+    /// Report directory.
+    #[arg(long, env = "SQUALL_OUT", default_value = "report")]
+    pub out: PathBuf,
+    /// Extra threshold, e.g. "p99 < 200ms" (repeatable).
+    #[arg(long = "threshold", env = "SQUALL_THRESHOLD")]
+    pub thresholds: Vec<String>,
+    /// Baseline report to compare against (not supported yet).
+    #[arg(long, env = "SQUALL_BASELINE")]
+    pub baseline: Option<PathBuf>,
+    /// Shared secret workers must present.
+    #[arg(long, env = "SQUALL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// No live progress lines; only the start, warnings and the final summary.
+    #[arg(long, env = "SQUALL_HEADLESS")]
+    pub headless: bool,
+    /// How long to wait for --workers N to attach before giving up (exit 3).
+    #[arg(long, env = "SQUALL_WAIT_TIMEOUT", default_value = "60s")]
+    pub wait_timeout: String,
+    /// Engine threads per local worker. Default: cores / local workers.
+    #[arg(long, env = "SQUALL_THREADS")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Number of users.
+    #[arg(long, default_value_t = 100)]
+    pub users: u64,
+    /// Users started per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub spawn_rate: f64,
+    /// Run duration.
+    #[arg(long, default_value = "20s")]
+    pub duration: String,
+    /// In-process workers.
+    #[arg(long, default_value_t = 2)]
+    pub local_workers: usize,
+    /// Report directory.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    /// No live progress lines.
+    #[arg(long)]
+    pub headless: bool,
+    /// Address for the demo target (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub target_bind: SocketAddr,
+}

@@ -1,0 +1,185 @@
+//! The run controller: split a scenario over the attached workers, start them, merge what they send, stop them, report.
+
+use std::time::{Duration, Instant};
+
+use squall_common::protocol::{CoordinatorMessage, Start, WorkerMessage, WorkerState};
+use squall_common::{LoadModel, Report, RunSpec, partition};
+
+use crate::aggregator::{Added, Aggregator, ReportMeta};
+use crate::cluster::Cluster;
+use crate::error::CoordinatorError;
+use crate::live;
+use crate::service::ClusterEvent;
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunResult {
+    pub report: Report,
+    /// Every worker was lost before the run completed.
+    pub all_lost: bool,
+}
+
+/// Runs one scenario on every currently attached worker.
+pub async fn run_scenario(
+    cluster: &mut Cluster,
+    spec: &RunSpec,
+    headless: bool,
+) -> Result<RunResult, CoordinatorError> {
+    let LoadModel::Closed {
+        users,
+        spawn_rate,
+        duration,
+    } = spec.load
+    else {
+        return Err(CoordinatorError::Usage(format!(
+            "scenario `{}`: the {} load model is not supported by this version yet (only users/spawn_rate/duration)",
+            spec.scenario,
+            spec.load.name()
+        )));
+    };
+    let links = cluster.links();
+    if links.is_empty() {
+        return Err(CoordinatorError::NoWorkers {
+            wanted: 1,
+            attached: 0,
+            waited: Duration::ZERO,
+        });
+    }
+    let shares = partition::split(users, &spec.class_weights(), links.len(), spawn_rate);
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let started_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let members: Vec<(String, Vec<u64>)> = links
+        .iter()
+        .zip(&shares)
+        .map(|(l, s)| (l.id.clone(), s.users_per_class.clone()))
+        .collect();
+    let mut agg = Aggregator::new(&run_id, spec, &members);
+    eprintln!(
+        "run {run_id}: scenario `{}` against {}: {users} users at {spawn_rate}/s for {}s on {} worker(s)",
+        spec.scenario,
+        spec.host,
+        duration.as_secs_f64(),
+        links.len()
+    );
+    let seed: u64 = rand::random();
+    for (i, (link, share)) in links.iter().zip(&shares).enumerate() {
+        eprintln!(
+            "  worker {}: {} users {:?}",
+            link.id,
+            share.users(),
+            share.users_per_class
+        );
+        let start = Start {
+            run_id: run_id.clone(),
+            spec: spec.clone(),
+            share: share.clone(),
+            seed,
+            worker_index: u32::try_from(i).unwrap_or(u32::MAX),
+            worker_count: u32::try_from(links.len()).unwrap_or(u32::MAX),
+        };
+        cluster
+            .send(&link.id, CoordinatorMessage::Start(Box::new(start)))
+            .await;
+    }
+
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut partial = false;
+    let grace = spec.graceful_stop;
+
+    let member_ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
+
+    loop {
+        if agg.complete() {
+            break;
+        }
+        if stop_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            eprintln!(
+                "warning: stopped waiting for the final snapshots of {}",
+                agg.missing().join(", ")
+            );
+            partial = true;
+            break;
+        }
+        tokio::select! {
+            ev = cluster.next() => match ev {
+                None => return Err(CoordinatorError::Internal("event channel closed".into())),
+                Some(ClusterEvent::Joined(link)) => {
+                    eprintln!("worker {} attached mid-run; it will take part in the next run", link.id);
+                }
+                Some(ClusterEvent::Left { worker, reason }) => {
+                    if agg.is_member(&worker) {
+                        eprintln!("warning: worker {worker} lost: {reason}");
+                        agg.mark_lost(&worker);
+                        agg.event(t0.elapsed().as_secs(), format!("worker {worker} lost"));
+                    }
+                }
+                Some(ClusterEvent::Message { worker, msg }) => match msg {
+                    WorkerMessage::Snapshot(s) => match agg.add(&worker, &s) {
+                        Ok(Added::Ack(seq)) => {
+                            cluster.send(&worker, CoordinatorMessage::Ack { run_id: run_id.clone(), seq }).await;
+                        }
+                        Ok(Added::Duplicate | Added::Foreign) => {}
+                        Err(e) => tracing::warn!("worker {worker}: bad snapshot {}: {e}", s.seq),
+                    },
+                    WorkerMessage::Status(st) if st.run_id == run_id => match st.state {
+                        WorkerState::Stopped => agg.expect(&worker, st.snapshots_sent),
+                        WorkerState::Failed => {
+                            eprintln!("error: worker {worker} failed: {}", st.reason);
+                            agg.mark_lost(&worker);
+                            agg.event(t0.elapsed().as_secs(), format!("worker {worker} failed: {}", st.reason));
+                        }
+                        _ => {}
+                    },
+                    _ => {}
+                },
+            },
+            _ = tick.tick() => {
+                let elapsed = t0.elapsed();
+                if !headless && stop_deadline.is_none() && let Some(l) = agg.live() {
+                    eprintln!("{}", live::line(elapsed, duration, &l));
+                }
+                if stop_deadline.is_none() && elapsed >= duration {
+                    stop_all(cluster, &member_ids, &run_id, grace).await;
+                    stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
+                }
+            }
+            _ = &mut ctrl_c, if stop_deadline.is_none() => {
+                eprintln!("interrupted: stopping the run and collecting the last snapshots (Ctrl-C again to abort)");
+                partial = true;
+                agg.event(t0.elapsed().as_secs(), "interrupted".into());
+                stop_all(cluster, &member_ids, &run_id, grace).await;
+                stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
+            }
+        }
+        if agg.all_lost() {
+            partial = true;
+            break;
+        }
+    }
+    let all_lost = agg.all_lost();
+    let report = agg
+        .report(ReportMeta {
+            spec,
+            started_at,
+            partial,
+        })
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+    Ok(RunResult { report, all_lost })
+}
+
+async fn stop_all(cluster: &Cluster, ids: &[String], run_id: &str, graceful: Duration) {
+    for id in ids {
+        let stop = CoordinatorMessage::Stop {
+            run_id: run_id.to_owned(),
+            graceful,
+        };
+        cluster.send(id, stop).await;
+    }
+}

@@ -1,0 +1,53 @@
+//! Why a coordinator command failed, and the exit code each failure maps to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use squall_common::scenario::ScenarioError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "timed out after {waited:?} waiting for workers: {attached} of {wanted} attached (start them with `worker --master HOST:PORT`)"
+    )]
+    NoWorkers {
+        wanted: usize,
+        attached: usize,
+        waited: Duration,
+    },
+    #[error("every worker was lost; the run could not complete (partial report in {out})")]
+    AllWorkersLost { out: PathBuf },
+    #[error("cannot write the report to {path}: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the demo target: {0}")]
+    Target(std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl CoordinatorError {
+    /// Exit codes per DESIGN.md: 2 invalid input or usage, 3 the run could not complete.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CoordinatorError::Scenario(_) | CoordinatorError::Usage(_) => 2,
+            CoordinatorError::Bind { .. }
+            | CoordinatorError::NoWorkers { .. }
+            | CoordinatorError::AllWorkersLost { .. }
+            | CoordinatorError::Output { .. }
+            | CoordinatorError::Target(_)
+            | CoordinatorError::Internal(_) => 3,
+        }
+    }
+}

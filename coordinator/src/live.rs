@@ -1,0 +1,50 @@
+//! The live progress line printed every second while a run is going.
+
+use std::time::Duration;
+
+use crate::aggregator::LiveLine;
+
+/// One line: elapsed, users, rps, p50/p95/p99 and errors of the latest complete second.
+pub fn line(elapsed: Duration, planned: Duration, l: &LiveLine) -> String {
+    let err_pct = if l.total_requests == 0 {
+        0.0
+    } else {
+        l.total_failures as f64 * 100.0 / l.total_requests as f64
+    };
+    format!(
+        "[{:>4}s/{}s] users {:>6}  rps {:>9.1}  p50 {:>8.2}ms  p95 {:>8.2}ms  p99 {:>8.2}ms  requests {:>9}  errors {} ({:.2}%)",
+        elapsed.as_secs(),
+        planned.as_secs(),
+        l.users,
+        l.rps,
+        l.p50_ms,
+        l.p95_ms,
+        l.p99_ms,
+        l.total_requests,
+        l.total_failures,
+        err_pct
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shows_the_numbers() {
+        let l = LiveLine {
+            users: 100,
+            rps: 812.0,
+            p50_ms: 23.1,
+            p95_ms: 61.2,
+            p99_ms: 79.0,
+            total_requests: 1000,
+            total_failures: 10,
+        };
+        let s = line(Duration::from_secs(12), Duration::from_secs(20), &l);
+        assert!(s.contains("[  12s/20s]"), "{s}");
+        assert!(s.contains("users    100"), "{s}");
+        assert!(s.contains("812.0"), "{s}");
+        assert!(s.contains("errors 10 (1.00%)"), "{s}");
+    }
+}

@@ -1,0 +1,28 @@
+//! `coordinator`: parse the command line, validate it once, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use squall_coordinator::{Args, Config, Verdict};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = Config::from_args(Args::parse()).and_then(|config| {
+        tokio::runtime::Runtime::new()
+            .map_err(|e| squall_coordinator::CoordinatorError::Internal(e.to_string()))?
+            .block_on(squall_coordinator::run(config))
+    });
+    match result {
+        Ok(Verdict::Passed) => ExitCode::SUCCESS,
+        Ok(Verdict::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("coordinator: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

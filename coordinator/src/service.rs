@@ -1,0 +1,272 @@
+//! The gRPC `Attach` service: authenticates workers, checks their protocol, and bridges each stream to the run controller.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use squall_common::protocol::{
+    CoordinatorMessage, Hello, PROTOCOL_VERSION, TOKEN_METADATA, Welcome, WorkerMessage,
+};
+use squall_proto::{Coordinator, decode_worker_message, pb};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Liveness settings shared with every worker in its Welcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeats {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeats {
+    fn default() -> Self {
+        Heartbeats {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A worker's attached stream, as the controller sees it.
+#[derive(Debug, Clone)]
+pub struct WorkerLink {
+    pub id: String,
+    pub index: u32,
+    pub hello: Hello,
+    pub peer: Option<SocketAddr>,
+    pub tx: mpsc::Sender<CoordinatorMessage>,
+}
+
+/// What happens on the cluster, in arrival order.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    Joined(WorkerLink),
+    Message { worker: String, msg: WorkerMessage },
+    Left { worker: String, reason: String },
+}
+
+/// Why a worker's attach was refused; turned into a `tonic::Status` in one place.
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error("wrong or missing token: pass the coordinator's token with --token or SQUALL_TOKEN")]
+    Token,
+    #[error(
+        "protocol version mismatch: worker speaks v{worker}, coordinator speaks v{coordinator}; run the same Squall version on both"
+    )]
+    Version { worker: u32, coordinator: u32 },
+    #[error("the first message must be Hello")]
+    NoHello,
+    #[error("a worker with id `{0}` is already attached; give each worker a distinct --id")]
+    Duplicate(String),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+}
+
+impl From<AttachError> for Status {
+    fn from(e: AttachError) -> Status {
+        let msg = e.to_string();
+        match e {
+            AttachError::Token => Status::unauthenticated(msg),
+            AttachError::Version { .. } => Status::failed_precondition(msg),
+            AttachError::NoHello | AttachError::Malformed(_) => Status::invalid_argument(msg),
+            AttachError::Duplicate(_) => Status::already_exists(msg),
+            AttachError::ShuttingDown => Status::unavailable(msg),
+        }
+    }
+}
+
+pub struct AttachService {
+    events: mpsc::Sender<ClusterEvent>,
+    token: Option<String>,
+    heartbeats: Heartbeats,
+    next_index: AtomicU32,
+    attached: Arc<Mutex<HashSet<String>>>,
+}
+
+impl AttachService {
+    pub fn new(
+        events: mpsc::Sender<ClusterEvent>,
+        token: Option<String>,
+        heartbeats: Heartbeats,
+    ) -> Self {
+        AttachService {
+            events,
+            token,
+            heartbeats,
+            next_index: AtomicU32::new(0),
+            attached: Arc::default(),
+        }
+    }
+
+    fn check_token<T>(&self, req: &Request<T>) -> Result<(), AttachError> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let given = req
+            .metadata()
+            .get(TOKEN_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(AttachError::Token)
+        }
+    }
+}
+
+/// Compares without an early exit, so timing reveals nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Coordinator for AttachService {
+    type AttachStream = OutStream;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::WorkerMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let peer = request.remote_addr();
+        if let Err(e) = self.check_token(&request) {
+            tracing::warn!("refused a worker from {peer:?}: {e}");
+            return Err(e.into());
+        }
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.heartbeats.timeout, inbound.message())
+            .await
+            .map_err(|_| AttachError::NoHello)?
+            .map_err(|s| AttachError::Malformed(s.message().to_owned()))?
+            .ok_or(AttachError::NoHello)?;
+        let hello = match decode_worker_message(first) {
+            Ok(WorkerMessage::Hello(h)) => h,
+            Ok(_) => return Err(AttachError::NoHello.into()),
+            Err(e) => return Err(AttachError::Malformed(e.to_string()).into()),
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            let e = AttachError::Version {
+                worker: hello.protocol_version,
+                coordinator: PROTOCOL_VERSION,
+            };
+            tracing::warn!("refused worker {} from {peer:?}: {e}", hello.worker_id);
+            return Err(e.into());
+        }
+        let id = hello.worker_id.clone();
+        {
+            let mut attached = self
+                .attached
+                .lock()
+                .map_err(|_| Status::internal("membership lock poisoned"))?;
+            if !attached.insert(id.clone()) {
+                let e = AttachError::Duplicate(id);
+                tracing::warn!("refused a worker from {peer:?}: {e}");
+                return Err(e.into());
+            }
+        }
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+
+        // Outbound: domain messages from the controller, converted here, plus pings.
+        let (tx, mut rx) = mpsc::channel::<CoordinatorMessage>(1024);
+        let (wire_tx, wire_rx) = mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(1024);
+        let welcome = CoordinatorMessage::Welcome(Welcome {
+            index,
+            heartbeat_interval: self.heartbeats.interval,
+            heartbeat_timeout: self.heartbeats.timeout,
+        });
+        let _ = tx.send(welcome).await;
+        let interval = self.heartbeats.interval;
+        tokio::spawn(async move {
+            let mut ping = tokio::time::interval(interval);
+            loop {
+                let msg = tokio::select! {
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                    _ = ping.tick() => CoordinatorMessage::Ping,
+                };
+                let wire = match pb::CoordinatorMessage::try_from(&msg) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!("cannot encode {msg:?}: {e}");
+                        continue;
+                    }
+                };
+                let shutdown = matches!(msg, CoordinatorMessage::Shutdown { .. });
+                if wire_tx.send(Ok(wire)).await.is_err() || shutdown {
+                    break;
+                }
+            }
+        });
+
+        let link = WorkerLink {
+            id: id.clone(),
+            index,
+            hello,
+            peer,
+            tx,
+        };
+        if self.events.send(ClusterEvent::Joined(link)).await.is_err() {
+            return Err(AttachError::ShuttingDown.into());
+        }
+
+        // Inbound: every worker message goes to the controller; silence past the timeout means lost.
+        let events = self.events.clone();
+        let attached = self.attached.clone();
+        let timeout = self.heartbeats.timeout;
+        tokio::spawn(async move {
+            let reason = loop {
+                match tokio::time::timeout(timeout, inbound.message()).await {
+                    Err(_) => break format!("no heartbeat for {timeout:?}"),
+                    Ok(Ok(Some(m))) => match decode_worker_message(m) {
+                        Ok(msg) => {
+                            let ev = ClusterEvent::Message {
+                                worker: id.clone(),
+                                msg,
+                            };
+                            if events.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!("worker {id}: ignoring a malformed message: {e}"),
+                    },
+                    Ok(Ok(None)) => break "the worker closed its stream".to_owned(),
+                    Ok(Err(s)) => break format!("stream error: {}", s.message()),
+                };
+            };
+            if let Ok(mut a) = attached.lock() {
+                a.remove(&id);
+            }
+            let _ = events.send(ClusterEvent::Left { worker: id, reason }).await;
+        });
+
+        Ok(Response::new(Box::pin(ReceiverStream::new(wire_rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,789 @@
+//! The embedded demo target: a small in-process HTTP API shaped like an AI-agent
+//! platform, so that `coordinator demo`, the tests and the benchmarks have
+//! something realistic to load without any external service.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The stats route; it is the only request the `served` counter ignores, so
+/// that polling it never perturbs the number a test or benchmark checks.
+const STATS_PATH: &str = "/__squall/stats";
+
+/// `/api` routes reachable without a token: login must be (it issues them),
+/// health is for probes, and `fast` measures raw throughput without auth cost.
+const PUBLIC_API_PATHS: [&str; 3] = ["/api/health", "/api/auth/login", "/api/fast"];
+
+/// Prefix of issued tokens; it makes them recognisable in logs and lets the
+/// auth check reject foreign tokens before touching any lock.
+const TOKEN_PREFIX: &str = "sq_";
+
+/// Token shards: a power of two so that the shard is picked with a mask, and
+/// enough of them that concurrent logins and checks rarely meet on one lock.
+const TOKEN_SHARDS: usize = 16;
+
+/// Tokens kept per shard (about a million in all, 32 bytes each): enough for
+/// any realistic run that logs in once per virtual user, while a run that
+/// logs in on every iteration cannot grow memory without bound. The oldest
+/// token of a full shard is forgotten first, being the least likely in use.
+const TOKENS_PER_SHARD: usize = 1 << 16;
+
+/// Created workflows kept in memory; beyond this the oldest is dropped, so a
+/// long run creating workflows at full rate holds memory steady.
+const MAX_WORKFLOWS: usize = 10_000;
+
+/// Bounds of the simulated model latency of `POST /api/chat`, in ms: slow
+/// enough to make latency percentiles interesting, fast enough for tests.
+const CHAT_LATENCY_MS: std::ops::RangeInclusive<u64> = 20..=80;
+
+/// How long [`DemoTarget::shutdown`] waits for in-flight requests before it
+/// aborts the server, so a client that never finishes cannot hang shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A running demo target. Dropping it without [`DemoTarget::shutdown`] also
+/// starts a graceful shutdown in the background, so a forgotten or panicking
+/// test never leaves a server behind.
+pub struct DemoTarget {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown_tx: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for DemoTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DemoTarget")
+            .field("addr", &self.addr)
+            .field("served", &self.served())
+            .finish()
+    }
+}
+
+impl DemoTarget {
+    /// Binds and serves in a background tokio task.
+    ///
+    /// Binding happens before this returns, so the address is ready for
+    /// clients at once and a port conflict surfaces here as an error.
+    pub async fn start(bind: SocketAddr) -> std::io::Result<DemoTarget> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        // Small request/response exchanges must not wait on Nagle's algorithm,
+        // or the target would add tens of ms to the latencies it is used to
+        // measure.
+        let listener = listener.tap_io(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::trace!("demo target: cannot set TCP_NODELAY: {err}");
+            }
+        });
+        let state = Arc::new(AppState::new());
+        let app = router(Arc::clone(&state));
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let signal = async {
+                // A send or a dropped sender both mean "stop".
+                let _ = shutdown_rx.await;
+            };
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::warn!("demo target stopped with an error: {err}");
+            }
+        });
+        tracing::debug!("demo target listening on http://{addr}");
+        Ok(DemoTarget {
+            addr,
+            state,
+            shutdown_tx: Some(shutdown_tx),
+            task: Some(task),
+        })
+    }
+
+    /// The real bound address (port 0 resolved), for clients to dial.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, ready to put in a scenario's `target`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests served so far, except those to the stats route: the ground
+    /// truth that load-generator counts are checked against.
+    pub fn served(&self) -> u64 {
+        self.state.served.load(Ordering::Relaxed)
+    }
+
+    /// Graceful stop: stops accepting, lets in-flight requests finish (for at
+    /// most [`SHUTDOWN_GRACE`], then aborts), and awaits the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("demo target: in-flight requests outlived the grace period");
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for DemoTarget {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown_tx.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// State shared by all handlers.
+struct AppState {
+    served: AtomicU64,
+    tokens: TokenStore,
+    workflows: Mutex<WorkflowStore>,
+    /// Fixed list bodies, serialised once: they never change, and the list
+    /// routes are hit at high rates by benchmarks.
+    workflows_body: Bytes,
+    agents_body: Bytes,
+}
+
+impl AppState {
+    fn new() -> Self {
+        AppState {
+            served: AtomicU64::new(0),
+            tokens: TokenStore::new(),
+            workflows: Mutex::new(WorkflowStore::default()),
+            workflows_body: Bytes::from(json!(seed_workflows()).to_string()),
+            agents_body: Bytes::from(
+                json!([
+                    {"id": "agent-research", "name": "Research Assistant", "model": "sq-large", "status": "online"},
+                    {"id": "agent-support", "name": "Support Triage", "model": "sq-small", "status": "online"},
+                    {"id": "agent-coder", "name": "Code Reviewer", "model": "sq-large", "status": "busy"},
+                    {"id": "agent-ops", "name": "Ops Runbook", "model": "sq-medium", "status": "offline"},
+                ])
+                .to_string(),
+            ),
+        }
+    }
+}
+
+/// Locks a mutex even if a panicking handler poisoned it: the guarded data
+/// are plain collections that stay consistent, and the demo must keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Issued tokens, sharded so that logins and auth checks from many
+/// connections rarely contend. Tokens are stored as their 128-bit value,
+/// which avoids a heap allocation per token and per check.
+struct TokenStore {
+    shards: Vec<Mutex<TokenShard>>,
+}
+
+#[derive(Default)]
+struct TokenShard {
+    set: HashSet<u128>,
+    /// Issue order, to forget the oldest token when the shard is full.
+    order: VecDeque<u128>,
+}
+
+impl TokenStore {
+    fn new() -> Self {
+        TokenStore {
+            shards: (0..TOKEN_SHARDS)
+                .map(|_| Mutex::new(TokenShard::default()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, value: u128) -> &Mutex<TokenShard> {
+        &self.shards[(value as usize) & (TOKEN_SHARDS - 1)]
+    }
+
+    /// Issues and remembers a fresh random token.
+    fn issue(&self) -> String {
+        let value: u128 = rand::rng().random();
+        let mut shard = lock(self.shard(value));
+        if shard.set.insert(value) {
+            shard.order.push_back(value);
+            if shard.order.len() > TOKENS_PER_SHARD
+                && let Some(oldest) = shard.order.pop_front()
+            {
+                shard.set.remove(&oldest);
+            }
+        }
+        format!("{TOKEN_PREFIX}{value:032x}")
+    }
+
+    /// Whether `token` is one this target issued (and still remembers).
+    fn is_valid(&self, token: &str) -> bool {
+        let Some(hex) = token.strip_prefix(TOKEN_PREFIX) else {
+            return false;
+        };
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        match u128::from_str_radix(hex, 16) {
+            Ok(value) => lock(self.shard(value)).set.contains(&value),
+            Err(_) => false,
+        }
+    }
+}
+
+#[derive(Clone, Serialize)]
+struct Workflow {
+    id: String,
+    name: String,
+    steps: u32,
+}
+
+/// The fixed workflows that `GET /api/workflows` lists, so that a scenario
+/// sees stable data whatever other users created.
+fn seed_workflows() -> Vec<Workflow> {
+    [
+        ("wf-onboarding", "Customer onboarding", 4),
+        ("wf-summarize", "Summarize support tickets", 3),
+        ("wf-release", "Release notes drafting", 5),
+    ]
+    .into_iter()
+    .map(|(id, name, steps)| Workflow {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        steps,
+    })
+    .collect()
+}
+
+/// Workflows created through the API, bounded by [`MAX_WORKFLOWS`].
+#[derive(Default)]
+struct WorkflowStore {
+    by_id: HashMap<String, Workflow>,
+    order: VecDeque<String>,
+}
+
+impl WorkflowStore {
+    fn insert(&mut self, wf: Workflow) {
+        self.order.push_back(wf.id.clone());
+        self.by_id.insert(wf.id.clone(), wf);
+        while self.order.len() > MAX_WORKFLOWS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/fast", get(fast))
+        .route("/api/auth/login", post(login))
+        .route("/api/workflows", get(list_workflows).post(create_workflow))
+        .route("/api/workflows/{id}", get(get_workflow))
+        .route("/api/workflows/{id}/execute", post(execute_workflow))
+        .route("/api/agents", get(list_agents))
+        .route("/api/chat", post(chat))
+        .route(STATS_PATH, get(stats))
+        .fallback(not_found)
+        // One middleware for counting and auth keeps the per-request overhead
+        // of the throughput route minimal; `layer` also covers the fallback,
+        // so 404s are counted and unknown /api paths answer 401 without a token.
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), gate))
+        .with_state(state)
+}
+
+/// Counts served requests and enforces bearer auth on the private /api routes.
+async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let counted = path != STATS_PATH;
+    let needs_auth =
+        (path == "/api" || path.starts_with("/api/")) && !PUBLIC_API_PATHS.contains(&path);
+    let response = if needs_auth && !authorized(&state, req.headers()) {
+        error(StatusCode::UNAUTHORIZED, "unauthorized")
+    } else {
+        next.run(req).await
+    };
+    // Counted once the response exists, so a request whose client went away
+    // mid-handler (its future dropped) is not reported as served.
+    if counted {
+        state.served.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some((scheme, token)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    // The auth scheme is case-insensitive (RFC 9110 §11.1).
+    scheme.eq_ignore_ascii_case("bearer") && state.tokens.is_valid(token.trim())
+}
+
+/// A JSON error body, the one shape every failure of the API has.
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// A precomputed JSON body.
+fn json_bytes(body: &Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
+}
+
+/// Parses a JSON body regardless of its Content-Type (load scenarios often
+/// omit it); callers answer every failure with [`bad_json`], a 400 with a
+/// JSON error, unlike axum's `Json` extractor (415/422, plain-text bodies).
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+fn bad_json(err: &serde_json::Error) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        &format!("invalid JSON body: {err}"),
+    )
+}
+
+fn non_empty(field: Option<String>) -> Option<String> {
+    field.filter(|s| !s.trim().is_empty())
+}
+
+async fn health() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn fast() -> &'static str {
+    "ok"
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({ "served": state.served.load(Ordering::Relaxed) })).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// Accepts any non-empty credentials: the demo models the cost and shape of
+/// a login, not a user database.
+async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: LoginRequest = match parse_json(&body) {
+        Ok(req) => req,
+        Err(err) => return bad_json(&err),
+    };
+    if non_empty(req.username).is_none() || non_empty(req.password).is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "username and password are required",
+        );
+    }
+    let token = state.tokens.issue();
+    axum::Json(json!({ "access_token": token, "token_type": "bearer" })).into_response()
+}
+
+async fn list_workflows(State(state): State<Arc<AppState>>) -> Response {
+    json_bytes(&state.workflows_body)
+}
+
+async fn list_agents(State(state): State<Arc<AppState>>) -> Response {
+    json_bytes(&state.agents_body)
+}
+
+#[derive(Deserialize)]
+struct CreateWorkflow {
+    name: Option<String>,
+    steps: Option<u32>,
+}
+
+async fn create_workflow(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: CreateWorkflow = match parse_json(&body) {
+        Ok(req) => req,
+        Err(err) => return bad_json(&err),
+    };
+    let Some(name) = non_empty(req.name) else {
+        return error(StatusCode::BAD_REQUEST, "name is required");
+    };
+    let wf = Workflow {
+        id: uuid::Uuid::new_v4().to_string(),
+        name,
+        steps: req.steps.unwrap_or(1),
+    };
+    let body = axum::Json(wf.clone());
+    lock(&state.workflows).insert(wf);
+    (StatusCode::CREATED, body).into_response()
+}
+
+/// Fetches a seeded or created workflow, so scenarios can chain
+/// create → read with an extracted id.
+async fn get_workflow(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if let Some(wf) = seed_workflows().into_iter().find(|wf| wf.id == id) {
+        return axum::Json(wf).into_response();
+    }
+    let found = lock(&state.workflows).by_id.get(&id).cloned();
+    match found {
+        Some(wf) => axum::Json(wf).into_response(),
+        None => error(StatusCode::NOT_FOUND, "workflow not found"),
+    }
+}
+
+/// Accepts any id: execution is only queued, and a load test should not fail
+/// because its workflow was evicted from the bounded store.
+async fn execute_workflow(Path(id): Path<String>) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({
+            "execution_id": uuid::Uuid::new_v4().to_string(),
+            "workflow_id": id,
+            "status": "queued",
+        })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    message: Option<String>,
+}
+
+const CHAT_REPLIES: [&str; 4] = [
+    "Here is a summary of what I found.",
+    "I have drafted a plan with three steps.",
+    "Could you share a little more context?",
+    "Done. The workflow has been updated.",
+];
+
+/// Simulates a model call: the random delay gives latency distributions a
+/// realistic spread, which the load generator's percentiles must reproduce.
+async fn chat(body: Bytes) -> Response {
+    let req: ChatRequest = match parse_json(&body) {
+        Ok(req) => req,
+        Err(err) => return bad_json(&err),
+    };
+    let Some(message) = non_empty(req.message) else {
+        return error(StatusCode::BAD_REQUEST, "message is required");
+    };
+    // The thread-local RNG is not `Send`; draw before awaiting.
+    let (delay_ms, reply) = {
+        let mut rng = rand::rng();
+        (
+            rng.random_range(CHAT_LATENCY_MS),
+            CHAT_REPLIES[rng.random_range(0..CHAT_REPLIES.len())],
+        )
+    };
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    axum::Json(json!({
+        "reply": format!("{reply} (re: {} chars)", message.chars().count()),
+        "latency_ms": latency_ms,
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    struct Reply {
+        status: u16,
+        body: String,
+    }
+
+    impl Reply {
+        fn json(&self) -> serde_json::Value {
+            serde_json::from_str(&self.body).expect("JSON body")
+        }
+    }
+
+    /// One raw HTTP/1.1 exchange over a fresh real socket.
+    async fn send(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some(token) = token {
+            req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("read");
+        let text = String::from_utf8(raw).expect("utf-8 response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
+        assert!(
+            !head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "test client does not decode chunked bodies"
+        );
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        Reply {
+            status,
+            body: body.to_owned(),
+        }
+    }
+
+    async fn start() -> DemoTarget {
+        DemoTarget::start(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("start demo target")
+    }
+
+    async fn login(addr: SocketAddr) -> String {
+        let r = send(
+            addr,
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(r#"{"username":"alice","password":"secret"}"#),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        assert_eq!(v["token_type"], "bearer");
+        v["access_token"].as_str().expect("token").to_owned()
+    }
+
+    #[tokio::test]
+    async fn api_flow_and_served_count() {
+        let target = start().await;
+        let addr = target.addr();
+        assert_ne!(addr.port(), 0);
+        assert_eq!(target.url(), format!("http://{addr}"));
+        let mut made = 0u64;
+
+        let r = send(addr, "GET", "/api/health", None, None).await;
+        made += 1;
+        assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+
+        let r = send(addr, "GET", "/api/fast", None, None).await;
+        made += 1;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+
+        let token = login(addr).await;
+        made += 1;
+        assert!(token.starts_with(TOKEN_PREFIX));
+
+        for bad in [
+            r#"{"username":"alice"}"#,
+            r#"{"username":"","password":"x"}"#,
+            r#"{"username":"alice","password":"#,
+            "not json",
+        ] {
+            let r = send(addr, "POST", "/api/auth/login", None, Some(bad)).await;
+            made += 1;
+            assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        }
+
+        let r = send(addr, "GET", "/api/workflows", None, None).await;
+        made += 1;
+        assert_eq!(
+            (r.status, r.json()),
+            (401, json!({"error": "unauthorized"}))
+        );
+        let r = send(addr, "GET", "/api/workflows", Some("sq_bogus"), None).await;
+        made += 1;
+        assert_eq!(r.status, 401);
+        let r = send(addr, "GET", "/api/nowhere", None, None).await;
+        made += 1;
+        assert_eq!(r.status, 401);
+
+        let r = send(addr, "GET", "/api/workflows", Some(&token), None).await;
+        made += 1;
+        assert_eq!(r.status, 200);
+        assert!(r.json().as_array().is_some_and(|a| !a.is_empty()));
+
+        let r = send(addr, "GET", "/api/agents", Some(&token), None).await;
+        made += 1;
+        assert_eq!(r.status, 200);
+        assert!(r.json().as_array().is_some_and(|a| !a.is_empty()));
+
+        let r = send(
+            addr,
+            "POST",
+            "/api/workflows",
+            Some(&token),
+            Some(r#"{"name":"triage","steps":3}"#),
+        )
+        .await;
+        made += 1;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let created = r.json();
+        assert_eq!(created["name"], "triage");
+        assert_eq!(created["steps"], 3);
+        let id = created["id"].as_str().expect("id").to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+
+        let r = send(
+            addr,
+            "GET",
+            &format!("/api/workflows/{id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+        made += 1;
+        assert_eq!((r.status, r.json()), (200, created));
+
+        let r = send(
+            addr,
+            "POST",
+            &format!("/api/workflows/{id}/execute"),
+            Some(&token),
+            None,
+        )
+        .await;
+        made += 1;
+        assert_eq!(r.status, 202);
+        let v = r.json();
+        assert_eq!(
+            (v["workflow_id"].as_str(), v["status"].as_str()),
+            (Some(id.as_str()), Some("queued"))
+        );
+
+        let started = Instant::now();
+        let r = send(
+            addr,
+            "POST",
+            "/api/chat",
+            Some(&token),
+            Some(r#"{"message":"hi"}"#),
+        )
+        .await;
+        made += 1;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        let v = r.json();
+        assert!(v["reply"].is_string());
+        assert!(
+            v["latency_ms"]
+                .as_u64()
+                .is_some_and(|ms| (20..1000).contains(&ms))
+        );
+
+        let r = send(addr, "GET", "/nowhere", None, None).await;
+        made += 1;
+        assert_eq!(r.status, 404);
+        let r = send(addr, "DELETE", "/api/health", None, None).await;
+        made += 1;
+        assert_eq!(r.status, 405);
+
+        assert_eq!(target.served(), made);
+        let r = send(addr, "GET", STATS_PATH, None, None).await;
+        assert_eq!((r.status, r.json()), (200, json!({"served": made})));
+        let r = send(addr, "GET", STATS_PATH, None, None).await;
+        assert_eq!(
+            r.json(),
+            json!({"served": made}),
+            "stats route is not counted"
+        );
+        assert_eq!(target.served(), made);
+
+        target.shutdown().await;
+        assert!(TcpStream::connect(addr).await.is_err(), "stopped accepting");
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_in_flight_requests_finish() {
+        let target = start().await;
+        let addr = target.addr();
+        let token = login(addr).await;
+        let chat = tokio::spawn(async move {
+            send(
+                addr,
+                "POST",
+                "/api/chat",
+                Some(&token),
+                Some(r#"{"message":"slow"}"#),
+            )
+            .await
+        });
+        // Let the request reach the handler's sleep.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        target.shutdown().await;
+        let r = chat.await.expect("chat task");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    #[test]
+    fn token_store_is_bounded_and_validates() {
+        let store = TokenStore::new();
+        let first = store.issue();
+        assert!(store.is_valid(&first));
+        assert!(!store.is_valid("sq_0123"));
+        assert!(!store.is_valid(&first.replace(TOKEN_PREFIX, "xx_")));
+        for _ in 0..(TOKENS_PER_SHARD * TOKEN_SHARDS + 10_000) {
+            store.issue();
+        }
+        let total: usize = store.shards.iter().map(|s| lock(s).set.len()).sum();
+        assert!(total <= TOKENS_PER_SHARD * TOKEN_SHARDS);
+    }
+
+    #[test]
+    fn workflow_store_is_bounded() {
+        let mut store = WorkflowStore::default();
+        for i in 0..(MAX_WORKFLOWS + 50) {
+            store.insert(Workflow {
+                id: i.to_string(),
+                name: "w".into(),
+                steps: 1,
+            });
+        }
+        assert_eq!(store.by_id.len(), MAX_WORKFLOWS);
+        assert_eq!(store.order.len(), MAX_WORKFLOWS);
+        assert!(!store.by_id.contains_key("0"));
+    }
+}

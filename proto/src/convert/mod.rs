@@ -1,0 +1,25 @@
+//! Conversions between wire (`pb`) and domain (`squall_common::protocol`) messages, one module per type.
+
+mod coordinator_message;
+mod share;
+mod snapshot;
+mod state;
+mod worker_message;
+
+pub use coordinator_message::decode_coordinator_message;
+pub use worker_message::decode_worker_message;
+
+/// A message from the peer that does not make sense; the peer is buggy or incompatible.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("empty {0} message")]
+    Empty(&'static str),
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("bad scenario JSON in Start: {0}")]
+    Scenario(#[from] serde_json::Error),
+    #[error(transparent)]
+    Histogram(#[from] squall_common::snapshot::HistogramError),
+    #[error("invalid status code {0}")]
+    Status(u32),
+}

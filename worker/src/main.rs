@@ -1,0 +1,83 @@
+//! `worker`: attach to a coordinator and generate the load it assigns.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use squall_worker::{AgentConfig, WorkerError};
+
+/// A Squall worker: dials the coordinator, waits for runs, drives HTTP load.
+#[derive(Debug, Parser)]
+#[command(name = "worker", version)]
+struct Args {
+    /// Coordinator address, host:port (workers dial out, so they work behind NAT).
+    #[arg(long, env = "SQUALL_MASTER", default_value = "127.0.0.1:5557")]
+    master: String,
+    /// Shared secret; must match the coordinator's --token.
+    #[arg(long, env = "SQUALL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Worker id shown in reports (default: hostname-pid).
+    #[arg(long, env = "SQUALL_WORKER_ID")]
+    id: Option<String>,
+    /// Engine threads (default: one per core).
+    #[arg(long, env = "SQUALL_THREADS")]
+    threads: Option<usize>,
+    /// Give up (exit 3) after this long without reaching a coordinator, e.g. 30s (default: retry forever).
+    #[arg(long, env = "SQUALL_GIVE_UP_AFTER", value_parser = parse_duration)]
+    give_up_after: Option<Duration>,
+    /// Write every request's latency (endpoint index, µs) to this file, for auditing.
+    #[arg(long, env = "SQUALL_SAMPLES_FILE")]
+    samples_file: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    squall_common::duration::parse(s).map_err(|e| e.to_string())
+}
+
+fn default_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn config(args: Args) -> Result<AgentConfig, WorkerError> {
+    Ok(AgentConfig {
+        master: AgentConfig::master_url(&args.master)?,
+        token: args.token,
+        id: args.id.unwrap_or_else(default_id),
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        labels: Default::default(),
+        samples_file: args.samples_file,
+        give_up_after: args.give_up_after,
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = config(Args::parse()).and_then(|cfg| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+            .block_on(squall_worker::run(cfg))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker: error: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(3))
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Per-thread, per-endpoint recording: the hot path writes here without locks or cross-thread traffic.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
+
+use squall_common::EndpointStats;
+use squall_common::snapshot::record_micros;
+
+/// How a request ended, as classified in reports (`errors {kind: count}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Http,
+    Status,
+    Check,
+    Template,
+    Interrupted,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Http => "http",
+            ErrorKind::Status => "status",
+            ErrorKind::Check => "check",
+            ErrorKind::Template => "template",
+            ErrorKind::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub error: Option<ErrorKind>,
+    pub latency_us: u64,
+    pub service_us: u64,
+    pub ttfb_us: Option<u64>,
+    pub bytes: u64,
+}
+
+/// Raw per-request latencies for auditing (`--samples-file`); off by default.
+#[derive(Debug, Clone)]
+pub struct SampleLog(Arc<Mutex<BufWriter<File>>>);
+
+impl SampleLog {
+    pub fn create(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(SampleLog(Arc::new(Mutex::new(BufWriter::new(
+            File::create(path)?,
+        )))))
+    }
+
+    fn write(&self, endpoint: usize, latency_us: u64) {
+        if let Ok(mut w) = self.0.lock() {
+            let _ = writeln!(w, "{endpoint}\t{latency_us}");
+        }
+    }
+
+    pub fn flush(&self) {
+        if let Ok(mut w) = self.0.lock() {
+            let _ = w.flush();
+        }
+    }
+}
+
+/// One engine thread's statistics since the last flush, indexed by endpoint.
+#[derive(Debug)]
+pub struct Recorder {
+    stats: Vec<EndpointStats>,
+    samples: Option<SampleLog>,
+}
+
+impl Recorder {
+    pub fn new(endpoints: usize, samples: Option<SampleLog>) -> Self {
+        Recorder {
+            stats: (0..endpoints).map(|_| EndpointStats::new()).collect(),
+            samples,
+        }
+    }
+
+    pub fn record(&mut self, endpoint: usize, o: &Outcome) {
+        let Some(s) = self.stats.get_mut(endpoint) else {
+            return;
+        };
+        s.requests += 1;
+        if let Some(code) = o.status {
+            *s.status.entry(code).or_default() += 1;
+        }
+        if let Some(kind) = o.error {
+            s.failures += 1;
+            *s.errors.entry(kind.as_str().to_owned()).or_default() += 1;
+        }
+        s.bytes_received += o.bytes;
+        record_micros(&mut s.latency, o.latency_us);
+        record_micros(&mut s.service, o.service_us);
+        if let Some(t) = o.ttfb_us {
+            record_micros(&mut s.ttfb, t);
+        }
+        if let Some(log) = &self.samples {
+            log.write(endpoint, o.latency_us);
+        }
+    }
+
+    /// Hands over the interval's stats and starts a fresh interval.
+    /// Copies then resets, so the recording side keeps its allocations.
+    pub fn take(&mut self) -> Vec<EndpointStats> {
+        let out = self.stats.clone();
+        for s in &mut self.stats {
+            s.reset();
+        }
+        if let Some(log) = &self.samples {
+            log.flush();
+        }
+        out
+    }
+}
+
+/// The recorder shared by every user task on one engine thread.
+pub type SharedRecorder = std::rc::Rc<RefCell<Recorder>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_takes() {
+        let mut r = Recorder::new(2, None);
+        let ok = Outcome {
+            status: Some(200),
+            error: None,
+            latency_us: 1500,
+            service_us: 1500,
+            ttfb_us: Some(1000),
+            bytes: 10,
+        };
+        r.record(0, &ok);
+        r.record(
+            1,
+            &Outcome {
+                status: None,
+                error: Some(ErrorKind::Connect),
+                ttfb_us: None,
+                ..ok
+            },
+        );
+        r.record(7, &ok); // unknown endpoint: ignored, never panics
+        let taken = r.take();
+        assert_eq!(taken[0].requests, 1);
+        assert_eq!(taken[0].status[&200], 1);
+        assert_eq!(taken[1].failures, 1);
+        assert_eq!(taken[1].errors["connect"], 1);
+        assert_eq!(taken[0].latency.len(), 1);
+        let again = r.take();
+        assert!(again.iter().all(EndpointStats::is_empty));
+    }
+}

@@ -1,0 +1,304 @@
+//! One virtual user: a tokio task that owns its HTTP/1.1 connection and loops over its class's tasks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use squall_common::scenario::Wait;
+use squall_common::template::Vars;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::prepared::{PreparedRequest, PreparedRun};
+use crate::recorder::{ErrorKind, Outcome, SharedRecorder};
+
+/// What every user on one engine thread shares.
+pub struct ThreadCtx {
+    pub run: Arc<PreparedRun>,
+    pub addr: SocketAddr,
+    pub recorder: SharedRecorder,
+    pub stop: watch::Receiver<bool>,
+    pub active: Arc<AtomicU64>,
+    pub worker_index: u32,
+    pub seed: u64,
+}
+
+/// A user's mutable state: its connection, captured variables and random stream.
+struct UserState {
+    user_id: u64,
+    conn: Option<SendRequest<Full<Bytes>>>,
+    captured: HashMap<String, String>,
+    rng: SmallRng,
+    scratch: String,
+}
+
+/// Counts the user as active for as long as its task lives.
+struct Active(Arc<AtomicU64>);
+
+impl Active {
+    fn new(c: &Arc<AtomicU64>) -> Self {
+        c.fetch_add(1, Ordering::Relaxed);
+        Active(c.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Records a request that was cut off by a hard stop, so nothing sent goes uncounted.
+struct InFlight<'a> {
+    recorder: &'a SharedRecorder,
+    endpoint: usize,
+    start: Instant,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let us = micros(self.start.elapsed());
+            self.recorder.borrow_mut().record(
+                self.endpoint,
+                &Outcome {
+                    status: None,
+                    error: Some(ErrorKind::Interrupted),
+                    latency_us: us,
+                    service_us: us,
+                    ttfb_us: None,
+                    bytes: 0,
+                },
+            );
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Runs one user until the thread's stop signal: `on_start` once, then weighted tasks with waits.
+pub async fn run_user(ctx: Rc<ThreadCtx>, class: usize, user_id: u64) {
+    let _active = Active::new(&ctx.active);
+    let Some(class) = ctx.run.classes.get(class) else {
+        return;
+    };
+    let mut stop = ctx.stop.clone();
+    let mut user = UserState {
+        user_id,
+        conn: None,
+        captured: HashMap::new(),
+        rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        scratch: String::new(),
+    };
+    for req in &class.on_start {
+        if *stop.borrow() {
+            return;
+        }
+        execute(&ctx, &mut user, req).await;
+    }
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let iteration_start = Instant::now();
+        let req = class.pick(&mut user.rng);
+        execute(&ctx, &mut user, req).await;
+        let pause = match class.wait {
+            None => None,
+            Some(Wait::Constant(d)) => Some(d),
+            Some(Wait::Between(lo, hi)) => {
+                let span = micros(hi.saturating_sub(lo));
+                Some(lo + Duration::from_micros(rand::Rng::random_range(&mut user.rng, 0..=span)))
+            }
+            Some(Wait::Pacing(p)) => Some(p.saturating_sub(iteration_start.elapsed())),
+        };
+        match pause {
+            Some(d) if !d.is_zero() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+            // No think time: still yield so one user cannot starve the thread's
+            // other users and its control loop when the target answers instantly.
+            _ => tokio::task::yield_now().await,
+        }
+    }
+}
+
+/// Sends one request and records its outcome exactly once.
+async fn execute(ctx: &ThreadCtx, user: &mut UserState, req: &PreparedRequest) {
+    let start = Instant::now();
+    let mut guard = InFlight {
+        recorder: &ctx.recorder,
+        endpoint: req.endpoint,
+        start,
+        armed: true,
+    };
+    let vars = Vars {
+        user_id: user.user_id,
+        worker_index: ctx.worker_index,
+        captured: &user.captured,
+    };
+    let built = ctx.run.build(req, &vars, &mut user.rng, &mut user.scratch);
+    let want_body = !req.captures.is_empty();
+    let (outcome, body) = match built {
+        Err(_) => (failure(ErrorKind::Template, start), None),
+        Ok(request) => {
+            let sent = tokio::time::timeout(
+                ctx.run.spec.timeout,
+                send(&mut user.conn, ctx.addr, request, want_body),
+            )
+            .await;
+            match sent {
+                Err(_) => {
+                    user.conn = None;
+                    (failure(ErrorKind::Timeout, start), None)
+                }
+                Ok(Err(kind)) => {
+                    user.conn = None;
+                    (failure(kind, start), None)
+                }
+                Ok(Ok(resp)) => {
+                    let us = micros(start.elapsed());
+                    let error = (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status);
+                    (
+                        Outcome {
+                            status: Some(resp.status),
+                            error,
+                            latency_us: us,
+                            service_us: us,
+                            ttfb_us: Some(resp.ttfb_us),
+                            bytes: resp.bytes,
+                        },
+                        resp.body,
+                    )
+                }
+            }
+        }
+    };
+    guard.armed = false;
+    let mut outcome = outcome;
+    if let Some(body) = body.filter(|_| outcome.error.is_none()) {
+        if !capture(req, &body, &mut user.captured) {
+            outcome.error = Some(ErrorKind::Check);
+        }
+    } else if want_body && outcome.error.is_none() {
+        outcome.error = Some(ErrorKind::Check);
+    }
+    ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
+}
+
+/// Stores the request's captures from a JSON body; false when one is missing.
+fn capture(req: &PreparedRequest, body: &[u8], into: &mut HashMap<String, String>) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let mut all = true;
+    for (var, path) in &req.captures {
+        match path.extract(&json) {
+            Some(v) => {
+                into.insert(var.clone(), v);
+            }
+            None => all = false,
+        }
+    }
+    all
+}
+
+fn failure(kind: ErrorKind, start: Instant) -> Outcome {
+    let us = micros(start.elapsed());
+    Outcome {
+        status: None,
+        error: Some(kind),
+        latency_us: us,
+        service_us: us,
+        ttfb_us: None,
+        bytes: 0,
+    }
+}
+
+struct Response {
+    status: u16,
+    ttfb_us: u64,
+    bytes: u64,
+    body: Option<Vec<u8>>,
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, ErrorKind> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|_| ErrorKind::Connect)?;
+    // Small request/response exchanges: Nagle would add up to 40 ms per request.
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| ErrorKind::Connect)?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends on the user's keep-alive connection, (re)connecting when it is gone.
+async fn send(
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    addr: SocketAddr,
+    request: http::Request<Full<Bytes>>,
+    want_body: bool,
+) -> Result<Response, ErrorKind> {
+    let start = Instant::now();
+    // A keep-alive connection the server closed between requests is not a
+    // failure of this request: reconnect quietly.
+    let reusable = match conn.as_mut() {
+        Some(s) => !s.is_closed() && s.ready().await.is_ok(),
+        None => false,
+    };
+    let sender = match conn {
+        Some(s) if reusable => s,
+        _ => conn.insert(connect(addr).await?),
+    };
+    let resp = sender.send_request(request).await.map_err(classify)?;
+    let ttfb_us = micros(start.elapsed());
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut bytes = 0u64;
+    let mut buf = want_body.then(Vec::new);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(classify)?;
+        if let Some(data) = frame.data_ref() {
+            bytes += data.len() as u64;
+            if let Some(b) = buf.as_mut() {
+                b.extend_from_slice(data);
+            }
+        }
+    }
+    Ok(Response {
+        status,
+        ttfb_us,
+        bytes,
+        body: buf,
+    })
+}
+
+fn classify(e: hyper::Error) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_parse() || e.is_user() {
+        ErrorKind::Http
+    } else {
+        ErrorKind::Reset
+    }
+}
