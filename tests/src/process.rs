@@ -1,0 +1,120 @@
+//! Starting the real `coordinator` and `worker` binaries with captured output.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// The path of a workspace binary built in the same profile as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with the same profile, e.g. `cargo build --profile ci --bins`",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose stdout and stderr go to files in a temp dir.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &Path, args: &[&str], dir: &Path) -> Proc {
+        let tag = format!("{name}-{}", std::process::id());
+        let out = dir.join(format!("{tag}-{}.out", rand_suffix()));
+        let err = dir.join(format!("{tag}-{}.err", rand_suffix()));
+        let child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Proc {
+            child,
+            name: name.to_owned(),
+            out,
+            err,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits for exit, killing the process and failing the test past `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait for child"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!(
+                    "{} did not exit within {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
+                    self.name,
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    /// The exit code, or panics with the output when killed by a signal.
+    pub async fn exit_code(&mut self, timeout: Duration) -> i32 {
+        let status = self.wait(timeout).await;
+        status.code().unwrap_or_else(|| {
+            panic!(
+                "{} died by a signal\n--- stderr\n{}",
+                self.name,
+                self.stderr()
+            )
+        })
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Everything the process said, for assertion messages.
+    pub fn output(&self) -> String {
+        format!(
+            "--- {} stdout\n{}\n--- {} stderr\n{}",
+            self.name,
+            self.stdout(),
+            self.name,
+            self.stderr()
+        )
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+pub fn coordinator(args: &[&str], dir: &Path) -> Proc {
+    Proc::spawn("coordinator", &bin("coordinator"), args, dir)
+}
+
+pub fn worker(args: &[&str], dir: &Path) -> Proc {
+    Proc::spawn("worker", &bin("worker"), args, dir)
+}

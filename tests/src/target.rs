@@ -1,0 +1,108 @@
+//! A purpose-built HTTP target that counts every request it receives, per path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+
+#[derive(Default)]
+struct Counts {
+    total: AtomicU64,
+    per_path: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Routes: `/ok` 200, `/created` 201, `/fail` 500, `/slow` 200 after 1 s,
+/// `/jitter` 200 after 0–15 ms (varies per request), `/login` 200 with a token,
+/// `/start/{anything}` 200. Every request is counted on arrival.
+pub struct CountingTarget {
+    addr: SocketAddr,
+    counts: Arc<Counts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn count(State(c): State<Arc<Counts>>, req: Request, next: Next) -> Response {
+    c.total.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut m) = c.per_path.lock() {
+        *m.entry(req.uri().path().to_owned()).or_default() += 1;
+    }
+    next.run(req).await
+}
+
+async fn jitter() -> impl IntoResponse {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    // A spread of latencies so percentiles differ: 0..15 ms in 16 steps, scrambled.
+    let ms = n.wrapping_mul(7919) % 16;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    "ok"
+}
+
+impl CountingTarget {
+    pub async fn start() -> CountingTarget {
+        let counts = Arc::new(Counts::default());
+        let app = Router::new()
+            .route("/ok", any(|| async { "ok" }))
+            .route("/created", post(|| async { (StatusCode::CREATED, "{}") }))
+            .route(
+                "/fail",
+                any(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    "slow"
+                }),
+            )
+            .route("/jitter", get(jitter))
+            .route(
+                "/login",
+                post(|| async {
+                    (
+                        [("content-type", "application/json")],
+                        r#"{"access_token":"t0k"}"#,
+                    )
+                }),
+            )
+            .route("/start/{class}", any(|| async { "started" }))
+            .layer(middleware::from_fn_with_state(counts.clone(), count));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind target");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        CountingTarget { addr, counts, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.total.load(Ordering::SeqCst)
+    }
+
+    pub fn path(&self, path: &str) -> u64 {
+        self.counts
+            .per_path
+            .lock()
+            .map(|m| m.get(path).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for CountingTarget {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

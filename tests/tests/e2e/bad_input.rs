@@ -1,0 +1,217 @@
+//! Bad input is refused with a clear message and the right exit code, before any traffic.
+
+use std::time::Duration;
+
+use squall_tests::{CountingTarget, coordinator, free_port, wait_until, worker, write_file};
+
+const GOOD: &str = "scenarios:\n  s: { users: 2, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n";
+
+/// Runs the coordinator on `yaml` against the target; returns (exit code, stderr).
+/// `--host` defaults to the target's URL unless `extra` gives one.
+async fn run_file(yaml: &str, extra: &[&str]) -> (i32, String, CountingTarget) {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(tmp.path(), "bad.yaml", yaml);
+    let url = target.url();
+    let mut args = vec!["-f", file.to_str().expect("utf8"), "--headless"];
+    if !extra.contains(&"--host") {
+        args.extend(["--host", url.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    let mut c = coordinator(&args, tmp.path());
+    let code = c.exit_code(Duration::from_secs(30)).await;
+    (code, c.stderr(), target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_yaml_is_located() {
+    let yaml = "scenarios:\n  s: { users: 2, duration: 1s }\n  t: [ {\nuser_classes: {}\n";
+    let (code, err, target) = run_file(yaml, &[]).await;
+    assert_eq!(code, 2, "{err}");
+    // file:line:column: message
+    let located = err.split("bad.yaml:").nth(1).unwrap_or("");
+    let mut parts = located.splitn(3, ':');
+    let line = parts.next().and_then(|l| l.parse::<u32>().ok());
+    let column = parts.next().and_then(|c| c.parse::<u32>().ok());
+    assert!(
+        line.is_some() && column.is_some(),
+        "no line:column in {err}"
+    );
+    assert!(line >= Some(3), "{err}");
+    assert_eq!(target.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_is_located_and_named() {
+    let yaml = "scenarios:\n  s: { users: 2, duration: 1s }\nuser_classes:\n  u:\n    taskz: [ { get: /ok } ]\n";
+    let (code, err, target) = run_file(yaml, &[]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.yaml:5:5"), "{err}");
+    assert!(err.contains("unknown field `taskz`"), "{err}");
+    assert!(err.contains("expected one of"), "{err}");
+    assert_eq!(target.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_values_and_urls_are_refused() {
+    let (code, err, target) = run_file(GOOD, &["--host", "localhost:8080"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("localhost:8080"), "{err}");
+    assert_eq!(target.total(), 0);
+
+    let (code, err, _) = run_file(&GOOD.replace("1s", "1 fortnight"), &[]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.yaml:2:") && err.contains("invalid duration"),
+        "{err}"
+    );
+
+    let (code, err, _) = run_file(&GOOD.replace("get: /ok", "get: ok"), &[]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("must start with `/`"), "{err}");
+
+    let (code, err, _) = run_file(GOOD, &["--threshold", "p99 <<< 3"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("thresholds"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_refused_on_both_sides_and_sends_nothing() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(tmp.path(), "s.yaml", GOOD);
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut c = coordinator(
+        &[
+            "-f",
+            file.to_str().expect("utf8"),
+            "--workers",
+            "1",
+            "--bind",
+            &bind,
+            "--host",
+            &target.url(),
+            "--token",
+            "right-token",
+            "--wait-timeout",
+            "4s",
+            "--headless",
+        ],
+        tmp.path(),
+    );
+    let mut w = worker(&["--master", &bind, "--token", "wrong-token"], tmp.path());
+    let wcode = w.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(wcode, 2, "{}", w.output());
+    assert!(
+        w.stderr().contains("refused") && w.stderr().contains("token"),
+        "{}",
+        w.output()
+    );
+    let ccode = c.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(ccode, 3, "{}", c.output());
+    assert!(
+        c.stderr().contains("token"),
+        "coordinator should log the refusal: {}",
+        c.output()
+    );
+    assert!(c.stderr().contains("timed out"), "{}", c.output());
+    assert_eq!(target.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_coordinator_is_retried_then_given_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let master = format!("127.0.0.1:{}", free_port());
+    let mut w = worker(&["--master", &master, "--give-up-after", "2s"], tmp.path());
+    assert!(
+        wait_until(Duration::from_secs(10), || w.stderr().contains("retrying")).await,
+        "{}",
+        w.output()
+    );
+    let code = w.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, 3, "{}", w.output());
+    assert!(
+        w.stderr()
+            .contains(&format!("no coordinator answered at http://{master}")),
+        "{}",
+        w.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_workers_time_out_with_exit_3() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(tmp.path(), "s.yaml", GOOD);
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut c = coordinator(
+        &[
+            "-f",
+            file.to_str().expect("utf8"),
+            "--workers",
+            "2",
+            "--bind",
+            &bind,
+            "--host",
+            "http://127.0.0.1:9",
+            "--wait-timeout",
+            "2s",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(30)).await,
+        3,
+        "{}",
+        c.output()
+    );
+    assert!(c.stderr().contains("0 of 2 attached"), "{}", c.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_and_list() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let two = format!("host: http://127.0.0.1:1\n{}", GOOD.replace("scenarios:\n", "scenarios:\n  other: { users: 5, spawn_rate: 1, duration: 2m, thresholds: [\"p95 < 1s\"] }\n"));
+    let file = write_file(tmp.path(), "two.yaml", &two);
+    let f = file.to_str().expect("utf8");
+    let mut v = coordinator(&["validate", f], tmp.path());
+    assert_eq!(
+        v.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        v.output()
+    );
+    assert!(
+        v.stdout().contains("OK") && v.stdout().contains("2 scenario"),
+        "{}",
+        v.output()
+    );
+    let mut l = coordinator(&["list", f], tmp.path());
+    assert_eq!(
+        l.exit_code(Duration::from_secs(10)).await,
+        0,
+        "{}",
+        l.output()
+    );
+    let listing = l.stdout();
+    assert!(
+        listing.contains("other") && listing.contains("5 users") && listing.contains("p95 < 1s"),
+        "{listing}"
+    );
+    // Several scenarios and no choice: a usage error naming them.
+    let mut r = coordinator(&["-f", f], tmp.path());
+    assert_eq!(
+        r.exit_code(Duration::from_secs(10)).await,
+        2,
+        "{}",
+        r.output()
+    );
+    assert!(r.stderr().contains("--scenario"), "{}", r.output());
+    let bad = write_file(tmp.path(), "bad.yaml", "scenarios: [\n");
+    let mut b = coordinator(&["validate", bad.to_str().expect("utf8")], tmp.path());
+    assert_eq!(
+        b.exit_code(Duration::from_secs(10)).await,
+        2,
+        "{}",
+        b.output()
+    );
+}

@@ -1,0 +1,129 @@
+//! The one-command demo and threshold verdicts.
+
+use std::time::Duration;
+
+use squall_tests::{CountingTarget, coordinator, read_report, write_file};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_end_to_end_and_counts_what_the_target_served() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("report");
+    let mut c = coordinator(
+        &[
+            "demo",
+            "--duration",
+            "4s",
+            "--users",
+            "30",
+            "--spawn-rate",
+            "30",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = read_report(&out);
+    assert_eq!(report["schema"], "squall.report/v1");
+    assert_eq!(report["scenario"], "demo");
+    assert_eq!(report["passed"], true);
+    let requests = report["totals"]["requests"].as_u64().expect("requests");
+    assert!(requests > 30, "{requests}");
+    assert_eq!(report["totals"]["failures"], 0, "{}", c.output());
+    let served = format!("demo target served {requests} requests");
+    assert!(
+        c.stderr().contains(&served),
+        "expected `{served}` in {}",
+        c.output()
+    );
+    let names: Vec<&str> = report["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"login") && names.contains(&"chat"),
+        "{names:?}"
+    );
+    let login = report["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "login"))
+        .expect("login");
+    assert_eq!(login["requests"], 30, "one login per user");
+    assert_eq!(report["workers"].as_array().map(Vec::len), Some(2));
+    // Contract fields.
+    for k in [
+        "run_id",
+        "target",
+        "started_at",
+        "duration_s",
+        "timeline",
+        "thresholds",
+    ] {
+        assert!(!report[k].is_null(), "{k} missing");
+    }
+    for k in ["min", "mean", "p50", "p90", "p95", "p99", "p999", "max"] {
+        assert!(
+            report["totals"]["latency_ms"][k].is_number(),
+            "latency_ms.{k}"
+        );
+    }
+    // Live progress lines were shown.
+    assert!(
+        c.stderr().contains("rps") && c.stderr().contains("p99"),
+        "{}",
+        c.output()
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).expect("summary.txt");
+    assert!(
+        summary.contains("list workflows") && summary.contains("TOTAL"),
+        "{summary}"
+    );
+    assert!(c.stdout().contains("TOTAL"), "summary printed at the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_threshold_exits_1_with_the_report_written() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(
+        tmp.path(),
+        "t.yaml",
+        "scenarios:\n  t: { users: 2, duration: 1s, thresholds: [\"error_rate < 1%\"] }\nuser_classes:\n  u: { wait: { constant: 10ms }, tasks: [ { get: /ok } ] }\n",
+    );
+    let out = tmp.path().join("out");
+    let mut c = coordinator(
+        &[
+            "-f",
+            file.to_str().expect("utf8"),
+            "--host",
+            &target.url(),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--threshold",
+            "p99 < 1us",
+            "--headless",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        1,
+        "{}",
+        c.output()
+    );
+    let report = read_report(&out);
+    assert_eq!(report["passed"], false);
+    let t = report["thresholds"].as_array().expect("thresholds");
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0]["passed"], true);
+    assert_eq!(t[1]["expr"], "p99 < 1us");
+    assert_eq!(t[1]["passed"], false);
+    assert!(t[1]["actual"].as_f64().unwrap_or(0.0) > 0.001);
+}

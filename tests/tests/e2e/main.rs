@@ -1,0 +1,7 @@
+//! Cross-process tests: the real `coordinator` and `worker` binaries over real gRPC, against real HTTP targets.
+
+mod accounting;
+mod bad_input;
+mod demo;
+mod merge;
+mod partition;
