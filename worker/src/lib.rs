@@ -5,7 +5,9 @@ mod engine;
 mod error;
 mod prepared;
 mod recorder;
+mod run;
 mod user;
 
-pub use agent::{AgentConfig, MAX_MESSAGE_BYTES, run, spawn_order};
+pub use agent::{AgentConfig, MAX_MESSAGE_BYTES, run};
 pub use error::WorkerError;
+pub use run::spawn_order;
