@@ -147,15 +147,6 @@ fn finish(
             "--token must be non-empty printable ASCII without spaces",
         ));
     }
-    for spec in &specs {
-        if !matches!(spec.load, squall_common::LoadModel::Closed { .. }) {
-            return Err(usage(format!(
-                "scenario `{}`: the {} load model is not supported by this version yet (only users/spawn_rate/duration)",
-                spec.scenario,
-                spec.load.name()
-            )));
-        }
-    }
     let bind = bind.unwrap_or(match workers {
         Workers::Remote(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5557)),
         Workers::Local(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
