@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod duration;
 pub mod partition;
+pub mod plan;
 pub mod protocol;
 pub mod rate;
 pub mod render;

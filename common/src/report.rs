@@ -28,7 +28,21 @@ pub struct Report {
     pub endpoints: Vec<EndpointReport>,
     pub timeline: Vec<TimelinePoint>,
     pub thresholds: Vec<ThresholdResult>,
+    /// Set when a `stop_when` condition ended the run: where the target broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broke_at: Option<BreakPoint>,
     pub passed: bool,
+}
+
+/// The moment a stress run's stop condition was met.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BreakPoint {
+    /// Seconds since the start.
+    pub t: u64,
+    pub users: u64,
+    pub rps: f64,
+    pub condition: String,
+    pub actual: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +103,9 @@ pub struct Totals {
     pub service_ms: LatencyMs,
     pub ttfb_ms: LatencyMs,
     pub bytes_received: u64,
+    /// Open model: iterations skipped because the user pool was exhausted.
+    #[serde(default)]
+    pub dropped_iterations: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +137,7 @@ impl Totals {
             service_ms: LatencyMs::from_histogram(&s.service),
             ttfb_ms: LatencyMs::from_histogram(&s.ttfb),
             bytes_received: s.bytes_received,
+            dropped_iterations: 0,
         }
     }
 }
@@ -162,6 +180,14 @@ pub struct TimelinePoint {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// What the plan asked for at the end of this second: users (closed models)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_users: Option<u64>,
+    /// …or iterations started during it (open models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_rps: Option<f64>,
+    #[serde(default)]
+    pub dropped_iterations: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
 }

@@ -99,6 +99,16 @@ pub struct ScenarioDef {
     /// How long in-flight requests may take to finish when the run stops.
     #[serde(default, with = "duration::human_opt")]
     pub graceful_stop: Option<Duration>,
+    /// Iterations for the whole cluster; the run ends early once they are done.
+    #[serde(default)]
+    pub iterations: Option<u64>,
+    /// Iterations each user runs before it retires.
+    #[serde(default)]
+    pub iterations_per_user: Option<u64>,
+    /// Stop conditions checked every second (threshold syntax, e.g. `error_rate > 5%`):
+    /// the run stops and the report records where the target broke.
+    #[serde(default)]
+    pub stop_when: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -210,6 +220,12 @@ pub struct RunSpec {
     pub load: LoadModel,
     pub classes: Vec<UserClass>,
     pub thresholds: Vec<String>,
+    #[serde(default)]
+    pub iterations: Option<u64>,
+    #[serde(default)]
+    pub iterations_per_user: Option<u64>,
+    #[serde(default)]
+    pub stop_when: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,14 +238,19 @@ pub enum LoadModel {
         #[serde(with = "duration::human")]
         duration: Duration,
     },
-    /// Ramping user counts.
+    /// Ramping user counts: linear from the previous stage's count (0 at first).
     Stages { stages: Vec<StageDef> },
-    /// A fixed arrival rate of iterations.
+    /// A fixed arrival rate of iterations, served by a pool of at most `max_users`.
     Open {
         rate: Rate,
         max_users: u64,
         #[serde(with = "duration::human")]
         duration: Duration,
+    },
+    /// Ramping arrival rates: linear from the previous stage's rate (0 at first).
+    RampingRate {
+        stages: Vec<StageDef>,
+        max_users: u64,
     },
 }
 
@@ -238,7 +259,9 @@ impl LoadModel {
     pub fn duration(&self) -> Duration {
         match self {
             LoadModel::Closed { duration, .. } | LoadModel::Open { duration, .. } => *duration,
-            LoadModel::Stages { stages } => stages.iter().map(|s| s.duration).sum(),
+            LoadModel::Stages { stages } | LoadModel::RampingRate { stages, .. } => {
+                stages.iter().map(|s| s.duration).sum()
+            }
         }
     }
 
@@ -247,6 +270,7 @@ impl LoadModel {
             LoadModel::Closed { .. } => "closed",
             LoadModel::Stages { .. } => "stages",
             LoadModel::Open { .. } => "open",
+            LoadModel::RampingRate { .. } => "ramping_rate",
         }
     }
 }
@@ -478,7 +502,17 @@ impl Loaded {
                 .map_err(|e| self.invalid(format!("{at}.thresholds[{i}]"), e.to_string()))?;
         }
 
+        for (i, t) in sc.stop_when.iter().enumerate() {
+            crate::threshold::Threshold::parse(t)
+                .map_err(|e| self.invalid(format!("{at}.stop_when[{i}]"), e.to_string()))?;
+        }
+        if sc.iterations == Some(0) || sc.iterations_per_user == Some(0) {
+            return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
+        }
         Ok(RunSpec {
+            iterations: sc.iterations,
+            iterations_per_user: sc.iterations_per_user,
+            stop_when: sc.stop_when.clone(),
             scenario: name.to_owned(),
             host,
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
@@ -507,6 +541,23 @@ impl Loaded {
             }
             if stages.is_empty() {
                 return Err(self.invalid(format!("{at}.stages"), "needs at least one stage"));
+            }
+            let by_users = stages.iter().all(|s| s.users.is_some() && s.rate.is_none());
+            let by_rate = stages.iter().all(|s| s.rate.is_some() && s.users.is_none());
+            if by_rate {
+                return Ok(LoadModel::RampingRate {
+                    stages: stages.clone(),
+                    max_users: sc.max_users.unwrap_or(1000),
+                });
+            }
+            if !by_users {
+                return Err(self.invalid(
+                    format!("{at}.stages"),
+                    "every stage needs `users` (ramping users) or every stage needs `rate` (ramping arrival rate), not a mix",
+                ));
+            }
+            if stages.iter().all(|s| s.duration.is_zero()) {
+                return Err(self.invalid(format!("{at}.stages"), "the stages last 0s in total"));
             }
             return Ok(LoadModel::Stages {
                 stages: stages.clone(),

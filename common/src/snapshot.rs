@@ -158,6 +158,8 @@ pub struct Snapshot {
     pub window_start_us: u64,
     pub window_end_us: u64,
     pub active_users: u64,
+    /// Open-model iterations skipped because every pool user was busy.
+    pub dropped_iterations: u64,
     pub endpoints: Vec<(EndpointKey, EndpointStats)>,
 }
 

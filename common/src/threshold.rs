@@ -48,7 +48,7 @@ pub enum LatencyStat {
 }
 
 impl LatencyStat {
-    fn of(self, l: &LatencyMs) -> f64 {
+    pub fn of(self, l: &LatencyMs) -> f64 {
         match self {
             LatencyStat::Min => l.min,
             LatencyStat::Mean => l.mean,
@@ -338,6 +338,7 @@ mod tests {
 
     fn report() -> Report {
         Report {
+            broke_at: None,
             schema: crate::report::SCHEMA.into(),
             run_id: "r".into(),
             scenario: "s".into(),
@@ -356,6 +357,7 @@ mod tests {
                 service_ms: latency(10.0),
                 ttfb_ms: latency(10.0),
                 bytes_received: 0,
+                dropped_iterations: 0,
             },
             endpoints: vec![
                 endpoint("list workflows", "GET", 20.0, 1500, 0),

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
 use squall_common::report::{
-    self, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals, WorkerReport,
+    self, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals,
+    WorkerReport,
 };
 use squall_common::snapshot::{HistogramError, new_histogram};
 use squall_common::threshold::Threshold;
@@ -20,6 +21,7 @@ struct Interval {
     failures: u64,
     latency: Option<Histogram<u64>>,
     window_us: u64,
+    dropped: u64,
     events: Vec<String>,
 }
 
@@ -50,6 +52,8 @@ pub enum Added {
 /// The numbers the live view shows for one second.
 #[derive(Debug, Clone, Default)]
 pub struct LiveLine {
+    /// The second these numbers are for.
+    pub t: u64,
     pub users: u64,
     pub rps: f64,
     pub p50_ms: f64,
@@ -57,6 +61,12 @@ pub struct LiveLine {
     pub p99_ms: f64,
     pub total_requests: u64,
     pub total_failures: u64,
+    /// Whether every live worker has reported this second.
+    pub complete: bool,
+    /// The second's own figures, for `stop_when` conditions.
+    pub requests: u64,
+    pub failures: u64,
+    pub latency: LatencyMs,
 }
 
 pub struct Aggregator {
@@ -120,6 +130,7 @@ impl Aggregator {
 
         let interval = self.intervals.entry(snap.seq).or_default();
         interval.users.insert(worker.to_owned(), snap.active_users);
+        interval.dropped += snap.dropped_iterations;
         interval.window_us = interval
             .window_us
             .max(snap.window_end_us.saturating_sub(snap.window_start_us));
@@ -184,31 +195,36 @@ impl Aggregator {
     /// The most recent second every live worker has reported, for the live view.
     pub fn live(&self) -> Option<LiveLine> {
         let live_workers = self.workers.values().filter(|w| !w.lost).count();
-        let (_, iv) = self
+        let complete = |iv: &Interval| iv.users.len() >= live_workers && iv.latency.is_some();
+        let (t, iv) = self
             .intervals
             .iter()
             .rev()
-            .find(|(_, iv)| iv.users.len() >= live_workers && iv.latency.is_some())
+            .find(|(_, iv)| complete(iv))
             .or_else(|| {
                 self.intervals
                     .iter()
                     .rev()
                     .find(|(_, iv)| iv.latency.is_some())
             })?;
-        let q = |p: f64| {
-            iv.latency
-                .as_ref()
-                .filter(|h| !h.is_empty())
-                .map_or(0.0, |h| h.value_at_quantile(p) as f64 / 1000.0)
-        };
+        let latency = iv
+            .latency
+            .as_ref()
+            .map(LatencyMs::from_histogram)
+            .unwrap_or_default();
         Some(LiveLine {
+            t: *t,
             users: iv.users.values().sum(),
             rps: rate(iv.requests, iv.window_us),
-            p50_ms: q(0.5),
-            p95_ms: q(0.95),
-            p99_ms: q(0.99),
+            p50_ms: latency.p50,
+            p95_ms: latency.p95,
+            p99_ms: latency.p99,
             total_requests: self.total_requests,
             total_failures: self.total_failures,
+            complete: complete(iv),
+            requests: iv.requests,
+            failures: iv.failures,
+            latency,
         })
     }
 
@@ -251,6 +267,7 @@ impl Aggregator {
                             .unwrap_or_default();
                         TimelinePoint {
                             t,
+                            dropped_iterations: iv.dropped,
                             users: iv.users.values().sum(),
                             requests: iv.requests,
                             failures: iv.failures,
@@ -259,10 +276,20 @@ impl Aggregator {
                             p95_ms: l.p95,
                             p99_ms: l.p99,
                             event: (!iv.events.is_empty()).then(|| iv.events.join("; ")),
+                            ..TimelinePoint::default()
                         }
                     }
                 };
-                timeline.push(point);
+                let load = &meta.spec.load;
+                let end = (t + 1) as f64;
+                timeline.push(TimelinePoint {
+                    planned_users: load.users_at(end),
+                    planned_rps: load
+                        .arrivals_until(end)
+                        .zip(load.arrivals_until(t as f64))
+                        .map(|(b, a)| (b - a).round()),
+                    ..point
+                });
             }
         }
         let workers = self
@@ -290,8 +317,10 @@ impl Aggregator {
             endpoints,
             timeline,
             thresholds: Vec::new(),
+            broke_at: meta.broke_at,
             passed: true,
         };
+        report.totals.dropped_iterations = self.intervals.values().map(|iv| iv.dropped).sum();
         let results: Vec<ThresholdResult> = meta
             .spec
             .thresholds
@@ -316,6 +345,7 @@ pub struct ReportMeta<'a> {
     pub spec: &'a RunSpec,
     pub started_at: String,
     pub partial: bool,
+    pub broke_at: Option<BreakPoint>,
 }
 
 fn rate(count: u64, window_us: u64) -> f64 {
@@ -352,6 +382,7 @@ mod tests {
             window_start_us: seq * 1_000_000,
             window_end_us: (seq + 1) * 1_000_000,
             active_users: 1,
+            dropped_iterations: 0,
             endpoints: vec![(
                 EndpointKey {
                     name: "a".into(),
@@ -383,6 +414,7 @@ mod tests {
                 spec: &spec,
                 started_at: "now".into(),
                 partial: false,
+                broke_at: None,
             })
             .expect("report");
         assert_eq!(r.totals.requests, 3);

@@ -59,7 +59,7 @@ pub struct RunArgs {
     /// Start this many in-process workers (attached over loopback gRPC). Default: 1.
     #[arg(long, env = "SQUALL_LOCAL_WORKERS")]
     pub local_workers: Option<usize>,
-    /// gRPC listen address for workers. Default: 0.0.0.0:5557 with --workers, an ephemeral loopback port otherwise.
+    /// gRPC listen address for workers. Default: 0.0.0.0:5557 with --workers (needs --token), an ephemeral loopback port otherwise.
     #[arg(long, env = "SQUALL_BIND")]
     pub bind: Option<SocketAddr>,
     /// Target base URL, overriding the file's `host`.
@@ -86,9 +86,36 @@ pub struct RunArgs {
     /// Baseline report to compare against (not supported yet).
     #[arg(long, env = "SQUALL_BASELINE")]
     pub baseline: Option<PathBuf>,
-    /// Shared secret workers must present.
+    /// Shared secret workers must present; required when --bind is not a loopback address.
     #[arg(long, env = "SQUALL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Accept any worker on a non-loopback --bind without a token or client certificates (trusted networks only).
+    #[arg(long, env = "SQUALL_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve the worker link over TLS with this certificate chain (PEM); needs --tls-key. Workers then dial with --tls-ca.
+    #[arg(
+        long,
+        env = "SQUALL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "SQUALL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: only workers presenting a certificate signed by this CA (PEM) may connect; needs --tls-cert.
+    #[arg(
+        long,
+        env = "SQUALL_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
     /// No live progress lines; only the start, warnings and the final summary.
     #[arg(long, env = "SQUALL_HEADLESS")]
     pub headless: bool,

@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::config::Listen;
 use crate::error::CoordinatorError;
 use crate::service::{AttachService, ClusterEvent, Heartbeats, WorkerLink};
+use crate::tls;
 
 #[derive(Debug)]
 pub struct Member {
@@ -29,12 +31,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Binds the gRPC listener and starts serving `Attach` in the background.
+    /// Binds the gRPC listener (TLS when configured) and starts serving `Attach` in the background.
     pub async fn start(
-        bind: SocketAddr,
+        listen: Listen,
         token: Option<String>,
         heartbeats: Heartbeats,
     ) -> Result<Cluster, CoordinatorError> {
+        let bind = listen.addr;
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| CoordinatorError::Bind {
@@ -47,16 +50,29 @@ impl Cluster {
                 addr: bind.to_string(),
                 source,
             })?;
+        let mutual_tls = listen.tls.is_some_and(|t| t.is_mutual());
+        if token.is_none() && !mutual_tls && !addr.ip().to_canonical().is_loopback() {
+            // Only reachable with --insecure-no-auth (the configuration refuses it otherwise).
+            tracing::warn!(
+                "accepting any worker on {addr} without authentication (--insecure-no-auth)"
+            );
+        }
         let (tx, rx) = mpsc::channel(4096);
         let service = CoordinatorServer::new(AttachService::new(tx, token, heartbeats))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(service);
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await;
+            let served = match listen.tls {
+                Some(t) => router.serve_with_incoming(tls::incoming(listener, t)).await,
+                None => {
+                    router
+                        .serve_with_incoming(TcpListenerStream::new(listener))
+                        .await
+                }
+            };
             if let Err(e) = served {
                 tracing::error!("gRPC server stopped: {e}");
             }

@@ -1,6 +1,6 @@
 //! The validated configuration a command runs with, built once from the command line.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use squall_common::scenario::{Loaded, Overrides};
 use crate::args::{Args, Command, DemoArgs, RunArgs};
 use crate::error::CoordinatorError;
 use crate::service::Heartbeats;
+use crate::tls::ServerTls;
 
 /// The built-in demo scenario (also shipped as examples/demo.yaml).
 pub const DEMO_SCENARIO: &str = include_str!("../../examples/demo.yaml");
@@ -24,12 +25,26 @@ pub enum Workers {
     Local(usize),
 }
 
+/// Where the worker listener binds, and whether it speaks TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Loaded once per process and never freed, so `Listen` stays `Copy` like the address it extends.
+    pub tls: Option<&'static ServerTls>,
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     /// Scenarios to run, in order (several with --all).
     pub specs: Vec<RunSpec>,
     pub workers: Workers,
-    pub bind: SocketAddr,
+    pub bind: Listen,
     pub out: PathBuf,
     pub token: Option<String>,
     pub headless: bool,
@@ -76,6 +91,16 @@ impl Config {
     }
 }
 
+/// How workers may connect, as given on the command line.
+#[derive(Debug, Default)]
+struct Access {
+    token: Option<String>,
+    insecure_no_auth: bool,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+}
+
 fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
     if a.baseline.is_some() {
         return Err(usage("--baseline is not supported by this version yet"));
@@ -117,12 +142,19 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
         (None, Some(n)) => Workers::Local(n),
         (None, None) => Workers::Local(1),
     };
+    let access = Access {
+        token: a.token,
+        insecure_no_auth: a.insecure_no_auth,
+        tls_cert: a.tls_cert,
+        tls_key: a.tls_key,
+        tls_client_ca: a.tls_client_ca,
+    };
     finish(
         specs,
         workers,
         a.bind,
         a.out,
-        a.token,
+        access,
         a.headless,
         parse_duration("--wait-timeout", &a.wait_timeout)?,
         a.threads,
@@ -135,11 +167,12 @@ fn finish(
     workers: Workers,
     bind: Option<SocketAddr>,
     out: PathBuf,
-    token: Option<String>,
+    access: Access,
     headless: bool,
     wait_timeout: Duration,
     threads: Option<usize>,
 ) -> Result<RunConfig, CoordinatorError> {
+    let token = access.token;
     if let Some(t) = &token
         && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
     {
@@ -151,6 +184,34 @@ fn finish(
         Workers::Remote(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5557)),
         Workers::Local(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     });
+    let tls = match (access.tls_cert, access.tls_key) {
+        (Some(_), _) if matches!(workers, Workers::Local(_)) => {
+            return Err(usage(
+                "--tls-cert is for remote workers (--workers N): in-process workers (--local-workers, the default without --workers) attach over loopback, where TLS adds nothing; drop the TLS flags or use --workers N",
+            ));
+        }
+        (Some(cert), Some(key)) => Some(ServerTls::load(
+            &cert,
+            &key,
+            access.tls_client_ca.as_deref(),
+        )?),
+        (None, None) if access.tls_client_ca.is_none() => None,
+        _ => {
+            return Err(usage(
+                "TLS needs both --tls-cert FILE and --tls-key FILE (and --tls-client-ca FILE for mutual TLS)",
+            ));
+        }
+    };
+    check_exposure(
+        bind,
+        token.is_some(),
+        tls.as_ref().is_some_and(ServerTls::is_mutual),
+        access.insecure_no_auth,
+    )?;
+    let bind = Listen {
+        addr: bind,
+        tls: tls.map(|t| &*Box::leak(Box::new(t))),
+    };
     let local_threads = match (threads, workers) {
         (Some(0), _) => return Err(usage("--threads must be at least 1")),
         (Some(t), _) => t,
@@ -168,6 +229,30 @@ fn finish(
         heartbeats: Heartbeats::default(),
         local_threads,
     })
+}
+
+/// Refuses a listener other hosts can reach unless workers must authenticate
+/// (a token, or client certificates under mutual TLS) or the user opted out
+/// with `--insecure-no-auth`: an open port would let anyone attach as a
+/// worker, receive the scenarios (with their credentials) and report fake results.
+fn check_exposure(
+    bind: SocketAddr,
+    token: bool,
+    mutual_tls: bool,
+    insecure_no_auth: bool,
+) -> Result<(), CoordinatorError> {
+    if is_loopback(bind.ip()) || token || mutual_tls || insecure_no_auth {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "refusing to accept workers on {bind} without authentication: {bind} is not a loopback address, so any host that reaches it could attach as a worker, receive the scenario (with its credentials) and send fake results. Set a shared secret with --token T (or SQUALL_TOKEN) here and on every worker, or require client certificates with --tls-client-ca FILE, or bind a loopback address (e.g. --bind 127.0.0.1:{}) if every worker runs on this machine, or pass --insecure-no-auth (SQUALL_INSECURE_NO_AUTH=true) to accept any worker",
+        bind.port()
+    )))
+}
+
+/// Loopback, including IPv4-mapped IPv6 loopback (`::ffff:127.0.0.1`).
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 fn demo(d: DemoArgs) -> Result<Config, CoordinatorError> {
@@ -188,7 +273,7 @@ fn demo(d: DemoArgs) -> Result<Config, CoordinatorError> {
         Workers::Local(d.local_workers),
         None,
         d.out,
-        None,
+        Access::default(),
         d.headless,
         Duration::from_secs(10),
         None,
@@ -197,4 +282,36 @@ fn demo(d: DemoArgs) -> Result<Config, CoordinatorError> {
         run,
         target_bind: d.target_bind,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn exposed_listeners_need_authentication() {
+        // Loopback never needs a token.
+        assert!(check_exposure(addr("127.0.0.1:5557"), false, false, false).is_ok());
+        assert!(check_exposure(addr("[::1]:5557"), false, false, false).is_ok());
+        assert!(check_exposure(addr("[::ffff:127.0.0.1]:5557"), false, false, false).is_ok());
+        // Anything else does, unless explicitly opted out.
+        for bind in ["0.0.0.0:5557", "[::]:5557", "10.1.2.3:5557"] {
+            let e = check_exposure(addr(bind), false, false, false)
+                .err()
+                .map(|e| (e.exit_code(), e.to_string()));
+            let (code, msg) = e.unwrap_or_default();
+            assert_eq!(code, 2, "{bind}");
+            assert!(
+                msg.contains("--token") && msg.contains("--insecure-no-auth"),
+                "{msg}"
+            );
+            assert!(check_exposure(addr(bind), true, false, false).is_ok());
+            assert!(check_exposure(addr(bind), false, true, false).is_ok());
+            assert!(check_exposure(addr(bind), false, false, true).is_ok());
+        }
+    }
 }

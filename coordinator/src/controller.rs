@@ -3,9 +3,11 @@
 use std::time::{Duration, Instant};
 
 use squall_common::protocol::{CoordinatorMessage, Start, WorkerMessage, WorkerState};
+use squall_common::report::BreakPoint;
+use squall_common::threshold::{Metric, Threshold};
 use squall_common::{LoadModel, Report, RunSpec, partition};
 
-use crate::aggregator::{Added, Aggregator, ReportMeta};
+use crate::aggregator::{Added, Aggregator, LiveLine, ReportMeta};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 use crate::live;
@@ -19,24 +21,42 @@ pub struct RunResult {
     pub all_lost: bool,
 }
 
+fn describe(load: &LoadModel) -> String {
+    match load {
+        LoadModel::Closed {
+            users, spawn_rate, ..
+        } => format!("{users} users at {spawn_rate}/s"),
+        LoadModel::Stages { stages } => format!(
+            "{} user stages up to {} users",
+            stages.len(),
+            load.peak_users()
+        ),
+        LoadModel::Open {
+            rate, max_users, ..
+        } => format!("{rate} arrivals, pool of {max_users} users"),
+        LoadModel::RampingRate { stages, max_users } => {
+            format!("{} rate stages, pool of {max_users} users", stages.len())
+        }
+    }
+}
+
+/// The value a stop condition looks at in one second's figures.
+fn second_value(t: &Threshold, l: &LiveLine) -> f64 {
+    match t.metric {
+        Metric::Latency(stat) => stat.of(&l.latency),
+        Metric::ErrorRate => squall_common::report::ratio(l.failures, l.requests),
+        Metric::Rps => l.rps,
+        Metric::Requests => l.requests as f64,
+        Metric::Failures => l.failures as f64,
+    }
+}
+
 /// Runs one scenario on every currently attached worker.
 pub async fn run_scenario(
     cluster: &mut Cluster,
     spec: &RunSpec,
     headless: bool,
 ) -> Result<RunResult, CoordinatorError> {
-    let LoadModel::Closed {
-        users,
-        spawn_rate,
-        duration,
-    } = spec.load
-    else {
-        return Err(CoordinatorError::Usage(format!(
-            "scenario `{}`: the {} load model is not supported by this version yet (only users/spawn_rate/duration)",
-            spec.scenario,
-            spec.load.name()
-        )));
-    };
     let links = cluster.links();
     if links.is_empty() {
         return Err(CoordinatorError::NoWorkers {
@@ -45,7 +65,24 @@ pub async fn run_scenario(
             waited: Duration::ZERO,
         });
     }
-    let shares = partition::split(users, &spec.class_weights(), links.len(), spawn_rate);
+    let stop_when: Vec<Threshold> = spec
+        .stop_when
+        .iter()
+        .filter_map(|e| Threshold::parse(e).ok())
+        .collect();
+    let duration = spec.load.duration();
+    // Each worker derives its exact part of the plan at every moment; the
+    // share sent here is its part at the plan's peak (shown and reported).
+    let spawn_rate = match spec.load {
+        LoadModel::Closed { spawn_rate, .. } => spawn_rate,
+        _ => 0.0,
+    };
+    let shares = partition::split(
+        spec.load.peak_users(),
+        &spec.class_weights(),
+        links.len(),
+        spawn_rate,
+    );
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -57,16 +94,17 @@ pub async fn run_scenario(
         .collect();
     let mut agg = Aggregator::new(&run_id, spec, &members);
     eprintln!(
-        "run {run_id}: scenario `{}` against {}: {users} users at {spawn_rate}/s for {}s on {} worker(s)",
+        "run {run_id}: scenario `{}` against {}: {} for {} on {} worker(s)",
         spec.scenario,
         spec.host,
-        duration.as_secs_f64(),
+        describe(&spec.load),
+        squall_common::duration::format(duration),
         links.len()
     );
     let seed: u64 = rand::random();
     for (i, (link, share)) in links.iter().zip(&shares).enumerate() {
         eprintln!(
-            "  worker {}: {} users {:?}",
+            "  worker {}: up to {} users {:?}",
             link.id,
             share.users(),
             share.users_per_class
@@ -87,13 +125,14 @@ pub async fn run_scenario(
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut partial = false;
+    let mut broke_at: Option<BreakPoint> = None;
+    let mut checked_second: Option<u64> = None;
     let grace = spec.graceful_stop;
-
     let member_ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
 
     loop {
         if agg.complete() {
@@ -142,20 +181,43 @@ pub async fn run_scenario(
             },
             _ = tick.tick() => {
                 let elapsed = t0.elapsed();
-                if !headless && stop_deadline.is_none() && let Some(l) = agg.live() {
-                    eprintln!("{}", live::line(elapsed, duration, &l));
+                let line = agg.live();
+                if !headless && stop_deadline.is_none() && let Some(l) = &line {
+                    eprintln!("{}", live::line(elapsed, duration, l));
                 }
-                if stop_deadline.is_none() && elapsed >= duration {
+                // Stress runs: check each newly completed second against the stop conditions.
+                if stop_deadline.is_none() && let Some(l) = line.filter(|l| l.complete && Some(l.t) != checked_second) {
+                    checked_second = Some(l.t);
+                    if let Some((cond, actual)) = stop_when.iter().map(|c| (c, second_value(c, &l))).find(|(c, v)| c.check(*v)) {
+                        let text = format!(
+                            "stop condition `{}` met at {}s ({actual:.3}): broke at {} users, {:.1} rps",
+                            cond.expr, l.t, l.users, l.rps
+                        );
+                        eprintln!("{text}");
+                        agg.event(l.t, text);
+                        broke_at = Some(BreakPoint { t: l.t, users: l.users, rps: l.rps, condition: cond.expr.clone(), actual });
+                        stop_all(cluster, &member_ids, &run_id, grace).await;
+                        stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
+                    }
+                }
+                // Workers end the plan on their own clocks; this Stop is the fallback.
+                if stop_deadline.is_none() && elapsed >= duration + Duration::from_secs(3) {
                     stop_all(cluster, &member_ids, &run_id, grace).await;
                     stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
                 }
             }
-            _ = &mut ctrl_c, if stop_deadline.is_none() => {
-                eprintln!("interrupted: stopping the run and collecting the last snapshots (Ctrl-C again to abort)");
+            _ = &mut ctrl_c => {
+                if stop_deadline.is_some() {
+                    eprintln!("interrupted again: not waiting for the last snapshots");
+                    partial = true;
+                    break;
+                }
+                eprintln!("interrupted: stopping the run and collecting the last snapshots (Ctrl-C again to stop waiting)");
                 partial = true;
                 agg.event(t0.elapsed().as_secs(), "interrupted".into());
                 stop_all(cluster, &member_ids, &run_id, grace).await;
                 stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
+                ctrl_c.set(tokio::signal::ctrl_c());
             }
         }
         if agg.all_lost() {
@@ -169,6 +231,7 @@ pub async fn run_scenario(
             spec,
             started_at,
             partial,
+            broke_at,
         })
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     Ok(RunResult { report, all_lost })

@@ -11,6 +11,8 @@ pub enum CoordinatorError {
     Scenario(#[from] ScenarioError),
     #[error("{0}")]
     Usage(String),
+    #[error("TLS file {}: {reason}", path.display())]
+    TlsFile { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -41,7 +43,9 @@ impl CoordinatorError {
     /// Exit codes per DESIGN.md: 2 invalid input or usage, 3 the run could not complete.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CoordinatorError::Scenario(_) | CoordinatorError::Usage(_) => 2,
+            CoordinatorError::Scenario(_)
+            | CoordinatorError::Usage(_)
+            | CoordinatorError::TlsFile { .. } => 2,
             CoordinatorError::Bind { .. }
             | CoordinatorError::NoWorkers { .. }
             | CoordinatorError::AllWorkersLost { .. }

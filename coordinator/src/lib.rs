@@ -11,6 +11,7 @@ mod local;
 mod output;
 mod service;
 pub mod target;
+mod tls;
 
 use std::path::Path;
 
@@ -74,6 +75,9 @@ fn list(file: &Path) -> Result<Verdict, CoordinatorError> {
             LoadModel::Open {
                 rate, max_users, ..
             } => format!("{rate} (max {max_users} users)"),
+            LoadModel::RampingRate { stages, max_users } => {
+                format!("{} rate stages (max {max_users} users)", stages.len())
+            }
         };
         println!(
             "{:<20} {:<8} {:<28} {:<10} {}",

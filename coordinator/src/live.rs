@@ -40,6 +40,7 @@ mod tests {
             p99_ms: 79.0,
             total_requests: 1000,
             total_failures: 10,
+            ..LiveLine::default()
         };
         let s = line(Duration::from_secs(12), Duration::from_secs(20), &l);
         assert!(s.contains("[  12s/20s]"), "{s}");

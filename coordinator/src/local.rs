@@ -16,6 +16,7 @@ pub fn spawn(n: usize, addr: SocketAddr, token: Option<String>, threads: usize) 
     for i in 1..=n {
         let cfg = AgentConfig {
             master: format!("http://{dial}"),
+            tls: None,
             token: token.clone(),
             id: format!("local-{i}"),
             threads,

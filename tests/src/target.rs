@@ -20,7 +20,7 @@ struct Counts {
 }
 
 /// Routes: `/ok` 200, `/created` 201, `/fail` 500, `/slow` 200 after 1 s,
-/// `/jitter` 200 after 0–15 ms (varies per request), `/login` 200 with a token,
+/// `/jitter` 200 after 0–15 ms (varies per request), `/stall` (see `stall`), `/login` 200 with a token,
 /// `/start/{anything}` 200. Every request is counted on arrival.
 pub struct CountingTarget {
     addr: SocketAddr,
@@ -45,9 +45,21 @@ async fn jitter() -> impl IntoResponse {
     "ok"
 }
 
+/// Answers at once, except during the first second of every five since the
+/// target started: then every request waits until that second is over, like
+/// a server stalled by a GC pause.
+async fn stall(started: tokio::time::Instant) -> &'static str {
+    let phase = started.elapsed().as_millis() % 5000;
+    if phase < 1000 {
+        tokio::time::sleep(std::time::Duration::from_millis((1000 - phase) as u64)).await;
+    }
+    "ok"
+}
+
 impl CountingTarget {
     pub async fn start() -> CountingTarget {
         let counts = Arc::new(Counts::default());
+        let started = tokio::time::Instant::now();
         let app = Router::new()
             .route("/ok", any(|| async { "ok" }))
             .route("/created", post(|| async { (StatusCode::CREATED, "{}") }))
@@ -63,6 +75,7 @@ impl CountingTarget {
                 }),
             )
             .route("/jitter", get(jitter))
+            .route("/stall", get(move || stall(started)))
             .route(
                 "/login",
                 post(|| async {

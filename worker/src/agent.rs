@@ -1,7 +1,7 @@
 //! The worker's side of the cluster: dial the coordinator, retry with backoff, and run what it says.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,14 +19,22 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::WorkerError;
 use crate::recorder::SampleLog;
 
+// Declared here rather than in lib.rs so the agent owns its transport security.
+#[path = "tls.rs"]
+pub mod tls;
+
+use tls::ClientTls;
+
 /// Largest gRPC message either side accepts: a snapshot with hundreds of endpoints fits easily.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// A validated worker configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// `http://host:port` of the coordinator.
+    /// `http://host:port` or, with `tls`, `https://host:port` of the coordinator.
     pub master: String,
+    /// TLS towards the coordinator; `None` dials in plaintext (loopback, trusted networks).
+    pub tls: Option<ClientTls>,
     pub token: Option<String>,
     pub id: String,
     /// Engine threads (one current-thread runtime each).
@@ -38,12 +46,27 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Normalises `host:port` or `http://host:port` into a URL tonic can dial.
-    pub fn master_url(master: &str) -> Result<String, WorkerError> {
-        let url = if master.contains("://") {
-            master.to_owned()
-        } else {
-            format!("http://{master}")
+    /// Normalises `host:port`, `http://host:port` or `https://host:port` into a URL tonic can dial.
+    ///
+    /// `tls` says whether TLS settings (`--tls-ca`) were given: `host:port`
+    /// then means `https://`, and a scheme that contradicts them is refused
+    /// rather than silently dialling in plaintext or without a CA.
+    pub fn master_url(master: &str, tls: bool) -> Result<String, WorkerError> {
+        let url = match master.split_once("://") {
+            None if tls => format!("https://{master}"),
+            None => format!("http://{master}"),
+            Some(("http", _)) if tls => {
+                return Err(WorkerError::Usage(format!(
+                    "--master {master} is plaintext (http://) but --tls-ca was given: use https://HOST:PORT or HOST:PORT"
+                )));
+            }
+            Some(("https", _)) if !tls => {
+                return Err(WorkerError::Usage(format!(
+                    "--master {master} asks for TLS: pass --tls-ca FILE, the CA that signed the coordinator's certificate"
+                )));
+            }
+            Some(("http" | "https", _)) => master.to_owned(),
+            Some(_) => return Err(WorkerError::MasterAddress(master.to_owned())),
         };
         let parsed: http::Uri = url
             .parse()
@@ -53,6 +76,17 @@ impl AgentConfig {
         }
         Ok(url)
     }
+
+    /// Reads and checks the TLS files for dialling the coordinator: the CA
+    /// (`--tls-ca`), an optional client certificate and key for mTLS
+    /// (`--tls-cert`, `--tls-key`) and an optional name to verify (`--tls-domain`).
+    pub fn load_tls(
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+        domain: Option<String>,
+    ) -> Result<ClientTls, WorkerError> {
+        ClientTls::load(ca, identity, domain)
+    }
 }
 
 /// How a session with a coordinator ended.
@@ -61,9 +95,40 @@ enum SessionEnd {
     Lost(String),
 }
 
+/// Why a session could not start: worth a retry, or not.
 enum SessionError {
     Unreachable(String),
-    Refused(String),
+    Fatal(WorkerError),
+}
+
+impl SessionError {
+    /// Classifies a failed connect or attach: a TLS handshake failure is a
+    /// configuration mismatch, so it is fatal; anything else is the network.
+    fn from_transport(cfg: &AgentConfig, err: &(dyn std::error::Error + 'static)) -> Self {
+        match cfg.tls.as_ref().and_then(|t| t.explain(err)) {
+            Some(reason) => SessionError::Fatal(WorkerError::Tls {
+                master: cfg.master.clone(),
+                reason,
+            }),
+            None => SessionError::Unreachable(error_chain(err)),
+        }
+    }
+
+    /// A refusal status from the coordinator (token, version, duplicate id) is fatal.
+    fn from_status(cfg: &AgentConfig, status: &tonic::Status) -> Option<Self> {
+        match status.code() {
+            tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::AlreadyExists => Some(SessionError::Fatal(WorkerError::Refused(
+                status.message().to_owned(),
+            ))),
+            _ => match SessionError::from_transport(cfg, status) {
+                SessionError::Unreachable(_) => None,
+                fatal => Some(fatal),
+            },
+        }
+    }
 }
 
 /// Attaches to the coordinator and serves runs until told to shut down.
@@ -73,6 +138,10 @@ pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
         Some(p) => Some(SampleLog::create(p)?),
         None => None,
     };
+    if let Some(tls) = &cfg.tls {
+        // Fail fast (exit 2) on settings that can never connect, e.g. a --master host that is no valid TLS name.
+        tls.check(&cfg.master)?;
+    }
     let mut backoff = Duration::from_millis(250);
     let mut unreachable_since: Option<Instant> = None;
     loop {
@@ -86,7 +155,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
                 backoff = Duration::from_millis(250);
                 unreachable_since = None;
             }
-            Err(SessionError::Refused(msg)) => return Err(WorkerError::Refused(msg)),
+            Err(SessionError::Fatal(e)) => return Err(e),
             Err(SessionError::Unreachable(msg)) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if let Some(limit) = cfg.give_up_after
@@ -130,13 +199,23 @@ async fn session(
     cfg: &AgentConfig,
     samples: Option<SampleLog>,
 ) -> Result<SessionEnd, SessionError> {
-    let channel: Channel = Endpoint::from_shared(cfg.master.clone())
-        .map_err(|e| SessionError::Refused(format!("bad coordinator address: {e}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| SessionError::Unreachable(error_chain(&e)))?;
+    let connected = match &cfg.tls {
+        Some(tls) => tls.dial(&cfg.master).map_err(SessionError::Fatal)?.await,
+        None => {
+            Endpoint::from_shared(cfg.master.clone())
+                .map_err(|e| {
+                    SessionError::Fatal(WorkerError::Usage(format!(
+                        "bad coordinator address {}: {e}",
+                        cfg.master
+                    )))
+                })?
+                .connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .connect()
+                .await
+        }
+    };
+    let channel: Channel = connected.map_err(|e| SessionError::from_transport(cfg, &e))?;
     let mut client = CoordinatorClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -155,20 +234,17 @@ async fn session(
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
     if let Some(token) = &cfg.token {
         let value = token.parse().map_err(|_| {
-            SessionError::Refused("the token holds characters gRPC metadata cannot carry".into())
+            SessionError::Fatal(WorkerError::Usage(
+                "the token holds characters gRPC metadata cannot carry".into(),
+            ))
         })?;
         request.metadata_mut().insert(TOKEN_METADATA, value);
     }
     let mut inbound = match client.attach(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
-            return Err(match status.code() {
-                tonic::Code::Unauthenticated
-                | tonic::Code::PermissionDenied
-                | tonic::Code::FailedPrecondition
-                | tonic::Code::AlreadyExists => SessionError::Refused(status.message().to_owned()),
-                _ => SessionError::Unreachable(status.message().to_owned()),
-            });
+            return Err(SessionError::from_status(cfg, &status)
+                .unwrap_or_else(|| SessionError::Unreachable(status_text(&status))));
         }
     };
 
@@ -180,22 +256,22 @@ async fn session(
         },
         Ok(None) => return Ok(SessionEnd::Lost("stream closed before Welcome".into())),
         Err(status) => {
-            return match status.code() {
-                tonic::Code::Unauthenticated
-                | tonic::Code::PermissionDenied
-                | tonic::Code::FailedPrecondition
-                | tonic::Code::AlreadyExists => {
-                    Err(SessionError::Refused(status.message().to_owned()))
-                }
-                _ => Ok(SessionEnd::Lost(status.message().to_owned())),
+            return match SessionError::from_status(cfg, &status) {
+                Some(e) => Err(e),
+                None => Ok(SessionEnd::Lost(status.message().to_owned())),
             };
         }
     };
     tracing::info!(
-        "attached to coordinator {} as worker {} (#{})",
+        "attached to coordinator {} as worker {} (#{}){}",
         cfg.master,
         cfg.id,
-        welcome.index
+        welcome.index,
+        match &cfg.tls {
+            Some(t) if t.has_identity() => " over mTLS",
+            Some(_) => " over TLS",
+            None => "",
+        }
     );
     let hb_timeout = welcome.heartbeat_timeout.max(Duration::from_secs(1));
     let mut heartbeat =
@@ -259,7 +335,16 @@ async fn session(
     Ok(end)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// A status's message and the errors behind it, on one line.
+fn status_text(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(src) => format!("{}: {}", status.message(), error_chain(src)),
+        None => status.message().to_owned(),
+    }
+}
+
+/// An error and its sources on one line, for messages a user acts on.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -277,10 +362,30 @@ mod tests {
     #[test]
     fn master_addresses() {
         assert_eq!(
-            AgentConfig::master_url("127.0.0.1:5557").ok().as_deref(),
+            AgentConfig::master_url("127.0.0.1:5557", false)
+                .ok()
+                .as_deref(),
             Some("http://127.0.0.1:5557")
         );
-        assert!(AgentConfig::master_url("nohost").is_err());
-        assert!(AgentConfig::master_url("http://h").is_err());
+        assert!(AgentConfig::master_url("nohost", false).is_err());
+        assert!(AgentConfig::master_url("http://h", false).is_err());
+    }
+
+    #[test]
+    fn tls_master_addresses() {
+        assert_eq!(
+            AgentConfig::master_url("coord:5557", true).ok().as_deref(),
+            Some("https://coord:5557")
+        );
+        assert_eq!(
+            AgentConfig::master_url("https://coord:5557", true)
+                .ok()
+                .as_deref(),
+            Some("https://coord:5557")
+        );
+        // A scheme that contradicts the TLS settings is refused, never silently downgraded.
+        assert!(AgentConfig::master_url("http://coord:5557", true).is_err());
+        assert!(AgentConfig::master_url("https://coord:5557", false).is_err());
+        assert!(AgentConfig::master_url("ftp://coord:5557", false).is_err());
     }
 }

@@ -3,28 +3,59 @@
 //! Users never migrate between threads and record into their thread's own
 //! `Recorder`, so the per-request path has no locks and no cross-thread
 //! messages; the agent collects each thread's interval delta once a second.
+//! In the open model each thread also runs its own slice of the iteration
+//! schedule, so arrivals need no cross-thread messages either.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use squall_common::EndpointStats;
+use squall_common::partition::largest_remainder;
+use squall_common::{EndpointStats, LoadModel};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinSet, LocalSet};
 
 use crate::prepared::PreparedRun;
 use crate::recorder::{Recorder, SampleLog};
-use crate::user::{ThreadCtx, run_user};
+use crate::user::{Active, OpenSlot, ThreadCtx, UserCtl, run_open_user, run_user};
+
+/// One thread's interval delta.
+#[derive(Debug)]
+pub struct ThreadDelta {
+    pub stats: Vec<EndpointStats>,
+    /// Open-model iterations that found the pool exhausted.
+    pub dropped: u64,
+    /// Iterations this thread may still start (`u64::MAX` without a limit).
+    pub budget_left: u64,
+}
+
+/// The iteration schedule of one open-model run, as every thread sees it.
+#[derive(Debug, Clone)]
+pub struct OpenPlan {
+    pub load: LoadModel,
+    pub worker_index: u64,
+    pub worker_count: u64,
+    /// Pool size of this worker.
+    pub max_users: u64,
+    pub t0: std::time::Instant,
+}
 
 enum Cmd {
     Spawn {
         class: usize,
         user_id: u64,
     },
-    Flush(oneshot::Sender<Vec<EndpointStats>>),
+    Retire {
+        class: usize,
+    },
+    StartOpen {
+        plan: OpenPlan,
+        first_user_id: u64,
+    },
+    Flush(oneshot::Sender<ThreadDelta>),
     Stop {
         graceful: Duration,
         done: oneshot::Sender<()>,
@@ -33,6 +64,8 @@ enum Cmd {
 
 struct Thread {
     tx: mpsc::UnboundedSender<Cmd>,
+    /// Users per class started on this thread and not retired.
+    per_class: Vec<u64>,
 }
 
 /// Settings for one run's engine.
@@ -42,6 +75,8 @@ pub struct EngineOptions {
     pub seed: u64,
     pub worker_index: u32,
     pub samples: Option<SampleLog>,
+    /// This worker's share of a cluster-wide iteration limit.
+    pub iterations: Option<u64>,
 }
 
 pub struct Engine {
@@ -58,16 +93,26 @@ impl Engine {
         active: Arc<AtomicU64>,
         opts: EngineOptions,
     ) -> std::io::Result<Engine> {
+        let n = opts.threads.max(1);
+        let budgets = match opts.iterations {
+            Some(total) => largest_remainder(total, &vec![1; n]),
+            None => vec![u64::MAX; n],
+        };
+        let classes = run.classes.len();
         let mut threads = Vec::new();
-        for i in 0..opts.threads.max(1) {
+        for (i, budget) in budgets.into_iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             let run = run.clone();
             let active = active.clone();
             let opts = opts.clone();
+            let place = (i as u64, n as u64);
             std::thread::Builder::new()
                 .name(format!("squall-engine-{i}"))
-                .spawn(move || thread_main(rx, run, addr, active, opts))?;
-            threads.push(Thread { tx });
+                .spawn(move || thread_main(rx, run, addr, active, opts, budget, place))?;
+            threads.push(Thread {
+                tx,
+                per_class: vec![0; classes],
+            });
         }
         Ok(Engine {
             threads,
@@ -79,19 +124,57 @@ impl Engine {
 
     /// Starts one user on the next thread (round-robin).
     pub fn spawn_user(&mut self, class: usize, user_id: u64) {
-        let t = &self.threads[self.next % self.threads.len()];
+        let i = self.next % self.threads.len();
         self.next += 1;
+        let t = &mut self.threads[i];
+        if let Some(c) = t.per_class.get_mut(class) {
+            *c += 1;
+        }
         let _ = t.tx.send(Cmd::Spawn { class, user_id });
+    }
+
+    /// Retires one user of `class` (after its current request), from the thread that has most.
+    pub fn retire_user(&mut self, class: usize) {
+        let Some(t) = self
+            .threads
+            .iter_mut()
+            .filter(|t| t.per_class.get(class).is_some_and(|&c| c > 0))
+            .max_by_key(|t| t.per_class[class])
+        else {
+            return;
+        };
+        t.per_class[class] -= 1;
+        let _ = t.tx.send(Cmd::Retire { class });
+    }
+
+    /// Users per class started and not retired (users that ended on their own still count).
+    pub fn users_per_class(&self, classes: usize) -> Vec<u64> {
+        (0..classes)
+            .map(|c| self.threads.iter().map(|t| t.per_class[c]).sum())
+            .collect()
+    }
+
+    /// Starts the open-model schedule on every thread.
+    pub fn start_open(&self, plan: OpenPlan, first_user_id: u64) {
+        for t in &self.threads {
+            let _ = t.tx.send(Cmd::StartOpen {
+                plan: plan.clone(),
+                first_user_id,
+            });
+        }
     }
 
     pub fn active_users(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Collects and merges every thread's stats since the previous flush.
-    pub async fn flush(&self) -> Vec<EndpointStats> {
-        let mut merged: Vec<EndpointStats> =
-            (0..self.endpoints).map(|_| EndpointStats::new()).collect();
+    /// Collects and merges every thread's delta since the previous flush.
+    pub async fn flush(&self) -> ThreadDelta {
+        let mut merged = ThreadDelta {
+            stats: (0..self.endpoints).map(|_| EndpointStats::new()).collect(),
+            dropped: 0,
+            budget_left: 0,
+        };
         let mut replies = Vec::new();
         for t in &self.threads {
             let (tx, rx) = oneshot::channel();
@@ -100,11 +183,13 @@ impl Engine {
             }
         }
         for rx in replies {
-            if let Ok(stats) = rx.await {
-                for (m, s) in merged.iter_mut().zip(stats.iter()) {
+            if let Ok(delta) = rx.await {
+                for (m, s) in merged.stats.iter_mut().zip(delta.stats.iter()) {
                     // Same bounds on both sides: merging cannot fail.
                     let _ = m.merge(s);
                 }
+                merged.dropped += delta.dropped;
+                merged.budget_left = merged.budget_left.saturating_add(delta.budget_left);
             }
         }
         merged
@@ -132,6 +217,8 @@ fn thread_main(
     addr: SocketAddr,
     active: Arc<AtomicU64>,
     opts: EngineOptions,
+    budget: u64,
+    (thread_index, thread_count): (u64, u64),
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -147,6 +234,7 @@ fn thread_main(
     local.block_on(&rt, async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         let endpoints = run.endpoints.len();
+        let classes = run.classes.len();
         let ctx = Rc::new(ThreadCtx {
             run,
             addr,
@@ -155,17 +243,47 @@ fn thread_main(
             active,
             worker_index: opts.worker_index,
             seed: opts.seed,
+            budget: Cell::new(budget),
+            dropped: Cell::new(0),
         });
         let mut users = JoinSet::new();
+        let mut live: Vec<Vec<Rc<UserCtl>>> = vec![Vec::new(); classes];
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 Cmd::Spawn { class, user_id } => {
                     if !*stop_tx.borrow() {
-                        users.spawn_local(run_user(ctx.clone(), class, user_id));
+                        let ctl = Rc::new(UserCtl::default());
+                        if let Some(l) = live.get_mut(class) {
+                            l.push(ctl.clone());
+                        }
+                        let active = Active::new(&ctx.active);
+                        users.spawn_local(run_user(ctx.clone(), class, user_id, ctl, active));
                     }
                 }
+                Cmd::Retire { class } => {
+                    if let Some(l) = live.get_mut(class) {
+                        while let Some(ctl) = l.pop() {
+                            if !ctl.done.get() {
+                                ctl.retire();
+                                break;
+                            }
+                        }
+                    }
+                }
+                Cmd::StartOpen {
+                    plan,
+                    first_user_id,
+                } => {
+                    let sched =
+                        open_schedule(ctx.clone(), plan, first_user_id, thread_index, thread_count);
+                    users.spawn_local(sched);
+                }
                 Cmd::Flush(reply) => {
-                    let _ = reply.send(ctx.recorder.borrow_mut().take());
+                    let _ = reply.send(ThreadDelta {
+                        stats: ctx.recorder.borrow_mut().take(),
+                        dropped: ctx.dropped.replace(0),
+                        budget_left: ctx.budget.get(),
+                    });
                 }
                 Cmd::Stop { graceful, done } => {
                     let _ = stop_tx.send(true);
@@ -177,9 +295,92 @@ fn thread_main(
                     let _ = done.send(());
                 }
             }
+            // Reap users that have ended (retired or out of iterations).
+            while users.try_join_next().is_some() {}
         }
         // The engine was dropped: cut every user off (their guards still record).
         users.abort_all();
         while users.join_next().await.is_some() {}
     });
+}
+
+/// This thread's slice of the open-model schedule: global iteration k goes to
+/// worker k mod W; the worker's m-th iteration goes to thread m mod T. Each
+/// due iteration is handed to an idle pool user, starts a new one while the
+/// pool has room, or is counted as dropped.
+async fn open_schedule(
+    ctx: Rc<ThreadCtx>,
+    plan: OpenPlan,
+    first_user_id: u64,
+    thread_index: u64,
+    thread_count: u64,
+) {
+    let t0 = tokio::time::Instant::from_std(plan.t0);
+    let pool_size = largest_remainder(plan.max_users, &vec![1; thread_count as usize])
+        .get(thread_index as usize)
+        .copied()
+        .unwrap_or(0);
+    let weights = ctx.run.spec.class_weights();
+    let idle: Rc<RefCell<Vec<Rc<OpenSlot>>>> = Rc::new(RefCell::new(Vec::new()));
+    let closed = Rc::new(Cell::new(false));
+    let mut pool = JoinSet::new();
+    let mut spawned: u64 = 0;
+    let mut class_credit = vec![0i128; weights.len()];
+    let total_weight: i128 = weights.iter().map(|&w| i128::from(w)).sum();
+    let mut stop = ctx.stop.clone();
+    let mut m = thread_index;
+    loop {
+        let k = m * plan.worker_count + plan.worker_index;
+        let Some(at) = plan.load.arrival_time(k) else {
+            break;
+        };
+        let intended = t0 + Duration::from_secs_f64(at);
+        tokio::select! {
+            _ = tokio::time::sleep_until(intended) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let left = ctx.budget.get();
+        if left == 0 {
+            break;
+        }
+        ctx.budget.set(left - 1);
+        let slot = idle.borrow_mut().pop();
+        if let Some(slot) = slot {
+            slot.deliver(intended.into_std());
+        } else {
+            if spawned < pool_size {
+                // Classes in proportion to their weights (smooth weighted round-robin).
+                let mut best = 0;
+                for (i, &w) in weights.iter().enumerate() {
+                    class_credit[i] += i128::from(w);
+                    if class_credit[i] > class_credit[best] {
+                        best = i;
+                    }
+                }
+                class_credit[best] -= total_weight;
+                let user_id =
+                    first_user_id + (spawned * thread_count + thread_index) * plan.worker_count;
+                spawned += 1;
+                pool.spawn_local(run_open_user(
+                    ctx.clone(),
+                    best,
+                    user_id,
+                    intended.into_std(),
+                    idle.clone(),
+                    closed.clone(),
+                    Active::new(&ctx.active),
+                ));
+            } else {
+                ctx.dropped.set(ctx.dropped.get() + 1);
+            }
+        }
+        while pool.try_join_next().is_some() {}
+        m += thread_count;
+    }
+    // No more iterations: wake the idle users so they retire; busy ones retire when done.
+    for slot in idle.borrow_mut().drain(..) {
+        slot.close();
+    }
+    closed.set(true);
+    while pool.join_next().await.is_some() {}
 }

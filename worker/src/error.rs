@@ -3,8 +3,18 @@
 /// A worker failure; the binary maps it to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("invalid --master `{0}`: expected host:port or http://host:port")]
+    #[error("invalid --master `{0}`: expected host:port, http://host:port or https://host:port")]
     MasterAddress(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("TLS file {}: {reason}", path.display())]
+    TlsFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// A TLS handshake failure: a configuration mismatch that retrying cannot fix.
+    #[error("TLS handshake with the coordinator at {master} failed: {reason}")]
+    Tls { master: String, reason: String },
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
     #[error("gave up: no coordinator answered at {master} within {waited:?}")]
@@ -22,7 +32,11 @@ impl WorkerError {
     /// Exit codes per DESIGN.md: 2 for bad input or refusal, 3 when the work could not be done.
     pub fn exit_code(&self) -> i32 {
         match self {
-            WorkerError::MasterAddress(_) | WorkerError::Refused(_) => 2,
+            WorkerError::MasterAddress(_)
+            | WorkerError::Usage(_)
+            | WorkerError::TlsFile { .. }
+            | WorkerError::Tls { .. }
+            | WorkerError::Refused(_) => 2,
             WorkerError::Unreachable { .. } | WorkerError::Scenario(_) | WorkerError::Engine(_) => {
                 3
             }

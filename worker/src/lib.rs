@@ -10,4 +10,3 @@ mod user;
 
 pub use agent::{AgentConfig, MAX_MESSAGE_BYTES, run};
 pub use error::WorkerError;
-pub use run::spawn_order;

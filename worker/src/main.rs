@@ -11,7 +11,7 @@ use squall_worker::{AgentConfig, WorkerError};
 #[derive(Debug, Parser)]
 #[command(name = "worker", version)]
 struct Args {
-    /// Coordinator address, host:port (workers dial out, so they work behind NAT).
+    /// Coordinator address, host:port (workers dial out, so they work behind NAT); https://host:port or --tls-ca dials over TLS.
     #[arg(long, env = "SQUALL_MASTER", default_value = "127.0.0.1:5557")]
     master: String,
     /// Shared secret; must match the coordinator's --token.
@@ -26,6 +26,33 @@ struct Args {
     /// Give up (exit 3) after this long without reaching a coordinator, e.g. 30s (default: retry forever).
     #[arg(long, env = "SQUALL_GIVE_UP_AFTER", value_parser = parse_duration)]
     give_up_after: Option<Duration>,
+    /// CA certificate (PEM) that signed the coordinator's --tls-cert; turns TLS on.
+    #[arg(long, env = "SQUALL_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a coordinator that requires mTLS (--tls-client-ca); needs --tls-key.
+    #[arg(
+        long,
+        env = "SQUALL_TLS_CERT",
+        value_name = "FILE",
+        requires_all = ["tls_key", "tls_ca"]
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "SQUALL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Name to verify in the coordinator's certificate, when it differs from the --master host.
+    #[arg(
+        long,
+        env = "SQUALL_TLS_DOMAIN",
+        value_name = "NAME",
+        requires = "tls_ca"
+    )]
+    tls_domain: Option<String>,
     /// Write every request's latency (endpoint index, µs) to this file, for auditing.
     #[arg(long, env = "SQUALL_SAMPLES_FILE")]
     samples_file: Option<PathBuf>,
@@ -46,8 +73,16 @@ fn default_id() -> String {
 }
 
 fn config(args: Args) -> Result<AgentConfig, WorkerError> {
+    let tls = match &args.tls_ca {
+        Some(ca) => {
+            let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+            Some(AgentConfig::load_tls(ca, identity, args.tls_domain)?)
+        }
+        None => None,
+    };
     Ok(AgentConfig {
-        master: AgentConfig::master_url(&args.master)?,
+        master: AgentConfig::master_url(&args.master, tls.is_some())?,
+        tls,
         token: args.token,
         id: args.id.unwrap_or_else(default_id),
         threads: args

@@ -1,40 +1,22 @@
-//! One run on this worker: start users at the share's spawn rate, snapshot every second, stop on request.
+//! One run on this worker: follow its exact part of the plan (users or arrivals), snapshot every second, stop on request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use squall_common::Share;
+use squall_common::LoadModel;
+use squall_common::partition::split;
+use squall_common::plan::Roster;
 use squall_common::protocol::{Start, Status, WorkerMessage, WorkerState};
 use squall_common::snapshot::{EndpointKey, Snapshot};
 use squall_proto::pb;
 use tokio::sync::mpsc;
 
 use crate::agent::to_wire;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, OpenPlan};
 use crate::prepared::PreparedRun;
 use crate::recorder::SampleLog;
-
-/// The order users are started in: classes interleaved in proportion
-/// (smooth weighted round-robin), so the mix is right at every moment of the ramp.
-pub fn spawn_order(users_per_class: &[u64]) -> Vec<usize> {
-    let total: u64 = users_per_class.iter().sum();
-    let mut current = vec![0i128; users_per_class.len()];
-    let mut order = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for _ in 0..total {
-        let mut best = 0;
-        for (i, &n) in users_per_class.iter().enumerate() {
-            current[i] += i128::from(n);
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= i128::from(total);
-        order.push(best);
-    }
-    order
-}
 
 /// Drives one run on this worker: spawn at the share's rate, snapshot every second, stop on request.
 pub async fn run_task(
@@ -93,6 +75,15 @@ pub async fn run_task(
         }
     };
     let keys: Vec<EndpointKey> = prepared.endpoints.clone();
+    let load = prepared.spec.load.clone();
+    let graceful_stop = prepared.spec.graceful_stop;
+    let weights = prepared.spec.class_weights();
+    let index = u64::from(start.worker_index);
+    let count = u64::from(start.worker_count.max(1));
+    let limited = prepared.spec.iterations.is_some();
+    let iterations = prepared.spec.iterations.map(|total| {
+        squall_common::partition::largest_remainder(total, &vec![1; count as usize])[index as usize]
+    });
     let mut engine = match Engine::start(
         prepared,
         addr,
@@ -102,6 +93,7 @@ pub async fn run_task(
             seed: start.seed,
             worker_index: start.worker_index,
             samples,
+            iterations,
         },
     ) {
         Ok(e) => e,
@@ -117,56 +109,132 @@ pub async fn run_task(
     };
     send(status(WorkerState::Spawning, String::new(), 0)).await;
 
-    let order = spawn_order(&start.share.users_per_class);
-    let rate = effective_rate(&start.share);
     let t0 = tokio::time::Instant::now();
-    let mut spawned = 0usize;
     let mut seq = 0u64;
     let mut last_flush_us = 0u64;
     let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stride = u64::from(start.worker_count.max(1));
-    let spawn_at = |i: usize| t0 + Duration::from_secs_f64(i as f64 / rate);
-    if order.is_empty() {
+    // Closed models: every 20 ms, move this worker's users per class to its
+    // exact part of the global plan (the same split every worker computes).
+    let mut control = tokio::time::interval(Duration::from_millis(20));
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ids = UserIds {
+        next: 0,
+        index,
+        count,
+    };
+    let peak_shares: Vec<Vec<u64>> = split(load.peak_users(), &weights, count as usize, 0.0)
+        .into_iter()
+        .map(|s| s.users_per_class)
+        .collect();
+    let roster = Roster::new(&peak_shares, index as usize);
+    let mut running_sent = false;
+    let planned = load.duration();
+    if load.is_open() {
+        let pool = load.max_users().unwrap_or(0);
+        let max_users = squall_common::partition::largest_remainder(pool, &vec![1; count as usize])
+            [index as usize];
+        engine.start_open(
+            OpenPlan {
+                load: load.clone(),
+                worker_index: index,
+                worker_count: count,
+                max_users,
+                t0: t0.into_std(),
+            },
+            index + 1,
+        );
         send(status(WorkerState::Running, String::new(), 0)).await;
+        running_sent = true;
     }
 
     let graceful = loop {
-        let spawning = spawned < order.len();
         tokio::select! {
-            _ = tokio::time::sleep_until(if spawning { spawn_at(spawned) } else { t0 }), if spawning => {
-                let now = tokio::time::Instant::now();
-                while spawned < order.len() && spawn_at(spawned) <= now {
-                    let user_id = spawned as u64 * stride + u64::from(start.worker_index) + 1;
-                    engine.spawn_user(order[spawned], user_id);
-                    spawned += 1;
-                }
-                if spawned == order.len() {
+            _ = control.tick(), if !load.is_open() => {
+                if follow_plan(&mut engine, &load, &roster, &mut ids, t0) && !running_sent {
                     send(status(WorkerState::Running, String::new(), 0)).await;
+                    running_sent = true;
                 }
             }
+            _ = tokio::time::sleep_until(t0 + planned) => {
+                // The plan is over on this worker's own clock: finish it here
+                // rather than wait for the coordinator's Stop, which left later.
+                break graceful_stop;
+            }
             _ = tick.tick() => {
-                let snap = snapshot(&engine, &keys, &run_id, seq, &mut last_flush_us, t0).await;
+                // Bring the user count up to the plan first, so the snapshot's
+                // users are those of its window's end.
+                if !load.is_open() {
+                    follow_plan(&mut engine, &load, &roster, &mut ids, t0);
+                }
+                let (snap, budget_left) = snapshot(&engine, &keys, &run_id, seq, &mut last_flush_us, t0).await;
                 seq += 1;
                 send(WorkerMessage::Snapshot(snap)).await;
+                if limited && budget_left == 0 && engine.active_users() == 0 {
+                    tracing::info!("run {run_id}: every iteration is done");
+                    break Duration::ZERO;
+                }
             }
             c = ctl.recv() => break c.unwrap_or(Duration::ZERO),
         }
     };
     send(status(WorkerState::Stopping, String::new(), seq)).await;
+    // The last window's users are those running when the stop came.
+    let users_at_stop = engine.active_users();
     engine.stop(graceful).await;
-    let snap = snapshot(&engine, &keys, &run_id, seq, &mut last_flush_us, t0).await;
+    let (mut snap, _) = snapshot(&engine, &keys, &run_id, seq, &mut last_flush_us, t0).await;
+    snap.active_users = users_at_stop;
     seq += 1;
     send(WorkerMessage::Snapshot(snap)).await;
     send(status(WorkerState::Stopped, String::new(), seq)).await;
     tracing::info!("run {run_id} stopped after {seq} snapshots");
 }
 
-fn effective_rate(share: &Share) -> f64 {
-    if share.spawn_rate.is_finite() && share.spawn_rate > 0.0 {
-        share.spawn_rate
-    } else {
-        f64::MAX
+/// Moves this worker's users per class to its part of the plan's current
+/// user count; true once the plan's peak is reached.
+fn follow_plan(
+    engine: &mut Engine,
+    load: &LoadModel,
+    roster: &Roster,
+    ids: &mut UserIds,
+    t0: tokio::time::Instant,
+) -> bool {
+    let global = load.users_at(t0.elapsed().as_secs_f64()).unwrap_or(0);
+    let want = roster.users_per_class(global);
+    let mut current = engine.users_per_class(want.len());
+    // Interleave classes so the mix stays right within a step.
+    loop {
+        let mut changed = false;
+        for (c, cur) in current.iter_mut().enumerate() {
+            if *cur < want[c] {
+                engine.spawn_user(c, ids.next());
+                *cur += 1;
+                changed = true;
+            } else if *cur > want[c] {
+                engine.retire_user(c);
+                *cur -= 1;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    global >= load.peak_users()
+}
+
+/// User ids unique across the cluster: worker i of W numbers i+1, i+1+W, …
+struct UserIds {
+    next: u64,
+    index: u64,
+    count: u64,
+}
+
+impl UserIds {
+    fn next(&mut self) -> u64 {
+        let id = self.next * self.count + self.index + 1;
+        self.next += 1;
+        id
     }
 }
 
@@ -177,41 +245,23 @@ async fn snapshot(
     seq: u64,
     last_flush_us: &mut u64,
     t0: tokio::time::Instant,
-) -> Snapshot {
-    let stats = engine.flush().await;
+) -> (Snapshot, u64) {
+    let delta = engine.flush().await;
     let now_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
     let window_start_us = std::mem::replace(last_flush_us, now_us);
-    Snapshot {
+    let snap = Snapshot {
         run_id: run_id.to_owned(),
         seq,
         window_start_us,
         window_end_us: now_us,
         active_users: engine.active_users(),
+        dropped_iterations: delta.dropped,
         endpoints: keys
             .iter()
             .cloned()
-            .zip(stats)
+            .zip(delta.stats)
             .filter(|(_, s)| !s.is_empty())
             .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spawn_order_is_exact_and_interleaved() {
-        let order = spawn_order(&[3, 1]);
-        assert_eq!(order, vec![0, 0, 1, 0]);
-        let order = spawn_order(&[250, 84]);
-        assert_eq!(order.iter().filter(|&&c| c == 0).count(), 250);
-        assert_eq!(order.iter().filter(|&&c| c == 1).count(), 84);
-        // In every prefix the mix stays within one user of the target proportion.
-        for n in 1..=order.len() {
-            let ones = order[..n].iter().filter(|&&c| c == 1).count() as f64;
-            assert!((ones - n as f64 * 84.0 / 334.0).abs() <= 1.0);
-        }
-        assert!(spawn_order(&[]).is_empty());
-    }
+    };
+    (snap, delta.budget_left)
 }

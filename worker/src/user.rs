@@ -1,5 +1,6 @@
 //! One virtual user: a tokio task that owns its HTTP/1.1 connection and loops over its class's tasks.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,7 +17,7 @@ use rand::rngs::SmallRng;
 use squall_common::scenario::Wait;
 use squall_common::template::Vars;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::prepared::{PreparedRequest, PreparedRun};
 use crate::recorder::{ErrorKind, Outcome, SharedRecorder};
@@ -30,6 +31,70 @@ pub struct ThreadCtx {
     pub active: Arc<AtomicU64>,
     pub worker_index: u32,
     pub seed: u64,
+    /// Iterations this thread may still start (shared `iterations` limit).
+    pub budget: Cell<u64>,
+    /// Open-model iterations dropped for want of an idle user, since the last flush.
+    pub dropped: Cell<u64>,
+}
+
+impl ThreadCtx {
+    /// Takes one iteration from the budget; false once it is spent.
+    fn take_iteration(&self) -> bool {
+        let left = self.budget.get();
+        if left == 0 {
+            return false;
+        }
+        if left != u64::MAX {
+            self.budget.set(left - 1);
+        }
+        true
+    }
+}
+
+/// Lets the engine retire one user between iterations (ramping down).
+#[derive(Debug, Default)]
+pub struct UserCtl {
+    retired: Cell<bool>,
+    wake: Notify,
+    /// Set by the user when its task ends, so the engine skips it when retiring.
+    pub done: Cell<bool>,
+}
+
+impl UserCtl {
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.wake.notify_one();
+    }
+}
+
+/// An idle open-model user's mailbox: the scheduler drops the next intended start in it.
+/// Reused for every iteration, so handing over an iteration allocates nothing.
+#[derive(Debug, Default)]
+pub struct OpenSlot {
+    next: Cell<Option<Instant>>,
+    closed: Cell<bool>,
+    wake: Notify,
+}
+
+impl OpenSlot {
+    pub fn deliver(&self, intended: Instant) {
+        self.next.set(Some(intended));
+        self.wake.notify_one();
+    }
+
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.wake.notify_one();
+    }
+}
+
+/// Marks the user's control block done when its task ends, however it ends.
+struct DoneOnDrop(Rc<UserCtl>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.done.set(true);
+    }
 }
 
 /// A user's mutable state: its connection, captured variables and random stream.
@@ -41,11 +106,12 @@ struct UserState {
     scratch: String,
 }
 
-/// Counts the user as active for as long as its task lives.
-struct Active(Arc<AtomicU64>);
+/// Counts the user as active from the moment it is spawned until its task ends,
+/// so a snapshot taken right after a spawn already counts it.
+pub struct Active(Arc<AtomicU64>);
 
 impl Active {
-    fn new(c: &Arc<AtomicU64>) -> Self {
+    pub fn new(c: &Arc<AtomicU64>) -> Self {
         c.fetch_add(1, Ordering::Relaxed);
         Active(c.clone())
     }
@@ -88,47 +154,73 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Runs one user until the thread's stop signal: `on_start` once, then weighted tasks with waits.
-pub async fn run_user(ctx: Rc<ThreadCtx>, class: usize, user_id: u64) {
-    let _active = Active::new(&ctx.active);
-    let Some(class) = ctx.run.classes.get(class) else {
-        return;
-    };
-    let mut stop = ctx.stop.clone();
-    let mut user = UserState {
+fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
+    UserState {
         user_id,
         conn: None,
         captured: HashMap::new(),
         rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         scratch: String::new(),
-    };
-    for req in &class.on_start {
-        if *stop.borrow() {
-            return;
-        }
-        execute(&ctx, &mut user, req).await;
     }
-    loop {
-        if *stop.borrow() {
+}
+
+/// Runs one closed-model user until the thread stops, the engine retires it,
+/// or it has used up its iterations: `on_start` once, then weighted tasks with waits.
+pub async fn run_user(
+    ctx: Rc<ThreadCtx>,
+    class: usize,
+    user_id: u64,
+    ctl: Rc<UserCtl>,
+    _active: Active,
+) {
+    let _done = DoneOnDrop(ctl.clone());
+    let Some(class) = ctx.run.classes.get(class) else {
+        return;
+    };
+    let mut stop = ctx.stop.clone();
+    let mut user = new_user(&ctx, user_id);
+    let ended = |stop: &watch::Receiver<bool>| *stop.borrow() || ctl.retired.get();
+    for req in &class.on_start {
+        if ended(&stop) {
             return;
         }
-        let iteration_start = Instant::now();
+        execute(&ctx, &mut user, req, None).await;
+    }
+    let per_user = ctx.run.spec.iterations_per_user.unwrap_or(u64::MAX);
+    let pacing = match class.wait {
+        Some(Wait::Pacing(p)) if !p.is_zero() => Some(p),
+        _ => None,
+    };
+    // With pacing, iteration i is due at first + i * pacing; a late start is
+    // measured from when it was due (coordinated omission, as wrk2 does).
+    let mut due = Instant::now();
+    let mut done: u64 = 0;
+    while done < per_user {
+        if ended(&stop) || !ctx.take_iteration() {
+            return;
+        }
         let req = class.pick(&mut user.rng);
-        execute(&ctx, &mut user, req).await;
-        let pause = match class.wait {
-            None => None,
-            Some(Wait::Constant(d)) => Some(d),
-            Some(Wait::Between(lo, hi)) => {
-                let span = micros(hi.saturating_sub(lo));
-                Some(lo + Duration::from_micros(rand::Rng::random_range(&mut user.rng, 0..=span)))
+        execute(&ctx, &mut user, req, pacing.map(|_| due)).await;
+        done += 1;
+        let pause_until = match (class.wait, pacing) {
+            (_, Some(p)) => {
+                due += p;
+                Some(due)
             }
-            Some(Wait::Pacing(p)) => Some(p.saturating_sub(iteration_start.elapsed())),
+            (None, None) | (Some(Wait::Pacing(_)), None) => None,
+            (Some(Wait::Constant(d)), None) => Some(Instant::now() + d),
+            (Some(Wait::Between(lo, hi)), None) => {
+                let span = micros(hi.saturating_sub(lo));
+                let jitter = rand::Rng::random_range(&mut user.rng, 0..=span);
+                Some(Instant::now() + lo + Duration::from_micros(jitter))
+            }
         };
-        match pause {
-            Some(d) if !d.is_zero() => {
+        match pause_until {
+            Some(t) if t > Instant::now() => {
                 tokio::select! {
-                    _ = tokio::time::sleep(d) => {}
+                    _ = tokio::time::sleep_until(t.into()) => {}
                     _ = stop.wait_for(|s| *s) => return,
+                    _ = ctl.wake.notified() => {}
                 }
             }
             // No think time: still yield so one user cannot starve the thread's
@@ -138,13 +230,74 @@ pub async fn run_user(ctx: Rc<ThreadCtx>, class: usize, user_id: u64) {
     }
 }
 
+/// Runs one open-model pool user: `on_start` once, then one weighted task per
+/// iteration the scheduler hands it, timed from the iteration's intended start.
+pub async fn run_open_user(
+    ctx: Rc<ThreadCtx>,
+    class: usize,
+    user_id: u64,
+    first: Instant,
+    idle: Rc<RefCell<Vec<Rc<OpenSlot>>>>,
+    closed: Rc<Cell<bool>>,
+    _active: Active,
+) {
+    let Some(class) = ctx.run.classes.get(class) else {
+        return;
+    };
+    let mut stop = ctx.stop.clone();
+    let mut user = new_user(&ctx, user_id);
+    for req in &class.on_start {
+        if *stop.borrow() {
+            return;
+        }
+        execute(&ctx, &mut user, req, None).await;
+    }
+    let slot = Rc::new(OpenSlot::default());
+    let mut intended = first;
+    let per_user = ctx.run.spec.iterations_per_user.unwrap_or(u64::MAX);
+    let mut done: u64 = 0;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let req = class.pick(&mut user.rng);
+        execute(&ctx, &mut user, req, Some(intended)).await;
+        done += 1;
+        if done >= per_user || closed.get() {
+            return;
+        }
+        idle.borrow_mut().push(slot.clone());
+        loop {
+            if let Some(next) = slot.next.take() {
+                intended = next;
+                break;
+            }
+            if slot.closed.get() {
+                return;
+            }
+            tokio::select! {
+                _ = slot.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
 /// Sends one request and records its outcome exactly once.
-async fn execute(ctx: &ThreadCtx, user: &mut UserState, req: &PreparedRequest) {
+/// `intended` is when the request was due (open model, pacing): latency is
+/// measured from it, service time from the actual send.
+async fn execute(
+    ctx: &ThreadCtx,
+    user: &mut UserState,
+    req: &PreparedRequest,
+    intended: Option<Instant>,
+) {
     let start = Instant::now();
+    let since = intended.filter(|i| *i < start).unwrap_or(start);
     let mut guard = InFlight {
         recorder: &ctx.recorder,
         endpoint: req.endpoint,
-        start,
+        start: since,
         armed: true,
     };
     let vars = Vars {
@@ -155,7 +308,7 @@ async fn execute(ctx: &ThreadCtx, user: &mut UserState, req: &PreparedRequest) {
     let built = ctx.run.build(req, &vars, &mut user.rng, &mut user.scratch);
     let want_body = !req.captures.is_empty();
     let (outcome, body) = match built {
-        Err(_) => (failure(ErrorKind::Template, start), None),
+        Err(_) => (failure(ErrorKind::Template, since, start), None),
         Ok(request) => {
             let sent = tokio::time::timeout(
                 ctx.run.spec.timeout,
@@ -165,21 +318,20 @@ async fn execute(ctx: &ThreadCtx, user: &mut UserState, req: &PreparedRequest) {
             match sent {
                 Err(_) => {
                     user.conn = None;
-                    (failure(ErrorKind::Timeout, start), None)
+                    (failure(ErrorKind::Timeout, since, start), None)
                 }
                 Ok(Err(kind)) => {
                     user.conn = None;
-                    (failure(kind, start), None)
+                    (failure(kind, since, start), None)
                 }
                 Ok(Ok(resp)) => {
-                    let us = micros(start.elapsed());
                     let error = (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status);
                     (
                         Outcome {
                             status: Some(resp.status),
                             error,
-                            latency_us: us,
-                            service_us: us,
+                            latency_us: micros(since.elapsed()),
+                            service_us: micros(start.elapsed()),
                             ttfb_us: Some(resp.ttfb_us),
                             bytes: resp.bytes,
                         },
@@ -218,13 +370,12 @@ fn capture(req: &PreparedRequest, body: &[u8], into: &mut HashMap<String, String
     all
 }
 
-fn failure(kind: ErrorKind, start: Instant) -> Outcome {
-    let us = micros(start.elapsed());
+fn failure(kind: ErrorKind, since: Instant, start: Instant) -> Outcome {
     Outcome {
         status: None,
         error: Some(kind),
-        latency_us: us,
-        service_us: us,
+        latency_us: micros(since.elapsed()),
+        service_us: micros(start.elapsed()),
         ttfb_us: None,
         bytes: 0,
     }

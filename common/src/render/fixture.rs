@@ -82,6 +82,9 @@ pub(super) fn sample() -> Report {
             p50_ms: 12.0 + t as f64,
             p95_ms: 40.0 + t as f64 * 2.0,
             p99_ms: 90.0 + t as f64 * 5.0,
+            planned_users: None,
+            planned_rps: None,
+            dropped_iterations: 0,
             event: match t {
                 0 => Some("stage 1".to_owned()),
                 5 => Some("ramp, stage \"2\"".to_owned()),
@@ -90,6 +93,7 @@ pub(super) fn sample() -> Report {
         })
         .collect();
     Report {
+        broke_at: None,
         schema: SCHEMA.to_owned(),
         run_id: "run-7f3a".to_owned(),
         scenario: "checkout <flow>".to_owned(),
@@ -123,6 +127,7 @@ pub(super) fn sample() -> Report {
             service_ms: latency(14.0),
             ttfb_ms: latency(11.0),
             bytes_received: requests * 2048,
+            dropped_iterations: 0,
         },
         endpoints,
         timeline,
@@ -150,6 +155,7 @@ pub(super) fn empty() -> Report {
     r.timeline.clear();
     r.thresholds.clear();
     r.totals = Totals {
+        dropped_iterations: 0,
         requests: 0,
         failures: 0,
         error_rate: 0.0,

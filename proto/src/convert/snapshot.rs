@@ -30,6 +30,7 @@ impl TryFrom<&Snapshot> for pb::Snapshot {
             window_start_us: s.window_start_us,
             window_end_us: s.window_end_us,
             active_users: s.active_users,
+            dropped_iterations: s.dropped_iterations,
             endpoints,
         })
     }
@@ -72,6 +73,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             window_start_us: s.window_start_us,
             window_end_us: s.window_end_us,
             active_users: s.active_users,
+            dropped_iterations: s.dropped_iterations,
             endpoints,
         })
     }

@@ -3,5 +3,7 @@
 mod accounting;
 mod bad_input;
 mod demo;
+mod load_models;
 mod merge;
 mod partition;
+mod security;

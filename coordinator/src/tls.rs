@@ -1,0 +1,268 @@
+//! TLS for the coordinator's worker listener: load the certificate, key and optional client CA up front, and handshake each connection so refusals are logged with their reason.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::CoordinatorError;
+
+/// A handshake slower than this is abandoned (a stalled or hostile peer must not hold a task).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The listener's TLS configuration, validated when the coordinator starts.
+///
+/// Loading builds the complete rustls configuration, so an unreadable file,
+/// a PEM without a certificate or a key that does not match the certificate
+/// stops the coordinator (exit 2) before it listens.
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    mutual: bool,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("mutual", &self.mutual)
+            .finish_non_exhaustive()
+    }
+}
+
+fn file_error(path: &Path, reason: impl Into<String>) -> CoordinatorError {
+    CoordinatorError::TlsFile {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CoordinatorError> {
+    std::fs::read(path).map_err(|e| file_error(path, format!("cannot read it: {e}")))
+}
+
+/// Every certificate in a PEM file; at least one.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CoordinatorError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, format!("not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(file_error(
+            path,
+            "no certificate in it (expected a PEM block `-----BEGIN CERTIFICATE-----`)",
+        ));
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CoordinatorError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => file_error(
+            path,
+            "no private key in it (expected a PEM block `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)",
+        ),
+        e => file_error(path, format!("not valid PEM: {e}")),
+    })
+}
+
+impl ServerTls {
+    /// Reads `--tls-cert`, `--tls-key` and, for mutual TLS, `--tls-client-ca`.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<ServerTls, CoordinatorError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = certificates(cert)?;
+        let key_der = private_key(key)?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CoordinatorError::Internal(format!("TLS set-up failed: {e}")))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in certificates(ca)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| file_error(ca, format!("not a usable CA certificate: {e}")))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| file_error(ca, format!("not a usable client CA: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key_der).map_err(|e| {
+            file_error(
+                key,
+                format!(
+                    "cannot be used with the certificate in {}: {e}",
+                    cert.display()
+                ),
+            )
+        })?;
+        // gRPC runs over HTTP/2 only.
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ServerTls {
+            config: Arc::new(config),
+            mutual: client_ca.is_some(),
+        })
+    }
+
+    /// Whether workers must present a certificate signed by `--tls-client-ca`:
+    /// then the certificate authenticates them, as a token would.
+    pub fn is_mutual(&self) -> bool {
+        self.mutual
+    }
+}
+
+/// Accepts connections on `listener` and completes their TLS handshakes
+/// concurrently (one slow peer never blocks the next), yielding the streams
+/// that succeed. A failed handshake is logged with the peer and the likely fix.
+pub fn incoming(
+    listener: TcpListener,
+    tls: &ServerTls,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let acceptor = TlsAcceptor::from(tls.config.clone());
+    let mutual = tls.mutual;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("cannot accept a worker connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => log_refusal(peer, &e, mutual),
+                    Err(_) => tracing::debug!(
+                        "dropped a connection from {peer}: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
+                    ),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Logs a failed handshake. Failures that carry a TLS error are configuration
+/// mismatches an operator must see; bare disconnects (port scans, TCP health
+/// checks) are only logged at debug level.
+fn log_refusal(peer: SocketAddr, err: &std::io::Error, mutual: bool) {
+    match find_rustls_error(err) {
+        Some(e) => tracing::warn!(
+            "refused a worker connection from {peer}: TLS handshake failed: {e}{}",
+            hint(e, mutual)
+        ),
+        None => tracing::debug!("connection from {peer} closed during the TLS handshake: {err}"),
+    }
+}
+
+fn hint(e: &rustls::Error, mutual: bool) -> &'static str {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match e {
+        E::NoCertificatesPresented => {
+            " (with --tls-client-ca every worker needs --tls-cert FILE --tls-key FILE)"
+        }
+        E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) if mutual => {
+            " (the worker's certificate is not signed by --tls-client-ca)"
+        }
+        E::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => " (check the certificate's validity dates and both machines' clocks)",
+        E::AlertReceived(A::UnknownCA | A::BadCertificate | A::CertificateUnknown) => {
+            " (the worker does not trust this coordinator's certificate: give workers --tls-ca with the CA that signed --tls-cert, and a --master name the certificate lists)"
+        }
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            " (the worker seems to dial without TLS: give it --tls-ca FILE)"
+        }
+        _ => "",
+    }
+}
+
+/// The rustls error inside an I/O error's chain (`io::Error::source` skips the error it wraps).
+fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(r) = find_rustls_error(inner)
+        {
+            return Some(r);
+        }
+        current = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_files_name_the_path_and_reason() {
+        let dir = std::env::temp_dir().join(format!("squall-coord-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let missing = dir.join("missing.pem");
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "hello\n").expect("write");
+        let err = |r: Result<ServerTls, CoordinatorError>| r.err().map(|e| e.to_string());
+
+        let e = err(ServerTls::load(&missing, &garbage, None)).unwrap_or_default();
+        assert!(
+            e.contains("missing.pem") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = err(ServerTls::load(&garbage, &garbage, None)).unwrap_or_default();
+        assert!(
+            e.contains("garbage.pem") && e.contains("no certificate"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn finds_the_rustls_error_inside_io_errors() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::NoCertificatesPresented,
+        );
+        assert!(matches!(
+            find_rustls_error(&io),
+            Some(rustls::Error::NoCertificatesPresented)
+        ));
+        assert!(hint(&rustls::Error::NoCertificatesPresented, true).contains("--tls-cert"));
+    }
+}

@@ -1,0 +1,450 @@
+//! Securing the worker link: TLS and mTLS with a CA made in the test, refusals with clear messages, and no exposed listener without authentication.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use squall_tests::{CountingTarget, Proc, coordinator, free_port, read_report, worker, write_file};
+
+const SCENARIO: &str = "scenarios:\n  s: { users: 2, spawn_rate: 20, duration: 2s }\nuser_classes:\n  u: { wait: { constant: 10ms }, tasks: [ { get: /ok } ] }\n";
+
+/// PEM files of a small PKI written to a temp dir: a server CA and a server
+/// certificate for 127.0.0.1/localhost, a client CA and a worker certificate,
+/// and an unrelated CA with a worker certificate it signed.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_ca: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    other_ca: PathBuf,
+    rogue_cert: PathBuf,
+    rogue_key: PathBuf,
+}
+
+fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().expect("CA key");
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    (cert.pem(), Issuer::new(params, key))
+}
+
+fn leaf(
+    names: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+    issuer: &Issuer<'static, KeyPair>,
+) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(names.clone()).expect("leaf params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, &names[0]);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().expect("leaf key");
+    let cert = params.signed_by(&key, issuer).expect("signed leaf");
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki(dir: &Path) -> Pki {
+    let (ca, ca_issuer) = new_ca("squall test server CA");
+    let (server_cert, server_key) = leaf(
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        &ca_issuer,
+    );
+    let (client_ca, client_issuer) = new_ca("squall test worker CA");
+    let (client_cert, client_key) = leaf(
+        &["worker-1"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &client_issuer,
+    );
+    let (other_ca, other_issuer) = new_ca("someone else's CA");
+    let (rogue_cert, rogue_key) = leaf(
+        &["rogue"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        &other_issuer,
+    );
+    Pki {
+        ca: write_file(dir, "ca.pem", &ca),
+        server_cert: write_file(dir, "server.pem", &server_cert),
+        server_key: write_file(dir, "server.key", &server_key),
+        client_ca: write_file(dir, "client-ca.pem", &client_ca),
+        client_cert: write_file(dir, "client.pem", &client_cert),
+        client_key: write_file(dir, "client.key", &client_key),
+        other_ca: write_file(dir, "other-ca.pem", &other_ca),
+        rogue_cert: write_file(dir, "rogue.pem", &rogue_cert),
+        rogue_key: write_file(dir, "rogue.key", &rogue_key),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A coordinator waiting for one remote worker on `bind`, with `extra` flags.
+fn coordinator_for_one(
+    dir: &Path,
+    target: &CountingTarget,
+    bind: &str,
+    wait: &str,
+    extra: &[&str],
+) -> Proc {
+    let file = write_file(dir, "s.yaml", SCENARIO);
+    let out = dir.join("out");
+    let url = target.url();
+    let mut args = vec![
+        "-f",
+        s(&file),
+        "--workers",
+        "1",
+        "--bind",
+        bind,
+        "--host",
+        &url,
+        "--out",
+        s(&out),
+        "--wait-timeout",
+        wait,
+        "--headless",
+    ];
+    args.extend_from_slice(extra);
+    coordinator(&args, dir)
+}
+
+/// Runs a complete one-worker run and checks that every request reached the report.
+async fn run_and_count(mut coord: Proc, mut w: Proc, target: &CountingTarget, out: &Path) {
+    let code = coord.exit_code(Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{}\n{}", coord.output(), w.output());
+    let report = read_report(out);
+    let requests = report["totals"]["requests"].as_u64().unwrap_or(0);
+    assert!(requests > 10, "too little traffic: {requests}");
+    assert_eq!(requests, target.total(), "{}", coord.output());
+    assert!(w.is_running(), "the worker stays attached for the next run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_run_counts_every_request() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = pki(tmp.path());
+    let bind = format!("127.0.0.1:{}", free_port());
+    let coord = coordinator_for_one(
+        tmp.path(),
+        &target,
+        &bind,
+        "30s",
+        &[
+            "--tls-cert",
+            s(&pki.server_cert),
+            "--tls-key",
+            s(&pki.server_key),
+        ],
+    );
+    // host:port plus --tls-ca means TLS.
+    let w = worker(
+        &["--master", &bind, "--tls-ca", s(&pki.ca), "--threads", "1"],
+        tmp.path(),
+    );
+    run_and_count(coord, w, &target, &tmp.path().join("out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_run_succeeds_and_counts_as_authentication() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = pki(tmp.path());
+    let port = free_port();
+    // A wildcard bind without a token is allowed: client certificates authenticate workers.
+    let bind = format!("0.0.0.0:{port}");
+    let coord = coordinator_for_one(
+        tmp.path(),
+        &target,
+        &bind,
+        "30s",
+        &[
+            "--tls-cert",
+            s(&pki.server_cert),
+            "--tls-key",
+            s(&pki.server_key),
+            "--tls-client-ca",
+            s(&pki.client_ca),
+        ],
+    );
+    // https:// with a DNS name the certificate lists.
+    let master = format!("https://localhost:{port}");
+    let w = worker(
+        &[
+            "--master",
+            &master,
+            "--tls-ca",
+            s(&pki.ca),
+            "--tls-cert",
+            s(&pki.client_cert),
+            "--tls-key",
+            s(&pki.client_key),
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    run_and_count(coord, w, &target, &tmp.path().join("out")).await;
+}
+
+/// Starts a TLS coordinator (mTLS with `mutual`) and a worker with `worker_tls`
+/// flags; the worker must exit 2 with `worker_says`, the coordinator must log
+/// `coordinator_says` and time out, and the target must see nothing.
+async fn refused(mutual: bool, worker_tls: &[&str], worker_says: &[&str], coordinator_says: &str) {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = pki(tmp.path());
+    let bind = format!("127.0.0.1:{}", free_port());
+    let mut tls = vec![
+        "--tls-cert".to_owned(),
+        s(&pki.server_cert).to_owned(),
+        "--tls-key".to_owned(),
+        s(&pki.server_key).to_owned(),
+    ];
+    if mutual {
+        tls.extend(["--tls-client-ca".to_owned(), s(&pki.client_ca).to_owned()]);
+    }
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let mut coord = coordinator_for_one(tmp.path(), &target, &bind, "6s", &tls);
+    let files = |flag: &str| match flag {
+        "ca" => s(&pki.ca).to_owned(),
+        "other-ca" => s(&pki.other_ca).to_owned(),
+        "client-cert" => s(&pki.client_cert).to_owned(),
+        "client-key" => s(&pki.client_key).to_owned(),
+        "rogue-cert" => s(&pki.rogue_cert).to_owned(),
+        "rogue-key" => s(&pki.rogue_key).to_owned(),
+        other => other.to_owned(),
+    };
+    let mut args = vec!["--master".to_owned(), bind.clone()];
+    args.extend(worker_tls.iter().map(|a| files(a)));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut w = worker(&args, tmp.path());
+
+    let wcode = w.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(
+        wcode,
+        2,
+        "a TLS mismatch is a configuration error\n{}",
+        w.output()
+    );
+    let werr = w.stderr();
+    assert!(werr.contains("TLS handshake"), "{}", w.output());
+    for needle in worker_says {
+        assert!(werr.contains(needle), "expected `{needle}`\n{}", w.output());
+    }
+    let ccode = coord.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(ccode, 3, "{}", coord.output());
+    let cerr = coord.stderr();
+    assert!(
+        cerr.contains("TLS handshake failed") && cerr.contains(coordinator_says),
+        "expected `{coordinator_says}`\n{}",
+        coord.output()
+    );
+    eprintln!("=== {}\n{}", w.output(), coord.output());
+    assert_eq!(target.total(), 0, "no request may reach the target");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_with_the_wrong_ca_is_refused() {
+    refused(
+        false,
+        &["--tls-ca", "other-ca"],
+        &["not signed by the CA in --tls-ca", "other-ca.pem"],
+        "does not trust this coordinator's certificate",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_without_a_client_certificate_is_refused_under_mtls() {
+    refused(
+        true,
+        &["--tls-ca", "ca"],
+        &["requires a client certificate", "--tls-cert"],
+        "every worker needs --tls-cert",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_with_a_certificate_from_another_ca_is_refused_under_mtls() {
+    refused(
+        true,
+        &[
+            "--tls-ca",
+            "ca",
+            "--tls-cert",
+            "rogue-cert",
+            "--tls-key",
+            "rogue-key",
+        ],
+        &["rejected this worker's certificate", "--tls-client-ca"],
+        "not signed by --tls-client-ca",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_bind_needs_a_token() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bind = format!("0.0.0.0:{}", free_port());
+
+    // Refused up front, before listening.
+    let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", &[]);
+    let code = c.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, 2, "{}", c.output());
+    let err = c.stderr();
+    for needle in ["--token", "SQUALL_TOKEN", "--insecure-no-auth", "0.0.0.0"] {
+        assert!(err.contains(needle), "expected `{needle}`\n{}", c.output());
+    }
+    assert!(!err.contains("waiting for workers"), "{}", c.output());
+
+    // Explicitly opted out: it listens (and times out waiting, exit 3), with a warning.
+    let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", &["--insecure-no-auth"]);
+    let code = c.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, 3, "{}", c.output());
+    assert!(c.stderr().contains("waiting for workers"), "{}", c.output());
+    assert!(
+        c.stderr().contains("without authentication"),
+        "{}",
+        c.output()
+    );
+
+    // With a token it listens too.
+    let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", &["--token", "s3cret"]);
+    let code = c.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, 3, "{}", c.output());
+    assert!(c.stderr().contains("waiting for workers"), "{}", c.output());
+    assert_eq!(target.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_files_are_refused_with_their_path() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = pki(tmp.path());
+    let bind = format!("127.0.0.1:{}", free_port());
+    let missing = tmp.path().join("missing.pem");
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["--tls-cert", s(&missing), "--tls-key", s(&pki.server_key)],
+            &["missing.pem", "cannot read"],
+        ),
+        (
+            &[
+                "--tls-cert",
+                s(&pki.server_key),
+                "--tls-key",
+                s(&pki.server_key),
+            ],
+            &["server.key", "no certificate"],
+        ),
+        (
+            &[
+                "--tls-cert",
+                s(&pki.server_cert),
+                "--tls-key",
+                s(&pki.client_key),
+            ],
+            &["client.key", "server.pem"],
+        ),
+    ];
+    for (flags, needles) in cases {
+        let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", flags);
+        let code = c.exit_code(Duration::from_secs(30)).await;
+        assert_eq!(code, 2, "{}", c.output());
+        for needle in needles {
+            assert!(
+                c.stderr().contains(needle),
+                "expected `{needle}`\n{}",
+                c.output()
+            );
+        }
+        assert!(
+            !c.stderr().contains("waiting for workers"),
+            "{}",
+            c.output()
+        );
+    }
+
+    let mut w = worker(&["--master", &bind, "--tls-ca", s(&missing)], tmp.path());
+    assert_eq!(
+        w.exit_code(Duration::from_secs(30)).await,
+        2,
+        "{}",
+        w.output()
+    );
+    assert!(w.stderr().contains("missing.pem"), "{}", w.output());
+    let mut w = worker(
+        &[
+            "--master",
+            &bind,
+            "--tls-ca",
+            s(&pki.ca),
+            "--tls-cert",
+            s(&pki.client_cert),
+            "--tls-key",
+            s(&pki.server_key),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        w.exit_code(Duration::from_secs(30)).await,
+        2,
+        "{}",
+        w.output()
+    );
+    assert!(w.stderr().contains("server.key"), "{}", w.output());
+    // A plaintext URL contradicting --tls-ca is refused rather than silently downgraded.
+    let plain = format!("http://{bind}");
+    let mut w = worker(&["--master", &plain, "--tls-ca", s(&pki.ca)], tmp.path());
+    assert_eq!(
+        w.exit_code(Duration::from_secs(30)).await,
+        2,
+        "{}",
+        w.output()
+    );
+    assert!(w.stderr().contains("https://"), "{}", w.output());
+
+    // TLS is for remote workers; with in-process workers it is refused clearly.
+    let file = write_file(tmp.path(), "s.yaml", SCENARIO);
+    let url = target.url();
+    let mut c = coordinator(
+        &[
+            "-f",
+            s(&file),
+            "--host",
+            &url,
+            "--tls-cert",
+            s(&pki.server_cert),
+            "--tls-key",
+            s(&pki.server_key),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(30)).await,
+        2,
+        "{}",
+        c.output()
+    );
+    assert!(c.stderr().contains("--workers N"), "{}", c.output());
+    assert_eq!(target.total(), 0);
+}
