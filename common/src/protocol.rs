@@ -83,15 +83,20 @@ pub struct Start {
     pub seed: u64,
     pub worker_index: u32,
     pub worker_count: u32,
+    /// How far into the plan the run already is (non-zero for a worker joining mid-run).
+    pub plan_offset: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CoordinatorMessage {
     Welcome(Welcome),
     Start(Box<Start>),
+    /// The set of workers changed: this worker's new place among them.
     Adjust {
         run_id: String,
         share: Share,
+        worker_index: u32,
+        worker_count: u32,
     },
     Stop {
         run_id: String,

@@ -151,10 +151,19 @@ impl Aggregator {
         Ok(Added::Ack(ack))
     }
 
-    /// The worker has stopped and says it sent `total` snapshots.
-    pub fn expect(&mut self, worker: &str, total: u64) {
+    /// A worker joining mid-run: its snapshots start at `first_seq`.
+    pub fn add_member(&mut self, worker: &str, users_per_class: Vec<u64>, first_seq: u64) {
+        self.workers.entry(worker.to_owned()).or_insert(WorkerAgg {
+            users_per_class,
+            contiguous: first_seq,
+            ..WorkerAgg::default()
+        });
+    }
+
+    /// The worker has stopped; its snapshots end before sequence number `end`.
+    pub fn expect(&mut self, worker: &str, end: u64) {
         if let Some(w) = self.workers.get_mut(worker) {
-            w.expected = Some(total);
+            w.expected = Some(end);
         }
     }
 

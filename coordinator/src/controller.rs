@@ -56,6 +56,7 @@ pub async fn run_scenario(
     cluster: &mut Cluster,
     spec: &RunSpec,
     headless: bool,
+    rebalance: bool,
 ) -> Result<RunResult, CoordinatorError> {
     let links = cluster.links();
     if links.is_empty() {
@@ -116,6 +117,7 @@ pub async fn run_scenario(
             seed,
             worker_index: u32::try_from(i).unwrap_or(u32::MAX),
             worker_count: u32::try_from(links.len()).unwrap_or(u32::MAX),
+            plan_offset: Duration::ZERO,
         };
         cluster
             .send(&link.id, CoordinatorMessage::Start(Box::new(start)))
@@ -130,7 +132,9 @@ pub async fn run_scenario(
     let mut broke_at: Option<BreakPoint> = None;
     let mut checked_second: Option<u64> = None;
     let grace = spec.graceful_stop;
-    let member_ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
+    // Every worker that took part (Stop goes to all), and those still running, in plan order.
+    let mut member_ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
+    let mut running: Vec<String> = member_ids.clone();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -150,13 +154,46 @@ pub async fn run_scenario(
             ev = cluster.next() => match ev {
                 None => return Err(CoordinatorError::Internal("event channel closed".into())),
                 Some(ClusterEvent::Joined(link)) => {
-                    eprintln!("worker {} attached mid-run; it will take part in the next run", link.id);
+                    if !rebalance || stop_deadline.is_some() || agg.is_member(&link.id) {
+                        eprintln!("worker {} attached mid-run; it will take part in the next run", link.id);
+                    } else {
+                        // Give the newcomer a share: it starts part-way through the plan.
+                        let elapsed = t0.elapsed();
+                        running.push(link.id.clone());
+                        member_ids.push(link.id.clone());
+                        let n = running.len();
+                        let shares = partition::split(spec.load.peak_users(), &spec.class_weights(), n, spawn_rate);
+                        agg.add_member(&link.id, shares[n - 1].users_per_class.clone(), elapsed.as_secs());
+                        let start = Start {
+                            run_id: run_id.clone(),
+                            spec: spec.clone(),
+                            share: shares[n - 1].clone(),
+                            seed,
+                            worker_index: u32::try_from(n - 1).unwrap_or(u32::MAX),
+                            worker_count: u32::try_from(n).unwrap_or(u32::MAX),
+                            plan_offset: elapsed,
+                        };
+                        cluster.send(&link.id, CoordinatorMessage::Start(Box::new(start))).await;
+                        adjust_all(cluster, &running[..n - 1], &run_id, &shares, n).await;
+                        let text = format!("worker {} joined; load rebalanced over {n} workers", link.id);
+                        eprintln!("{text}");
+                        agg.event(elapsed.as_secs(), text);
+                    }
                 }
                 Some(ClusterEvent::Left { worker, reason }) => {
                     if agg.is_member(&worker) {
                         eprintln!("warning: worker {worker} lost: {reason}");
                         agg.mark_lost(&worker);
-                        agg.event(t0.elapsed().as_secs(), format!("worker {worker} lost"));
+                        let t = t0.elapsed().as_secs();
+                        running.retain(|id| *id != worker);
+                        if rebalance && stop_deadline.is_none() && !running.is_empty() {
+                            let n = running.len();
+                            let shares = partition::split(spec.load.peak_users(), &spec.class_weights(), n, spawn_rate);
+                            adjust_all(cluster, &running, &run_id, &shares, n).await;
+                            agg.event(t, format!("worker {worker} lost; its load moved to {n} survivor(s)"));
+                        } else {
+                            agg.event(t, format!("worker {worker} lost"));
+                        }
                     }
                 }
                 Some(ClusterEvent::Message { worker, msg }) => match msg {
@@ -235,6 +272,25 @@ pub async fn run_scenario(
         })
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     Ok(RunResult { report, all_lost })
+}
+
+/// Tells each running worker its new place after the set of workers changed.
+async fn adjust_all(
+    cluster: &Cluster,
+    running: &[String],
+    run_id: &str,
+    shares: &[partition::Share],
+    count: usize,
+) {
+    for (i, id) in running.iter().enumerate() {
+        let adjust = CoordinatorMessage::Adjust {
+            run_id: run_id.to_owned(),
+            share: shares[i].clone(),
+            worker_index: u32::try_from(i).unwrap_or(u32::MAX),
+            worker_count: u32::try_from(count).unwrap_or(u32::MAX),
+        };
+        cluster.send(id, adjust).await;
+    }
 }
 
 async fn stop_all(cluster: &Cluster, ids: &[String], run_id: &str, graceful: Duration) {

@@ -160,7 +160,7 @@ async fn run_all(
                 waited: std::time::Duration::ZERO,
             });
         }
-        let result = controller::run_scenario(cluster, spec, cfg.headless).await?;
+        let result = controller::run_scenario(cluster, spec, cfg.headless, true).await?;
         let dir = if several {
             cfg.out.join(&spec.scenario)
         } else {

@@ -166,8 +166,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
                         waited: limit,
                     });
                 }
+                // A plaintext HTTP/2 client reads a TLS alert record as an oversized frame.
+                let hint = if cfg.tls.is_none() && msg.contains("frame with invalid size") {
+                    " (if the coordinator uses TLS, pass --tls-ca FILE)"
+                } else {
+                    ""
+                };
                 tracing::warn!(
-                    "no coordinator at {} ({msg}); retrying in {:.1}s",
+                    "no coordinator at {} ({msg}){hint}; retrying in {:.1}s",
                     cfg.master,
                     backoff.as_secs_f64()
                 );
@@ -191,7 +197,7 @@ pub(crate) fn to_wire(m: &WorkerMessage) -> Option<pb::WorkerMessage> {
 /// A run in progress on this worker.
 struct RunHandle {
     run_id: String,
-    ctl: mpsc::Sender<Duration>,
+    ctl: mpsc::Sender<crate::run::RunCtl>,
     active: Arc<AtomicU64>,
 }
 
@@ -295,7 +301,7 @@ async fn session(
                 match m {
                     CoordinatorMessage::Start(start) => {
                         if let Some(old) = current.take() {
-                            let _ = old.ctl.send(Duration::ZERO).await;
+                            let _ = old.ctl.send(crate::run::RunCtl::Stop(Duration::ZERO)).await;
                         }
                         tracing::info!("run {} starting: {} users", start.run_id, start.share.users());
                         let active = Arc::new(AtomicU64::new(0));
@@ -306,12 +312,15 @@ async fn session(
                     CoordinatorMessage::Stop { run_id, graceful } => {
                         if let Some(run) = current.take_if(|r| r.run_id == run_id) {
                             tracing::info!("run {run_id} stopping (graceful {graceful:?})");
-                            let _ = run.ctl.send(graceful).await;
+                            let _ = run.ctl.send(crate::run::RunCtl::Stop(graceful)).await;
                         }
                     }
                     CoordinatorMessage::Shutdown { reason } => break SessionEnd::Shutdown(reason),
-                    CoordinatorMessage::Adjust { .. } => {
-                        tracing::warn!("share adjustments are not supported by this worker yet; keeping the current share");
+                    CoordinatorMessage::Adjust { run_id, worker_index, worker_count, .. } => {
+                        if let Some(run) = current.as_ref().filter(|r| r.run_id == run_id) {
+                            let adjust = crate::run::RunCtl::Adjust { index: worker_index, count: worker_count };
+                            let _ = run.ctl.send(adjust).await;
+                        }
                     }
                     CoordinatorMessage::Ack { .. } | CoordinatorMessage::Ping | CoordinatorMessage::Welcome(_) => {}
                 }
@@ -330,7 +339,7 @@ async fn session(
     };
     // Safety: never leave load running without a coordinator.
     if let Some(run) = current.take() {
-        let _ = run.ctl.send(Duration::ZERO).await;
+        let _ = run.ctl.send(crate::run::RunCtl::Stop(Duration::ZERO)).await;
     }
     Ok(end)
 }
@@ -348,8 +357,12 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
+        // Wrappers often repeat their source's text; say it once.
+        let text = inner.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = inner.source();
     }
     s

@@ -246,6 +246,8 @@ fn thread_main(
             budget: Cell::new(budget),
             dropped: Cell::new(0),
         });
+        // Bumped by every StartOpen, so a rebalanced schedule replaces the old one.
+        let generation = Rc::new(Cell::new(0u64));
         let mut users = JoinSet::new();
         let mut live: Vec<Vec<Rc<UserCtl>>> = vec![Vec::new(); classes];
         while let Some(cmd) = rx.recv().await {
@@ -274,8 +276,14 @@ fn thread_main(
                     plan,
                     first_user_id,
                 } => {
-                    let sched =
-                        open_schedule(ctx.clone(), plan, first_user_id, thread_index, thread_count);
+                    generation.set(generation.get() + 1);
+                    let sched = open_schedule(
+                        ctx.clone(),
+                        plan,
+                        first_user_id,
+                        (thread_index, thread_count),
+                        (generation.clone(), generation.get()),
+                    );
                     users.spawn_local(sched);
                 }
                 Cmd::Flush(reply) => {
@@ -312,10 +320,19 @@ async fn open_schedule(
     ctx: Rc<ThreadCtx>,
     plan: OpenPlan,
     first_user_id: u64,
-    thread_index: u64,
-    thread_count: u64,
+    (thread_index, thread_count): (u64, u64),
+    (generation, mine): (Rc<Cell<u64>>, u64),
 ) {
     let t0 = tokio::time::Instant::from_std(plan.t0);
+    // Start at the first of this thread's iterations not yet due (non-zero
+    // when a rebalance hands this worker a new slice mid-run).
+    let due = plan
+        .load
+        .arrivals_until(t0.elapsed().as_secs_f64())
+        .unwrap_or(0.0)
+        .ceil() as u64;
+    let first_m = due.saturating_sub(plan.worker_index).div_ceil(plan.worker_count);
+    let skew = (thread_index + thread_count - first_m % thread_count) % thread_count;
     let pool_size = largest_remainder(plan.max_users, &vec![1; thread_count as usize])
         .get(thread_index as usize)
         .copied()
@@ -328,8 +345,11 @@ async fn open_schedule(
     let mut class_credit = vec![0i128; weights.len()];
     let total_weight: i128 = weights.iter().map(|&w| i128::from(w)).sum();
     let mut stop = ctx.stop.clone();
-    let mut m = thread_index;
+    let mut m = first_m + skew;
     loop {
+        if generation.get() != mine {
+            break;
+        }
         let k = m * plan.worker_count + plan.worker_index;
         let Some(at) = plan.load.arrival_time(k) else {
             break;

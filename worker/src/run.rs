@@ -25,7 +25,7 @@ pub async fn run_task(
     samples: Option<SampleLog>,
     active: Arc<AtomicU64>,
     out: mpsc::Sender<pb::WorkerMessage>,
-    mut ctl: mpsc::Receiver<Duration>,
+    mut ctl: mpsc::Receiver<RunCtl>,
 ) {
     let run_id = start.run_id.clone();
     let send = |m: WorkerMessage| {
@@ -109,10 +109,13 @@ pub async fn run_task(
     };
     send(status(WorkerState::Spawning, String::new(), 0)).await;
 
-    let t0 = tokio::time::Instant::now();
-    let mut seq = 0u64;
-    let mut last_flush_us = 0u64;
-    let mut tick = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
+    // The plan's clock: a worker joining mid-run starts part-way through it.
+    let now = tokio::time::Instant::now();
+    let t0 = now.checked_sub(start.plan_offset).unwrap_or(now);
+    let mut seq = start.plan_offset.as_secs();
+    let mut last_flush_us = u64::try_from(start.plan_offset.as_micros()).unwrap_or(0);
+    let mut tick =
+        tokio::time::interval_at(t0 + Duration::from_secs(seq + 1), Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Closed models: every 20 ms, move this worker's users per class to its
     // exact part of the global plan (the same split every worker computes).
@@ -123,27 +126,11 @@ pub async fn run_task(
         index,
         count,
     };
-    let peak_shares: Vec<Vec<u64>> = split(load.peak_users(), &weights, count as usize, 0.0)
-        .into_iter()
-        .map(|s| s.users_per_class)
-        .collect();
-    let roster = Roster::new(&peak_shares, index as usize);
+    let mut roster = roster_for(&load, &weights, index, count);
     let mut running_sent = false;
     let planned = load.duration();
     if load.is_open() {
-        let pool = load.max_users().unwrap_or(0);
-        let max_users = squall_common::partition::largest_remainder(pool, &vec![1; count as usize])
-            [index as usize];
-        engine.start_open(
-            OpenPlan {
-                load: load.clone(),
-                worker_index: index,
-                worker_count: count,
-                max_users,
-                t0: t0.into_std(),
-            },
-            index + 1,
-        );
+        engine.start_open(open_plan(&load, index, count, t0), index + 1);
         send(status(WorkerState::Running, String::new(), 0)).await;
         running_sent = true;
     }
@@ -175,7 +162,22 @@ pub async fn run_task(
                     break Duration::ZERO;
                 }
             }
-            c = ctl.recv() => break c.unwrap_or(Duration::ZERO),
+            c = ctl.recv() => match c {
+                Some(RunCtl::Adjust { index, count }) => {
+                    // Workers came or went: take this worker's new place in the plan.
+                    let (index, count) = (u64::from(index), u64::from(count.max(1)));
+                    tracing::info!("run {run_id}: now worker {} of {count}", index + 1);
+                    ids.index = index;
+                    ids.count = count;
+                    if load.is_open() {
+                        engine.start_open(open_plan(&load, index, count, t0), ids.next() );
+                    } else {
+                        roster = roster_for(&load, &weights, index, count);
+                    }
+                }
+                Some(RunCtl::Stop(graceful)) => break graceful,
+                None => break Duration::ZERO,
+            },
         }
     };
     send(status(WorkerState::Stopping, String::new(), seq)).await;
@@ -186,8 +188,38 @@ pub async fn run_task(
     snap.active_users = users_at_stop;
     seq += 1;
     send(WorkerMessage::Snapshot(snap)).await;
+    // Snapshots `first_seq..seq` were sent; the coordinator waits for them all.
     send(status(WorkerState::Stopped, String::new(), seq)).await;
     tracing::info!("run {run_id} stopped after {seq} snapshots");
+}
+
+/// What the agent tells a running run.
+#[derive(Debug)]
+pub enum RunCtl {
+    /// Stop, giving in-flight requests this long.
+    Stop(Duration),
+    /// The set of workers changed: this worker is now `index` of `count`.
+    Adjust { index: u32, count: u32 },
+}
+
+fn roster_for(load: &LoadModel, weights: &[u64], index: u64, count: u64) -> Roster {
+    let peak_shares: Vec<Vec<u64>> = split(load.peak_users(), weights, count as usize, 0.0)
+        .into_iter()
+        .map(|s| s.users_per_class)
+        .collect();
+    Roster::new(&peak_shares, index as usize)
+}
+
+fn open_plan(load: &LoadModel, index: u64, count: u64, t0: tokio::time::Instant) -> OpenPlan {
+    let pool = load.max_users().unwrap_or(0);
+    OpenPlan {
+        load: load.clone(),
+        worker_index: index,
+        worker_count: count,
+        max_users: squall_common::partition::largest_remainder(pool, &vec![1; count as usize])
+            [index as usize],
+        t0: t0.into_std(),
+    }
 }
 
 /// Moves this worker's users per class to its part of the plan's current

@@ -208,7 +208,7 @@ impl ClientTls {
     /// mismatch that retrying cannot fix.
     pub fn explain(&self, err: &(dyn std::error::Error + 'static)) -> Option<String> {
         let e = find_rustls_error(err)?;
-        Some(format!("{e}: {}", self.hint(e)))
+        Some(format!("{e}; {}", self.hint(e)))
     }
 
     fn hint(&self, e: &rustls::Error) -> String {

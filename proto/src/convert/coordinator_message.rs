@@ -29,10 +29,18 @@ impl TryFrom<&CoordinatorMessage> for pb::CoordinatorMessage {
                 seed: s.seed,
                 worker_index: s.worker_index,
                 worker_count: s.worker_count,
+                plan_offset_ms: u64::try_from(s.plan_offset.as_millis()).unwrap_or(u64::MAX),
             }),
-            CoordinatorMessage::Adjust { run_id, share } => Kind::Adjust(pb::Adjust {
+            CoordinatorMessage::Adjust {
+                run_id,
+                share,
+                worker_index,
+                worker_count,
+            } => Kind::Adjust(pb::Adjust {
                 run_id: run_id.clone(),
                 share: Some(share.into()),
+                worker_index: *worker_index,
+                worker_count: *worker_count,
             }),
             CoordinatorMessage::Stop { run_id, graceful } => Kind::Stop(pb::Stop {
                 run_id: run_id.clone(),
@@ -68,10 +76,13 @@ pub fn decode_coordinator_message(
             seed: s.seed,
             worker_index: s.worker_index,
             worker_count: s.worker_count,
+            plan_offset: Duration::from_millis(s.plan_offset_ms),
         })),
         Kind::Adjust(a) => CoordinatorMessage::Adjust {
             run_id: a.run_id,
             share: a.share.ok_or(ConvertError::Missing("share"))?.into(),
+            worker_index: a.worker_index,
+            worker_count: a.worker_count,
         },
         Kind::Stop(s) => CoordinatorMessage::Stop {
             run_id: s.run_id,
