@@ -284,15 +284,21 @@ async fn session(
         tokio::time::interval(welcome.heartbeat_interval.max(Duration::from_millis(100)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current: Option<RunHandle> = None;
+    // Safety: silence from the coordinator for the heartbeat timeout ends the
+    // session (and its load), even while the TCP connection looks alive.
+    let mut last_heard = tokio::time::Instant::now();
 
     let end = loop {
         tokio::select! {
-            msg = tokio::time::timeout(hb_timeout, inbound.message()) => {
+            _ = tokio::time::sleep_until(last_heard + hb_timeout) => {
+                break SessionEnd::Lost(format!("no word from the coordinator for {hb_timeout:?}"));
+            }
+            msg = inbound.message() => {
+                last_heard = tokio::time::Instant::now();
                 let m = match msg {
-                    Err(_) => break SessionEnd::Lost(format!("no word from the coordinator for {hb_timeout:?}")),
-                    Ok(Ok(Some(m))) => m,
-                    Ok(Ok(None)) => break SessionEnd::Lost("the coordinator closed the stream".into()),
-                    Ok(Err(status)) => break SessionEnd::Lost(status.message().to_owned()),
+                    Ok(Some(m)) => m,
+                    Ok(None) => break SessionEnd::Lost("the coordinator closed the stream".into()),
+                    Err(status) => break SessionEnd::Lost(status.message().to_owned()),
                 };
                 let m = match decode_coordinator_message(m) {
                     Ok(m) => m,

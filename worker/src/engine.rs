@@ -331,7 +331,9 @@ async fn open_schedule(
         .arrivals_until(t0.elapsed().as_secs_f64())
         .unwrap_or(0.0)
         .ceil() as u64;
-    let first_m = due.saturating_sub(plan.worker_index).div_ceil(plan.worker_count);
+    let first_m = due
+        .saturating_sub(plan.worker_index)
+        .div_ceil(plan.worker_count);
     let skew = (thread_index + thread_count - first_m % thread_count) % thread_count;
     let pool_size = largest_remainder(plan.max_users, &vec![1; thread_count as usize])
         .get(thread_index as usize)

@@ -3,6 +3,7 @@
 mod accounting;
 mod bad_input;
 mod demo;
+mod faults;
 mod load_models;
 mod merge;
 mod partition;
