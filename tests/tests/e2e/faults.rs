@@ -53,7 +53,7 @@ async fn a_killed_workers_users_move_to_the_survivor_and_its_requests_all_count(
         ],
         tmp.path(),
     );
-    let mut victim = worker(&["--master", &bind, "--id", "victim"], tmp.path());
+    let victim = worker(&["--master", &bind, "--id", "victim"], tmp.path());
     assert!(
         wait_until(Duration::from_secs(20), || target.total() > 500).await,
         "no traffic"
@@ -164,7 +164,7 @@ async fn load_stops_after_coordinator(sig: &str) {
         "scenarios:\n  long: { users: 10, spawn_rate: 100, duration: 60s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n",
     );
     let bind = format!("127.0.0.1:{}", free_port());
-    let mut c = coordinator(
+    let c = coordinator(
         &[
             "-f",
             file.to_str().expect("utf8"),

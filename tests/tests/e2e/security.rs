@@ -256,7 +256,6 @@ async fn refused(mutual: bool, worker_tls: &[&str], worker_says: &[&str], coordi
         "expected `{coordinator_says}`\n{}",
         coord.output()
     );
-    eprintln!("=== {}\n{}", w.output(), coord.output());
     assert_eq!(target.total(), 0, "no request may reach the target");
 }
 
