@@ -10,6 +10,7 @@ mod live;
 mod local;
 mod output;
 mod service;
+mod signal;
 pub mod target;
 mod tls;
 
@@ -115,7 +116,7 @@ async fn serve_target(bind: std::net::SocketAddr) -> Result<Verdict, Coordinator
         target.url(),
         target.url()
     );
-    let _ = tokio::signal::ctrl_c().await;
+    signal::interrupted().await;
     eprintln!("served {} requests", target.served());
     target.shutdown().await;
     Ok(Verdict::Passed)

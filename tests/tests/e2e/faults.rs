@@ -213,3 +213,44 @@ async fn killing_the_coordinator_stops_all_load() {
 async fn a_frozen_coordinator_stops_all_load_within_the_heartbeat_timeout() {
     load_stops_after_coordinator("-STOP").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_coordinator_stops_the_run_and_still_writes_a_partial_report() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(
+        tmp.path(),
+        "long.yaml",
+        "scenarios:\n  long: { users: 10, spawn_rate: 100, duration: 60s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n",
+    );
+    let out = tmp.path().join("out");
+    let mut c = coordinator(
+        &[
+            "-f",
+            file.to_str().expect("utf8"),
+            "--local-workers",
+            "2",
+            "--host",
+            &target.url(),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--headless",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || target.total() > 200).await,
+        "no traffic"
+    );
+    signal(c.child.id(), "-TERM");
+    let code = c.exit_code(Duration::from_secs(20)).await;
+    assert_eq!(code, 0, "{}", c.output());
+    let report = read_report(&out);
+    assert_eq!(report["partial"], true);
+    assert_eq!(
+        report["totals"]["requests"].as_u64(),
+        Some(target.total()),
+        "nothing sent goes uncounted"
+    );
+    assert!(report["duration_s"].as_f64().unwrap_or(60.0) < 30.0);
+}
