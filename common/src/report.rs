@@ -54,6 +54,20 @@ pub struct WorkerReport {
     /// Users per class this worker was given, in the scenario's class order.
     #[serde(default)]
     pub users_per_class: Vec<u64>,
+    /// The last state seen: ready, spawning, running, stopping, stopped, failed or lost.
+    #[serde(default)]
+    pub state: String,
+    /// Every state change, in order.
+    #[serde(default)]
+    pub states: Vec<StateChange>,
+}
+
+/// A worker's state change during a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// Seconds since the run started.
+    pub t: f64,
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

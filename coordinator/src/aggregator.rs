@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
 use squall_common::report::{
-    self, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals,
-    WorkerReport,
+    self, BreakPoint, EndpointReport, LatencyMs, Report, StateChange, ThresholdResult,
+    TimelinePoint, Totals, WorkerReport,
 };
 use squall_common::snapshot::{HistogramError, new_histogram};
 use squall_common::threshold::Threshold;
@@ -36,6 +36,7 @@ struct WorkerAgg {
     /// Total snapshots the worker says it sent, once it has stopped.
     expected: Option<u64>,
     users_per_class: Vec<u64>,
+    states: Vec<StateChange>,
 }
 
 /// What `add` did with a snapshot.
@@ -167,10 +168,38 @@ impl Aggregator {
         }
     }
 
-    pub fn mark_lost(&mut self, worker: &str) {
+    pub fn mark_lost(&mut self, worker: &str, t: f64) {
+        self.set_state(worker, "lost", t);
         if let Some(w) = self.workers.get_mut(worker) {
             w.lost = true;
         }
+    }
+
+    /// Records a worker's state when it changes (from Status and Heartbeat messages).
+    pub fn set_state(&mut self, worker: &str, state: &str, t: f64) {
+        if let Some(w) = self.workers.get_mut(worker)
+            && !w.lost
+            && w.states.last().is_none_or(|s| s.state != state)
+        {
+            w.states.push(StateChange {
+                t: (t * 1000.0).round() / 1000.0,
+                state: state.to_owned(),
+            });
+        }
+    }
+
+    /// Workers per current state, e.g. `2 running, 1 lost`.
+    pub fn states_summary(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for w in self.workers.values() {
+            let s = w.states.last().map_or("ready", |s| s.state.as_str());
+            *counts.entry(s).or_default() += 1;
+        }
+        counts
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn is_member(&self, worker: &str) -> bool {
@@ -310,6 +339,11 @@ impl Aggregator {
                 peak_users: w.peak_users,
                 lost: w.lost,
                 users_per_class: w.users_per_class.clone(),
+                state: w
+                    .states
+                    .last()
+                    .map_or_else(|| "ready".to_owned(), |s| s.state.clone()),
+                states: w.states.clone(),
             })
             .collect();
         let mut report = Report {
@@ -416,7 +450,7 @@ mod tests {
         assert_eq!(agg.add("w9", &snap(0, 1)).ok(), Some(Added::Foreign));
         assert!(!agg.complete());
         agg.expect("w1", 2);
-        agg.mark_lost("w2");
+        agg.mark_lost("w2", 1.0);
         assert!(agg.complete());
         let r = agg
             .report(ReportMeta {

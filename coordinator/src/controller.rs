@@ -183,7 +183,7 @@ pub async fn run_scenario(
                 Some(ClusterEvent::Left { worker, reason }) => {
                     if agg.is_member(&worker) {
                         eprintln!("warning: worker {worker} lost: {reason}");
-                        agg.mark_lost(&worker);
+                        agg.mark_lost(&worker, t0.elapsed().as_secs_f64());
                         let t = t0.elapsed().as_secs();
                         running.retain(|id| *id != worker);
                         if rebalance && stop_deadline.is_none() && !running.is_empty() {
@@ -204,15 +204,17 @@ pub async fn run_scenario(
                         Ok(Added::Duplicate | Added::Foreign) => {}
                         Err(e) => tracing::warn!("worker {worker}: bad snapshot {}: {e}", s.seq),
                     },
-                    WorkerMessage::Status(st) if st.run_id == run_id => match st.state {
+                    WorkerMessage::Status(st) if st.run_id == run_id => {
+                        agg.set_state(&worker, st.state.as_str(), t0.elapsed().as_secs_f64());
+                        match st.state {
                         WorkerState::Stopped => agg.expect(&worker, st.snapshots_sent),
                         WorkerState::Failed => {
                             eprintln!("error: worker {worker} failed: {}", st.reason);
-                            agg.mark_lost(&worker);
+                            agg.mark_lost(&worker, t0.elapsed().as_secs_f64());
                             agg.event(t0.elapsed().as_secs(), format!("worker {worker} failed: {}", st.reason));
                         }
                         _ => {}
-                    },
+                    }},
                     _ => {}
                 },
             },
@@ -220,7 +222,7 @@ pub async fn run_scenario(
                 let elapsed = t0.elapsed();
                 let line = agg.live();
                 if !headless && stop_deadline.is_none() && let Some(l) = &line {
-                    eprintln!("{}", live::line(elapsed, duration, l));
+                    eprintln!("{}  workers: {}", live::line(elapsed, duration, l), agg.states_summary());
                 }
                 // Stress runs: check each newly completed second against the stop conditions.
                 if stop_deadline.is_none() && let Some(l) = line.filter(|l| l.complete && Some(l.t) != checked_second) {

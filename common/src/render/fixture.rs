@@ -109,6 +109,8 @@ pub(super) fn sample() -> Report {
                 peak_users: 50,
                 lost: false,
                 users_per_class: vec![40, 10],
+                state: String::new(),
+                states: Vec::new(),
             },
             WorkerReport {
                 id: "worker-b".to_owned(),
@@ -116,6 +118,8 @@ pub(super) fn sample() -> Report {
                 peak_users: 50,
                 lost: true,
                 users_per_class: vec![40, 10],
+                state: String::new(),
+                states: Vec::new(),
             },
         ],
         totals: Totals {
