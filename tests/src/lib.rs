@@ -1,9 +1,11 @@
 //! Shared helpers for Squall's cross-process tests: find the built binaries, start processes and a counting target, wait with deadlines.
 
+mod netns;
 mod process;
 mod target;
 mod wait;
 
+pub use netns::NetHost;
 pub use process::{Proc, bin, coordinator, worker};
 pub use target::CountingTarget;
 pub use wait::{free_port, wait_until};

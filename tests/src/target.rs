@@ -58,6 +58,11 @@ async fn stall(started: tokio::time::Instant) -> &'static str {
 
 impl CountingTarget {
     pub async fn start() -> CountingTarget {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Listens on `addr` (e.g. a veth address that a test host can reach).
+    pub async fn start_on(addr: &str) -> CountingTarget {
         let counts = Arc::new(Counts::default());
         let started = tokio::time::Instant::now();
         let app = Router::new()
@@ -87,7 +92,7 @@ impl CountingTarget {
             )
             .route("/start/{class}", any(|| async { "started" }))
             .layer(middleware::from_fn_with_state(counts.clone(), count));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind target");
         let addr = listener.local_addr().expect("addr");

@@ -6,5 +6,6 @@ mod demo;
 mod faults;
 mod load_models;
 mod merge;
+mod network;
 mod partition;
 mod security;
