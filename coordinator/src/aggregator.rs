@@ -10,7 +10,7 @@ use squall_common::report::{
     self, BreakPoint, EndpointReport, LatencyMs, Report, StateChange, ThresholdResult,
     TimelinePoint, Totals, WorkerReport,
 };
-use squall_common::snapshot::{HistogramError, new_histogram};
+use squall_common::snapshot::{HistogramError, add_v2, new_histogram};
 use squall_common::threshold::Threshold;
 use squall_common::{EndpointKey, EndpointStats, RunSpec, Snapshot};
 
@@ -136,18 +136,16 @@ impl Aggregator {
             .window_us
             .max(snap.window_end_us.saturating_sub(snap.window_start_us));
         let latency = interval.latency.get_or_insert_with(new_histogram);
-        for (key, stats) in &snap.endpoints {
-            interval.requests += stats.requests;
-            interval.failures += stats.failures;
-            self.total_requests += stats.requests;
-            self.total_failures += stats.failures;
-            latency
-                .add(&stats.latency)
-                .map_err(|e| HistogramError::Merge(format!("{e:?}")))?;
+        for (key, delta) in &snap.endpoints {
+            interval.requests += delta.requests;
+            interval.failures += delta.failures;
+            self.total_requests += delta.requests;
+            self.total_failures += delta.failures;
+            add_v2(&delta.latency, latency)?;
             self.endpoints
                 .entry(key.clone())
                 .or_default()
-                .merge(stats)?;
+                .add_delta(delta)?;
         }
         Ok(Added::Ack(ack))
     }
@@ -431,7 +429,7 @@ mod tests {
                     name: "a".into(),
                     method: "GET".into(),
                 },
-                s,
+                squall_common::snapshot::EndpointDelta::encode(&s).expect("encodes"),
             )],
         }
     }

@@ -245,7 +245,11 @@ fn check_exposure(
         return Ok(());
     }
     Err(usage(format!(
-        "refusing to accept workers on {bind} without authentication: {bind} is not a loopback address, so any host that reaches it could attach as a worker, receive the scenario (with its credentials) and send fake results. Set a shared secret with --token T (or SQUALL_TOKEN) here and on every worker, or require client certificates with --tls-client-ca FILE, or bind a loopback address (e.g. --bind 127.0.0.1:{}) if every worker runs on this machine, or pass --insecure-no-auth (SQUALL_INSECURE_NO_AUTH=true) to accept any worker",
+        "refusing to accept workers on {bind} without authentication: it is not a loopback address, so any host that reaches it could attach as a worker, receive the scenario (with its credentials) and send fake results. Either
+  - set a shared secret with --token T (or SQUALL_TOKEN) here and on every worker,
+  - require client certificates with --tls-client-ca FILE (mutual TLS),
+  - bind a loopback address (--bind 127.0.0.1:{}) if every worker runs on this machine, or
+  - pass --insecure-no-auth (SQUALL_INSECURE_NO_AUTH=true) to accept any worker.",
         bind.port()
     )))
 }

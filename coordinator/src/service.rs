@@ -63,6 +63,10 @@ enum AttachError {
     NoHello,
     #[error("a worker with id `{0}` is already attached; give each worker a distinct --id")]
     Duplicate(String),
+    #[error(
+        "invalid worker id {0:?}: use 1 to {MAX_ID_CHARS} printable characters (--id or SQUALL_WORKER_ID)"
+    )]
+    BadId(String),
     #[error("malformed message: {0}")]
     Malformed(String),
     #[error("the coordinator is shutting down")]
@@ -74,7 +78,7 @@ impl From<AttachError> for Status {
         let msg = e.to_string();
         match e {
             AttachError::Token => Status::unauthenticated(msg),
-            AttachError::Version { .. } => Status::failed_precondition(msg),
+            AttachError::Version { .. } | AttachError::BadId(_) => Status::failed_precondition(msg),
             AttachError::NoHello | AttachError::Malformed(_) => Status::invalid_argument(msg),
             AttachError::Duplicate(_) => Status::already_exists(msg),
             AttachError::ShuttingDown => Status::unavailable(msg),
@@ -122,6 +126,15 @@ impl AttachService {
     }
 }
 
+/// Longest worker id accepted; ids appear in terminals, reports and metric labels.
+const MAX_ID_CHARS: usize = 128;
+
+/// Whether a worker id is safe to print and to use as a key: no control
+/// characters (terminal escapes), not empty, not huge.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().count() <= MAX_ID_CHARS && !id.chars().any(char::is_control)
+}
+
 /// Compares without an early exit, so timing reveals nothing about the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
@@ -167,7 +180,14 @@ impl Coordinator for AttachService {
             tracing::warn!("refused worker {} from {peer:?}: {e}", hello.worker_id);
             return Err(e.into());
         }
+        // From here on the stream *is* this worker: every later message is
+        // attributed to this id, whatever it claims (a second Hello is ignored).
         let id = hello.worker_id.clone();
+        if !valid_id(&id) {
+            let e = AttachError::BadId(id.chars().take(MAX_ID_CHARS).collect());
+            tracing::warn!("refused a worker from {peer:?}: {e}");
+            return Err(e.into());
+        }
         {
             let mut attached = self
                 .attached
@@ -260,6 +280,85 @@ impl Coordinator for AttachService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    use squall_proto::{CoordinatorClient, pb};
+
+    use crate::cluster::Cluster;
+    use crate::config::Listen;
+
+    fn hello(id: &str) -> pb::WorkerMessage {
+        let h = WorkerMessage::Hello(Hello {
+            worker_id: id.to_owned(),
+            version: "test".into(),
+            protocol_version: PROTOCOL_VERSION,
+            cores: 1,
+            labels: Default::default(),
+        });
+        pb::WorkerMessage::try_from(&h).unwrap_or_else(|e| panic!("encode hello: {e}"))
+    }
+
+    async fn next(cluster: &mut Cluster) -> ClusterEvent {
+        tokio::time::timeout(Duration::from_secs(5), cluster.next())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no cluster event within 5 s"))
+    }
+
+    /// A worker cannot speak for another id: everything on a stream is
+    /// attributed to the id of its first Hello, whether it re-sends Hello
+    /// under another id or sends snapshots (which carry no worker id).
+    #[tokio::test]
+    async fn messages_are_attributed_to_the_stream_not_to_their_claims() {
+        let listen = Listen {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+        };
+        let mut cluster = Cluster::start(listen, None, Heartbeats::default())
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let mut client = CoordinatorClient::connect(format!("http://{}", cluster.addr()))
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let (tx, rx) = mpsc::channel(8);
+        let _ = tx.send(hello("a")).await;
+        let _inbound = client
+            .attach(ReceiverStream::new(rx))
+            .await
+            .unwrap_or_else(|e| panic!("attach: {e}"));
+        match next(&mut cluster).await {
+            ClusterEvent::Joined(link) => assert_eq!(link.id, "a"),
+            other => panic!("expected Joined, got {other:?}"),
+        }
+
+        let snapshot = pb::WorkerMessage {
+            kind: Some(pb::worker_message::Kind::Snapshot(pb::Snapshot {
+                run_id: "a-run-it-was-not-given".into(),
+                ..Default::default()
+            })),
+        };
+        let _ = tx.send(hello("b")).await;
+        let _ = tx.send(snapshot).await;
+        for _ in 0..2 {
+            match next(&mut cluster).await {
+                ClusterEvent::Message { worker, .. } => assert_eq!(worker, "a"),
+                other => panic!("expected a message from a, got {other:?}"),
+            }
+        }
+        let ids: Vec<String> = cluster.links().into_iter().map(|l| l.id).collect();
+        assert_eq!(ids, ["a"]);
+    }
+
+    #[test]
+    fn worker_ids_must_be_printable_and_bounded() {
+        assert!(valid_id("worker-1"));
+        assert!(valid_id("ü-1"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("evil\u{1b}[2J"));
+        assert!(!valid_id(&"x".repeat(MAX_ID_CHARS + 1)));
+    }
 
     #[test]
     fn constant_time_eq_compares() {

@@ -9,7 +9,7 @@ use squall_common::LoadModel;
 use squall_common::partition::split;
 use squall_common::plan::Roster;
 use squall_common::protocol::{Start, Status, WorkerMessage, WorkerState};
-use squall_common::snapshot::{EndpointKey, Snapshot};
+use squall_common::snapshot::{EndpointDelta, EndpointKey, Snapshot};
 use squall_proto::pb;
 use tokio::sync::mpsc;
 
@@ -290,9 +290,15 @@ async fn snapshot(
         dropped_iterations: delta.dropped,
         endpoints: keys
             .iter()
-            .cloned()
             .zip(delta.stats)
             .filter(|(_, s)| !s.is_empty())
+            .filter_map(|(k, s)| match EndpointDelta::encode(&s) {
+                Ok(d) => Some((k.clone(), d)),
+                Err(e) => {
+                    tracing::error!("cannot encode the histograms of {}: {e}", k.name);
+                    None
+                }
+            })
             .collect(),
     };
     (snap, delta.budget_left)

@@ -1,38 +1,36 @@
-//! `Snapshot` on the wire: histograms travel as HDR V2 bytes.
+//! `Snapshot` on the wire: histograms travel as HDR V2 bytes, untouched in both directions.
 
-use squall_common::snapshot::{self, EndpointKey, EndpointStats, Snapshot};
+use squall_common::snapshot::{EndpointDelta, EndpointKey, Snapshot};
 
 use super::ConvertError;
 use crate::pb;
 
-impl TryFrom<&Snapshot> for pb::Snapshot {
-    type Error = ConvertError;
-
-    fn try_from(s: &Snapshot) -> Result<Self, ConvertError> {
-        let mut endpoints = Vec::with_capacity(s.endpoints.len());
-        for (key, st) in &s.endpoints {
-            endpoints.push(pb::EndpointDelta {
-                name: key.name.clone(),
-                method: key.method.clone(),
-                requests: st.requests,
-                failures: st.failures,
-                status: st.status.iter().map(|(k, v)| (u32::from(*k), *v)).collect(),
-                errors: st.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                bytes_received: st.bytes_received,
-                latency_hdr: snapshot::encode_v2(&st.latency)?,
-                ttfb_hdr: snapshot::encode_v2(&st.ttfb)?,
-                service_hdr: snapshot::encode_v2(&st.service)?,
-            });
-        }
-        Ok(pb::Snapshot {
+impl From<&Snapshot> for pb::Snapshot {
+    fn from(s: &Snapshot) -> Self {
+        pb::Snapshot {
             run_id: s.run_id.clone(),
             seq: s.seq,
             window_start_us: s.window_start_us,
             window_end_us: s.window_end_us,
             active_users: s.active_users,
             dropped_iterations: s.dropped_iterations,
-            endpoints,
-        })
+            endpoints: s
+                .endpoints
+                .iter()
+                .map(|(key, d)| pb::EndpointDelta {
+                    name: key.name.clone(),
+                    method: key.method.clone(),
+                    requests: d.requests,
+                    failures: d.failures,
+                    status: d.status.iter().map(|(k, v)| (u32::from(*k), *v)).collect(),
+                    errors: d.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    bytes_received: d.bytes_received,
+                    latency_hdr: d.latency.clone(),
+                    ttfb_hdr: d.ttfb.clone(),
+                    service_hdr: d.service.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -55,15 +53,15 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                     name: e.name,
                     method: e.method,
                 },
-                EndpointStats {
+                EndpointDelta {
                     requests: e.requests,
                     failures: e.failures,
                     status,
                     errors: e.errors.into_iter().collect(),
                     bytes_received: e.bytes_received,
-                    latency: snapshot::decode(&e.latency_hdr)?,
-                    ttfb: snapshot::decode(&e.ttfb_hdr)?,
-                    service: snapshot::decode(&e.service_hdr)?,
+                    latency: e.latency_hdr,
+                    ttfb: e.ttfb_hdr,
+                    service: e.service_hdr,
                 },
             ));
         }

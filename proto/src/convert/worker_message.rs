@@ -24,7 +24,7 @@ impl TryFrom<&WorkerMessage> for pb::WorkerMessage {
                 active_users: h.active_users,
                 cpu_percent: h.cpu_percent,
             }),
-            WorkerMessage::Snapshot(s) => Kind::Snapshot(s.try_into()?),
+            WorkerMessage::Snapshot(s) => Kind::Snapshot(s.into()),
             WorkerMessage::Status(s) => Kind::Status(pb::Status {
                 run_id: s.run_id.clone(),
                 state: pb::WorkerState::from(s.state).into(),
