@@ -124,8 +124,15 @@ fn coordinator_for_one(
     coordinator(&args, dir)
 }
 
-/// Runs a complete one-worker run and checks that every request reached the report.
-async fn run_and_count(mut coord: Proc, mut w: Proc, target: &CountingTarget, out: &Path) {
+/// Runs a complete one-worker run and checks that every request reached the
+/// report and that the worker says how it attached (`over TLS`, `over mTLS`).
+async fn run_and_count(
+    mut coord: Proc,
+    mut w: Proc,
+    target: &CountingTarget,
+    out: &Path,
+    attached: &str,
+) {
     let code = coord.exit_code(Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{}\n{}", coord.output(), w.output());
     let report = read_report(out);
@@ -133,6 +140,7 @@ async fn run_and_count(mut coord: Proc, mut w: Proc, target: &CountingTarget, ou
     assert!(requests > 10, "too little traffic: {requests}");
     assert_eq!(requests, target.total(), "{}", coord.output());
     assert!(w.is_running(), "the worker stays attached for the next run");
+    assert!(w.stderr().contains(attached), "{}", w.output());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +166,7 @@ async fn tls_run_counts_every_request() {
         &["--master", &bind, "--tls-ca", s(&pki.ca), "--threads", "1"],
         tmp.path(),
     );
-    run_and_count(coord, w, &target, &tmp.path().join("out")).await;
+    run_and_count(coord, w, &target, &tmp.path().join("out"), "over TLS").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +208,7 @@ async fn mtls_run_succeeds_and_counts_as_authentication() {
         ],
         tmp.path(),
     );
-    run_and_count(coord, w, &target, &tmp.path().join("out")).await;
+    run_and_count(coord, w, &target, &tmp.path().join("out"), "over mTLS").await;
 }
 
 /// Starts a TLS coordinator (mTLS with `mutual`) and a worker with `worker_tls`
@@ -446,4 +454,15 @@ async fn bad_tls_files_are_refused_with_their_path() {
     );
     assert!(c.stderr().contains("--workers N"), "{}", c.output());
     assert_eq!(target.total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_verifying_another_name_is_refused() {
+    refused(
+        false,
+        &["--tls-ca", "ca", "--tls-domain", "coordinator.example"],
+        &["does not name the host", "--tls-domain"],
+        "does not trust this coordinator's certificate",
+    )
+    .await;
 }
