@@ -59,7 +59,7 @@ pub struct RunArgs {
     /// Start this many in-process workers (attached over loopback gRPC). Default: 1.
     #[arg(long, env = "SQUALL_LOCAL_WORKERS")]
     pub local_workers: Option<usize>,
-    /// gRPC listen address for workers. Default: 0.0.0.0:5557 with --workers (needs --token), an ephemeral loopback port otherwise.
+    /// gRPC listen address for workers. Default with --workers: 0.0.0.0:5557 when workers authenticate (--token or mTLS), else 127.0.0.1:5557; an ephemeral loopback port for local workers.
     #[arg(long, env = "SQUALL_BIND")]
     pub bind: Option<SocketAddr>,
     /// Target base URL, overriding the file's `host`.

@@ -180,8 +180,14 @@ fn finish(
             "--token must be non-empty printable ASCII without spaces",
         ));
     }
+    // Without --bind: remote workers are served on every interface when they
+    // must authenticate, and on loopback only otherwise (so `--workers 2` works
+    // on one machine without a token, and nothing is exposed by accident).
+    let authenticated =
+        token.is_some() || access.tls_client_ca.is_some() || access.insecure_no_auth;
     let bind = bind.unwrap_or(match workers {
-        Workers::Remote(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5557)),
+        Workers::Remote(_) if authenticated => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 5557)),
+        Workers::Remote(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 5557)),
         Workers::Local(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     });
     let tls = match (access.tls_cert, access.tls_key) {

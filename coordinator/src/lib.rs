@@ -130,6 +130,11 @@ async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
                 "coordinator listening on {} for {n} worker(s)",
                 cluster.addr()
             );
+            if cluster.addr().ip().is_loopback() {
+                eprintln!(
+                    "  (loopback only: for workers on other hosts pass --bind 0.0.0.0:5557 --token T)"
+                );
+            }
             n
         }
         Workers::Local(n) => {

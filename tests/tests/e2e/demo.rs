@@ -127,3 +127,43 @@ async fn a_failed_threshold_exits_1_with_the_report_written() {
     assert_eq!(t[1]["passed"], false);
     assert!(t[1]["actual"].as_f64().unwrap_or(0.0) > 0.001);
 }
+
+/// The README's distributed quick start, as typed: demo target, coordinator
+/// waiting for 2 workers on the default port, 2 worker processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_distributed_quick_start_works_as_typed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let smoke = root.join("examples/smoke.yaml");
+    let target_bind = format!("127.0.0.1:{}", squall_tests::free_port());
+    let _target = coordinator(&["target", "--bind", &target_bind], tmp.path());
+    let out = tmp.path().join("report");
+    let mut c = coordinator(
+        &[
+            "-f",
+            smoke.to_str().expect("utf8"),
+            "--workers",
+            "2",
+            "--host",
+            &format!("http://{target_bind}"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--duration",
+            "3s",
+        ],
+        tmp.path(),
+    );
+    let _w1 = squall_tests::worker(&["--master", "127.0.0.1:5557"], tmp.path());
+    let _w2 = squall_tests::worker(&["--master", "127.0.0.1:5557"], tmp.path());
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = read_report(&out);
+    assert_eq!(report["workers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["totals"]["failures"], 0, "{}", c.output());
+    assert!(report["totals"]["requests"].as_u64().unwrap_or(0) > 10);
+    assert!(c.stderr().contains("127.0.0.1:5557"), "{}", c.output());
+}
