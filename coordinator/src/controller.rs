@@ -135,7 +135,7 @@ pub async fn run_scenario(
     // Every worker that took part (Stop goes to all), and those still running, in plan order.
     let mut member_ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
     let mut running: Vec<String> = member_ids.clone();
-    let ctrl_c = crate::signal::interrupted();
+    let ctrl_c = squall_worker::signal::interrupted();
     tokio::pin!(ctrl_c);
 
     loop {
@@ -256,7 +256,7 @@ pub async fn run_scenario(
                 agg.event(t0.elapsed().as_secs(), "interrupted".into());
                 stop_all(cluster, &member_ids, &run_id, grace).await;
                 stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
-                ctrl_c.set(crate::signal::interrupted());
+                ctrl_c.set(squall_worker::signal::interrupted());
             }
         }
         if agg.all_lost() {

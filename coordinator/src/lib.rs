@@ -10,7 +10,6 @@ mod live;
 mod local;
 mod output;
 mod service;
-mod signal;
 pub mod target;
 mod tls;
 
@@ -116,7 +115,7 @@ async fn serve_target(bind: std::net::SocketAddr) -> Result<Verdict, Coordinator
         target.url(),
         target.url()
     );
-    signal::interrupted().await;
+    squall_worker::signal::interrupted().await;
     eprintln!("served {} requests", target.served());
     target.shutdown().await;
     Ok(Verdict::Passed)

@@ -23,6 +23,7 @@ pub fn spawn(n: usize, addr: SocketAddr, token: Option<String>, threads: usize) 
             labels: [("mode".to_owned(), "local".to_owned())].into(),
             samples_file: None,
             give_up_after: Some(Duration::from_secs(10)),
+            handle_signals: false,
         };
         tokio::spawn(async move {
             if let Err(e) = squall_worker::run(cfg).await {

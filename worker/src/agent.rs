@@ -12,7 +12,7 @@ use squall_common::protocol::{
 };
 use squall_proto::pb;
 use squall_proto::{CoordinatorClient, decode_coordinator_message};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub samples_file: Option<PathBuf>,
     /// Stop retrying after this long without reaching a coordinator; `None` retries forever.
     pub give_up_after: Option<Duration>,
+    /// React to SIGINT/SIGTERM (stop the load, say goodbye, exit). Off for
+    /// in-process workers, whose coordinator handles the signal.
+    pub handle_signals: bool,
 }
 
 impl AgentConfig {
@@ -98,6 +101,8 @@ enum SessionEnd {
 /// Why a session could not start: worth a retry, or not.
 enum SessionError {
     Unreachable(String),
+    /// The coordinator already has a worker with this id.
+    Duplicate(String),
     Fatal(WorkerError),
 }
 
@@ -117,10 +122,12 @@ impl SessionError {
     /// A refusal status from the coordinator (token, version, duplicate id) is fatal.
     fn from_status(cfg: &AgentConfig, status: &tonic::Status) -> Option<Self> {
         match status.code() {
+            tonic::Code::AlreadyExists => {
+                Some(SessionError::Duplicate(status.message().to_owned()))
+            }
             tonic::Code::Unauthenticated
             | tonic::Code::PermissionDenied
-            | tonic::Code::FailedPrecondition
-            | tonic::Code::AlreadyExists => Some(SessionError::Fatal(WorkerError::Refused(
+            | tonic::Code::FailedPrecondition => Some(SessionError::Fatal(WorkerError::Refused(
                 status.message().to_owned(),
             ))),
             _ => match SessionError::from_transport(cfg, status) {
@@ -144,8 +151,29 @@ pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
     }
     let mut backoff = Duration::from_millis(250);
     let mut unreachable_since: Option<Instant> = None;
+    let (signal_tx, signal) = watch::channel(false);
+    if cfg.handle_signals {
+        tokio::spawn(async move {
+            crate::signal::interrupted().await;
+            let _ = signal_tx.send(true);
+        });
+    }
+    // After a session, a refusal as a duplicate id is this worker's own old
+    // stream, which the coordinator drops within its heartbeat timeout: retry.
+    let mut attached_before = false;
     loop {
-        match session(&cfg, samples.clone()).await {
+        let interrupted = *signal.borrow();
+        if interrupted {
+            return Ok(());
+        }
+        match session(&cfg, samples.clone(), signal.clone()).await {
+            Err(SessionError::Duplicate(msg)) if attached_before => {
+                tracing::warn!(
+                    "{msg}: the coordinator still holds this worker's previous stream; retrying"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(SessionError::Duplicate(msg)) => return Err(WorkerError::Refused(msg)),
             Ok(SessionEnd::Shutdown(reason)) => {
                 tracing::info!("coordinator asked this worker to shut down: {reason}");
                 return Ok(());
@@ -154,6 +182,7 @@ pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
                 tracing::warn!("lost the coordinator ({reason}); load stopped; reconnecting");
                 backoff = Duration::from_millis(250);
                 unreachable_since = None;
+                attached_before = true;
             }
             Err(SessionError::Fatal(e)) => return Err(e),
             Err(SessionError::Unreachable(msg)) => {
@@ -177,11 +206,20 @@ pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
                     cfg.master,
                     backoff.as_secs_f64()
                 );
-                tokio::time::sleep(backoff).await;
+                let mut signal = signal.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    () = raised(&mut signal) => return Ok(()),
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
+}
+
+/// Resolves once the signal flag is raised (without holding its lock across awaits).
+async fn raised(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|s| *s).await;
 }
 
 pub(crate) fn to_wire(m: &WorkerMessage) -> Option<pb::WorkerMessage> {
@@ -199,11 +237,16 @@ struct RunHandle {
     run_id: String,
     ctl: mpsc::Sender<crate::run::RunCtl>,
     active: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
 }
+
+/// How long a worker told to leave (SIGTERM) lets in-flight requests finish.
+const LEAVING_GRACE: Duration = Duration::from_secs(5);
 
 async fn session(
     cfg: &AgentConfig,
     samples: Option<SampleLog>,
+    mut signal: watch::Receiver<bool>,
 ) -> Result<SessionEnd, SessionError> {
     let connected = match &cfg.tls {
         Some(tls) => tls.dial(&cfg.master).map_err(SessionError::Fatal)?.await,
@@ -290,6 +333,16 @@ async fn session(
 
     let end = loop {
         tokio::select! {
+            () = raised(&mut signal) => {
+                // Leaving: stop the load, deliver the last snapshots, then close
+                // the stream so the coordinator moves this worker's share at once.
+                if let Some(run) = current.take() {
+                    tracing::info!("interrupted: stopping run {} and saying goodbye", run.run_id);
+                    let _ = run.ctl.send(crate::run::RunCtl::Stop(LEAVING_GRACE)).await;
+                    let _ = tokio::time::timeout(LEAVING_GRACE + Duration::from_secs(5), run.task).await;
+                }
+                break SessionEnd::Shutdown("interrupted".into());
+            }
             _ = tokio::time::sleep_until(last_heard + hb_timeout) => {
                 break SessionEnd::Lost(format!("no word from the coordinator for {hb_timeout:?}"));
             }
@@ -312,8 +365,9 @@ async fn session(
                         tracing::info!("run {} starting: {} users", start.run_id, start.share.users());
                         let active = Arc::new(AtomicU64::new(0));
                         let (ctl_tx, ctl_rx) = mpsc::channel(4);
-                        current = Some(RunHandle { run_id: start.run_id.clone(), ctl: ctl_tx, active: active.clone() });
-                        tokio::spawn(crate::run::run_task(*start, cfg.threads, samples.clone(), active, out_tx.clone(), ctl_rx));
+                        let run_id = start.run_id.clone();
+                        let task = tokio::spawn(crate::run::run_task(*start, cfg.threads, samples.clone(), active.clone(), out_tx.clone(), ctl_rx));
+                        current = Some(RunHandle { run_id, ctl: ctl_tx, active, task });
                     }
                     CoordinatorMessage::Stop { run_id, graceful } => {
                         if let Some(run) = current.take_if(|r| r.run_id == run_id) {

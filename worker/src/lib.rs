@@ -6,6 +6,7 @@ mod error;
 mod prepared;
 mod recorder;
 mod run;
+pub mod signal;
 mod user;
 
 pub use agent::{AgentConfig, MAX_MESSAGE_BYTES, run};

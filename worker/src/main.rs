@@ -91,6 +91,7 @@ fn config(args: Args) -> Result<AgentConfig, WorkerError> {
         labels: Default::default(),
         samples_file: args.samples_file,
         give_up_after: args.give_up_after,
+        handle_signals: true,
     })
 }
 

@@ -254,3 +254,78 @@ async fn sigterm_on_the_coordinator_stops_the_run_and_still_writes_a_partial_rep
     );
     assert!(report["duration_s"].as_f64().unwrap_or(60.0) < 30.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_a_worker_delivers_its_data_and_hands_its_share_over_at_once() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(tmp.path(), "steady.yaml", STEADY);
+    let bind = format!("127.0.0.1:{}", free_port());
+    let out = tmp.path().join("out");
+    let leaver_samples = tmp.path().join("leaver.samples");
+    let mut c = coordinator(
+        &[
+            "-f",
+            file.to_str().expect("utf8"),
+            "--workers",
+            "2",
+            "--bind",
+            &bind,
+            "--host",
+            &target.url(),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--headless",
+        ],
+        tmp.path(),
+    );
+    let _stayer = worker(&["--master", &bind, "--id", "stayer"], tmp.path());
+    let mut leaver = worker(
+        &[
+            "--master",
+            &bind,
+            "--id",
+            "leaver",
+            "--samples-file",
+            leaver_samples.to_str().expect("utf8"),
+        ],
+        tmp.path(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || target.total() > 500).await,
+        "no traffic"
+    );
+    signal(leaver.child.id(), "-TERM");
+    assert_eq!(
+        leaver.exit_code(Duration::from_secs(15)).await,
+        0,
+        "{}",
+        leaver.output()
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = read_report(&out);
+    let workers = report["workers"].as_array().expect("workers");
+    let get = |id: &str| {
+        workers
+            .iter()
+            .find(|w| w["id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing"))
+    };
+    let made = std::fs::read_to_string(&leaver_samples)
+        .expect("samples")
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        get("leaver")["requests"].as_u64(),
+        Some(made),
+        "the leaver's last snapshot arrived"
+    );
+    assert_eq!(get("stayer")["peak_users"], 40);
+    // Nothing was lost at all: the target saw exactly what the report counts.
+    assert_eq!(report["totals"]["requests"].as_u64(), Some(target.total()));
+}
