@@ -116,6 +116,9 @@ pub struct RunArgs {
         requires = "tls_cert"
     )]
     pub tls_client_ca: Option<PathBuf>,
+    /// Keep each worker's share fixed when workers are lost or join mid-run.
+    #[arg(long, env = "SQUALL_NO_REBALANCE")]
+    pub no_rebalance: bool,
     /// No live progress lines; only the start, warnings and the final summary.
     #[arg(long, env = "SQUALL_HEADLESS")]
     pub headless: bool,

@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub out: PathBuf,
     pub token: Option<String>,
     pub headless: bool,
+    /// Move shares when workers are lost or join mid-run (`--no-rebalance` turns it off).
+    pub rebalance: bool,
     pub wait_timeout: Duration,
     pub heartbeats: Heartbeats,
     /// Engine threads per local worker.
@@ -149,7 +151,7 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
         tls_key: a.tls_key,
         tls_client_ca: a.tls_client_ca,
     };
-    finish(
+    let mut cfg = finish(
         specs,
         workers,
         a.bind,
@@ -158,7 +160,9 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
         a.headless,
         parse_duration("--wait-timeout", &a.wait_timeout)?,
         a.threads,
-    )
+    )?;
+    cfg.rebalance = !a.no_rebalance;
+    Ok(cfg)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -231,6 +235,7 @@ fn finish(
         out,
         token,
         headless,
+        rebalance: true,
         wait_timeout,
         heartbeats: Heartbeats::default(),
         local_threads,

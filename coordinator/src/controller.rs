@@ -183,17 +183,8 @@ pub async fn run_scenario(
                 Some(ClusterEvent::Left { worker, reason }) => {
                     if agg.is_member(&worker) {
                         eprintln!("warning: worker {worker} lost: {reason}");
-                        agg.mark_lost(&worker, t0.elapsed().as_secs_f64());
-                        let t = t0.elapsed().as_secs();
-                        running.retain(|id| *id != worker);
-                        if rebalance && stop_deadline.is_none() && !running.is_empty() {
-                            let n = running.len();
-                            let shares = partition::split(spec.load.peak_users(), &spec.class_weights(), n, spawn_rate);
-                            adjust_all(cluster, &running, &run_id, &shares, n).await;
-                            agg.event(t, format!("worker {worker} lost; its load moved to {n} survivor(s)"));
-                        } else {
-                            agg.event(t, format!("worker {worker} lost"));
-                        }
+                        let moving = rebalance && stop_deadline.is_none();
+                        drop_worker(cluster, &mut agg, &mut running, (&run_id, spec, spawn_rate), t0.elapsed(), moving, &worker, "lost").await;
                     }
                 }
                 Some(ClusterEvent::Message { worker, msg }) => match msg {
@@ -210,8 +201,9 @@ pub async fn run_scenario(
                         WorkerState::Stopped => agg.expect(&worker, st.snapshots_sent),
                         WorkerState::Failed => {
                             eprintln!("error: worker {worker} failed: {}", st.reason);
-                            agg.mark_lost(&worker, t0.elapsed().as_secs_f64());
-                            agg.event(t0.elapsed().as_secs(), format!("worker {worker} failed: {}", st.reason));
+                            let moving = rebalance && stop_deadline.is_none();
+                            let what = format!("failed ({})", st.reason);
+                            drop_worker(cluster, &mut agg, &mut running, (&run_id, spec, spawn_rate), t0.elapsed(), moving, &worker, &what).await;
                         }
                         _ => {}
                     }},
@@ -274,6 +266,34 @@ pub async fn run_scenario(
         })
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     Ok(RunResult { report, all_lost })
+}
+
+/// A worker left the run (lost or failed): record it and, when `moving`, give its share to the others.
+#[allow(clippy::too_many_arguments)]
+async fn drop_worker(
+    cluster: &Cluster,
+    agg: &mut Aggregator,
+    running: &mut Vec<String>,
+    (run_id, spec, spawn_rate): (&str, &RunSpec, f64),
+    elapsed: Duration,
+    moving: bool,
+    worker: &str,
+    what: &str,
+) {
+    agg.mark_lost(worker, elapsed.as_secs_f64());
+    running.retain(|id| id != worker);
+    let t = elapsed.as_secs();
+    if moving && !running.is_empty() {
+        let n = running.len();
+        let shares = partition::split(spec.load.peak_users(), &spec.class_weights(), n, spawn_rate);
+        adjust_all(cluster, running, run_id, &shares, n).await;
+        agg.event(
+            t,
+            format!("worker {worker} {what}; its load moved to {n} survivor(s)"),
+        );
+    } else {
+        agg.event(t, format!("worker {worker} {what}"));
+    }
 }
 
 /// Tells each running worker its new place after the set of workers changed.

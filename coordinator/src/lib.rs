@@ -165,7 +165,7 @@ async fn run_all(
                 waited: std::time::Duration::ZERO,
             });
         }
-        let result = controller::run_scenario(cluster, spec, cfg.headless, true).await?;
+        let result = controller::run_scenario(cluster, spec, cfg.headless, cfg.rebalance).await?;
         let dir = if several {
             cfg.out.join(&spec.scenario)
         } else {

@@ -84,6 +84,18 @@ pub async fn run_task(
     let iterations = prepared.spec.iterations.map(|total| {
         squall_common::partition::largest_remainder(total, &vec![1; count as usize])[index as usize]
     });
+    // An open-model pool is split per engine thread: never run more threads
+    // than this worker has pool users, or small pools drop iterations.
+    let threads = match load.max_users() {
+        Some(pool) => {
+            let mine = squall_common::partition::largest_remainder(pool, &vec![1; count as usize])
+                [index as usize];
+            threads
+                .min(usize::try_from(mine).unwrap_or(usize::MAX))
+                .max(1)
+        }
+        None => threads,
+    };
     let mut engine = match Engine::start(
         prepared,
         addr,
@@ -127,6 +139,7 @@ pub async fn run_task(
         count,
     };
     let mut roster = roster_for(&load, &weights, index, count);
+    let mut pace = SpawnPace::new(&load, count);
     let mut running_sent = false;
     let planned = load.duration();
     if load.is_open() {
@@ -138,7 +151,7 @@ pub async fn run_task(
     let graceful = loop {
         tokio::select! {
             _ = control.tick(), if !load.is_open() => {
-                if follow_plan(&mut engine, &load, &roster, &mut ids, t0) && !running_sent {
+                if follow_plan(&mut engine, &load, &roster, &mut ids, t0, &mut pace) && !running_sent {
                     send(status(WorkerState::Running, String::new(), 0)).await;
                     running_sent = true;
                 }
@@ -152,7 +165,7 @@ pub async fn run_task(
                 // Bring the user count up to the plan first, so the snapshot's
                 // users are those of its window's end.
                 if !load.is_open() {
-                    follow_plan(&mut engine, &load, &roster, &mut ids, t0);
+                    follow_plan(&mut engine, &load, &roster, &mut ids, t0, &mut pace);
                 }
                 let (snap, budget_left) = snapshot(&engine, &keys, &run_id, seq, &mut last_flush_us, t0).await;
                 seq += 1;
@@ -173,6 +186,7 @@ pub async fn run_task(
                         engine.start_open(open_plan(&load, index, count, t0), ids.next() );
                     } else {
                         roster = roster_for(&load, &weights, index, count);
+                        pace = SpawnPace::new(&load, count);
                     }
                 }
                 Some(RunCtl::Stop(graceful)) => break graceful,
@@ -230,15 +244,19 @@ fn follow_plan(
     roster: &Roster,
     ids: &mut UserIds,
     t0: tokio::time::Instant,
+    pace: &mut SpawnPace,
 ) -> bool {
     let global = load.users_at(t0.elapsed().as_secs_f64()).unwrap_or(0);
     let want = roster.users_per_class(global);
     let mut current = engine.users_per_class(want.len());
+    let mut allowed = pace.allowance();
     // Interleave classes so the mix stays right within a step.
     loop {
         let mut changed = false;
         for (c, cur) in current.iter_mut().enumerate() {
-            if *cur < want[c] {
+            if *cur < want[c] && allowed > 0 {
+                allowed -= 1;
+                pace.spent(1);
                 engine.spawn_user(c, ids.next());
                 *cur += 1;
                 changed = true;
@@ -253,6 +271,48 @@ fn follow_plan(
         }
     }
     global >= load.peak_users()
+}
+
+/// Starts users no faster than this worker's part of the spawn rate, so a
+/// rebalance moves a lost worker's users over at the spawn rate rather than
+/// in one burst. The plan's own ramp fits within it (10 % headroom).
+struct SpawnPace {
+    per_second: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl SpawnPace {
+    fn new(load: &LoadModel, count: u64) -> SpawnPace {
+        let per_second = match load {
+            LoadModel::Closed { spawn_rate, .. } => spawn_rate * 1.1 / count.max(1) as f64,
+            // Stages set their own pace: follow them exactly.
+            _ => f64::INFINITY,
+        };
+        SpawnPace {
+            per_second,
+            tokens: 1.0,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Users that may start now.
+    fn allowance(&mut self) -> u64 {
+        if self.per_second.is_infinite() {
+            return u64::MAX;
+        }
+        let now = tokio::time::Instant::now();
+        let burst = (self.per_second * 0.25).max(1.0);
+        self.tokens = (self.tokens + self.per_second * (now - self.last).as_secs_f64()).min(burst);
+        self.last = now;
+        self.tokens.floor().max(0.0) as u64
+    }
+
+    fn spent(&mut self, n: u64) {
+        if self.per_second.is_finite() {
+            self.tokens -= n as f64;
+        }
+    }
 }
 
 /// User ids unique across the cluster: worker i of W numbers i+1, i+1+W, …
