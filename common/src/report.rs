@@ -120,6 +120,9 @@ pub struct Totals {
     /// Open model: iterations skipped because the user pool was exhausted.
     #[serde(default)]
     pub dropped_iterations: u64,
+    /// Open model and pacing: how late requests started against their schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_lag_ms: Option<LatencyMs>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +155,7 @@ impl Totals {
             ttfb_ms: LatencyMs::from_histogram(&s.ttfb),
             bytes_received: s.bytes_received,
             dropped_iterations: 0,
+            schedule_lag_ms: None,
         }
     }
 }

@@ -298,6 +298,8 @@ pub struct Snapshot {
     pub active_users: u64,
     /// Open-model iterations skipped because every pool user was busy.
     pub dropped_iterations: u64,
+    /// HDR V2 bytes: how late scheduled requests started (open model, pacing), µs.
+    pub schedule_lag: Vec<u8>,
     pub endpoints: Vec<(EndpointKey, EndpointDelta)>,
 }
 

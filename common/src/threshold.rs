@@ -358,6 +358,7 @@ mod tests {
                 ttfb_ms: latency(10.0),
                 bytes_received: 0,
                 dropped_iterations: 0,
+                schedule_lag_ms: None,
             },
             endpoints: vec![
                 endpoint("list workflows", "GET", 20.0, 1500, 0),

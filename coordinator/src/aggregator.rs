@@ -77,6 +77,7 @@ pub struct Aggregator {
     intervals: BTreeMap<u64, Interval>,
     workers: BTreeMap<String, WorkerAgg>,
     max_window_end_us: u64,
+    schedule_lag: Histogram<u64>,
     total_requests: u64,
     total_failures: u64,
 }
@@ -105,6 +106,7 @@ impl Aggregator {
                 })
                 .collect(),
             max_window_end_us: 0,
+            schedule_lag: new_histogram(),
             total_requests: 0,
             total_failures: 0,
         }
@@ -132,6 +134,7 @@ impl Aggregator {
         let interval = self.intervals.entry(snap.seq).or_default();
         interval.users.insert(worker.to_owned(), snap.active_users);
         interval.dropped += snap.dropped_iterations;
+        add_v2(&snap.schedule_lag, &mut self.schedule_lag)?;
         interval.window_us = interval
             .window_us
             .max(snap.window_end_us.saturating_sub(snap.window_start_us));
@@ -362,6 +365,8 @@ impl Aggregator {
             passed: true,
         };
         report.totals.dropped_iterations = self.intervals.values().map(|iv| iv.dropped).sum();
+        report.totals.schedule_lag_ms =
+            (!self.schedule_lag.is_empty()).then(|| LatencyMs::from_histogram(&self.schedule_lag));
         let results: Vec<ThresholdResult> = meta
             .spec
             .thresholds
@@ -424,6 +429,7 @@ mod tests {
             window_end_us: (seq + 1) * 1_000_000,
             active_users: 1,
             dropped_iterations: 0,
+            schedule_lag: Vec::new(),
             endpoints: vec![(
                 EndpointKey {
                     name: "a".into(),

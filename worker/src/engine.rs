@@ -26,6 +26,8 @@ use crate::user::{Active, OpenSlot, ThreadCtx, UserCtl, run_open_user, run_user}
 #[derive(Debug)]
 pub struct ThreadDelta {
     pub stats: Vec<EndpointStats>,
+    /// Schedule lag of scheduled requests, µs.
+    pub lag: hdrhistogram::Histogram<u64>,
     /// Open-model iterations that found the pool exhausted.
     pub dropped: u64,
     /// Iterations this thread may still start (`u64::MAX` without a limit).
@@ -172,6 +174,7 @@ impl Engine {
     pub async fn flush(&self) -> ThreadDelta {
         let mut merged = ThreadDelta {
             stats: (0..self.endpoints).map(|_| EndpointStats::new()).collect(),
+            lag: squall_common::snapshot::new_histogram(),
             dropped: 0,
             budget_left: 0,
         };
@@ -188,6 +191,7 @@ impl Engine {
                     // Same bounds on both sides: merging cannot fail.
                     let _ = m.merge(s);
                 }
+                let _ = merged.lag.add(&delta.lag);
                 merged.dropped += delta.dropped;
                 merged.budget_left = merged.budget_left.saturating_add(delta.budget_left);
             }
@@ -287,8 +291,10 @@ fn thread_main(
                     users.spawn_local(sched);
                 }
                 Cmd::Flush(reply) => {
+                    let (stats, lag) = ctx.recorder.borrow_mut().take();
                     let _ = reply.send(ThreadDelta {
-                        stats: ctx.recorder.borrow_mut().take(),
+                        stats,
+                        lag,
                         dropped: ctx.dropped.replace(0),
                         budget_left: ctx.budget.get(),
                     });

@@ -75,6 +75,8 @@ impl SampleLog {
 #[derive(Debug)]
 pub struct Recorder {
     stats: Vec<EndpointStats>,
+    /// How late scheduled requests started against their intended time, µs.
+    lag: hdrhistogram::Histogram<u64>,
     samples: Option<SampleLog>,
 }
 
@@ -82,6 +84,7 @@ impl Recorder {
     pub fn new(endpoints: usize, samples: Option<SampleLog>) -> Self {
         Recorder {
             stats: (0..endpoints).map(|_| EndpointStats::new()).collect(),
+            lag: squall_common::snapshot::new_histogram(),
             samples,
         }
     }
@@ -111,15 +114,23 @@ impl Recorder {
 
     /// Hands over the interval's stats and starts a fresh interval.
     /// Copies then resets, so the recording side keeps its allocations.
-    pub fn take(&mut self) -> Vec<EndpointStats> {
+    /// Records how late a scheduled request started (open model, pacing).
+    pub fn record_lag(&mut self, micros: u64) {
+        record_micros(&mut self.lag, micros);
+    }
+
+    /// Hands over the interval's stats and schedule lag, and starts a fresh interval.
+    pub fn take(&mut self) -> (Vec<EndpointStats>, hdrhistogram::Histogram<u64>) {
         let out = self.stats.clone();
         for s in &mut self.stats {
             s.reset();
         }
+        let lag = self.lag.clone();
+        self.lag.reset();
         if let Some(log) = &self.samples {
             log.flush();
         }
-        out
+        (out, lag)
     }
 }
 
@@ -152,13 +163,13 @@ mod tests {
             },
         );
         r.record(7, &ok); // unknown endpoint: ignored, never panics
-        let taken = r.take();
+        let (taken, _) = r.take();
         assert_eq!(taken[0].requests, 1);
         assert_eq!(taken[0].status[&200], 1);
         assert_eq!(taken[1].failures, 1);
         assert_eq!(taken[1].errors["connect"], 1);
         assert_eq!(taken[0].latency.len(), 1);
-        let again = r.take();
+        let (again, _) = r.take();
         assert!(again.iter().all(EndpointStats::is_empty));
     }
 }

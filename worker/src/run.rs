@@ -348,6 +348,11 @@ async fn snapshot(
         window_end_us: now_us,
         active_users: engine.active_users(),
         dropped_iterations: delta.dropped,
+        schedule_lag: if delta.lag.is_empty() {
+            Vec::new()
+        } else {
+            squall_common::snapshot::encode_v2(&delta.lag).unwrap_or_default()
+        },
         endpoints: keys
             .iter()
             .zip(delta.stats)

@@ -294,6 +294,9 @@ async fn execute(
 ) {
     let start = Instant::now();
     let since = intended.filter(|i| *i < start).unwrap_or(start);
+    if intended.is_some() {
+        ctx.recorder.borrow_mut().record_lag(micros(start - since));
+    }
     let mut guard = InFlight {
         recorder: &ctx.recorder,
         endpoint: req.endpoint,

@@ -76,6 +76,7 @@ fn snapshot(run_id: &str, seq: u64, endpoints: usize, requests: u64) -> Snapshot
         window_end_us: (seq + 1) * 1_000_000,
         active_users: 100,
         dropped_iterations: 0,
+        schedule_lag: Vec::new(),
         endpoints,
     }
 }

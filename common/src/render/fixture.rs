@@ -132,6 +132,7 @@ pub(super) fn sample() -> Report {
             ttfb_ms: latency(11.0),
             bytes_received: requests * 2048,
             dropped_iterations: 0,
+            schedule_lag_ms: None,
         },
         endpoints,
         timeline,
@@ -160,6 +161,7 @@ pub(super) fn empty() -> Report {
     r.thresholds.clear();
     r.totals = Totals {
         dropped_iterations: 0,
+        schedule_lag_ms: None,
         requests: 0,
         failures: 0,
         error_rate: 0.0,

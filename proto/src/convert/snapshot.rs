@@ -14,6 +14,7 @@ impl From<&Snapshot> for pb::Snapshot {
             window_end_us: s.window_end_us,
             active_users: s.active_users,
             dropped_iterations: s.dropped_iterations,
+            schedule_lag_hdr: s.schedule_lag.clone(),
             endpoints: s
                 .endpoints
                 .iter()
@@ -72,6 +73,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             window_end_us: s.window_end_us,
             active_users: s.active_users,
             dropped_iterations: s.dropped_iterations,
+            schedule_lag: s.schedule_lag_hdr,
             endpoints,
         })
     }

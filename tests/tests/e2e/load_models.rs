@@ -88,6 +88,11 @@ async fn a_stalling_target_shows_in_corrected_latency_not_in_service_time_median
         "raw service p50 {service_p50} ms should stay low"
     );
     assert_eq!(totals["dropped_iterations"], 0, "the pool was large enough");
+    // Requests started on schedule: the latency came from the target, not from us.
+    let lag_p50 = totals["schedule_lag_ms"]["p50"]
+        .as_f64()
+        .expect("schedule lag is reported");
+    assert!(lag_p50 < 5.0, "schedule lag p50 {lag_p50} ms");
     let served = target.total();
     assert!((1_188..=1_212).contains(&served), "{served}");
 }
