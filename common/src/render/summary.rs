@@ -61,6 +61,38 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
         f::rps(t.rps),
         f::bytes(t.bytes_received),
     )?;
+    if t.service_ms != t.latency_ms {
+        writeln!(
+            out,
+            "Latency is measured from each request's intended start (coordinated omission corrected); raw service time: p50 {} ms, p99 {} ms",
+            t.service_ms.p50, t.service_ms.p99
+        )?;
+    }
+    if let Some(lag) = &t.schedule_lag_ms {
+        writeln!(
+            out,
+            "Schedule lag (how late requests started): p50 {} ms, p99 {} ms, max {} ms",
+            lag.p50, lag.p99, lag.max
+        )?;
+    }
+    if t.dropped_iterations > 0 {
+        writeln!(
+            out,
+            "Dropped iterations: {} (every pool user was busy; raise max_users)",
+            count(t.dropped_iterations)
+        )?;
+    }
+    if let Some(b) = &r.broke_at {
+        writeln!(
+            out,
+            "Broke at {}s: `{}` (actual {}) with {} users at {} req/s",
+            b.t,
+            clean(&b.condition),
+            b.actual,
+            b.users,
+            f::rps(b.rps)
+        )?;
+    }
 
     writeln!(out)?;
     writeln!(out, "Endpoints (latency in ms)")?;
@@ -358,6 +390,34 @@ impl Table {
 mod tests {
     use super::super::fixture;
     use super::*;
+
+    #[test]
+    fn load_model_facts_are_shown_when_present() {
+        let mut r = fixture::sample();
+        let plain = summary_text(&r);
+        assert!(!plain.contains("Broke at") && !plain.contains("Dropped iterations"));
+        r.totals.dropped_iterations = 1234;
+        r.totals.schedule_lag_ms = Some(crate::report::LatencyMs {
+            p50: 0.5,
+            p99: 12.0,
+            max: 40.0,
+            ..Default::default()
+        });
+        r.broke_at = Some(crate::report::BreakPoint {
+            t: 42,
+            users: 350,
+            rps: 1800.0,
+            condition: "error_rate > 5%".into(),
+            actual: 0.07,
+        });
+        let s = summary_text(&r);
+        assert!(s.contains("Dropped iterations: 1,234"), "{s}");
+        assert!(s.contains("Schedule lag") && s.contains("p99 12 ms"), "{s}");
+        assert!(
+            s.contains("Broke at 42s: `error_rate > 5%`") && s.contains("350 users"),
+            "{s}"
+        );
+    }
 
     fn table_lines(s: &str) -> Vec<&str> {
         s.lines()
