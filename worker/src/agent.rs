@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::WorkerError;
+use crate::outbox::{Outbox, OutboxSender};
 use crate::recorder::SampleLog;
 
 // Declared here rather than in lib.rs so the agent owns its transport security.
@@ -141,6 +142,9 @@ impl SessionError {
 /// Attaches to the coordinator and serves runs until told to shut down.
 /// Reconnects with backoff when the coordinator is not there or goes away.
 pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
+    // Outlives sessions: what a run sent and the coordinator has not yet
+    // acknowledged is replayed after a reconnect, so a cut loses no data.
+    let (outbox_tx, mut outbox) = Outbox::new();
     let samples = match &cfg.samples_file {
         Some(p) => Some(SampleLog::create(p)?),
         None => None,
@@ -166,7 +170,14 @@ pub async fn run(cfg: AgentConfig) -> Result<(), WorkerError> {
         if interrupted {
             return Ok(());
         }
-        match session(&cfg, samples.clone(), signal.clone()).await {
+        match session(
+            &cfg,
+            samples.clone(),
+            signal.clone(),
+            (&outbox_tx, &mut outbox),
+        )
+        .await
+        {
             Err(SessionError::Duplicate(msg)) if attached_before => {
                 tracing::warn!(
                     "{msg}: the coordinator still holds this worker's previous stream; retrying"
@@ -247,6 +258,7 @@ async fn session(
     cfg: &AgentConfig,
     samples: Option<SampleLog>,
     mut signal: watch::Receiver<bool>,
+    (outbox_tx, outbox): (&OutboxSender, &mut Outbox),
 ) -> Result<SessionEnd, SessionError> {
     let connected = match &cfg.tls {
         Some(tls) => tls.dial(&cfg.master).map_err(SessionError::Fatal)?.await,
@@ -326,6 +338,13 @@ async fn session(
     let mut heartbeat =
         tokio::time::interval(welcome.heartbeat_interval.max(Duration::from_millis(100)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let replay = outbox.replay();
+    if !replay.is_empty() {
+        tracing::info!("resending {} unacknowledged message(s)", replay.len());
+    }
+    for m in replay {
+        let _ = out_tx.send(m).await;
+    }
     let mut current: Option<RunHandle> = None;
     // Safety: silence from the coordinator for the heartbeat timeout ends the
     // session (and its load), even while the TCP connection looks alive.
@@ -366,7 +385,7 @@ async fn session(
                         let active = Arc::new(AtomicU64::new(0));
                         let (ctl_tx, ctl_rx) = mpsc::channel(4);
                         let run_id = start.run_id.clone();
-                        let task = tokio::spawn(crate::run::run_task(*start, cfg.threads, samples.clone(), active.clone(), out_tx.clone(), ctl_rx));
+                        let task = tokio::spawn(crate::run::run_task(*start, cfg.threads, samples.clone(), active.clone(), outbox_tx.clone(), ctl_rx));
                         current = Some(RunHandle { run_id, ctl: ctl_tx, active, task });
                     }
                     CoordinatorMessage::Stop { run_id, graceful } => {
@@ -382,7 +401,13 @@ async fn session(
                             let _ = run.ctl.send(adjust).await;
                         }
                     }
-                    CoordinatorMessage::Ack { .. } | CoordinatorMessage::Ping | CoordinatorMessage::Welcome(_) => {}
+                    CoordinatorMessage::Ack { run_id, seq } => outbox.ack(&run_id, seq),
+                    CoordinatorMessage::Ping | CoordinatorMessage::Welcome(_) => {}
+                }
+            }
+            Some(m) = outbox.recv() => {
+                if let Some(w) = outbox.accept(&m) && out_tx.send(w).await.is_err() {
+                    break SessionEnd::Lost("the outbound stream closed".into());
                 }
             }
             _ = heartbeat.tick() => {
@@ -400,6 +425,18 @@ async fn session(
     // Safety: never leave load running without a coordinator.
     if let Some(run) = current.take() {
         let _ = run.ctl.send(crate::run::RunCtl::Stop(Duration::ZERO)).await;
+    }
+    if matches!(end, SessionEnd::Shutdown(_)) {
+        // Leaving on purpose: deliver what the run sent last, end our stream,
+        // and wait (briefly) until the coordinator has closed its side.
+        while let Some(m) = outbox.try_recv() {
+            if let Some(w) = outbox.accept(&m) {
+                let _ = out_tx.send(w).await;
+            }
+        }
+        drop(out_tx);
+        let drained = async { while let Ok(Some(_)) = inbound.message().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(3), drained).await;
     }
     Ok(end)
 }

@@ -3,6 +3,7 @@
 mod agent;
 mod engine;
 mod error;
+mod outbox;
 mod prepared;
 mod recorder;
 mod run;

@@ -10,11 +10,10 @@ use squall_common::partition::split;
 use squall_common::plan::Roster;
 use squall_common::protocol::{Start, Status, WorkerMessage, WorkerState};
 use squall_common::snapshot::{EndpointDelta, EndpointKey, Snapshot};
-use squall_proto::pb;
 use tokio::sync::mpsc;
 
-use crate::agent::to_wire;
 use crate::engine::{Engine, EngineOptions, OpenPlan};
+use crate::outbox::OutboxSender;
 use crate::prepared::PreparedRun;
 use crate::recorder::SampleLog;
 
@@ -24,16 +23,14 @@ pub async fn run_task(
     threads: usize,
     samples: Option<SampleLog>,
     active: Arc<AtomicU64>,
-    out: mpsc::Sender<pb::WorkerMessage>,
+    out: OutboxSender,
     mut ctl: mpsc::Receiver<RunCtl>,
 ) {
     let run_id = start.run_id.clone();
     let send = |m: WorkerMessage| {
         let out = out.clone();
         async move {
-            if let Some(w) = to_wire(&m) {
-                let _ = out.send(w).await;
-            }
+            let _ = out.send(m).await;
         }
     };
     let status = |state: WorkerState, reason: String, sent: u64| {

@@ -68,11 +68,13 @@ async fn a_cut_shorter_than_the_timeout_loses_nothing_and_counts_nothing_twice()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_longer_than_the_timeout_stops_the_remote_load_and_moves_it() {
+async fn a_cut_longer_than_the_timeout_stops_the_remote_load_moves_it_and_loses_no_data() {
     let host = NetHost::create(2);
     let target = CountingTarget::start_on(&format!("{}:0", host.host_ip)).await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "net.yaml", LONG);
+    // Long enough for the remote worker to reconnect after the cut and resend.
+    let file = write_file(tmp.path(), "net.yaml", &LONG.replace("16s", "26s"));
+    let samples = tmp.path().join("remote.samples");
     let port = free_port();
     let bind = format!("{}:{port}", host.host_ip);
     let out = tmp.path().join("out");
@@ -97,7 +99,16 @@ async fn a_cut_longer_than_the_timeout_stops_the_remote_load_and_moves_it() {
     let remote = host.spawn(
         "remote-worker",
         &bin("worker"),
-        &["--master", &bind, "--token", "t0k3n", "--id", "remote"],
+        &[
+            "--master",
+            &bind,
+            "--token",
+            "t0k3n",
+            "--id",
+            "remote",
+            "--samples-file",
+            samples.to_str().expect("utf8"),
+        ],
         tmp.path(),
     );
     let _local = worker(
@@ -142,6 +153,19 @@ async fn a_cut_longer_than_the_timeout_stops_the_remote_load_and_moves_it() {
         10,
         "the local worker took over the remote share"
     );
+    // The remote worker's snapshots from before and during the cut were resent
+    // after it reconnected: every request it made is in the report.
+    let made = std::fs::read_to_string(&samples)
+        .expect("samples")
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        get("remote")["requests"].as_u64(),
+        Some(made),
+        "{}",
+        remote.output()
+    );
+    assert!(remote.stderr().contains("resending"), "{}", remote.output());
     // After the link comes back the remote worker attaches again.
     assert!(
         wait_until(Duration::from_secs(15), || remote
