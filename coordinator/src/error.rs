@@ -55,3 +55,12 @@ impl CoordinatorError {
         }
     }
 }
+
+impl From<squall_worker::pem::PemError> for CoordinatorError {
+    fn from(e: squall_worker::pem::PemError) -> Self {
+        CoordinatorError::TlsFile {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}

@@ -8,14 +8,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::CoordinatorError;
+use squall_worker::pem::{certificates, private_key};
 
 /// A handshake slower than this is abandoned (a stalled or hostile peer must not hold a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,37 +42,6 @@ fn file_error(path: &Path, reason: impl Into<String>) -> CoordinatorError {
         path: path.to_owned(),
         reason: reason.into(),
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, CoordinatorError> {
-    std::fs::read(path).map_err(|e| file_error(path, format!("cannot read it: {e}")))
-}
-
-/// Every certificate in a PEM file; at least one.
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CoordinatorError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(
-            path,
-            "no certificate in it (expected a PEM block `-----BEGIN CERTIFICATE-----`)",
-        ));
-    }
-    Ok(certs)
-}
-
-/// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CoordinatorError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => file_error(
-            path,
-            "no private key in it (expected a PEM block `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)",
-        ),
-        e => file_error(path, format!("not valid PEM: {e}")),
-    })
 }
 
 impl ServerTls {

@@ -43,3 +43,12 @@ impl WorkerError {
         }
     }
 }
+
+impl From<crate::pem::PemError> for WorkerError {
+    fn from(e: crate::pem::PemError) -> Self {
+        WorkerError::TlsFile {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}

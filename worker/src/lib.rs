@@ -4,6 +4,7 @@ mod agent;
 mod engine;
 mod error;
 mod outbox;
+pub mod pem;
 mod prepared;
 mod recorder;
 mod run;

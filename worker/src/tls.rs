@@ -14,11 +14,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::WorkerError;
+use crate::pem::{certificates, private_key};
 
 /// How long the TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -54,37 +54,6 @@ fn file_error(path: &Path, reason: impl Into<String>) -> WorkerError {
         path: path.to_owned(),
         reason: reason.into(),
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, WorkerError> {
-    std::fs::read(path).map_err(|e| file_error(path, format!("cannot read it: {e}")))
-}
-
-/// Every certificate in a PEM file; at least one.
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, WorkerError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, format!("not valid PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(
-            path,
-            "no certificate in it (expected a PEM block `-----BEGIN CERTIFICATE-----`)",
-        ));
-    }
-    Ok(certs)
-}
-
-/// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, WorkerError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => file_error(
-            path,
-            "no private key in it (expected a PEM block `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)",
-        ),
-        e => file_error(path, format!("not valid PEM: {e}")),
-    })
 }
 
 /// Host, port and the name to verify, for one `https://host:port`.
