@@ -1,10 +1,7 @@
 //! Criterion benchmark: the coordinator's cost to merge one worker snapshot (20 endpoints) into the run totals.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hdrhistogram::Histogram;
-use squall_common::snapshot::{
-    EndpointDelta, EndpointStats, add_v2, new_histogram, record_micros,
-};
+use squall_common::snapshot::{EndpointDelta, EndpointStats, EndpointSum, HdrSum, record_micros};
 use std::hint::black_box;
 
 /// One endpoint's interval: `requests` latencies spread over 0.5–100 ms.
@@ -14,7 +11,9 @@ fn delta(requests: u64, seed: u64) -> EndpointDelta {
     s.status.insert(200, requests);
     let mut x = seed;
     for _ in 0..requests {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let us = 500 + (x >> 33) % 100_000;
         record_micros(&mut s.latency, us);
         record_micros(&mut s.service, us);
@@ -26,15 +25,15 @@ fn delta(requests: u64, seed: u64) -> EndpointDelta {
 fn merge(c: &mut Criterion) {
     for requests in [50u64, 500] {
         let snapshot: Vec<EndpointDelta> = (0..20).map(|e| delta(requests, e)).collect();
-        let mut totals: Vec<EndpointStats> = (0..20).map(|_| EndpointStats::new()).collect();
-        let mut interval: Histogram<u64> = new_histogram();
+        let mut totals: Vec<EndpointSum> = (0..20).map(|_| EndpointSum::default()).collect();
+        let mut interval = HdrSum::default();
         c.bench_function(
             &format!("merge one snapshot: 20 endpoints x {requests} requests"),
             |b| {
                 b.iter(|| {
                     for (t, d) in totals.iter_mut().zip(&snapshot) {
-                        t.add_delta(black_box(d)).expect("merges");
-                        add_v2(&d.latency, &mut interval).expect("merges");
+                        t.add(black_box(d)).expect("merges");
+                        interval.add_v2(&d.latency).expect("merges");
                     }
                 })
             },

@@ -5,12 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hdrhistogram::Histogram;
 use squall_common::report::{
     self, BreakPoint, EndpointReport, LatencyMs, Report, StateChange, ThresholdResult,
     TimelinePoint, Totals, WorkerReport,
 };
-use squall_common::snapshot::{HistogramError, add_v2, new_histogram};
+use squall_common::snapshot::{EndpointSum, HdrSum, HistogramError};
 use squall_common::threshold::Threshold;
 use squall_common::{EndpointKey, EndpointStats, RunSpec, Snapshot};
 
@@ -19,7 +18,7 @@ struct Interval {
     users: BTreeMap<String, u64>,
     requests: u64,
     failures: u64,
-    latency: Option<Histogram<u64>>,
+    latency: Option<HdrSum>,
     window_us: u64,
     dropped: u64,
     events: Vec<String>,
@@ -73,11 +72,11 @@ pub struct LiveLine {
 pub struct Aggregator {
     run_id: String,
     order: Vec<EndpointKey>,
-    endpoints: BTreeMap<EndpointKey, EndpointStats>,
+    endpoints: BTreeMap<EndpointKey, EndpointSum>,
     intervals: BTreeMap<u64, Interval>,
     workers: BTreeMap<String, WorkerAgg>,
     max_window_end_us: u64,
-    schedule_lag: Histogram<u64>,
+    schedule_lag: HdrSum,
     total_requests: u64,
     total_failures: u64,
 }
@@ -106,7 +105,7 @@ impl Aggregator {
                 })
                 .collect(),
             max_window_end_us: 0,
-            schedule_lag: new_histogram(),
+            schedule_lag: HdrSum::default(),
             total_requests: 0,
             total_failures: 0,
         }
@@ -134,21 +133,18 @@ impl Aggregator {
         let interval = self.intervals.entry(snap.seq).or_default();
         interval.users.insert(worker.to_owned(), snap.active_users);
         interval.dropped += snap.dropped_iterations;
-        add_v2(&snap.schedule_lag, &mut self.schedule_lag)?;
+        self.schedule_lag.add_v2(&snap.schedule_lag)?;
         interval.window_us = interval
             .window_us
             .max(snap.window_end_us.saturating_sub(snap.window_start_us));
-        let latency = interval.latency.get_or_insert_with(new_histogram);
+        let latency = interval.latency.get_or_insert_with(HdrSum::default);
         for (key, delta) in &snap.endpoints {
             interval.requests += delta.requests;
             interval.failures += delta.failures;
             self.total_requests += delta.requests;
             self.total_failures += delta.failures;
-            add_v2(&delta.latency, latency)?;
-            self.endpoints
-                .entry(key.clone())
-                .or_default()
-                .add_delta(delta)?;
+            latency.add_v2(&delta.latency)?;
+            self.endpoints.entry(key.clone()).or_default().add(delta)?;
         }
         Ok(Added::Ack(ack))
     }
@@ -249,7 +245,7 @@ impl Aggregator {
         let latency = iv
             .latency
             .as_ref()
-            .map(LatencyMs::from_histogram)
+            .map(|h| LatencyMs::from_histogram(&h.to_histogram()))
             .unwrap_or_default();
         Some(LiveLine {
             t: *t,
@@ -279,12 +275,13 @@ impl Aggregator {
         keys.extend(self.endpoints.keys().filter(|k| !self.order.contains(k)));
         let mut endpoints = Vec::new();
         for key in keys {
-            if let Some(s) = self.endpoints.get(key) {
-                all.merge(s)?;
+            if let Some(sum) = self.endpoints.get(key) {
+                let s = sum.to_stats();
+                all.merge(&s)?;
                 endpoints.push(EndpointReport::from_stats(
                     &key.name,
                     &key.method,
-                    s,
+                    &s,
                     duration_s,
                 )?);
             }
@@ -302,7 +299,7 @@ impl Aggregator {
                         let l = iv
                             .latency
                             .as_ref()
-                            .map(LatencyMs::from_histogram)
+                            .map(|h| LatencyMs::from_histogram(&h.to_histogram()))
                             .unwrap_or_default();
                         TimelinePoint {
                             t,
@@ -365,8 +362,8 @@ impl Aggregator {
             passed: true,
         };
         report.totals.dropped_iterations = self.intervals.values().map(|iv| iv.dropped).sum();
-        report.totals.schedule_lag_ms =
-            (!self.schedule_lag.is_empty()).then(|| LatencyMs::from_histogram(&self.schedule_lag));
+        report.totals.schedule_lag_ms = (!self.schedule_lag.is_empty())
+            .then(|| LatencyMs::from_histogram(&self.schedule_lag.to_histogram()));
         let results: Vec<ThresholdResult> = meta
             .spec
             .thresholds
