@@ -329,3 +329,55 @@ async fn sigterm_on_a_worker_delivers_its_data_and_hands_its_share_over_at_once(
     // Nothing was lost at all: the target saw exactly what the report counts.
     assert_eq!(report["totals"]["requests"].as_u64(), Some(target.total()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_rebalance_a_lost_workers_share_is_not_moved() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(tmp.path(), "steady.yaml", STEADY);
+    let bind = format!("127.0.0.1:{}", free_port());
+    let out = tmp.path().join("out");
+    let mut c = coordinator(
+        &[
+            "-f",
+            file.to_str().expect("utf8"),
+            "--workers",
+            "2",
+            "--bind",
+            &bind,
+            "--host",
+            &target.url(),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--headless",
+            "--no-rebalance",
+        ],
+        tmp.path(),
+    );
+    let _stayer = worker(&["--master", &bind, "--id", "stayer"], tmp.path());
+    let victim = worker(&["--master", &bind, "--id", "victim"], tmp.path());
+    assert!(
+        wait_until(Duration::from_secs(20), || target.total() > 500).await,
+        "no traffic"
+    );
+    signal(victim.child.id(), "-KILL");
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = read_report(&out);
+    let workers = report["workers"].as_array().expect("workers");
+    let stayer = workers
+        .iter()
+        .find(|w| w["id"] == "stayer")
+        .expect("stayer");
+    assert_eq!(stayer["peak_users"], 20, "the share stayed where it was");
+    let timeline = report["timeline"].as_array().expect("timeline");
+    assert!(timeline.iter().any(|p| {
+        p["event"]
+            .as_str()
+            .is_some_and(|e| e.contains("victim lost") && !e.contains("moved"))
+    }));
+}
