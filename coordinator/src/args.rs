@@ -39,6 +39,9 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Defaults for these flags from a TOML, YAML or JSON file (keys are flag names); the command line and SQUALL_* variables win.
+    #[arg(long, env = "SQUALL_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Scenario file.
     #[arg(
         short = 'f',

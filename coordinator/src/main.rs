@@ -12,7 +12,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = Config::from_args(Args::parse()).and_then(|config| {
+    let argv = match squall_common::config_file::with_config_file(
+        std::env::args_os().collect(),
+        "SQUALL_",
+        &["list", "validate", "demo", "target", "help"],
+    ) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("coordinator: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = Config::from_args(Args::parse_from(argv)).and_then(|config| {
         tokio::runtime::Runtime::new()
             .map_err(|e| squall_coordinator::CoordinatorError::Internal(e.to_string()))?
             .block_on(squall_coordinator::run(config))

@@ -11,6 +11,9 @@ use squall_worker::{AgentConfig, WorkerError};
 #[derive(Debug, Parser)]
 #[command(name = "worker", version)]
 struct Args {
+    /// Defaults for these flags from a TOML, YAML or JSON file (keys are flag names); the command line and SQUALL_* variables win.
+    #[arg(long, env = "SQUALL_CONFIG")]
+    config: Option<PathBuf>,
     /// Coordinator address, host:port (workers dial out, so they work behind NAT); https://host:port or --tls-ca dials over TLS.
     #[arg(long, env = "SQUALL_MASTER", default_value = "127.0.0.1:5557")]
     master: String,
@@ -102,7 +105,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = config(Args::parse()).and_then(|cfg| {
+    let argv = match squall_common::config_file::with_config_file(
+        std::env::args_os().collect(),
+        "SQUALL_",
+        &[],
+    ) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("worker: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = config(Args::parse_from(argv)).and_then(|cfg| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -167,3 +167,51 @@ async fn the_readme_distributed_quick_start_works_as_typed() {
     assert!(report["totals"]["requests"].as_u64().unwrap_or(0) > 10);
     assert!(c.stderr().contains("127.0.0.1:5557"), "{}", c.output());
 }
+
+/// Flags from a config file, below the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_come_from_a_config_file_below_the_command_line() {
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = write_file(
+        tmp.path(),
+        "s.yaml",
+        "scenarios:\n  s: { users: 1, duration: 30s }\nuser_classes:\n  u: { wait: { constant: 50ms }, tasks: [ { get: /ok } ] }\n",
+    );
+    let out = tmp.path().join("out");
+    let config = write_file(
+        tmp.path(),
+        "squall.toml",
+        &format!(
+            "file = \"{}\"\nhost = \"{}\"\nusers = 9\nduration = \"2s\"\nheadless = true\nout = \"{}\"\nthreshold = [\"requests > 1\"]\n",
+            file.display(),
+            target.url(),
+            out.display()
+        ),
+    );
+    let mut c = coordinator(
+        &["--config", config.to_str().expect("utf8"), "--users", "4"],
+        tmp.path(),
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = read_report(&out);
+    assert_eq!(
+        report["workers"][0]["peak_users"], 4,
+        "the command line wins"
+    );
+    assert!(
+        report["duration_s"].as_f64().unwrap_or(30.0) < 5.0,
+        "duration from the file"
+    );
+    assert_eq!(report["thresholds"][0]["expr"], "requests > 1");
+    assert!(
+        !c.stderr().contains("rps "),
+        "headless from the file: {}",
+        c.output()
+    );
+}
