@@ -18,8 +18,6 @@ pub enum ConvertError {
     Missing(&'static str),
     #[error("bad scenario JSON in Start: {0}")]
     Scenario(#[from] serde_json::Error),
-    #[error(transparent)]
-    Histogram(#[from] squall_common::snapshot::HistogramError),
     #[error("invalid status code {0}")]
     Status(u32),
 }
