@@ -111,6 +111,7 @@ apt_install() {
 }
 
 command -v python3 >/dev/null || die "python3 is required (report parsing)"
+command -v flock >/dev/null || apt_install util-linux
 command -v taskset >/dev/null || apt_install util-linux
 command -v wrk >/dev/null || apt_install wrk
 want_nginx=0
@@ -144,6 +145,14 @@ if [[ $SKIP_BUILD != 1 ]]; then
     (cd "$ROOT" && cargo build --release --bins) >&2
 fi
 [[ -x $COORDINATOR ]] || die "$COORDINATOR not found (build it, or unset SKIP_BUILD)"
+
+# Two benchmarks on the same CPUs would measure each other: one at a time.
+LOCK=${TMPDIR:-/tmp}/squall-wrk-vs-squall.lock
+exec 9>"$LOCK"
+if ! flock -n 9; then
+    log "another wrk_vs_squall.sh is running (lock $LOCK); waiting for it"
+    flock 9
+fi
 
 mkdir -p "$OUT_DIR"
 log "results: $OUT_DIR"
@@ -305,7 +314,7 @@ EOF
 # busy time that neither the target nor the generator accounts for.
 cpu_busy() {
     python3 - "$TARGET_CPU" "$GEN_CPU" <<'PY'
-import sys
+import sys, time
 want = {f"cpu{c}" for c in sys.argv[1:]}
 busy = 0
 for line in open("/proc/stat"):
@@ -313,25 +322,40 @@ for line in open("/proc/stat"):
     if f and f[0] in want:
         v = [int(x) for x in f[1:]]
         busy += sum(v[:8]) - v[3] - v[4]
-print(busy)
+print(busy, f"{time.monotonic():.3f}")
 PY
 }
 
 # Waits (up to QUIET_TIMEOUT seconds) until the two pinned CPUs are nearly idle,
 # so that other processes on a shared machine do not skew a run.
+quiet_sample() { # busy % (of one core) of the two CPUs over one second
+    python3 - "$TARGET_CPU" "$GEN_CPU" "$CLK_TCK" <<'PY'
+import sys, time
+want = {f"cpu{c}" for c in sys.argv[1:3]}
+def busy():
+    b = 0
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f and f[0] in want:
+            v = [int(x) for x in f[1:]]
+            b += sum(v[:8]) - v[3] - v[4]
+    return b, time.monotonic()
+b0, t0 = busy()
+time.sleep(1)
+b1, t1 = busy()
+print(int((b1 - b0) / int(sys.argv[3]) / (t1 - t0) * 100))
+PY
+}
 wait_quiet() {
-    local waited=0 b0 b1 pct
+    local start=$SECONDS pct warned=0
     while :; do
-        b0=$(cpu_busy)
-        sleep 1
-        b1=$(cpu_busy)
-        pct=$(((b1 - b0) * 100 / CLK_TCK))
+        pct=$(quiet_sample)
         [[ $pct -le $QUIET_MAX ]] && return 0
-        if [[ $waited -eq 0 ]]; then
+        if [[ $warned -eq 0 ]]; then
             log "CPUs $TARGET_CPU,$GEN_CPU busy: ${pct}% of a core used by other processes; waiting up to ${QUIET_TIMEOUT}s"
+            warned=1
         fi
-        waited=$((waited + 1))
-        if [[ $waited -ge $QUIET_TIMEOUT ]]; then
+        if ((SECONDS - start >= QUIET_TIMEOUT)); then
             log "WARNING: still ${pct}% busy; measuring anyway (see the 'other CPU' column)"
             return 0
         fi
@@ -342,7 +366,13 @@ RESULTS=$OUT_DIR/results.tsv
 printf 'target\trun\ttool\trps\tp50_ms\tp99_ms\trequests\terrors\tgen_cpu_pct\ttarget_cpu_pct\tother_cpu_pct\treq_per_gen_cpu_s\tserved_delta\n' >"$RESULTS"
 
 # Measurement window bookkeeping shared by both tools.
+target_alive() {
+    kill -0 "$TARGET_PID" 2>/dev/null \
+        || die "the $1 target (pid $TARGET_PID) exited during the benchmark; see $OUT_DIR/$1*.log"
+}
+
 before_run() {
+    target_alive "$1"
     wait_quiet
     BEFORE_SERVED=""
     if [[ $1 == demo ]]; then BEFORE_SERVED=$(served "$TARGET_URL"); fi
@@ -354,17 +384,22 @@ before_run() {
 # from $WORK/usage (the generator) and the target's and the CPUs' tick counters.
 add_row() {
     local tt1 cb1 delta="" gcpu wall
-    tt1=$(proc_ticks "$TARGET_PID")
     cb1=$(cpu_busy)
+    target_alive "$1"
+    tt1=$(proc_ticks "$TARGET_PID")
     if [[ $1 == demo ]]; then delta=$(($(served "$TARGET_URL") - BEFORE_SERVED)); fi
     read -r gcpu wall <"$WORK/usage"
-    python3 - "$@" "$gcpu" "$wall" "$TT0" "$tt1" "$CB0" "$cb1" "$CLK_TCK" "$delta" >>"$RESULTS" <<'PY'
+    # shellcheck disable=SC2086 # CB0 and cb1 are "ticks time" pairs, split on purpose
+    python3 - "$@" "$gcpu" "$wall" "$TT0" "$tt1" $CB0 $cb1 "$CLK_TCK" "$delta" >>"$RESULTS" <<'PY'
 import sys
-(target, run, tool, rps, p50, p99, reqs, errs, gcpu, wall, tt0, tt1, cb0, cb1, hz,
+(target, run, tool, rps, p50, p99, reqs, errs, gcpu, wall, tt0, tt1, cb0, w0, cb1, w1, hz,
  delta) = sys.argv[1:]
 gcpu, wall, hz = float(gcpu), float(wall), int(hz)
 tcpu = (int(tt1) - int(tt0)) / hz
-other = max(0.0, (int(cb1) - int(cb0)) / hz - tcpu - gcpu)
+# Busy time of the two CPUs over the window that neither process accounts for,
+# as a share of the window (the helper scripts at the window's edges add a little).
+window = float(w1) - float(w0)
+other = max(0.0, (int(cb1) - int(cb0)) / hz - tcpu - gcpu) * wall / window
 per_cpu = int(reqs) / gcpu if gcpu > 0 else 0
 print("\t".join([target, run, tool, rps, p50, p99, reqs, errs, f"{gcpu / wall * 100:.0f}",
                  f"{tcpu / wall * 100:.0f}", f"{other / wall * 100:.0f}", f"{per_cpu:.0f}", delta]))
