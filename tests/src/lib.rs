@@ -2,11 +2,13 @@
 
 mod netns;
 mod process;
+mod run;
 mod target;
 mod wait;
 
 pub use netns::NetHost;
 pub use process::{Proc, bin, coordinator, worker};
+pub use run::{TestRun, has_event, sample_count, worker_entry};
 pub use target::CountingTarget;
 pub use wait::{free_port, wait_until};
 

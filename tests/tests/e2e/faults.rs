@@ -3,10 +3,11 @@
 use std::time::{Duration, Instant};
 
 use squall_tests::{
-    CountingTarget, coordinator, free_port, read_report, wait_until, worker, write_file,
+    CountingTarget, TestRun, coordinator, has_event, sample_count, wait_until, worker_entry,
 };
 
 const STEADY: &str = "scenarios:\n  steady: { users: 40, spawn_rate: 200, duration: 8s }\nuser_classes:\n  u: { wait: { constant: 50ms }, tasks: [ { get: /ok } ] }\n";
+const LONG: &str = "scenarios:\n  long: { users: 10, spawn_rate: 100, duration: 60s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n";
 
 fn signal(pid: Option<u32>, sig: &str) {
     let pid = pid.expect("process is running").to_string();
@@ -18,46 +19,32 @@ fn signal(pid: Option<u32>, sig: &str) {
     assert!(ok, "kill {sig} {pid} failed");
 }
 
+/// Waits until the target has served more than `n` requests.
+async fn traffic(target: &CountingTarget, n: u64) {
+    assert!(
+        wait_until(Duration::from_secs(20), || target.total() > n).await,
+        "no traffic"
+    );
+}
+
+/// Users in the last full second of the timeline (the final one is the stop's remainder).
+fn users_at_the_end(report: &serde_json::Value) -> &serde_json::Value {
+    let timeline = report["timeline"].as_array().expect("timeline");
+    &timeline[timeline.len() - 2]["users"]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_users_move_to_the_survivor_and_its_requests_all_count() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "steady.yaml", STEADY);
-    let bind = format!("127.0.0.1:{}", free_port());
-    let out = tmp.path().join("out");
-    let samples = tmp.path().join("survivor.samples");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
+    let run = TestRun::new(STEADY);
+    let samples = run.path("survivor.samples");
+    let mut c = run.coordinator(2, &target.url(), &[]);
+    let _survivor = run.worker(
+        "survivor",
+        &["--samples-file", samples.to_str().expect("utf8")],
     );
-    let _survivor = worker(
-        &[
-            "--master",
-            &bind,
-            "--id",
-            "survivor",
-            "--samples-file",
-            samples.to_str().expect("utf8"),
-        ],
-        tmp.path(),
-    );
-    let victim = worker(&["--master", &bind, "--id", "victim"], tmp.path());
-    assert!(
-        wait_until(Duration::from_secs(20), || target.total() > 500).await,
-        "no traffic"
-    );
+    let victim = run.worker("victim", &[]);
+    traffic(&target, 500).await;
     signal(victim.child.id(), "-KILL");
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
@@ -66,123 +53,57 @@ async fn a_killed_workers_users_move_to_the_survivor_and_its_requests_all_count(
         c.output()
     );
 
-    let report = read_report(&out);
-    let workers = report["workers"].as_array().expect("workers");
-    let get = |id: &str| {
-        workers
-            .iter()
-            .find(|w| w["id"] == id)
-            .unwrap_or_else(|| panic!("{id} missing"))
-    };
-    assert_eq!(get("victim")["lost"], true);
-    assert_eq!(get("survivor")["lost"], false);
+    let report = run.report();
+    assert_eq!(worker_entry(&report, "victim")["lost"], true);
+    assert_eq!(worker_entry(&report, "survivor")["lost"], false);
     assert_eq!(
-        get("survivor")["peak_users"],
+        worker_entry(&report, "survivor")["peak_users"],
         40,
         "the survivor took over every user"
     );
-    let timeline = report["timeline"].as_array().expect("timeline");
-    assert!(
-        timeline.iter().any(|p| p["event"]
-            .as_str()
-            .is_some_and(|e| e.contains("victim lost"))),
-        "{timeline:?}"
-    );
-    let last_full = &timeline[timeline.len() - 2];
-    assert_eq!(last_full["users"], 40, "{last_full}");
+    assert!(has_event(&report, "victim lost"), "{}", report["timeline"]);
+    assert_eq!(users_at_the_end(&report), 40, "{}", report["timeline"]);
     // Every request the survivor made is in the report.
-    let made = std::fs::read_to_string(&samples)
-        .expect("samples")
-        .lines()
-        .count() as u64;
-    assert_eq!(get("survivor")["requests"].as_u64(), Some(made));
+    assert_eq!(
+        worker_entry(&report, "survivor")["requests"].as_u64(),
+        Some(sample_count(&samples))
+    );
     assert!(report["totals"]["requests"].as_u64().unwrap_or(0) <= target.total());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_joining_mid_run_gets_a_share() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "steady.yaml", STEADY);
-    let bind = format!("127.0.0.1:{}", free_port());
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "1",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
-    );
-    let _first = worker(&["--master", &bind, "--id", "first"], tmp.path());
-    assert!(
-        wait_until(Duration::from_secs(20), || target.total() > 300).await,
-        "no traffic"
-    );
-    let _late = worker(&["--master", &bind, "--id", "late"], tmp.path());
+    let run = TestRun::new(STEADY);
+    let mut c = run.coordinator(1, &target.url(), &[]);
+    let _first = run.worker("first", &[]);
+    traffic(&target, 300).await;
+    let _late = run.worker("late", &[]);
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
         0,
         "{}",
         c.output()
     );
-    let report = read_report(&out);
+    let report = run.report();
     let workers = report["workers"].as_array().expect("workers");
     assert_eq!(workers.len(), 2, "{workers:?}");
-    let late = workers
-        .iter()
-        .find(|w| w["id"] == "late")
-        .expect("late worker in the report");
+    let late = worker_entry(&report, "late");
     assert!(late["requests"].as_u64().unwrap_or(0) > 0, "{late}");
     assert_eq!(late["peak_users"], 20, "half of the 40 users");
-    let timeline = report["timeline"].as_array().expect("timeline");
-    assert!(timeline.iter().any(|p| {
-        p["event"]
-            .as_str()
-            .is_some_and(|e| e.contains("late joined"))
-    }));
+    assert!(has_event(&report, "late joined"));
     // The total stays at the plan's 40 users after the rebalance.
-    assert_eq!(timeline[timeline.len() - 2]["users"], 40);
+    assert_eq!(users_at_the_end(&report), 40);
     assert_eq!(report["totals"]["requests"].as_u64(), Some(target.total()));
 }
 
 /// After the coordinator dies or freezes, no load may run past the heartbeat timeout (5 s) + 2 s.
 async fn load_stops_after_coordinator(sig: &str) {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "long.yaml",
-        "scenarios:\n  long: { users: 10, spawn_rate: 100, duration: 60s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n",
-    );
-    let bind = format!("127.0.0.1:{}", free_port());
-    let c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "1",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--headless",
-        ],
-        tmp.path(),
-    );
-    let mut w = worker(&["--master", &bind, "--id", "orphan"], tmp.path());
-    assert!(
-        wait_until(Duration::from_secs(20), || target.total() > 200).await,
-        "no traffic"
-    );
+    let run = TestRun::new(LONG);
+    let c = run.coordinator(1, &target.url(), &[]);
+    let mut w = run.worker("orphan", &[]);
+    traffic(&target, 200).await;
     let hit = Instant::now();
     signal(c.child.id(), sig);
     tokio::time::sleep_until((hit + Duration::from_secs(7)).into()).await;
@@ -217,35 +138,26 @@ async fn a_frozen_coordinator_stops_all_load_within_the_heartbeat_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_the_coordinator_stops_the_run_and_still_writes_a_partial_report() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "long.yaml",
-        "scenarios:\n  long: { users: 10, spawn_rate: 100, duration: 60s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n",
-    );
-    let out = tmp.path().join("out");
+    let run = TestRun::new(LONG);
     let mut c = coordinator(
         &[
             "-f",
-            file.to_str().expect("utf8"),
+            run.file.to_str().expect("utf8"),
             "--local-workers",
             "2",
             "--host",
             &target.url(),
             "--out",
-            out.to_str().expect("utf8"),
+            run.out.to_str().expect("utf8"),
             "--headless",
         ],
-        tmp.path(),
+        run.dir(),
     );
-    assert!(
-        wait_until(Duration::from_secs(20), || target.total() > 200).await,
-        "no traffic"
-    );
+    traffic(&target, 200).await;
     signal(c.child.id(), "-TERM");
     let code = c.exit_code(Duration::from_secs(20)).await;
     assert_eq!(code, 0, "{}", c.output());
-    let report = read_report(&out);
+    let report = run.report();
     assert_eq!(report["partial"], true);
     assert_eq!(
         report["totals"]["requests"].as_u64(),
@@ -258,43 +170,15 @@ async fn sigterm_on_the_coordinator_stops_the_run_and_still_writes_a_partial_rep
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_a_worker_delivers_its_data_and_hands_its_share_over_at_once() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "steady.yaml", STEADY);
-    let bind = format!("127.0.0.1:{}", free_port());
-    let out = tmp.path().join("out");
-    let leaver_samples = tmp.path().join("leaver.samples");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
+    let run = TestRun::new(STEADY);
+    let leaver_samples = run.path("leaver.samples");
+    let mut c = run.coordinator(2, &target.url(), &[]);
+    let _stayer = run.worker("stayer", &[]);
+    let mut leaver = run.worker(
+        "leaver",
+        &["--samples-file", leaver_samples.to_str().expect("utf8")],
     );
-    let _stayer = worker(&["--master", &bind, "--id", "stayer"], tmp.path());
-    let mut leaver = worker(
-        &[
-            "--master",
-            &bind,
-            "--id",
-            "leaver",
-            "--samples-file",
-            leaver_samples.to_str().expect("utf8"),
-        ],
-        tmp.path(),
-    );
-    assert!(
-        wait_until(Duration::from_secs(20), || target.total() > 500).await,
-        "no traffic"
-    );
+    traffic(&target, 500).await;
     signal(leaver.child.id(), "-TERM");
     assert_eq!(
         leaver.exit_code(Duration::from_secs(15)).await,
@@ -308,24 +192,13 @@ async fn sigterm_on_a_worker_delivers_its_data_and_hands_its_share_over_at_once(
         "{}",
         c.output()
     );
-    let report = read_report(&out);
-    let workers = report["workers"].as_array().expect("workers");
-    let get = |id: &str| {
-        workers
-            .iter()
-            .find(|w| w["id"] == id)
-            .unwrap_or_else(|| panic!("{id} missing"))
-    };
-    let made = std::fs::read_to_string(&leaver_samples)
-        .expect("samples")
-        .lines()
-        .count() as u64;
+    let report = run.report();
     assert_eq!(
-        get("leaver")["requests"].as_u64(),
-        Some(made),
+        worker_entry(&report, "leaver")["requests"].as_u64(),
+        Some(sample_count(&leaver_samples)),
         "the leaver's last snapshot arrived"
     );
-    assert_eq!(get("stayer")["peak_users"], 40);
+    assert_eq!(worker_entry(&report, "stayer")["peak_users"], 40);
     // Nothing was lost at all: the target saw exactly what the report counts.
     assert_eq!(report["totals"]["requests"].as_u64(), Some(target.total()));
 }
@@ -333,33 +206,11 @@ async fn sigterm_on_a_worker_delivers_its_data_and_hands_its_share_over_at_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_rebalance_a_lost_workers_share_is_not_moved() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "steady.yaml", STEADY);
-    let bind = format!("127.0.0.1:{}", free_port());
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-            "--no-rebalance",
-        ],
-        tmp.path(),
-    );
-    let _stayer = worker(&["--master", &bind, "--id", "stayer"], tmp.path());
-    let victim = worker(&["--master", &bind, "--id", "victim"], tmp.path());
-    assert!(
-        wait_until(Duration::from_secs(20), || target.total() > 500).await,
-        "no traffic"
-    );
+    let run = TestRun::new(STEADY);
+    let mut c = run.coordinator(2, &target.url(), &["--no-rebalance"]);
+    let _stayer = run.worker("stayer", &[]);
+    let victim = run.worker("victim", &[]);
+    traffic(&target, 500).await;
     signal(victim.child.id(), "-KILL");
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
@@ -367,17 +218,19 @@ async fn with_no_rebalance_a_lost_workers_share_is_not_moved() {
         "{}",
         c.output()
     );
-    let report = read_report(&out);
-    let workers = report["workers"].as_array().expect("workers");
-    let stayer = workers
-        .iter()
-        .find(|w| w["id"] == "stayer")
-        .expect("stayer");
-    assert_eq!(stayer["peak_users"], 20, "the share stayed where it was");
-    let timeline = report["timeline"].as_array().expect("timeline");
-    assert!(timeline.iter().any(|p| {
-        p["event"]
-            .as_str()
-            .is_some_and(|e| e.contains("victim lost") && !e.contains("moved"))
-    }));
+    let report = run.report();
+    assert_eq!(
+        worker_entry(&report, "stayer")["peak_users"],
+        20,
+        "the share stayed where it was"
+    );
+    assert!(
+        report["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|p| p["event"]
+                .as_str()
+                .is_some_and(|e| e.contains("victim lost") && !e.contains("moved")))
+    );
 }

@@ -2,45 +2,21 @@
 
 use std::time::Duration;
 
-use squall_tests::{CountingTarget, coordinator, free_port, read_report, worker, write_file};
+use squall_tests::{CountingTarget, TestRun};
 
 /// Runs `yaml` on two worker processes against the target and returns the report.
 async fn run_two_workers(target: &CountingTarget, yaml: &str) -> serde_json::Value {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "plan.yaml", yaml);
-    let bind = format!("127.0.0.1:{}", free_port());
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
-    );
-    let _w1 = worker(
-        &["--master", &bind, "--id", "w1", "--threads", "1"],
-        tmp.path(),
-    );
-    let _w2 = worker(
-        &["--master", &bind, "--id", "w2", "--threads", "1"],
-        tmp.path(),
-    );
+    let run = TestRun::new(yaml);
+    let mut c = run.coordinator(2, &target.url(), &[]);
+    let _w1 = run.worker("w1", &["--threads", "1"]);
+    let _w2 = run.worker("w2", &["--threads", "1"]);
     assert_eq!(
         c.exit_code(Duration::from_secs(120)).await,
         0,
         "{}",
         c.output()
     );
-    read_report(&out)
+    run.report()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

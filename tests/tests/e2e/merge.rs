@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use squall_tests::{CountingTarget, coordinator, free_port, read_report, worker, write_file};
+use squall_tests::{CountingTarget, TestRun};
 
 /// Nearest-rank percentile, the definition HDR histograms use.
 fn exact(sorted: &[u64], q: f64) -> u64 {
@@ -13,62 +13,21 @@ fn exact(sorted: &[u64], q: f64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_percentiles_match_raw_samples() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "jitter.yaml",
+    let run = TestRun::new(
         "scenarios:\n  j: { users: 16, spawn_rate: 100, duration: 3s }\nuser_classes:\n  u: { tasks: [ { get: /jitter } ] }\n",
     );
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let out = tmp.path().join("out");
-    let s1 = tmp.path().join("w1.samples");
-    let s2 = tmp.path().join("w2.samples");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
-    );
-    let _w1 = worker(
-        &[
-            "--master",
-            &bind,
-            "--id",
-            "w1",
-            "--samples-file",
-            s1.to_str().expect("utf8"),
-        ],
-        tmp.path(),
-    );
-    let _w2 = worker(
-        &[
-            "--master",
-            &bind,
-            "--id",
-            "w2",
-            "--samples-file",
-            s2.to_str().expect("utf8"),
-        ],
-        tmp.path(),
-    );
+    let s1 = run.path("w1.samples");
+    let s2 = run.path("w2.samples");
+    let mut c = run.coordinator(2, &target.url(), &[]);
+    let _w1 = run.worker("w1", &["--samples-file", s1.to_str().expect("utf8")]);
+    let _w2 = run.worker("w2", &["--samples-file", s2.to_str().expect("utf8")]);
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
         0,
         "{}",
         c.output()
     );
-    let report = read_report(&out);
+    let report = run.report();
 
     let mut samples: Vec<u64> = Vec::new();
     for f in [&s1, &s2] {
