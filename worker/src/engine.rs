@@ -249,6 +249,7 @@ fn thread_main(
             seed: opts.seed,
             budget: Cell::new(budget),
             dropped: Cell::new(0),
+            read_buf: crate::connection::read_buffer(),
         });
         // Bumped by every StartOpen, so a rebalanced schedule replaces the old one.
         let generation = Rc::new(Cell::new(0u64));

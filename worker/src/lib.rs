@@ -1,12 +1,14 @@
 //! The Squall worker: an HTTP load engine and the agent that attaches it to a coordinator.
 
 mod agent;
+mod connection;
 mod engine;
 mod error;
 mod outbox;
 pub mod pem;
 mod prepared;
 mod recorder;
+mod response;
 mod run;
 pub mod signal;
 mod user;

@@ -1,10 +1,9 @@
-//! A run's scenario compiled once into ready-to-send requests: static parts pre-built, templates pre-parsed.
+//! A run's scenario compiled once into ready-to-send requests: fully static
+//! requests encoded to their HTTP/1.1 bytes up front, templates pre-parsed.
 
-use bytes::Bytes;
-use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Method, Request, Uri};
-use http_body_util::Full;
-use rand::Rng;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Uri};
+use rand::{Rng, SeedableRng};
 use squall_common::capture::JsonPath;
 use squall_common::scenario::{Body, RequestSpec, Wait};
 use squall_common::template::{RenderError, Template, Vars};
@@ -14,19 +13,28 @@ use crate::error::WorkerError;
 
 /// Text that is either known before the run or rendered per request.
 #[derive(Debug, Clone)]
-enum Part<T> {
-    Static(T),
+enum Part {
+    Static(String),
     Dynamic(Template),
 }
 
 #[derive(Debug)]
 pub struct PreparedRequest {
     pub endpoint: usize,
+    /// The whole request on the wire when nothing in it is templated: sent as
+    /// is, so a static request costs no formatting at all.
+    wire: Option<Box<[u8]>>,
     method: Method,
-    uri: Part<Uri>,
+    /// The path with the host URL's base path already in front.
+    path: Part,
     /// Name, value, and whether an undefined variable drops the header instead of failing.
-    headers: Vec<(HeaderName, Part<HeaderValue>, bool)>,
-    body: Option<Part<Bytes>>,
+    headers: Vec<(HeaderName, Part, bool)>,
+    body: Option<Part>,
+    /// Whether the scenario sets Host or Content-Length itself.
+    own_host: bool,
+    own_length: bool,
+    /// HEAD responses carry no body whatever their headers say.
+    pub head_only: bool,
     pub spec: RequestSpec,
     pub captures: Vec<(String, JsonPath)>,
 }
@@ -54,7 +62,8 @@ pub struct PreparedRun {
     pub spec: RunSpec,
     pub classes: Vec<PreparedClass>,
     pub endpoints: Vec<EndpointKey>,
-    host: HeaderValue,
+    /// The Host header's value: the host URL's authority.
+    host: String,
     /// Path prefix of the host URL (`http://h/v1` → `/v1`), prepended to every path.
     base_path: String,
     /// `host:port` to resolve and connect to.
@@ -76,8 +85,8 @@ impl PreparedRun {
         } else {
             format!("{}:80", auth.host())
         };
-        let host =
-            HeaderValue::from_str(auth.as_str()).map_err(|e| bad(format!("host header: {e}")))?;
+        HeaderValue::from_str(auth.as_str()).map_err(|e| bad(format!("host header: {e}")))?;
+        let host = auth.as_str().to_owned();
         let base_path = url.path().trim_end_matches('/').to_owned();
         let endpoints: Vec<EndpointKey> = spec
             .endpoints()
@@ -86,7 +95,7 @@ impl PreparedRun {
             .collect();
         let mut classes = Vec::new();
         for c in &spec.classes {
-            let prep = |r: &RequestSpec| prepare(r, &endpoints, &base_path);
+            let prep = |r: &RequestSpec| prepare(r, &endpoints, &base_path, &host);
             let on_start = c.on_start.iter().map(prep).collect::<Result<Vec<_>, _>>()?;
             let tasks = c
                 .tasks
@@ -119,58 +128,112 @@ impl PreparedRun {
         })
     }
 
-    /// Builds the hyper request for one send; static parts are cheap clones.
-    pub fn build<R: Rng>(
+    /// The request's bytes for one send: the pre-encoded ones when static,
+    /// otherwise rendered into `out` (`scratch` holds each rendered part).
+    pub fn encode<'a, R: Rng>(
         &self,
-        req: &PreparedRequest,
+        req: &'a PreparedRequest,
         vars: &Vars<'_>,
         rng: &mut R,
         scratch: &mut String,
-    ) -> Result<Request<Full<Bytes>>, RenderError> {
-        let uri = match &req.uri {
-            Part::Static(u) => u.clone(),
+        out: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8], RenderError> {
+        if let Some(wire) = &req.wire {
+            return Ok(wire);
+        }
+        write_request(req, &self.host, &self.base_path, vars, rng, scratch, out)?;
+        Ok(out)
+    }
+}
+
+/// Writes one request's HTTP/1.1 bytes into `out`, rendering templated parts.
+fn write_request<R: Rng>(
+    req: &PreparedRequest,
+    host: &str,
+    base_path: &str,
+    vars: &Vars<'_>,
+    rng: &mut R,
+    scratch: &mut String,
+    out: &mut Vec<u8>,
+) -> Result<(), RenderError> {
+    out.clear();
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    match &req.path {
+        Part::Static(p) => out.extend_from_slice(p.as_bytes()),
+        Part::Dynamic(t) => {
+            scratch.clear();
+            scratch.push_str(base_path);
+            t.render(vars, rng, scratch)?;
+            if !valid_target(scratch) {
+                return Err(RenderError::Invalid(format!(
+                    "valid path (got `{scratch}`)"
+                )));
+            }
+            out.extend_from_slice(scratch.as_bytes());
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !req.own_host {
+        header(out, "host", host);
+    }
+    for (name, value, optional) in &req.headers {
+        match value {
+            Part::Static(v) => header(out, name.as_str(), v),
             Part::Dynamic(t) => {
                 scratch.clear();
-                scratch.push_str(&self.base_path);
-                t.render(vars, rng, scratch)?;
-                Uri::try_from(scratch.as_str())
-                    .map_err(|_| RenderError::Invalid(format!("valid path (got `{scratch}`)")))?
-            }
-        };
-        let mut builder = Request::builder().method(req.method.clone()).uri(uri);
-        let headers = builder.headers_mut();
-        if let Some(h) = headers {
-            h.insert(HOST, self.host.clone());
-            for (name, value, optional) in &req.headers {
-                let v = match value {
-                    Part::Static(v) => v.clone(),
-                    Part::Dynamic(t) => {
-                        scratch.clear();
-                        match t.render(vars, rng, scratch) {
-                            Ok(()) => {}
-                            Err(RenderError::Undefined(_)) if *optional => continue,
-                            Err(e) => return Err(e),
-                        }
-                        HeaderValue::from_str(scratch).map_err(|_| {
-                            RenderError::Invalid(format!("valid header value for {name}"))
-                        })?
-                    }
-                };
-                h.append(name.clone(), v);
+                match t.render(vars, rng, scratch) {
+                    Ok(()) => {}
+                    Err(RenderError::Undefined(_)) if *optional => continue,
+                    Err(e) => return Err(e),
+                }
+                if HeaderValue::from_str(scratch).is_err() {
+                    return Err(RenderError::Invalid(format!(
+                        "valid header value for {name}"
+                    )));
+                }
+                header(out, name.as_str(), scratch);
             }
         }
-        let body = match &req.body {
-            None => Bytes::new(),
-            Some(Part::Static(b)) => b.clone(),
-            Some(Part::Dynamic(t)) => {
-                scratch.clear();
-                t.render(vars, rng, scratch)?;
-                Bytes::copy_from_slice(scratch.as_bytes())
-            }
-        };
-        builder
-            .body(Full::new(body))
-            .map_err(|e| RenderError::Invalid(format!("valid request ({e})")))
+    }
+    let body = match &req.body {
+        None => None,
+        Some(Part::Static(b)) => Some(b.as_str()),
+        Some(Part::Dynamic(t)) => {
+            scratch.clear();
+            t.render(vars, rng, scratch)?;
+            Some(scratch.as_str())
+        }
+    };
+    finish(out, body, &req.method, req.own_length);
+    Ok(())
+}
+
+/// A request-target as HTTP/1.1 allows it on the wire: visible ASCII only.
+fn valid_target(path: &str) -> bool {
+    !path.is_empty() && path.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends the head and appends the body. A body always gets its length; so do
+/// the methods that expect one, even when empty, as some servers insist.
+fn finish(out: &mut Vec<u8>, body: Option<&str>, method: &Method, own_length: bool) {
+    let wants_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if !own_length && (body.is_some() || wants_length) {
+        let len = body.map_or(0, str::len);
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if let Some(b) = body {
+        out.extend_from_slice(b.as_bytes());
     }
 }
 
@@ -178,6 +241,7 @@ fn prepare(
     r: &RequestSpec,
     endpoints: &[EndpointKey],
     base_path: &str,
+    host: &str,
 ) -> Result<PreparedRequest, WorkerError> {
     let bad = |what: String| WorkerError::Scenario(format!("request `{}`: {what}", r.name));
     let endpoint = endpoints
@@ -186,10 +250,15 @@ fn prepare(
         .ok_or_else(|| bad("not in the endpoint table".into()))?;
     let method = Method::from_bytes(r.method.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let path_t = Template::compile(&r.path).map_err(|e| bad(e.to_string()))?;
-    let uri = match path_t.as_static() {
-        Some(p) => Part::Static(
-            Uri::try_from(format!("{base_path}{p}")).map_err(|e| bad(format!("path: {e}")))?,
-        ),
+    let path = match path_t.as_static() {
+        Some(p) => {
+            let full = format!("{base_path}{p}");
+            // The same check as a rendered path, plus what `Uri` knows of paths.
+            if !valid_target(&full) || Uri::try_from(full.as_str()).is_err() {
+                return Err(bad(format!("path `{full}` is not a valid request target")));
+            }
+            Part::Static(full)
+        }
         None => Part::Dynamic(path_t),
     };
     let mut headers = Vec::new();
@@ -198,7 +267,8 @@ fn prepare(
         let t = Template::compile(v).map_err(|e| bad(e.to_string()))?;
         let value = match t.as_static() {
             Some(s) => {
-                Part::Static(HeaderValue::from_str(s).map_err(|e| bad(format!("{k}: {e}")))?)
+                HeaderValue::from_str(s).map_err(|e| bad(format!("{k}: {e}")))?;
+                Part::Static(s.to_owned())
             }
             None => Part::Dynamic(t),
         };
@@ -213,7 +283,7 @@ fn prepare(
             }
             .map_err(|e| bad(e.to_string()))?;
             Some(match t.as_static() {
-                Some(s) => Part::Static(Bytes::copy_from_slice(s.as_bytes())),
+                Some(s) => Part::Static(s.to_owned()),
                 None => Part::Dynamic(t),
             })
         }
@@ -227,13 +297,193 @@ fn prepare(
                 .map_err(|e| bad(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(PreparedRequest {
+    let own = |h: HeaderName| headers.iter().any(|(n, _, _)| *n == h);
+    let own_host = own(http::header::HOST);
+    let own_length = own(http::header::CONTENT_LENGTH);
+    let mut req = PreparedRequest {
         endpoint,
+        wire: None,
+        head_only: method == Method::HEAD,
         method,
-        uri,
+        path,
         headers,
         body,
+        own_host,
+        own_length,
         spec: r.clone(),
         captures,
-    })
+    };
+    let fixed = matches!(req.path, Part::Static(_))
+        && req
+            .headers
+            .iter()
+            .all(|(_, v, _)| matches!(v, Part::Static(_)))
+        && !matches!(req.body, Some(Part::Dynamic(_)));
+    if fixed {
+        // Nothing is rendered, so the variables and random stream go unused.
+        let none = std::collections::HashMap::new();
+        let vars = Vars {
+            user_id: 0,
+            worker_index: 0,
+            captured: &none,
+        };
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
+        let mut out = Vec::new();
+        write_request(
+            &req,
+            host,
+            base_path,
+            &vars,
+            &mut rng,
+            &mut String::new(),
+            &mut out,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        req.wire = Some(out.into_boxed_slice());
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+    use squall_common::scenario::{Loaded, Overrides};
+
+    use super::*;
+
+    fn run(yaml: &str) -> PreparedRun {
+        let loaded = Loaded::from_str("t.yaml", yaml).expect("scenario");
+        let name = loaded.pick(None).expect("one scenario").to_owned();
+        let spec = loaded
+            .resolve(&name, &Overrides::default(), false)
+            .expect("resolves");
+        PreparedRun::new(spec).expect("prepares")
+    }
+
+    fn encode(
+        run: &PreparedRun,
+        task: usize,
+        captured: &HashMap<String, String>,
+    ) -> Result<String, RenderError> {
+        let vars = Vars {
+            user_id: 7,
+            worker_index: 0,
+            captured,
+        };
+        let mut out = Vec::new();
+        let req = &run.classes[0].tasks[task];
+        let bytes = run.encode(
+            req,
+            &vars,
+            &mut SmallRng::seed_from_u64(1),
+            &mut String::new(),
+            &mut out,
+        )?;
+        Ok(String::from_utf8(bytes.to_vec()).expect("ascii"))
+    }
+
+    const YAML: &str = r#"
+host: http://127.0.0.1:8080/v1
+scenarios:
+  s: { users: 1, duration: 1s }
+user_classes:
+  u:
+    headers: { Authorization: "Bearer {{ token }}" }
+    tasks:
+      - { name: fast, get: /fast }
+      - { name: item, get: "/items/{{ user_id }}" }
+      - { name: make, post: /items, json: { owner: "user{{ user_id }}" } }
+      - { name: empty, post: /empty }
+      - { name: head, head: /h }
+"#;
+
+    #[test]
+    fn static_and_templated_requests_encode_to_http11() {
+        let r = run(&YAML.replace(r#"headers: { Authorization: "Bearer {{ token }}" }"#, ""));
+        let none = HashMap::new();
+        let fast = &r.classes[0].tasks[0];
+        assert!(
+            fast.wire.is_some(),
+            "a request without templates is pre-encoded"
+        );
+        assert_eq!(
+            encode(&r, 0, &none).expect("encodes"),
+            "GET /v1/fast HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        assert!(r.classes[0].tasks[1].wire.is_none());
+        assert_eq!(
+            encode(&r, 1, &none).expect("encodes"),
+            "GET /v1/items/7 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        let make = encode(&r, 2, &none).expect("encodes");
+        let body = r#"{"owner":"user7"}"#;
+        assert!(
+            make.starts_with("POST /v1/items HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n"),
+            "{make}"
+        );
+        assert!(
+            make.contains("content-type: application/json\r\n"),
+            "{make}"
+        );
+        assert!(
+            make.ends_with(&format!("content-length: {}\r\n\r\n{body}", body.len())),
+            "{make}"
+        );
+        assert!(
+            encode(&r, 3, &none)
+                .expect("encodes")
+                .ends_with("content-length: 0\r\n\r\n")
+        );
+        assert!(r.classes[0].tasks[4].head_only);
+    }
+
+    #[test]
+    fn optional_headers_are_dropped_until_captured() {
+        let r = run(YAML);
+        let mut captured = HashMap::new();
+        assert_eq!(
+            encode(&r, 0, &captured).expect("encodes"),
+            "GET /v1/fast HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        captured.insert("token".to_owned(), "abc".to_owned());
+        assert_eq!(
+            encode(&r, 0, &captured).expect("encodes"),
+            "GET /v1/fast HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nauthorization: Bearer abc\r\n\r\n"
+        );
+        captured.insert("token".to_owned(), "a\r\nX-Evil: 1".to_owned());
+        assert!(matches!(
+            encode(&r, 0, &captured),
+            Err(RenderError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn rendered_paths_must_be_request_targets() {
+        let r = run(&YAML.replace("/items/{{ user_id }}", "/items/{{ name }}"));
+        let mut captured = HashMap::new();
+        captured.insert("name".to_owned(), "a b".to_owned());
+        assert!(matches!(
+            encode(&r, 1, &captured),
+            Err(RenderError::Invalid(_))
+        ));
+        captured.insert("name".to_owned(), "ab".to_owned());
+        assert!(
+            encode(&r, 1, &captured)
+                .expect("encodes")
+                .starts_with("GET /v1/items/ab HTTP/1.1\r\n")
+        );
+    }
+
+    #[test]
+    fn a_scenario_host_header_replaces_the_default() {
+        let r = run(&YAML.replace(
+            r#"headers: { Authorization: "Bearer {{ token }}" }"#,
+            "headers: { Host: example.test }",
+        ));
+        let out = encode(&r, 0, &HashMap::new()).expect("encodes");
+        assert_eq!(out, "GET /v1/fast HTTP/1.1\r\nhost: example.test\r\n\r\n");
+    }
 }

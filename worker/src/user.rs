@@ -8,17 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use squall_common::scenario::Wait;
 use squall_common::template::Vars;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
+use crate::connection::{self, Connection, ReadBuffer};
 use crate::prepared::{PreparedRequest, PreparedRun};
 use crate::recorder::{ErrorKind, Outcome, SharedRecorder};
 
@@ -35,6 +31,9 @@ pub struct ThreadCtx {
     pub budget: Cell<u64>,
     /// Open-model iterations dropped for want of an idle user, since the last flush.
     pub dropped: Cell<u64>,
+    /// Every user's responses are read through this one buffer, so an idle
+    /// user holds none.
+    pub read_buf: ReadBuffer,
 }
 
 impl ThreadCtx {
@@ -100,10 +99,13 @@ impl Drop for DoneOnDrop {
 /// A user's mutable state: its connection, captured variables and random stream.
 struct UserState {
     user_id: u64,
-    conn: Option<SendRequest<Full<Bytes>>>,
+    conn: Option<Connection>,
     captured: HashMap<String, String>,
     rng: SmallRng,
+    /// Rendered template parts and the request they make; both stay
+    /// unallocated for a scenario without templates.
     scratch: String,
+    wire: Vec<u8>,
 }
 
 /// Counts the user as active from the moment it is spawned until its task ends,
@@ -161,6 +163,7 @@ fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
         captured: HashMap::new(),
         rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         scratch: String::new(),
+        wire: Vec::new(),
     }
 }
 
@@ -310,49 +313,55 @@ async fn execute(
         worker_index: ctx.worker_index,
         captured: &user.captured,
     };
-    let built = ctx.run.build(req, &vars, &mut user.rng, &mut user.scratch);
+    let encoded = ctx
+        .run
+        .encode(req, &vars, &mut user.rng, &mut user.scratch, &mut user.wire);
     let want_body = !req.captures.is_empty();
-    let (outcome, body) = match built {
-        Err(_) => (failure(ErrorKind::Template, since, start), None),
+    let mut body = want_body.then(Vec::new);
+    let outcome = match encoded {
+        Err(_) => failure(ErrorKind::Template, since, start),
         Ok(request) => {
-            let sent = tokio::time::timeout(
-                ctx.run.spec.timeout,
-                send(&mut user.conn, ctx.addr, request, want_body),
+            // The deadline from the clock reading already taken.
+            let sent = tokio::time::timeout_at(
+                (start + ctx.run.spec.timeout).into(),
+                connection::send(
+                    &mut user.conn,
+                    ctx.addr,
+                    request,
+                    req.head_only,
+                    &ctx.read_buf,
+                    body.as_mut(),
+                ),
             )
             .await;
             match sent {
                 Err(_) => {
                     user.conn = None;
-                    (failure(ErrorKind::Timeout, since, start), None)
+                    failure(ErrorKind::Timeout, since, start)
                 }
-                Ok(Err(kind)) => {
-                    user.conn = None;
-                    (failure(kind, since, start), None)
-                }
+                Ok(Err(kind)) => failure(kind, since, start),
                 Ok(Ok(resp)) => {
                     let error = (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status);
-                    (
-                        Outcome {
-                            status: Some(resp.status),
-                            error,
-                            latency_us: micros(since.elapsed()),
-                            service_us: micros(start.elapsed()),
-                            ttfb_us: Some(resp.ttfb_us),
-                            bytes: resp.bytes,
-                        },
-                        resp.body,
-                    )
+                    // One clock reading serves both latency and service time.
+                    let end = Instant::now();
+                    Outcome {
+                        status: Some(resp.status),
+                        error,
+                        latency_us: micros(end - since),
+                        service_us: micros(end - start),
+                        ttfb_us: Some(micros(resp.first_byte.saturating_duration_since(start))),
+                        bytes: resp.bytes,
+                    }
                 }
             }
         }
     };
     guard.armed = false;
     let mut outcome = outcome;
-    if let Some(body) = body.filter(|_| outcome.error.is_none()) {
-        if !capture(req, &body, &mut user.captured) {
-            outcome.error = Some(ErrorKind::Check);
-        }
-    } else if want_body && outcome.error.is_none() {
+    // `body` is there only when the request captures from it.
+    if let Some(body) = body.filter(|_| outcome.error.is_none())
+        && !capture(req, &body, &mut user.captured)
+    {
         outcome.error = Some(ErrorKind::Check);
     }
     ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
@@ -376,85 +385,13 @@ fn capture(req: &PreparedRequest, body: &[u8], into: &mut HashMap<String, String
 }
 
 fn failure(kind: ErrorKind, since: Instant, start: Instant) -> Outcome {
+    let end = Instant::now();
     Outcome {
         status: None,
         error: Some(kind),
-        latency_us: micros(since.elapsed()),
-        service_us: micros(start.elapsed()),
+        latency_us: micros(end - since),
+        service_us: micros(end - start),
         ttfb_us: None,
         bytes: 0,
-    }
-}
-
-struct Response {
-    status: u16,
-    ttfb_us: u64,
-    bytes: u64,
-    body: Option<Vec<u8>>,
-}
-
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, ErrorKind> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|_| ErrorKind::Connect)?;
-    // Small request/response exchanges: Nagle would add up to 40 ms per request.
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| ErrorKind::Connect)?;
-    tokio::task::spawn_local(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// Sends on the user's keep-alive connection, (re)connecting when it is gone.
-async fn send(
-    conn: &mut Option<SendRequest<Full<Bytes>>>,
-    addr: SocketAddr,
-    request: http::Request<Full<Bytes>>,
-    want_body: bool,
-) -> Result<Response, ErrorKind> {
-    let start = Instant::now();
-    // A keep-alive connection the server closed between requests is not a
-    // failure of this request: reconnect quietly.
-    let reusable = match conn.as_mut() {
-        Some(s) => !s.is_closed() && s.ready().await.is_ok(),
-        None => false,
-    };
-    let sender = match conn {
-        Some(s) if reusable => s,
-        _ => conn.insert(connect(addr).await?),
-    };
-    let resp = sender.send_request(request).await.map_err(classify)?;
-    let ttfb_us = micros(start.elapsed());
-    let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    let mut bytes = 0u64;
-    let mut buf = want_body.then(Vec::new);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(classify)?;
-        if let Some(data) = frame.data_ref() {
-            bytes += data.len() as u64;
-            if let Some(b) = buf.as_mut() {
-                b.extend_from_slice(data);
-            }
-        }
-    }
-    Ok(Response {
-        status,
-        ttfb_us,
-        bytes,
-        body: buf,
-    })
-}
-
-fn classify(e: hyper::Error) -> ErrorKind {
-    if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_parse() || e.is_user() {
-        ErrorKind::Http
-    } else {
-        ErrorKind::Reset
     }
 }

@@ -1,0 +1,488 @@
+//! An HTTP/1.x response read incrementally from a byte stream: the head by
+//! httparse, then the body framed by Content-Length, chunked encoding or EOF.
+//!
+//! Pure logic over byte slices, so the connection can feed it straight from a
+//! read buffer that all users of an engine thread share: only a head split
+//! across reads is copied, into the connection's own (normally empty) buffer.
+
+/// The most response-head bytes we accept before calling the response broken.
+const MAX_HEAD: usize = 64 * 1024;
+/// Header lines parsed per response; more is a malformed response for us.
+const MAX_HEADERS: usize = 100;
+
+/// Why a response could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not valid HTTP/1.x (bad head, bad framing, a protocol switch).
+    Malformed,
+    /// The stream ended before the response did.
+    Incomplete,
+}
+
+/// What one `feed` call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    NeedMore,
+    /// The response is complete; `extra` input bytes followed it.
+    Done {
+        extra: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading the hex size; `digits` once one digit is seen, `ext` inside `;ext`.
+    Size {
+        size: u64,
+        digits: bool,
+        ext: bool,
+    },
+    Data(u64),
+    /// After a chunk's data: expecting CRLF.
+    DataEnd {
+        cr: bool,
+    },
+    /// After the last chunk: trailer lines until an empty one.
+    Trailer {
+        line: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Length(u64),
+    Chunked(Chunk),
+    UntilEof,
+    Done,
+}
+
+#[derive(Debug)]
+pub struct ResponseReader {
+    state: State,
+    head_only: bool,
+    pub status: u16,
+    /// False when the server asked to close, or the body runs to EOF.
+    pub keep_alive: bool,
+    /// Body bytes after transfer decoding.
+    pub body_bytes: u64,
+}
+
+impl ResponseReader {
+    /// `head_only` for HEAD requests, whose responses never carry a body.
+    pub fn new(head_only: bool) -> Self {
+        ResponseReader {
+            state: State::Head,
+            head_only,
+            status: 0,
+            keep_alive: true,
+            body_bytes: 0,
+        }
+    }
+
+    /// Consumes `input`. `pending` keeps a head split across reads; `body`,
+    /// when given, receives the decoded body.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        pending: &mut Vec<u8>,
+        body: Option<&mut Vec<u8>>,
+    ) -> Result<Progress, ParseError> {
+        let mut rest = input;
+        if self.state == State::Head {
+            if pending.is_empty() {
+                match self.head(rest)? {
+                    Some(n) => rest = &rest[n..],
+                    None => {
+                        pending.extend_from_slice(rest);
+                        return Ok(Progress::NeedMore);
+                    }
+                }
+            } else {
+                pending.extend_from_slice(rest);
+                let joined = std::mem::take(pending);
+                let parsed = self.head(&joined);
+                let progress = match parsed {
+                    Ok(Some(n)) => self.after_head(&joined[n..], body),
+                    Ok(None) => {
+                        *pending = joined;
+                        return Ok(Progress::NeedMore);
+                    }
+                    Err(e) => Err(e),
+                };
+                // Keep the allocation for the next split head.
+                *pending = joined;
+                pending.clear();
+                return progress;
+            }
+        }
+        self.after_head(rest, body)
+    }
+
+    /// The stream ended: complete only for a body that runs to EOF.
+    pub fn eof(&mut self) -> Result<(), ParseError> {
+        match self.state {
+            State::UntilEof | State::Done => {
+                self.state = State::Done;
+                self.keep_alive = false;
+                Ok(())
+            }
+            _ => Err(ParseError::Incomplete),
+        }
+    }
+
+    fn after_head(
+        &mut self,
+        mut rest: &[u8],
+        body: Option<&mut Vec<u8>>,
+    ) -> Result<Progress, ParseError> {
+        // Informational heads (100 Continue) precede the real one.
+        while self.state == State::Head {
+            match self.head(rest)? {
+                Some(n) => rest = &rest[n..],
+                None if rest.is_empty() => return Ok(Progress::NeedMore),
+                // A partial head after an informational one: rare enough to
+                // call malformed rather than carry a second buffer.
+                None => return Err(ParseError::Malformed),
+            }
+        }
+        self.body(rest, body)
+    }
+
+    /// Parses a head from `buf`; Some(length) once complete.
+    fn head(&mut self, buf: &[u8]) -> Result<Option<usize>, ParseError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        let n = match res.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(ParseError::Malformed);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ParseError::Malformed),
+        };
+        let status = res.code.ok_or(ParseError::Malformed)?;
+        self.status = status;
+        if (100..200).contains(&status) {
+            // 101 would hand the connection to another protocol.
+            if status == 101 {
+                return Err(ParseError::Malformed);
+            }
+            return Ok(Some(n));
+        }
+        let http10 = res.version == Some(0);
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut close = http10;
+        for h in res.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or(ParseError::Malformed)?;
+                if length.is_some_and(|l| l != v) {
+                    return Err(ParseError::Malformed);
+                }
+                length = Some(v);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                        close = false;
+                    }
+                }
+            }
+        }
+        self.keep_alive = !close;
+        self.state = if self.head_only || status == 204 || status == 304 {
+            State::Done
+        } else if chunked {
+            State::Chunked(Chunk::Size {
+                size: 0,
+                digits: false,
+                ext: false,
+            })
+        } else if let Some(len) = length {
+            if len == 0 {
+                State::Done
+            } else {
+                State::Length(len)
+            }
+        } else {
+            self.keep_alive = false;
+            State::UntilEof
+        };
+        Ok(Some(n))
+    }
+
+    fn body(
+        &mut self,
+        mut input: &[u8],
+        mut body: Option<&mut Vec<u8>>,
+    ) -> Result<Progress, ParseError> {
+        let mut take = |bytes: &[u8], total: &mut u64| {
+            *total += bytes.len() as u64;
+            if let Some(b) = body.as_deref_mut() {
+                b.extend_from_slice(bytes);
+            }
+        };
+        loop {
+            match self.state {
+                State::Head => unreachable!("body() runs after the head"),
+                State::Done => return Ok(self.done(input.len())),
+                State::UntilEof => {
+                    take(input, &mut self.body_bytes);
+                    return Ok(Progress::NeedMore);
+                }
+                State::Length(left) => {
+                    let n = left.min(input.len() as u64) as usize;
+                    take(&input[..n], &mut self.body_bytes);
+                    input = &input[n..];
+                    if left == n as u64 {
+                        self.state = State::Done;
+                    } else {
+                        self.state = State::Length(left - n as u64);
+                        return Ok(Progress::NeedMore);
+                    }
+                }
+                State::Chunked(Chunk::Data(left)) => {
+                    let n = left.min(input.len() as u64) as usize;
+                    take(&input[..n], &mut self.body_bytes);
+                    input = &input[n..];
+                    if left == n as u64 {
+                        self.state = State::Chunked(Chunk::DataEnd { cr: false });
+                    } else {
+                        self.state = State::Chunked(Chunk::Data(left - n as u64));
+                        return Ok(Progress::NeedMore);
+                    }
+                }
+                State::Chunked(chunk) => {
+                    let Some((&b, tail)) = input.split_first() else {
+                        return Ok(Progress::NeedMore);
+                    };
+                    input = tail;
+                    self.state = chunk_byte(chunk, b)?;
+                }
+            }
+        }
+    }
+
+    fn done(&mut self, extra: usize) -> Progress {
+        // Bytes after a complete response were never asked for: the
+        // connection's framing can no longer be trusted.
+        if extra > 0 {
+            self.keep_alive = false;
+        }
+        Progress::Done { extra }
+    }
+}
+
+/// One byte of chunked framing outside chunk data.
+fn chunk_byte(chunk: Chunk, b: u8) -> Result<State, ParseError> {
+    let next = match chunk {
+        Chunk::Size { size, digits, ext } => match b {
+            b'\n' if digits && size == 0 => Chunk::Trailer { line: 0 },
+            b'\n' if digits => Chunk::Data(size),
+            b'\n' => return Err(ParseError::Malformed),
+            _ if ext => chunk,
+            b';' => Chunk::Size {
+                size,
+                digits,
+                ext: true,
+            },
+            b'\r' | b' ' | b'\t' => chunk,
+            _ => {
+                let d = (b as char).to_digit(16).ok_or(ParseError::Malformed)?;
+                // 2^60 bytes is far beyond any chunk; stop before overflow.
+                if size >> 60 != 0 {
+                    return Err(ParseError::Malformed);
+                }
+                Chunk::Size {
+                    size: size << 4 | u64::from(d),
+                    digits: true,
+                    ext,
+                }
+            }
+        },
+        Chunk::DataEnd { cr } => match b {
+            b'\r' if !cr => Chunk::DataEnd { cr: true },
+            b'\n' => Chunk::Size {
+                size: 0,
+                digits: false,
+                ext: false,
+            },
+            _ => return Err(ParseError::Malformed),
+        },
+        Chunk::Trailer { line } => match b {
+            b'\n' if line == 0 => return Ok(State::Done),
+            b'\n' => Chunk::Trailer { line: 0 },
+            b'\r' => chunk,
+            _ => Chunk::Trailer { line: line + 1 },
+        },
+        Chunk::Data(_) => unreachable!("chunk data is taken in bulk"),
+    };
+    Ok(State::Chunked(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` in pieces of `step` bytes; returns the reader, the body and extra bytes.
+    fn read(
+        wire: &[u8],
+        step: usize,
+        head_only: bool,
+    ) -> Result<(ResponseReader, Vec<u8>, usize), ParseError> {
+        let mut r = ResponseReader::new(head_only);
+        let mut pending = Vec::new();
+        let mut body = Vec::new();
+        for piece in wire.chunks(step) {
+            if let Progress::Done { extra } = r.feed(piece, &mut pending, Some(&mut body))? {
+                return Ok((r, body, extra));
+            }
+        }
+        r.eof()?;
+        Ok((r, body, 0))
+    }
+
+    fn every_split(wire: &[u8], head_only: bool) -> (ResponseReader, Vec<u8>, usize) {
+        let whole = read(wire, wire.len(), head_only).expect("whole");
+        for step in 1..wire.len() {
+            let split = read(wire, step, head_only).expect("split");
+            assert_eq!(split.1, whole.1, "body with step {step}");
+            assert_eq!(split.0.status, whole.0.status, "status with step {step}");
+            assert_eq!(
+                split.0.body_bytes, whole.0.body_bytes,
+                "bytes with step {step}"
+            );
+        }
+        whole
+    }
+
+    #[test]
+    fn content_length_body_in_any_split() {
+        let (r, body, extra) = every_split(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello",
+            false,
+        );
+        assert_eq!((r.status, r.keep_alive, r.body_bytes), (200, true, 5));
+        assert_eq!((body.as_slice(), extra), (&b"hello"[..], 0));
+    }
+
+    #[test]
+    fn chunked_body_with_extensions_and_trailers() {
+        let wire = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n\
+                     5;name=v\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\n";
+        let (r, body, _) = every_split(wire, false);
+        assert_eq!((r.status, r.keep_alive, r.body_bytes), (201, true, 31));
+        assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz");
+    }
+
+    #[test]
+    fn body_until_eof_closes_the_connection() {
+        let (r, body, _) = every_split(b"HTTP/1.1 200 OK\r\n\r\nstreamed", false);
+        assert_eq!((r.keep_alive, body.as_slice()), (false, &b"streamed"[..]));
+    }
+
+    #[test]
+    fn no_body_for_head_204_304_and_zero_length() {
+        let (r, _, _) = every_split(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true);
+        assert_eq!((r.body_bytes, r.keep_alive), (0, true));
+        for wire in [
+            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let (r, _, _) = every_split(wire, false);
+            assert_eq!((r.body_bytes, r.keep_alive), (0, true));
+        }
+    }
+
+    #[test]
+    fn connection_close_and_http10() {
+        let (r, _, _) = every_split(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!r.keep_alive);
+        let (r, _, _) = every_split(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        assert!(!r.keep_alive);
+        let (r, _, _) = every_split(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn continue_heads_are_skipped() {
+        let (r, body, _) = read(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            1000,
+            false,
+        )
+        .expect("response");
+        assert_eq!((r.status, body.as_slice()), (200, &b"ok"[..]));
+    }
+
+    #[test]
+    fn extra_bytes_are_reported_and_end_keep_alive() {
+        let (r, _, extra) = read(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokJUNK",
+            1000,
+            false,
+        )
+        .expect("response");
+        assert_eq!((extra, r.keep_alive), (4, false));
+    }
+
+    #[test]
+    fn broken_responses_are_errors() {
+        for wire in [
+            &b"NOT HTTP\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        ] {
+            assert_eq!(
+                read(wire, 1000, false).err(),
+                Some(ParseError::Malformed),
+                "{wire:?}"
+            );
+        }
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            b"HTTP/1.1 200 O",
+        ] {
+            assert_eq!(
+                read(wire, 1000, false).err(),
+                Some(ParseError::Incomplete),
+                "{wire:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_head_is_refused() {
+        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while wire.len() <= MAX_HEAD {
+            wire.extend_from_slice(
+                b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+            );
+        }
+        // Too many headers fails first when fed whole; byte by byte the size limit does.
+        assert_eq!(read(&wire, 1000, false).err(), Some(ParseError::Malformed));
+    }
+}
