@@ -56,6 +56,9 @@ pub struct ScenarioFile {
     pub host: Option<String>,
     #[serde(default)]
     pub defaults: Defaults,
+    /// How an `https://` host's certificate is checked.
+    #[serde(default)]
+    pub tls: Option<TlsDef>,
     /// Named load shapes, in file order.
     #[serde(with = "ordered")]
     pub scenarios: Vec<(String, ScenarioDef)>,
@@ -211,8 +214,11 @@ pub enum StatusSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub scenario: String,
-    /// Base URL, validated: `http://host[:port]`, no trailing slash.
+    /// Base URL, validated: `http://` or `https://host[:port]`, no trailing slash.
     pub host: String,
+    /// Certificate checks for an `https://` host.
+    #[serde(default)]
+    pub tls: TargetTls,
     #[serde(with = "duration::human")]
     pub timeout: Duration,
     #[serde(with = "duration::human")]
@@ -226,6 +232,28 @@ pub struct RunSpec {
     pub iterations_per_user: Option<u64>,
     #[serde(default)]
     pub stop_when: Vec<String>,
+}
+
+/// The file's `tls:` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsDef {
+    /// A PEM file of extra trusted CA certificates, relative to the scenario file.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Accept any server certificate (self-signed staging hosts).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Certificate checks as they travel to workers: the CA file's contents, not
+/// its path, since a remote worker cannot read the coordinator's files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetTls {
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -509,7 +537,9 @@ impl Loaded {
         if sc.iterations == Some(0) || sc.iterations_per_user == Some(0) {
             return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
         }
+        let tls = self.resolve_tls()?;
         Ok(RunSpec {
+            tls,
             iterations: sc.iterations,
             iterations_per_user: sc.iterations_per_user,
             stop_when: sc.stop_when.clone(),
@@ -520,6 +550,39 @@ impl Loaded {
             load,
             classes,
             thresholds,
+        })
+    }
+
+    /// Reads `tls.ca` (relative to the scenario file) so the PEM can travel in the spec.
+    fn resolve_tls(&self) -> Result<TargetTls, ScenarioError> {
+        let Some(def) = &self.def.tls else {
+            return Ok(TargetTls::default());
+        };
+        let ca_pem = match &def.ca {
+            None => None,
+            Some(ca) => {
+                let path = Path::new(&self.file)
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(ca);
+                let pem = std::fs::read_to_string(&path).map_err(|e| {
+                    self.invalid("tls.ca", format!("cannot read `{}`: {e}", path.display()))
+                })?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(self.invalid(
+                        "tls.ca",
+                        format!(
+                            "`{}` holds no PEM certificate (expected `-----BEGIN CERTIFICATE-----`)",
+                            path.display()
+                        ),
+                    ));
+                }
+                Some(pem)
+            }
+        };
+        Ok(TargetTls {
+            ca_pem,
+            insecure: def.insecure,
         })
     }
 
@@ -800,15 +863,10 @@ pub fn validate_host(host: &str) -> Result<String, String> {
         format!("`{host}` is not a valid URL ({e}); expected e.g. http://localhost:8080")
     })?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "`{host}`: https targets are not supported yet; use http://"
-            ));
-        }
+        "http" | "https" => {}
         s => {
             return Err(format!(
-                "`{host}`: unsupported scheme `{s}`; expected http://"
+                "`{host}`: unsupported scheme `{s}`; expected http:// or https://"
             ));
         }
     }
@@ -960,6 +1018,7 @@ user_classes:
         let err = Loaded::from_str("f.yaml", text).expect_err("must fail");
         assert!(err.to_string().contains("host"), "{err}");
         assert!(validate_host("ftp://x").is_err());
+        assert_eq!(validate_host("https://a/").expect("valid"), "https://a");
         assert!(validate_host("not a url").is_err());
         assert_eq!(validate_host("http://a:1/").expect("valid"), "http://a:1");
     }

@@ -11,13 +11,17 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::recorder::ErrorKind;
 use crate::response::{ParseError, Progress, ResponseReader};
+use crate::target_tls::TargetTlsConnector;
 
 /// Bytes one `read` may take. Shared by all users of a thread: a user reads
 /// and parses within one poll and never holds it across an await.
@@ -48,9 +52,63 @@ struct Failed {
     stale: bool,
 }
 
+/// Plain TCP for `http://`, TLS over it for `https://`.
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One read's worth of the response.
+enum Read {
+    Fed(Result<Progress, ParseError>),
+    Eof,
+    Failed,
+}
+
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// A response head split across reads; empty (and unallocated) otherwise,
     /// so an idle user holds no buffer.
     pending: Vec<u8>,
@@ -59,12 +117,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr) -> Result<Self, ErrorKind> {
-        let stream = TcpStream::connect(addr)
+    async fn open(addr: SocketAddr, tls: Option<&TargetTlsConnector>) -> Result<Self, ErrorKind> {
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|_| ErrorKind::Connect)?;
         // Small request/response exchanges: Nagle would add up to 40 ms per request.
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(t) => Stream::Tls(Box::new(
+                t.handshake(tcp).await.map_err(|_| ErrorKind::Tls)?,
+            )),
+        };
         Ok(Connection {
             stream,
             pending: Vec::new(),
@@ -80,7 +144,12 @@ impl Connection {
         mut body: Option<&mut Vec<u8>>,
     ) -> Result<(Response, bool), Failed> {
         let stale = self.used;
-        self.stream.write_all(request).await.map_err(|_| Failed {
+        let wrote = async {
+            self.stream.write_all(request).await?;
+            // A no-op on plain TCP; pushes the last TLS record out.
+            self.stream.flush().await
+        };
+        wrote.await.map_err(|_| Failed {
             kind: ErrorKind::Reset,
             stale,
         })?;
@@ -88,47 +157,57 @@ impl Connection {
         let mut first_byte = None;
         self.pending.clear();
         loop {
-            self.stream.readable().await.map_err(|_| Failed {
-                kind: ErrorKind::Reset,
-                stale: stale && first_byte.is_none(),
-            })?;
-            let mut buf = buf.borrow_mut();
-            let fed = match self.stream.try_read(&mut buf) {
-                Ok(0) => {
-                    let stale = stale && first_byte.is_none();
-                    return match reader.eof() {
-                        Ok(()) => Ok((response(&reader, first_byte), false)),
-                        Err(_) => Err(Failed {
-                            kind: ErrorKind::Reset,
-                            stale,
-                        }),
-                    };
+            // The shared buffer is borrowed only inside one poll, never across an await.
+            let read = std::future::poll_fn(|cx| {
+                let mut shared = buf.borrow_mut();
+                let mut rb = ReadBuf::new(&mut shared[..]);
+                match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(Read::Failed),
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            return Poll::Ready(Read::Eof);
+                        }
+                        first_byte.get_or_insert_with(Instant::now);
+                        Poll::Ready(Read::Fed(reader.feed(
+                            &shared[..n],
+                            &mut self.pending,
+                            body.as_deref_mut(),
+                        )))
+                    }
                 }
-                Ok(n) => {
-                    first_byte.get_or_insert_with(Instant::now);
-                    reader.feed(&buf[..n], &mut self.pending, body.as_deref_mut())
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(_) => {
-                    return Err(Failed {
-                        kind: ErrorKind::Reset,
-                        stale: stale && first_byte.is_none(),
-                    });
-                }
-            };
-            match fed {
-                Ok(Progress::NeedMore) => {}
-                Ok(Progress::Done { .. }) => {
+            })
+            .await;
+            let nothing_back = stale && first_byte.is_none();
+            match read {
+                Read::Fed(Ok(Progress::NeedMore)) => {}
+                Read::Fed(Ok(Progress::Done { .. })) => {
                     self.used = true;
                     return Ok((response(&reader, first_byte), reader.keep_alive));
                 }
-                Err(e) => {
+                Read::Fed(Err(e)) => {
                     return Err(Failed {
                         kind: match e {
                             ParseError::Malformed => ErrorKind::Http,
                             ParseError::Incomplete => ErrorKind::Reset,
                         },
                         stale: false,
+                    });
+                }
+                Read::Eof => {
+                    return match reader.eof() {
+                        Ok(()) => Ok((response(&reader, first_byte), false)),
+                        Err(_) => Err(Failed {
+                            kind: ErrorKind::Reset,
+                            stale: nothing_back,
+                        }),
+                    };
+                }
+                Read::Failed => {
+                    return Err(Failed {
+                        kind: ErrorKind::Reset,
+                        stale: nothing_back,
                     });
                 }
             }
@@ -150,6 +229,7 @@ fn response(reader: &ResponseReader, first_byte: Option<Instant>) -> Response {
 pub async fn send(
     conn: &mut Option<Connection>,
     addr: SocketAddr,
+    tls: Option<&TargetTlsConnector>,
     request: &[u8],
     head_only: bool,
     buf: &ReadBuffer,
@@ -158,7 +238,7 @@ pub async fn send(
     loop {
         let c = match conn {
             Some(c) => c,
-            None => conn.insert(Connection::open(addr).await?),
+            None => conn.insert(Connection::open(addr, tls).await?),
         };
         if let Some(b) = body.as_deref_mut() {
             b.clear();

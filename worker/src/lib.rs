@@ -11,6 +11,7 @@ mod recorder;
 mod response;
 mod run;
 pub mod signal;
+mod target_tls;
 mod user;
 
 pub use agent::{AgentConfig, MAX_MESSAGE_BYTES, run};

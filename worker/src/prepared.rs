@@ -10,6 +10,7 @@ use squall_common::template::{RenderError, Template, Vars};
 use squall_common::{EndpointKey, RunSpec};
 
 use crate::error::WorkerError;
+use crate::target_tls::TargetTlsConnector;
 
 /// Text that is either known before the run or rendered per request.
 #[derive(Debug, Clone)]
@@ -68,6 +69,8 @@ pub struct PreparedRun {
     base_path: String,
     /// `host:port` to resolve and connect to.
     pub authority: String,
+    /// Set for an `https://` host.
+    pub tls: Option<TargetTlsConnector>,
 }
 
 impl PreparedRun {
@@ -80,10 +83,16 @@ impl PreparedRun {
         let auth = url
             .authority()
             .ok_or_else(|| bad(format!("host `{}` has no authority", spec.host)))?;
+        let https = url.scheme_str() == Some("https");
         let authority = if auth.port().is_some() {
             auth.as_str().to_owned()
         } else {
-            format!("{}:80", auth.host())
+            format!("{}:{}", auth.host(), if https { 443 } else { 80 })
+        };
+        let tls = if https {
+            Some(TargetTlsConnector::new(&spec.tls, auth.host())?)
+        } else {
+            None
         };
         HeaderValue::from_str(auth.as_str()).map_err(|e| bad(format!("host header: {e}")))?;
         let host = auth.as_str().to_owned();
@@ -125,6 +134,7 @@ impl PreparedRun {
             host,
             base_path,
             authority,
+            tls,
         })
     }
 

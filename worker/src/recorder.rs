@@ -12,6 +12,7 @@ use squall_common::snapshot::record_micros;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Connect,
+    Tls,
     Timeout,
     Reset,
     Http,
@@ -25,6 +26,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
             ErrorKind::Http => "http",

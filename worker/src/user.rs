@@ -327,6 +327,7 @@ async fn execute(
                 connection::send(
                     &mut user.conn,
                     ctx.addr,
+                    ctx.run.tls.as_ref(),
                     request,
                     req.head_only,
                     &ctx.read_buf,
