@@ -55,6 +55,23 @@ impl TestRun {
         coordinator(&args, self.dir())
     }
 
+    /// The coordinator with `workers` in-process local workers, headless, against `host`.
+    pub fn local(&self, workers: usize, host: &str) -> Proc {
+        let count = workers.to_string();
+        let args = [
+            "-f",
+            self.file.to_str().expect("utf8 path"),
+            "--local-workers",
+            &count,
+            "--host",
+            host,
+            "--out",
+            self.out.to_str().expect("utf8 path"),
+            "--headless",
+        ];
+        coordinator(&args, self.dir())
+    }
+
     /// A worker process named `id` dialling this run's coordinator.
     pub fn worker(&self, id: &str, extra: &[&str]) -> Proc {
         let mut args = vec!["--master", self.bind.as_str(), "--id", id];

@@ -2,9 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use squall_tests::{
-    CountingTarget, TestRun, coordinator, has_event, sample_count, wait_until, worker_entry,
-};
+use squall_tests::{CountingTarget, TestRun, has_event, sample_count, wait_until, worker_entry};
 
 const STEADY: &str = "scenarios:\n  steady: { users: 40, spawn_rate: 200, duration: 8s }\nuser_classes:\n  u: { wait: { constant: 50ms }, tasks: [ { get: /ok } ] }\n";
 const LONG: &str = "scenarios:\n  long: { users: 10, spawn_rate: 100, duration: 60s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n";
@@ -139,20 +137,7 @@ async fn a_frozen_coordinator_stops_all_load_within_the_heartbeat_timeout() {
 async fn sigterm_on_the_coordinator_stops_the_run_and_still_writes_a_partial_report() {
     let target = CountingTarget::start().await;
     let run = TestRun::new(LONG);
-    let mut c = coordinator(
-        &[
-            "-f",
-            run.file.to_str().expect("utf8"),
-            "--local-workers",
-            "2",
-            "--host",
-            &target.url(),
-            "--out",
-            run.out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        run.dir(),
-    );
+    let mut c = run.local(2, &target.url());
     traffic(&target, 200).await;
     signal(c.child.id(), "-TERM");
     let code = c.exit_code(Duration::from_secs(20)).await;

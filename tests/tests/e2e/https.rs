@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::ExtendedKeyUsagePurpose;
-use squall_tests::{CountingTarget, TestRun, coordinator};
+use squall_tests::{CountingTarget, TestRun};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -70,20 +70,7 @@ async fn run(yaml: &str, front: &TlsFront, ca: bool) -> serde_json::Value {
     if ca {
         squall_tests::write_file(run.dir(), "target-ca.pem", &front.ca_pem);
     }
-    let mut c = coordinator(
-        &[
-            "-f",
-            run.file.to_str().expect("utf8"),
-            "--local-workers",
-            "1",
-            "--host",
-            &front.url,
-            "--out",
-            run.out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        run.dir(),
-    );
+    let mut c = run.local(1, &front.url);
     let code = c.exit_code(Duration::from_secs(30)).await;
     assert_eq!(code, 0, "{}", c.output());
     run.report()
@@ -95,14 +82,15 @@ async fn https_target_verified_with_the_scenario_ca_counts_every_request() {
     let front = tls_front(&target).await;
     let yaml = format!("tls: {{ ca: target-ca.pem }}\n{TASKS}");
     let report = run(&yaml, &front, true).await;
+    assert_all_through(&report, &target);
+}
+
+/// Every request succeeded and reached the target through the TLS front.
+fn assert_all_through(report: &serde_json::Value, target: &CountingTarget) {
     let requests = report["totals"]["requests"].as_u64().expect("requests");
     assert!(requests > 50, "too little traffic: {requests}");
     assert_eq!(report["totals"]["failures"].as_u64(), Some(0), "{report}");
-    assert_eq!(
-        requests,
-        target.total(),
-        "every request reached the target through TLS"
-    );
+    assert_eq!(requests, target.total(), "every request reached the target");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,28 +117,14 @@ async fn https_target_with_insecure_accepts_any_certificate() {
     let front = tls_front(&target).await;
     let yaml = format!("tls: {{ insecure: true }}\n{TASKS}");
     let report = run(&yaml, &front, false).await;
-    let requests = report["totals"]["requests"].as_u64().expect("requests");
-    assert!(requests > 50, "too little traffic: {requests}");
-    assert_eq!(report["totals"]["failures"].as_u64(), Some(0), "{report}");
-    assert_eq!(requests, target.total());
+    assert_all_through(&report, &target);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_target_ca_file_is_refused_before_any_traffic() {
     let target = CountingTarget::start().await;
     let run = TestRun::new(&format!("tls: {{ ca: nowhere.pem }}\n{TASKS}"));
-    let mut c = coordinator(
-        &[
-            "-f",
-            run.file.to_str().expect("utf8"),
-            "--local-workers",
-            "1",
-            "--host",
-            &target.url(),
-            "--headless",
-        ],
-        run.dir(),
-    );
+    let mut c = run.local(1, &target.url());
     let code = c.exit_code(Duration::from_secs(30)).await;
     assert_eq!(code, 2, "{}", c.output());
     assert!(c.stderr().contains("tls.ca"), "{}", c.output());
