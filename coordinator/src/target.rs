@@ -31,6 +31,8 @@ const STATS_PATH: &str = "/__squall/stats";
 /// `/api` routes reachable without a token: login must be (it issues them),
 /// health is for probes, and `fast` measures raw throughput without auth cost.
 const PUBLIC_API_PATHS: [&str; 3] = ["/api/health", "/api/auth/login", "/api/fast"];
+/// Also public: `/api/delay/{ms}`, a fixed service time for benchmarks.
+const PUBLIC_API_PREFIX: &str = "/api/delay/";
 
 /// Prefix of issued tokens; it makes them recognisable in logs and lets the
 /// auth check reject foreign tokens before touching any lock.
@@ -300,6 +302,7 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/fast", get(fast))
+        .route("/api/delay/{ms}", get(delay))
         .route("/api/auth/login", post(login))
         .route("/api/workflows", get(list_workflows).post(create_workflow))
         .route("/api/workflows/{id}", get(get_workflow))
@@ -319,8 +322,9 @@ fn router(state: Arc<AppState>) -> Router {
 async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let counted = path != STATS_PATH;
-    let needs_auth =
-        (path == "/api" || path.starts_with("/api/")) && !PUBLIC_API_PATHS.contains(&path);
+    let needs_auth = (path == "/api" || path.starts_with("/api/"))
+        && !PUBLIC_API_PATHS.contains(&path)
+        && !path.starts_with(PUBLIC_API_PREFIX);
     let response = if needs_auth && !authorized(&state, req.headers()) {
         error(StatusCode::UNAUTHORIZED, "unauthorized")
     } else {
@@ -381,6 +385,13 @@ async fn health() -> Response {
 }
 
 async fn fast() -> &'static str {
+    "ok"
+}
+
+/// Answers `ok` after `ms` milliseconds (at most 10 s): a server with a known
+/// service time, for checking a generator's latency and pacing against it.
+async fn delay(Path(ms): Path<u64>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
     "ok"
 }
 
@@ -612,6 +623,16 @@ mod tests {
         let r = send(addr, "GET", "/api/fast", None, None).await;
         made += 1;
         assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+
+        let t0 = Instant::now();
+        let r = send(addr, "GET", "/api/delay/60", None, None).await;
+        made += 1;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(60),
+            "{:?}",
+            t0.elapsed()
+        );
 
         let token = login(addr).await;
         made += 1;
