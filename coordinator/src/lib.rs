@@ -1,6 +1,7 @@
 //! The Squall coordinator: gRPC membership, run control, aggregation, reports and the demo target.
 
 mod aggregator;
+mod alarm;
 mod args;
 mod cluster;
 mod config;

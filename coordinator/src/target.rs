@@ -24,6 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::alarm::AlarmClock;
+
 /// The stats route; it is the only request the `served` counter ignores, so
 /// that polling it never perturbs the number a test or benchmark checks.
 const STATS_PATH: &str = "/__squall/stats";
@@ -95,7 +97,7 @@ impl DemoTarget {
                 tracing::trace!("demo target: cannot set TCP_NODELAY: {err}");
             }
         });
-        let state = Arc::new(AppState::new());
+        let state = Arc::new(AppState::new()?);
         let app = router(Arc::clone(&state));
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -170,11 +172,14 @@ struct AppState {
     /// routes are hit at high rates by benchmarks.
     workflows_body: Bytes,
     agents_body: Bytes,
+    /// Precise waits for `/api/delay/{ms}`; `delays` numbers them.
+    alarm: AlarmClock,
+    delays: AtomicU64,
 }
 
 impl AppState {
-    fn new() -> Self {
-        AppState {
+    fn new() -> std::io::Result<Self> {
+        Ok(AppState {
             served: AtomicU64::new(0),
             tokens: TokenStore::new(),
             workflows: Mutex::new(WorkflowStore::default()),
@@ -188,7 +193,9 @@ impl AppState {
                 ])
                 .to_string(),
             ),
-        }
+            alarm: AlarmClock::start()?,
+            delays: AtomicU64::new(0),
+        })
     }
 }
 
@@ -390,8 +397,10 @@ async fn fast() -> &'static str {
 
 /// Answers `ok` after `ms` milliseconds (at most 10 s): a server with a known
 /// service time, for checking a generator's latency and pacing against it.
-async fn delay(Path(ms): Path<u64>) -> &'static str {
-    tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
+async fn delay(State(state): State<Arc<AppState>>, Path(ms): Path<u64>) -> &'static str {
+    let at = Instant::now() + Duration::from_millis(ms.min(10_000));
+    let seq = state.delays.fetch_add(1, Ordering::Relaxed);
+    state.alarm.sleep_until(at, seq).await;
     "ok"
 }
 
