@@ -1,0 +1,1475 @@
+#!/usr/bin/env python3
+"""Squall side by side with wrk, oha and Locust (issue 6): one command, three scenarios.
+
+    python3 bench/compare.py [--scenarios A,B,C] [--tools squall,wrk,oha,locust]
+                             [--targets nginx,demo] [--duration 10s] [--rounds N]
+                             [--bin-dir DIR] [--skip-build] [--write-docs]
+
+The target runs pinned to CPU 0 and every generator to CPU 1 (`taskset -c`), one
+generator at a time, each run bounded by a timeout; before each measured run the
+script waits until both CPUs are quiet, and it marks runs where other processes
+used the CPUs anyway ("other CPU" above --noise-max) and leaves them out of the
+medians. The generator's CPU time and peak RSS come from wait4() of its process
+(its own and its reaped children's), the target's CPU time from /proc.
+
+Scenarios:
+  A  max throughput: --connections (50) keep-alive connections, no think time,
+     GET /api/fast (a 2-byte body) for --duration, against nginx and/or the demo
+     target (`coordinator target`); Squall's count is checked against the demo
+     target's served counter.
+  B  think time: --b-users (1,000) users, each one request to GET /api/delay/50
+     (the demo target answers after 50 ms) then --b-think (1 s) of think time,
+     for --b-duration (30 s); the achieved rate over the steady window (from the
+     target's served counter) against users / (think + 50 ms).
+  C  idle users: --c-users (10,000 and 50,000) users with --c-think (10 s) think
+     time against nginx (4 workers, reuseport); RSS of the generator process(es)
+     once all users hold a connection, per user and per user above a run of the
+     same process layout with one user per process.
+
+Outputs go to bench/out/<timestamp>/ (raw tool outputs, results.json,
+results.md); the markdown is also printed. --write-docs replaces the section
+between `<!-- compare:begin -->` and `<!-- compare:end -->` in
+docs/benchmarks.md with it. Only one instance runs at a time (flock).
+
+Needs: Linux, python3.11 (stdlib only), taskset, ss; wrk and nginx are
+installed with apt-get, oha with `cargo install oha --locked` and Locust with
+pip when missing (only those the selected tools and scenarios need).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN_MARK = "<!-- compare:begin -->"
+END_MARK = "<!-- compare:end -->"
+ALL_TOOLS = ("squall", "wrk", "oha", "locust")
+ALL_SCENARIOS = ("A", "B", "C")
+ALL_TARGETS = ("nginx", "demo")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+# Users per generator process in scenario C: each user holds a socket, and the
+# per-process file-descriptor limit here is 20,000 (hard, not raisable).
+USERS_PER_PROCESS = 17_000
+
+
+# ------------------------------------------------------------------ helpers ---
+
+
+def log(msg: str) -> None:
+    line = f"[compare {time.strftime('%H:%M:%S')}] {msg}"
+    print(line, file=sys.stderr, flush=True)
+    if LOG_FILE is not None:
+        with open(LOG_FILE, "a") as f:
+            f.write(line + "\n")
+
+
+LOG_FILE: Path | None = None
+
+
+class BenchError(Exception):
+    """A run or a set-up step failed; the message says why."""
+
+
+def parse_duration(text: str) -> int:
+    """'10s', '2m', '1h', '30' (seconds) -> whole seconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*(s|m|h)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r} (use e.g. 10s, 2m)")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def csv_list(allowed: tuple[str, ...], upper: bool = False):
+    def parse(text: str) -> list[str]:
+        items = [x.strip().upper() if upper else x.strip().lower() for x in text.split(",")]
+        items = [x for x in items if x]
+        bad = [x for x in items if x not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad) or '(empty)'}; choose from {','.join(allowed)}"
+            )
+        return list(dict.fromkeys(items))
+
+    return parse
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        vals = [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError("need positive integers")
+    return vals
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def raise_nofile() -> None:
+    """preexec_fn of every child: fd soft limit up to the hard limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, utime+stime ticks) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def tree(root: int) -> list[int]:
+    """root and all its live descendants."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st:
+                children.setdefault(st[0], []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_ticks(root: int) -> int:
+    return sum((proc_stat(p) or (0, 0))[1] for p in tree(root))
+
+
+def mem_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, Pss) in KiB of one process (0, 0 if gone)."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                    break
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                    break
+    except OSError:
+        pass
+    return rss, pss
+
+
+def cpu_busy(cpus: tuple[int, int]) -> float:
+    """Busy seconds (everything but idle and iowait) of the given CPUs since boot."""
+    want = {f"cpu{c}" for c in cpus}
+    busy = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            p = line.split()
+            if p and p[0] in want:
+                v = [int(x) for x in p[1:]]
+                busy += sum(v[:8]) - v[3] - v[4]
+    return busy / CLK_TCK
+
+
+def established(port: int) -> int:
+    """Established TCP connections whose local (server) port is `port`."""
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+def percentile_from_counts(counts: dict[float, int], q: float) -> float:
+    total = sum(counts.values())
+    if total == 0:
+        return float("nan")
+    need = q * total
+    acc = 0
+    for v in sorted(counts):
+        acc += counts[v]
+        if acc >= need:
+            return v
+    return max(counts)
+
+
+def median(vals: list[float]) -> float | None:
+    vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(vals) if vals else None
+
+
+# ---------------------------------------------------------------- processes ---
+
+
+@dataclass
+class Member:
+    name: str
+    popen: subprocess.Popen
+    started: float
+    ended: float | None = None
+    rusage: resource.struct_rusage | None = None
+    out: object = None
+
+
+class Procs:
+    """Every child runs in its own process group; all are stopped on exit."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, Member] = {}
+        self.commands: list[tuple[str, list[str]]] = []
+
+    def start(self, name, cmd, *, out: Path | None, cpu: int | None, cwd=None, env=None) -> Member:
+        full = (["taskset", "-c", str(cpu)] if cpu is not None else []) + [str(c) for c in cmd]
+        self.commands.append((name, full))
+        fh = open(out, "wb") if out else subprocess.DEVNULL
+        try:
+            p = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                preexec_fn=raise_nofile,
+            )
+        except OSError as e:
+            if out:
+                fh.close()
+            raise BenchError(f"cannot start {full[0 if cpu is None else 3]}: {e}") from e
+        m = Member(name, p, time.monotonic(), out=fh if out else None)
+        self.live[p.pid] = m
+        return m
+
+    def reap(self, m: Member, block: bool = False) -> bool:
+        """True once the member has exited (its rusage is then in m.rusage)."""
+        if m.ended is not None:
+            return True
+        try:
+            pid, status, ru = os.wait4(m.popen.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            pid, status, ru = m.popen.pid, 0, None
+        if pid == 0:
+            return False
+        m.ended = time.monotonic()
+        m.rusage = ru
+        m.popen.returncode = os.waitstatus_to_exitcode(status) if ru is not None else -1
+        self.live.pop(m.popen.pid, None)
+        if m.out:
+            m.out.close()
+            m.out = None
+        return True
+
+    def kill_group(self, m: Member, sig: int) -> None:
+        try:
+            os.killpg(m.popen.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, m: Member, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
+        if not self.reap(m):
+            self.kill_group(m, sig)
+            end = time.monotonic() + grace
+            while time.monotonic() < end and not self.reap(m):
+                time.sleep(0.05)
+            if not self.reap(m):
+                self.kill_group(m, signal.SIGKILL)
+                self.reap(m, block=True)
+        # stragglers of the group (nginx workers, forked Locust workers)
+        self.kill_group(m, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for m in list(self.live.values()):
+            self.stop(m, signal.SIGTERM, grace=5.0)
+
+
+PROCS = Procs()
+
+
+@dataclass
+class Outcome:
+    wall_s: float
+    cpu_s: float
+    maxrss_kb: int
+    rcs: list[int]
+    timed_out: bool
+    samples: list = field(default_factory=list)
+
+
+def finish(members: list[Member], start: float, timed_out: bool, samples=None) -> Outcome:
+    main = members[0]
+    end = main.ended or time.monotonic()
+    cpu = sum(m.rusage.ru_utime + m.rusage.ru_stime for m in members if m.rusage)
+    rss = max((m.rusage.ru_maxrss for m in members if m.rusage), default=0)
+    return Outcome(end - start, cpu, rss, [m.popen.returncode for m in members], timed_out, samples or [])
+
+
+def run_bounded(members: list[Member], timeout: float, on_tick=None, tick: float = 0.5) -> Outcome:
+    """Waits for members[0] (then stops the rest); kills everything at the timeout."""
+    start = min(m.started for m in members)
+    samples = []
+    timed_out = False
+    next_tick = time.monotonic()
+    while not PROCS.reap(members[0]):
+        now = time.monotonic()
+        if now - start > timeout:
+            log(f"timeout after {timeout:.0f}s: stopping {members[0].name}")
+            timed_out = True
+            PROCS.stop(members[0], signal.SIGINT, grace=10)
+            break
+        if on_tick and now >= next_tick:
+            s = on_tick(now - start)
+            if s is not None:
+                samples.append(s)
+            next_tick = now + tick
+        time.sleep(0.05)
+    for m in members[1:]:
+        PROCS.stop(m, signal.SIGTERM, grace=15)
+    return finish(members, start, timed_out, samples)
+
+
+# ------------------------------------------------------------------ targets ---
+
+
+class Target:
+    name = ""
+    url = ""
+    port = 0
+    member: Member | None = None
+
+    def alive(self) -> None:
+        if self.member is None or PROCS.reap(self.member):
+            raise BenchError(f"the {self.name} target exited; see its log in the results directory")
+
+    def ticks(self) -> int:
+        return tree_ticks(self.member.popen.pid) if self.member else 0
+
+    def served(self) -> int | None:
+        return None
+
+    def stop(self) -> None:
+        if self.member:
+            PROCS.stop(self.member, signal.SIGTERM, grace=10)
+            self.member = None
+
+    def wait_ready(self, path: str = "/api/fast") -> None:
+        for _ in range(200):
+            self.alive()
+            try:
+                http_get(self.url + path, timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise BenchError(f"{self.name} target at {self.url} did not become ready")
+
+
+class DemoTarget(Target):
+    name = "demo"
+
+    def __init__(self, coordinator: Path, cpu: int, out: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.member = PROCS.start(
+            "demo-target",
+            [coordinator, "target", "--bind", f"127.0.0.1:{self.port}"],
+            out=out / "demo-target.log",
+            cpu=cpu,
+        )
+        self.wait_ready()
+
+    def served(self) -> int:
+        return int(json.loads(http_get(self.url + "/__squall/stats"))["served"])
+
+
+class NginxTarget(Target):
+    name = "nginx"
+
+    def __init__(self, nginx: str, cpu: int, out: Path, work: Path, workers: int = 1, connections: int = 4096):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        d = work / f"nginx-{self.port}"
+        (d / "www" / "api").mkdir(parents=True, exist_ok=True)
+        (d / "tmp").mkdir(exist_ok=True)
+        (d / "www" / "api" / "fast").write_text("ok")
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        user = "user root;" if os.geteuid() == 0 else ""
+        # reuseport gives each worker its own accept queue, so that tens of
+        # thousands of connections spread over the workers.
+        listen = f"127.0.0.1:{self.port}" + (" reuseport backlog=65535" if workers > 1 else "")
+        conf = f"""{user}
+worker_processes {workers};
+worker_rlimit_nofile {hard};
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 300;
+    keepalive_requests 100000000;
+    open_file_cache max=16;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    server {{
+        listen {listen};
+        root {d}/www;
+    }}
+}}
+"""
+        (d / "nginx.conf").write_text(conf)
+        (out / f"nginx-{workers}w.conf").write_text(conf)
+        self.member = PROCS.start(
+            "nginx",
+            [nginx, "-p", d, "-c", d / "nginx.conf", "-e", d / "error.log"],
+            out=out / f"nginx-{self.port}.log",
+            cpu=cpu,
+        )
+        self.wait_ready()
+
+
+# ------------------------------------------------------------- tool outputs ---
+
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def parse_wrk(text: str) -> dict:
+    def lat(pct: int) -> float | None:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", text, re.M)
+        return float(m.group(1)) * WRK_UNITS[m.group(2)] if m else None
+
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if not m:
+        raise BenchError("no Requests/sec line in wrk's output")
+    req = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", text, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {
+        "rps": float(m.group(1)),
+        "requests": int(req.group(1)) if req else None,
+        "p50_ms": lat(50),
+        "p99_ms": lat(99),
+        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(int(x) for x in sock.groups()) if sock else 0),
+        "socket_errors": sock.group(0) if sock else "",
+    }
+
+
+def parse_squall(report: Path) -> dict:
+    if not report.exists():
+        raise BenchError(f"Squall wrote no {report}")
+    r = json.loads(report.read_text())
+    t = r["totals"]
+    return {
+        "rps": float(t["rps"]),
+        "requests": int(t["requests"]),
+        "errors": int(t["failures"]),
+        "p50_ms": float(t["latency_ms"]["p50"]),
+        "p99_ms": float(t["latency_ms"]["p99"]),
+        "tool_duration_s": float(r["duration_s"]),
+        "partial": bool(r.get("partial")),
+    }
+
+
+def parse_oha(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"oha wrote no JSON ({e})") from e
+    s = d["summary"]
+    codes = {k: int(v) for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    errs = {k: int(v) for k, v in (d.get("errorDistribution") or {}).items()}
+    # Requests cut off by -z are not failures of the target (wrk and Squall do not count them).
+    aborted = sum(v for k, v in errs.items() if "deadline" in k)
+    answered = sum(codes.values())
+    lat = d.get("latencyPercentiles") or {}
+    return {
+        "rps": answered / float(s["total"]) if s.get("total") else 0.0,
+        "requests": answered,
+        "errors": sum(v for k, v in codes.items() if not k.startswith(("2", "3")))
+        + sum(errs.values())
+        - aborted,
+        "p50_ms": lat["p50"] * 1e3 if lat.get("p50") is not None else None,
+        "p99_ms": lat["p99"] * 1e3 if lat.get("p99") is not None else None,
+        "aborted_at_deadline": aborted,
+    }
+
+
+def parse_locust(prefix: Path) -> dict:
+    path = Path(str(prefix) + ".json")
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"Locust wrote no {path.name} ({e})") from e
+    reqs = sum(e["num_requests"] for e in entries)
+    fails = sum(e["num_failures"] for e in entries)
+    counts: dict[float, int] = {}
+    for e in entries:
+        for k, v in e["response_times"].items():
+            counts[float(k)] = counts.get(float(k), 0) + int(v)
+    start = min((e["start_time"] for e in entries), default=0)
+    last = max((e["last_request_timestamp"] or 0 for e in entries), default=0)
+    return {
+        "rps": reqs / (last - start) if last > start else 0.0,
+        "requests": reqs,
+        "errors": fails,
+        # Locust keeps response times rounded (to 1 ms under 100 ms, then to 10 ms).
+        "p50_ms": percentile_from_counts(counts, 0.50),
+        "p99_ms": percentile_from_counts(counts, 0.99),
+    }
+
+
+def locust_file(path: Path, request_path: str, think_s: float) -> None:
+    path.write_text(
+        f'''# Generated by bench/compare.py.
+from locust import FastHttpUser, constant, task
+
+
+class Bench(FastHttpUser):
+    wait_time = constant({think_s!r})
+
+    @task
+    def one(self):
+        self.client.get({request_path!r}, name="bench")
+'''
+    )
+
+
+def squall_yaml(path: Path, users: int, spawn_rate: int, duration: int, request_path: str, think: str | None) -> None:
+    wait = f"    wait: {{ constant: {think} }}\n" if think else ""
+    path.write_text(
+        f"""# Generated by bench/compare.py.
+host: http://127.0.0.1:8080
+scenarios:
+  bench: {{ users: {users}, spawn_rate: {spawn_rate}, duration: {duration}s }}
+user_classes:
+  bench:
+{wait}    tasks:
+      - {{ name: bench, get: {request_path} }}
+"""
+    )
+
+
+def wrk_think_lua(path: Path, think_ms: int) -> None:
+    path.write_text(
+        f"""-- Generated by bench/compare.py: think time after every response.
+function delay()
+   return {think_ms}
+end
+"""
+    )
+
+
+# ------------------------------------------------------------------ harness ---
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.a = args
+        self.cpus = (args.target_cpu, args.gen_cpu)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out = Path(args.out).resolve() / stamp
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="squall-compare."))
+        self.bin = Path(args.bin_dir).resolve()
+        self.coordinator = self.bin / "coordinator"
+        self.worker = self.bin / "worker"
+        self.rows: list[dict] = []
+        self.exe: dict[str, str] = {}
+        self.first_cmds: dict[str, list[str]] = {}
+        self.notes: list[str] = []
+
+    # ---- set-up -------------------------------------------------------------
+
+    def need_tools(self) -> None:
+        a = self.a
+        if "wrk" in a.tools or "A" in a.scenarios:
+            self.exe["wrk"] = shutil.which("wrk") or self.apt_install("wrk", "wrk")
+        if ("A" in a.scenarios and "nginx" in a.targets) or "C" in a.scenarios:
+            self.exe["nginx"] = shutil.which("nginx") or (
+                "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else self.apt_install("nginx-light", "nginx")
+            )
+        if "oha" in a.tools:
+            oha = shutil.which("oha") or str(Path.home() / ".cargo/bin/oha")
+            if not os.access(oha, os.X_OK):
+                log("oha not found: cargo install oha --locked (a few minutes)")
+                subprocess.run(["cargo", "install", "oha", "--locked"], check=True)
+            self.exe["oha"] = oha
+        if "locust" in a.tools:
+            loc = shutil.which("locust")
+            if not loc:
+                log("locust not found: pip install locust")
+                subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "locust"], check=True)
+                loc = shutil.which("locust")
+            if not loc:
+                raise BenchError("locust is not on PATH after pip install")
+            self.exe["locust"] = loc
+        for t in ("taskset", "ss"):
+            if not shutil.which(t):
+                raise BenchError(f"{t} is required (apt-get install util-linux iproute2)")
+        for c in self.cpus:
+            if subprocess.run(["taskset", "-c", str(c), "true"]).returncode != 0:
+                raise BenchError(f"cannot pin to CPU {c}")
+
+    def apt_install(self, package: str, binary: str) -> str:
+        if os.geteuid() != 0:
+            raise BenchError(f"{binary} is missing; install {package} (needs root)")
+        log(f"apt-get install {package}")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        # Keep the package from starting its own service (nginx on :80).
+        policy = Path("/usr/sbin/policy-rc.d")
+        made = not policy.exists()
+        if made:
+            policy.write_text("#!/bin/sh\nexit 101\n")
+            policy.chmod(0o755)
+        try:
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                check=True,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+        finally:
+            if made:
+                policy.unlink()
+        found = shutil.which(binary) or (f"/usr/sbin/{binary}" if os.access(f"/usr/sbin/{binary}", os.X_OK) else None)
+        if not found:
+            raise BenchError(f"{binary} not found after installing {package}")
+        return found
+
+    def build(self) -> None:
+        if self.a.skip_build:
+            log(f"--skip-build: using {self.bin}")
+        else:
+            log("cargo build --release --bins (fat LTO: several minutes)")
+            subprocess.run(["cargo", "build", "--release", "--bins"], cwd=ROOT, check=True)
+        for b in (self.coordinator, self.worker):
+            if not os.access(b, os.X_OK):
+                raise BenchError(f"{b} not found (build it, or pass --bin-dir)")
+
+    # ---- measurement window ---------------------------------------------------
+
+    def wait_quiet(self) -> None:
+        a = self.a
+        start = time.monotonic()
+        warned = False
+        while True:
+            b0, t0 = cpu_busy(self.cpus), time.monotonic()
+            time.sleep(1)
+            pct = (cpu_busy(self.cpus) - b0) / (time.monotonic() - t0) * 100
+            if pct <= a.quiet_max:
+                return
+            if not warned:
+                log(f"CPUs {self.cpus[0]},{self.cpus[1]} {pct:.0f}% busy (of one core): waiting up to {a.quiet_timeout}s")
+                warned = True
+            if time.monotonic() - start >= a.quiet_timeout:
+                log(f"still {pct:.0f}% busy: measuring anyway (see the 'other CPU' column)")
+                return
+
+    def record_cmd(self, key: str, members: list[Member]) -> None:
+        if key not in self.first_cmds:
+            self.first_cmds[key] = [shlex.join(m.popen.args) for m in members]
+
+    def run_window(self, target: Target | None, key: str, start_members, timeout: float, on_tick=None, tick=0.5):
+        """wait_quiet, snapshot counters, start the generator, run it bounded, snapshot again."""
+        if target:
+            target.alive()
+        self.wait_quiet()
+        served0 = target.served() if target else None
+        tt0 = target.ticks() if target else 0
+        b0, w0 = cpu_busy(self.cpus), time.monotonic()
+        members = start_members()
+        self.record_cmd(key, members)
+        oc = run_bounded(members, timeout, on_tick, tick)
+        b1, w1 = cpu_busy(self.cpus), time.monotonic()
+        if target:
+            target.alive()
+        tt1 = target.ticks() if target else 0
+        served1 = target.served() if target else None
+        tcpu = (tt1 - tt0) / CLK_TCK
+        window = w1 - w0
+        other = max(0.0, (b1 - b0) - tcpu - oc.cpu_s)
+        row = {
+            "wall_s": round(oc.wall_s, 3),
+            "cpu_s": round(oc.cpu_s, 3),
+            "cpu_pct": round(oc.cpu_s / oc.wall_s * 100, 1) if oc.wall_s else None,
+            "maxrss_kb": oc.maxrss_kb,
+            "rc": oc.rcs[0],
+            "timed_out": oc.timed_out,
+            "target_cpu_pct": round(tcpu / window * 100, 1) if target else None,
+            "other_cpu_pct": round(other / window * 100, 1),
+            "served_delta": (served1 - served0) if served0 is not None else None,
+        }
+        row["noisy"] = row["other_cpu_pct"] > self.a.noise_max
+        return row, oc
+
+    # ---- scenario A -----------------------------------------------------------------
+
+    def scenario_a(self) -> None:
+        a = self.a
+        for tname in a.targets:
+            log(f"scenario A: starting target {tname} on CPU {a.target_cpu}")
+            target = self.start_target(tname)
+            try:
+                if a.warmup:
+                    log(f"A/{tname}: warm-up wrk -d{a.warmup}s")
+                    w = PROCS.start(
+                        "warmup",
+                        [self.exe["wrk"], "-t1", f"-c{a.connections}", f"-d{a.warmup}s", target.url + "/api/fast"],
+                        out=None,
+                        cpu=a.gen_cpu,
+                    )
+                    run_bounded([w], a.warmup + 30)
+                for rnd in range(1, a.rounds + 1):
+                    for tool in a.tools:
+                        self.run_a(target, tool, rnd)
+                        time.sleep(1)
+            finally:
+                target.stop()
+
+    def start_target(self, name: str, **kw) -> Target:
+        if name == "demo":
+            return DemoTarget(self.coordinator, self.a.target_cpu, self.out)
+        return NginxTarget(self.exe["nginx"], self.a.target_cpu, self.out, self.work, **kw)
+
+    def run_a(self, target: Target, tool: str, rnd: int) -> None:
+        a = self.a
+        n, d = a.connections, a.duration
+        url = target.url + "/api/fast"
+        base = self.out / f"A-{target.name}-{tool}-{rnd}"
+        log(f"A/{target.name} round {rnd}: {tool}, {n} connections, {d}s")
+        row = {"scenario": "A", "target": target.name, "tool": tool, "round": rnd, "users": n}
+        try:
+            if tool == "squall":
+                yaml = self.out / "A-squall.yaml"
+                squall_yaml(yaml, n, n * 100, d, "/api/fast", None)
+
+                def start():
+                    return [PROCS.start("squall", [self.coordinator, "-f", yaml, "--local-workers", 1, "--threads", 1,
+                                                   "--headless", "--out", base, "--host", target.url, "--users", n,
+                                                   "--duration", f"{d}s"], out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+            elif tool == "wrk":
+                def start():
+                    return [PROCS.start("wrk", [self.exe["wrk"], "-t1", f"-c{n}", f"-d{d}s", "--latency", url],
+                                        out=Path(f"{base}.txt"), cpu=a.gen_cpu)]
+            elif tool == "oha":
+                def start():
+                    return [PROCS.start("oha", [self.exe["oha"], "--no-tui", "--output-format", "json",
+                                                "--worker-threads", 1, "-c", n, "-z", f"{d}s", url],
+                                        out=Path(f"{base}.json"), cpu=a.gen_cpu)]
+            else:
+                lf = self.out / "A-locustfile.py"
+                locust_file(lf, "/api/fast", 0)
+
+                def start():
+                    return [PROCS.start("locust", [self.exe["locust"], "-f", lf, "--headless", "-u", n, "-r", n,
+                                                   "-t", f"{d}s", "--host", target.url, "--json-file", base,
+                                                   "--only-summary", "--loglevel", "WARNING", "--stop-timeout", 2],
+                                        out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+            w, oc = self.run_window(target, f"A/{tool}", start, d + 90)
+            row.update(w)
+            row.update(self.parse(tool, base))
+            if oc.timed_out:
+                row["failed"] = "timed out"
+        except (BenchError, OSError, KeyError, ValueError) as e:
+            row["failed"] = str(e)
+            log(f"A/{target.name}/{tool} failed: {e}")
+        self.finish_row(row)
+        if tool == "squall" and row.get("served_delta") is not None and row.get("requests") is not None:
+            diff = row["served_delta"] - row["requests"]
+            log(f"cross-check: Squall counted {row['requests']}, the target served {row['served_delta']} (difference {diff})")
+
+    def parse(self, tool: str, base: Path) -> dict:
+        if tool == "squall":
+            return parse_squall(base / "report.json")
+        if tool == "wrk":
+            return parse_wrk(Path(f"{base}.txt").read_text())
+        if tool == "oha":
+            return parse_oha(Path(f"{base}.json"))
+        return parse_locust(base)
+
+    def finish_row(self, row: dict) -> None:
+        req = row.get("requests")
+        cpu = row.get("cpu_s")
+        if req and cpu:
+            row["req_per_cpu_s"] = round(req / cpu, 1)
+            row["cpu_s_per_1k"] = round(cpu / req * 1000, 4)
+        if row.get("rc") not in (0, None) and "failed" not in row and row["scenario"] != "C" and not (row["tool"] == "locust" and row["rc"] == 1):
+            row["failed"] = f"exit code {row['rc']}"
+        self.rows.append(row)
+        with open(self.out / "results.json", "w") as f:
+            json.dump(self.rows, f, indent=1)
+
+    # ---- scenario B -----------------------------------------------------------------
+
+    def scenario_b(self) -> None:
+        a = self.a
+        log(f"scenario B: starting the demo target on CPU {a.target_cpu}")
+        target = DemoTarget(self.coordinator, a.target_cpu, self.out)
+        try:
+            probe = a.delay_path.format(ms=1)
+            try:
+                http_get(target.url + probe)
+            except OSError as e:
+                raise BenchError(
+                    f"the demo target in {self.bin} has no GET {a.delay_path} ({e}); build a newer coordinator"
+                ) from e
+            for rnd in range(1, a.rounds + 1):
+                for tool in a.tools:
+                    self.run_b(target, tool, rnd)
+                    time.sleep(2)
+        finally:
+            target.stop()
+
+    def run_b(self, target: DemoTarget, tool: str, rnd: int) -> None:
+        a = self.a
+        n, d, think = a.b_users, a.b_duration, a.b_think
+        path = a.delay_path.format(ms=a.b_delay_ms)
+        url = target.url + path
+        ideal = n / (think + a.b_delay_ms / 1000)
+        base = self.out / f"B-{tool}-{rnd}"
+        row = {"scenario": "B", "target": "demo", "tool": tool, "round": rnd, "users": n, "ideal_rps": round(ideal, 1)}
+        log(f"B round {rnd}: {tool}, {n} users, {think}s think, {path}, {d}s")
+        try:
+            if tool == "squall":
+                yaml = self.out / "B-squall.yaml"
+                squall_yaml(yaml, n, n, d, path, f"{think}s")
+                row["model"] = "closed, wait constant"
+
+                def start():
+                    return [PROCS.start("squall", [self.coordinator, "-f", yaml, "--local-workers", 1, "--threads", 1,
+                                                   "--headless", "--out", base, "--host", target.url, "--users", n,
+                                                   "--duration", f"{d}s"], out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+            elif tool == "wrk":
+                lua = self.out / "B-think.lua"
+                wrk_think_lua(lua, think * 1000)
+                row["model"] = "delay() after each response"
+
+                def start():
+                    return [PROCS.start("wrk", [self.exe["wrk"], "-t1", f"-c{n}", f"-d{d}s", "--latency",
+                                                "--timeout", "10s", "-s", lua, url],
+                                        out=Path(f"{base}.txt"), cpu=a.gen_cpu)]
+            elif tool == "oha":
+                # oha has no think time: the closest it comes is a global rate
+                # limit at the ideal rate over the same number of connections.
+                row["model"] = f"no think time: -q {ideal:.1f} (the ideal rate) over {n} connections"
+
+                def start():
+                    return [PROCS.start("oha", [self.exe["oha"], "--no-tui", "--output-format", "json",
+                                                "--worker-threads", 1, "-c", n, "-q", f"{ideal:.1f}",
+                                                "-z", f"{d}s", url],
+                                        out=Path(f"{base}.json"), cpu=a.gen_cpu)]
+            else:
+                lf = self.out / "B-locustfile.py"
+                locust_file(lf, path, float(think))
+                row["model"] = "wait_time = constant"
+
+                def start():
+                    return [PROCS.start("locust", [self.exe["locust"], "-f", lf, "--headless", "-u", n, "-r", n,
+                                                   "-t", f"{d}s", "--host", target.url, "--json-file", base,
+                                                   "--only-summary", "--loglevel", "WARNING", "--stop-timeout", 3],
+                                        out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+
+            def sample(t):
+                return (time.monotonic(), target.served())
+
+            w, oc = self.run_window(target, f"B/{tool}", start, d + 90, on_tick=sample, tick=0.1)
+            row.update(w)
+            row.update(self.parse(tool, base))
+            row.update(self.steady_rate(oc.samples, d))
+            if row.get("steady_rps"):
+                row["steady_vs_ideal"] = round(row["steady_rps"] / ideal, 4)
+            if row.get("p50_ms") is not None:
+                row["p50_minus_delay_ms"] = round(row["p50_ms"] - a.b_delay_ms, 3)
+            if oc.timed_out:
+                row["failed"] = "timed out"
+        except (BenchError, OSError, KeyError, ValueError) as e:
+            row["failed"] = str(e)
+            log(f"B/{tool} failed: {e}")
+        self.finish_row(row)
+
+    def steady_rate(self, samples: list[tuple[float, int]], duration: int) -> dict:
+        """Rate over the steady window, from the target's served counter.
+
+        The window starts `--b-skip` s after the first request the target saw
+        (the ramp-up) and ends by 2 s before the planned end. Generators that
+        start every user at once (wrk, oha, Locust's fast spawn) send in waves
+        one think-plus-delay period apart, so a window that is not a whole
+        number of periods over- or under-counts by up to one wave: every window
+        here lasts a whole number of periods, and the rate is the median over
+        windows starting at every sample of the first period."""
+        if len(samples) < 4:
+            return {}
+        base = samples[0][1]
+        first = next((t for t, s in samples if s > base), None)
+        if first is None:
+            return {}
+        a = self.a
+        period = a.b_think + a.b_delay_ms / 1000
+        lo = first + min(a.b_skip, duration / 3)
+        hi = first + duration - 2
+        k = math.floor((hi - lo - period) / period)
+        if k < 1:
+            return {}
+        times = [t for t, _ in samples]
+
+        def at(t: float) -> tuple[float, int]:
+            i = min(range(len(times)), key=lambda j: abs(times[j] - t))
+            return samples[i]
+
+        rates = []
+        for t0, s0 in samples:
+            if lo <= t0 < lo + period:
+                t1, s1 = at(t0 + k * period)
+                if t1 > t0:
+                    rates.append((s1 - s0) / (t1 - t0))
+        if not rates:
+            return {}
+        return {"steady_rps": round(statistics.median(rates), 1), "steady_window_s": round(k * period, 1)}
+
+    # ---- scenario C -----------------------------------------------------------------
+
+    def scenario_c(self) -> None:
+        a = self.a
+        most = max(a.c_users)
+        restore = None
+        rng = Path("/proc/sys/net/ipv4/ip_local_port_range")
+        lo, hi = (int(x) for x in rng.read_text().split())
+        if hi - lo < most + 2000:
+            try:
+                restore = rng.read_text()
+                rng.write_text("1024 65000\n")
+                log(f"widened the ephemeral port range from {restore.split()} to 1024-65000 (restored at exit)")
+            except OSError as e:
+                log(f"cannot widen ip_local_port_range ({e}); runs above ~{hi - lo} users will fail to connect")
+                restore = None
+        try:
+            log(f"scenario C: starting nginx (4 workers, reuseport) on CPU {a.target_cpu}")
+            target = self.start_target("nginx", workers=4, connections=USERS_PER_PROCESS)
+            try:
+                baselines: dict[tuple[str, int], dict] = {}
+                for rnd in range(1, a.rounds + 1):
+                    for users in a.c_users:
+                        for tool in a.tools:
+                            procs = math.ceil(users / USERS_PER_PROCESS)
+                            key = (tool, procs)
+                            if key not in baselines and tool in ("squall", "wrk", "oha", "locust"):
+                                baselines[key] = self.run_c(target, tool, procs, procs, rnd, baseline=True)
+                            self.run_c(target, tool, users, procs, rnd, base_row=baselines.get(key))
+                            time.sleep(3)
+            finally:
+                target.stop()
+        finally:
+            if restore is not None:
+                rng.write_text(restore)
+                log(f"restored ip_local_port_range to {restore.split()}")
+
+    def run_c(self, target: Target, tool: str, users: int, procs: int, rnd: int, baseline: bool = False,
+              base_row: dict | None = None) -> dict:
+        a = self.a
+        think = a.c_think
+        spawn = max(100, users // 5)  # everyone up within ~5 s
+        ramp_budget = a.c_ramp_timeout
+        d = ramp_budget + a.c_hold + 20  # the harness stops the run once it has sampled
+        url = target.url + "/api/fast"
+        tag = f"C-{tool}-{users}{'-baseline' if baseline else ''}-{rnd}"
+        base = self.out / tag
+        per = [users // procs + (1 if i < users % procs else 0) for i in range(procs)]
+        row = {"scenario": "C", "target": "nginx", "tool": tool, "round": rnd, "users": users,
+               "processes": procs, "baseline": baseline}
+        log(f"C round {rnd}: {tool}, {users} users ({procs} process(es)), {think}s think{' [1-user baseline]' if baseline else ''}")
+        gen = a.gen_cpu
+        try:
+            if tool == "squall":
+                yaml = self.out / "C-squall.yaml"
+                squall_yaml(yaml, users, spawn, d, "/api/fast", f"{think}s")
+                gport = free_port()
+                row["model"] = "closed, wait constant"
+
+                def start():
+                    ms = [PROCS.start("squall-coordinator", [
+                        self.coordinator, "-f", yaml, "--workers", procs, "--bind", f"127.0.0.1:{gport}",
+                        "--headless", "--out", base, "--host", target.url, "--users", users,
+                        "--spawn-rate", spawn, "--duration", f"{d}s", "--wait-timeout", "60s"],
+                        out=Path(f"{base}.log"), cpu=gen)]
+                    for i in range(procs):
+                        ms.append(PROCS.start(f"squall-worker-{i}", [
+                            self.worker, "--master", f"127.0.0.1:{gport}", "--threads", 1,
+                            "--give-up-after", "60s", "--id", f"bench-{i}"],
+                            out=Path(f"{base}-worker{i}.log"), cpu=gen))
+                    return ms
+            elif tool == "wrk":
+                lua = self.out / "C-think.lua"
+                wrk_think_lua(lua, think * 1000)
+                row["model"] = "delay() after each response"
+
+                def start():
+                    return [PROCS.start(f"wrk-{i}", [self.exe["wrk"], "-t1", f"-c{c}", f"-d{d}s", "--latency",
+                                                     "--timeout", "30s", "-s", lua, url],
+                                        out=Path(f"{base}-{i}.txt"), cpu=gen) for i, c in enumerate(per)]
+            elif tool == "oha":
+                row["model"] = "no think time: -q users/think over users connections"
+
+                def start():
+                    return [PROCS.start(f"oha-{i}", [self.exe["oha"], "--no-tui", "--output-format", "json",
+                                                     "--worker-threads", 1, "-c", c, "-q", f"{c / think:.2f}",
+                                                     "-z", f"{d}s", url],
+                                        out=Path(f"{base}-{i}.json"), cpu=gen) for i, c in enumerate(per)]
+            else:
+                lf = self.out / "C-locustfile.py"
+                locust_file(lf, "/api/fast", float(think))
+                row["model"] = "wait_time = constant" + (f", --processes {procs}" if procs > 1 else "")
+                extra = ["--processes", procs] if procs > 1 else []
+
+                def start():
+                    return [PROCS.start("locust", [self.exe["locust"], "-f", lf, "--headless", "-u", users,
+                                                   "-r", spawn, "-t", f"{d}s", "--host", target.url,
+                                                   "--json-file", base, "--only-summary", "--loglevel", "WARNING",
+                                                   "--stop-timeout", 5, *extra],
+                                        out=Path(f"{base}.log"), cpu=gen)]
+            row.update(self.hold_and_sample(target, f"C/{tool}", start, users, baseline, d + 120))
+        except (BenchError, OSError, KeyError, ValueError) as e:
+            row["failed"] = str(e)
+            log(f"C/{tool}/{users} failed: {e}")
+        held = row.get("connections") or 0
+        if row.get("rss_kb") and not baseline:
+            row["rss_per_user_kb"] = round(row["rss_kb"] / users, 2)
+            if base_row and base_row.get("rss_kb") and held:
+                row["baseline_rss_kb"] = base_row["rss_kb"]
+                row["marginal_kb_per_user"] = round((row["rss_kb"] - base_row["rss_kb"]) / max(1, held - procs), 2)
+        notes = []
+        if not baseline and held < users and "failed" not in row:
+            notes.append(f"only {held:,} of {users:,} users held a connection")
+        if row.get("stop_note"):
+            notes.append(row["stop_note"])
+        if notes:
+            row["note"] = "; ".join(notes)
+        self.finish_row(row)
+        return row
+
+    def hold_and_sample(self, target: Target, key: str, start, users: int, baseline: bool, timeout: float) -> dict:
+        """Starts the generator, waits until `users` connections are established at
+        the target (or stop growing), holds, samples RSS of every generator
+        process tree, then interrupts the generator."""
+        a = self.a
+        target.alive()
+        self.wait_quiet()
+        members = start()
+        self.record_cmd(key + ("-baseline" if baseline else ""), members)
+        t0 = time.monotonic()
+        deadline = t0 + (a.c_ramp_timeout if not baseline else 30)
+        last_n, last_change, n = 0, t0, 0
+        out: dict = {}
+        try:
+            while time.monotonic() < deadline:
+                if any(PROCS.reap(m) for m in members):
+                    raise BenchError(f"{[m.name for m in members if m.ended][0]} exited early "
+                                     f"(exit {[m.popen.returncode for m in members if m.ended][0]})")
+                n = established(target.port)
+                now = time.monotonic()
+                if n >= users:
+                    break
+                if n > last_n:
+                    last_n, last_change = n, now
+                elif n > 0 and now - last_change > a.c_stall:
+                    log(f"{key}: connections stopped growing at {n} of {users}")
+                    break
+                time.sleep(1)
+            up_s = time.monotonic() - t0
+            log(f"{key}: {n} of {users} connections after {up_s:.1f}s; holding {a.c_hold if not baseline else 3}s")
+            hold_end = time.monotonic() + (a.c_hold if not baseline else 3)
+            series = []
+            while True:
+                rss = pss = 0
+                npids = 0
+                by_member = {}
+                for m in members:
+                    if PROCS.reap(m):
+                        continue
+                    mr = 0
+                    for p in tree(m.popen.pid):
+                        r, s = mem_kb(p)
+                        rss, pss, mr = rss + r, pss + s, mr + r
+                        npids += 1
+                    by_member[m.name] = mr
+                series.append((round(time.monotonic() - t0, 1), rss, pss))
+                if time.monotonic() >= hold_end:
+                    break
+                time.sleep(1)
+            n_end = established(target.port)
+            out = {"connections": min(n, n_end) if n_end else n, "connections_at_end": n_end, "ramp_s": round(up_s, 1),
+                   "rss_kb": series[-1][1], "pss_kb": series[-1][2], "rss_max_kb": max(s[1] for s in series),
+                   "pids": npids, "rss_by_process_kb": by_member, "rss_series": series}
+        finally:
+            # Interrupt: every tool stops on SIGINT and prints/writes what it has.
+            for m in members:
+                PROCS.kill_group(m, signal.SIGINT)
+            oc = run_bounded(members, timeout=30)
+            out.update({"cpu_s": round(oc.cpu_s, 3), "wall_s": round(oc.wall_s, 3), "maxrss_kb": oc.maxrss_kb,
+                        "exit_after_interrupt": oc.rcs})
+            if oc.timed_out:
+                out["stop_note"] = "killed: still running 30 s after SIGINT"
+        return out
+
+    # ---- report --------------------------------------------------------------------
+
+    def versions(self) -> dict:
+        def first_line(cmd: list[str]) -> str:
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+                return ((p.stdout or "") + (p.stderr or "")).strip().splitlines()[0]
+            except (OSError, IndexError, subprocess.TimeoutExpired):
+                return "unknown"
+
+        v = {}
+        if "wrk" in self.exe:
+            v["wrk"] = " ".join(first_line([self.exe["wrk"], "-v"]).split()[:3])
+        if "oha" in self.exe:
+            v["oha"] = first_line([self.exe["oha"], "--version"])
+        if "locust" in self.exe:
+            v["locust"] = " ".join(first_line([self.exe["locust"], "--version"]).split()[:2])
+        if "nginx" in self.exe:
+            v["nginx"] = first_line([self.exe["nginx"], "-v"]).replace("nginx version: ", "")
+        v["rustc"] = first_line(["rustc", "-V"])
+        commit = first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        v["squall"] = f"{first_line([str(self.coordinator), '--version'])}, source tree at {commit}" + (
+            " (uncommitted changes)" if dirty else "") + f", binaries from {self.bin}"
+        v["python"] = platform.python_version()
+        return v
+
+    def machine(self) -> str:
+        model = "unknown CPU"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}"
+
+    def report(self) -> str:
+        a = self.a
+        L: list[str] = []
+        L.append(f"Run {time.strftime('%Y-%m-%d %H:%M')} (`{self.out.name}`), {self.machine()}; "
+                 f"target on CPU {a.target_cpu}, generator on CPU {a.gen_cpu}; {a.rounds} round(s), medians over "
+                 f"the rounds where other processes used at most {a.noise_max:.0f}% of a core (all rounds if none).")
+        L.append("")
+        if any(r["scenario"] == "A" for r in self.rows):
+            L += self.table_a()
+        if any(r["scenario"] == "B" for r in self.rows):
+            L += self.table_b()
+        if any(r["scenario"] == "C" for r in self.rows):
+            L += self.table_c()
+        L.append("Versions: " + "; ".join(f"{k} {v}" if not v.startswith(k) else v for k, v in self.versions().items())
+                 + ".")
+        L.append("")
+        L.append("Commands (first round; `$PORT` a free loopback port, `$OUT` the results directory):")
+        L.append("")
+        L.append("```sh")
+        subs = [(str(self.out), "$OUT"), (str(self.bin) + "/", "")]
+        for key, cmds in self.first_cmds.items():
+            L.append(f"# {key}")
+            for c in cmds:
+                for s, r in subs:
+                    c = c.replace(s, r)
+                c = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:$PORT", c)
+                c = c.replace(str(Path.home()) + "/.cargo/bin/", "")
+                c = re.sub(r"/usr/(local/)?s?bin/", "", c)
+                c = re.sub(r"/root/\.pyenv/\S*/bin/", "", c)
+                L.append(c)
+        L.append("```")
+        return "\n".join(L) + "\n"
+
+    def groups(self, scenario: str, keyf) -> dict:
+        g: dict = {}
+        for r in self.rows:
+            if r["scenario"] == scenario and not r.get("baseline"):
+                g.setdefault(keyf(r), []).append(r)
+        return g
+
+    @staticmethod
+    def agg(rows: list[dict]) -> dict:
+        ok = [r for r in rows if "failed" not in r]
+        clean = [r for r in ok if not r.get("noisy")] or ok
+        m = {"_rounds": f"{len([r for r in ok if not r.get('noisy')])}/{len(rows)}", "_failed": None}
+        if not ok:
+            m["_failed"] = rows[-1].get("failed", "failed")
+            return m
+        for k in clean[0]:
+            vals = [r.get(k) for r in clean]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+                m[k] = median(vals)
+            else:
+                m[k] = vals[-1]
+        return m
+
+    def table_a(self) -> list[str]:
+        a = self.a
+        L = [f"**Scenario A**: max throughput, {a.connections} connections, no think time, GET /api/fast "
+             f"(2-byte body), {a.duration}s per run.", ""]
+        L.append("| target | tool | requests/s | vs wrk | p50 ms | p99 ms | generator CPU | CPU-s per 1k req "
+                 "| req per CPU-s | peak RSS | errors | target CPU | other CPU | target served | clean rounds |")
+        L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        g = self.groups("A", lambda r: (r["target"], r["tool"]))
+        ratios = []
+        for target in a.targets:
+            w = self.agg(g.get((target, "wrk"), [])) if (target, "wrk") in g else None
+            for tool in a.tools:
+                if (target, tool) not in g:
+                    continue
+                m = self.agg(g[(target, tool)])
+                if m["_failed"]:
+                    L.append(f"| {target} | {tool} | failed: {m['_failed'][:80]} |" + " |" * 13)
+                    continue
+                vs = f"{m['rps'] / w['rps']:.2f}x" if w and not w["_failed"] and w.get("rps") else "-"
+                L.append(
+                    f"| {target} | {tool} | {m['rps']:,.0f} | {vs} | {fmt(m.get('p50_ms'), 3)} | {fmt(m.get('p99_ms'), 3)} "
+                    f"| {fmt(m.get('cpu_pct'), 0)}% | {fmt(m.get('cpu_s_per_1k'), 4)} | {fmt(m.get('req_per_cpu_s'), 0, True)} "
+                    f"| {mib(m.get('maxrss_kb'))} | {fmt(m.get('errors'), 0)} | {fmt(m.get('target_cpu_pct'), 0)}% "
+                    f"| {fmt(m.get('other_cpu_pct'), 0)}% | {fmt(m.get('served_delta'), 0, True) if m.get('served_delta') is not None else '-'} "
+                    f"| {m['_rounds']} |")
+            ratios += self.ratio_lines(g, target, "A", target)
+        L.append("")
+        L += ratios
+        if ratios:
+            L.append("")
+        sq = [r for r in self.rows if r["scenario"] == "A" and r["tool"] == "squall" and r.get("served_delta") is not None
+              and r.get("requests") is not None]
+        if sq:
+            L.append("Cross-check on the demo target (Squall's count / requests the target served): "
+                     + ", ".join(f"{r['requests']:,} / {r['served_delta']:,}" for r in sq) + ".")
+            L.append("")
+        return L
+
+    def ratio_lines(self, g: dict, target: str, scenario: str, label: str, rate_key: str = "rps") -> list[str]:
+        if (target, "squall") not in g:
+            return []
+        s = self.agg(g[(target, "squall")])
+        if s["_failed"]:
+            return []
+        parts = []
+        for peer in ("wrk", "oha", "locust"):
+            if (target, peer) not in g:
+                continue
+            p = self.agg(g[(target, peer)])
+            if p["_failed"] or not p.get(rate_key) or not p.get("req_per_cpu_s"):
+                continue
+            parts.append(f"Squall/{peer} {s[rate_key] / p[rate_key]:.2f}x per wall-clock second, "
+                         f"{s['req_per_cpu_s'] / p['req_per_cpu_s']:.2f}x per generator CPU-second")
+        return [f"Ratios, {label}: " + "; ".join(parts) + "."] if parts else []
+
+    def table_b(self) -> list[str]:
+        a = self.a
+        ideal = a.b_users / (a.b_think + a.b_delay_ms / 1000)
+        L = [f"**Scenario B**: {a.b_users:,} users, each one request to GET "
+             f"{a.delay_path.format(ms=a.b_delay_ms)} (answered after {a.b_delay_ms} ms) then {a.b_think} s think "
+             f"time, {a.b_duration}s per run, demo target; ideal rate {ideal:.1f}/s. Achieved rate: the target's "
+             f"served counter over the steady window (from {min(a.b_skip, a.b_duration / 3):.0f} s after the first "
+             f"request to 2 s before the end), in whole periods of think time + delay (generators that start all "
+             f"users at once send in waves), median over the start phases.", ""]
+        L.append("| tool | how | achieved req/s | of ideal | p50 ms | p50 - delay | p99 ms | generator CPU "
+                 "| CPU-s per 1k req | peak RSS | errors | other CPU | clean rounds |")
+        L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        g = self.groups("B", lambda r: ("demo", r["tool"]))
+        for tool in a.tools:
+            if ("demo", tool) not in g:
+                continue
+            m = self.agg(g[("demo", tool)])
+            if m["_failed"]:
+                L.append(f"| {tool} | failed: {m['_failed'][:80]} |" + " |" * 11)
+                continue
+            vs = f"{m['steady_vs_ideal'] * 100:.1f}%" if m.get("steady_vs_ideal") else "-"
+            L.append(f"| {tool} | {m.get('model', '')} | {fmt(m.get('steady_rps'), 1)} | {vs} | {fmt(m.get('p50_ms'), 3)} "
+                     f"| {fmt(m.get('p50_minus_delay_ms'), 3)} | {fmt(m.get('p99_ms'), 3)} | {fmt(m.get('cpu_pct'), 1)}% "
+                     f"| {fmt(m.get('cpu_s_per_1k'), 4)} | {mib(m.get('maxrss_kb'))} | {fmt(m.get('errors'), 0)} "
+                     f"| {fmt(m.get('other_cpu_pct'), 0)}% | {m['_rounds']} |")
+        L.append("")
+        r = self.ratio_lines(g, "demo", "B", "scenario B", rate_key="steady_rps")
+        L += r + ([""] if r else [])
+        return L
+
+    def table_c(self) -> list[str]:
+        a = self.a
+        L = [f"**Scenario C**: idle users, each one request to GET /api/fast then {a.c_think} s think time, against "
+             f"nginx (4 workers, reuseport); RSS of all generator processes once the users held their connections "
+             f"(after a {a.c_hold} s hold). Marginal: (RSS - RSS of the same process layout with one user per "
+             f"process) / users. At most {USERS_PER_PROCESS:,} users per process (the fd limit is 20,000).", ""]
+        L.append("| tool | users | processes | how | connections held | ramp s | RSS | RSS per user "
+                 "| 1-user RSS | marginal per user | PSS | notes |")
+        L.append("|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|")
+        g = self.groups("C", lambda r: (r["tool"], r["users"]))
+        for users in a.c_users:
+            for tool in a.tools:
+                if (tool, users) not in g:
+                    continue
+                m = self.agg(g[(tool, users)])
+                if m["_failed"]:
+                    L.append(f"| {tool} | {users:,} | | failed: {m['_failed'][:100]} |" + " |" * 8)
+                    continue
+                L.append(f"| {tool} | {users:,} | {m.get('processes')} | {m.get('model', '')} "
+                         f"| {fmt(m.get('connections'), 0, True)} | {fmt(m.get('ramp_s'), 1)} | {mib(m.get('rss_kb'))} "
+                         f"| {kib(m.get('rss_per_user_kb'))} | {mib(m.get('baseline_rss_kb'))} "
+                         f"| {kib(m.get('marginal_kb_per_user'))} | {mib(m.get('pss_kb'))} | {m.get('note', '')} |")
+        L.append("")
+        return L
+
+
+def fmt(v, digits: int, thousands: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:,.{digits}f}" if thousands else f"{v:.{digits}f}"
+
+
+def mib(kb) -> str:
+    return "-" if not kb else f"{kb / 1024:.1f} MiB"
+
+
+def kib(kb) -> str:
+    return "-" if kb is None else f"{kb:.1f} KiB"
+
+
+def write_docs(md: str) -> None:
+    text = DOCS.read_text()
+    if BEGIN_MARK not in text or END_MARK not in text:
+        raise BenchError(f"{DOCS} has no {BEGIN_MARK} ... {END_MARK} section")
+    head, rest = text.split(BEGIN_MARK, 1)
+    _, tail = rest.split(END_MARK, 1)
+    DOCS.write_text(f"{head}{BEGIN_MARK}\n{md}{END_MARK}{tail}")
+    log(f"updated {DOCS.relative_to(ROOT)}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--scenarios", type=csv_list(ALL_SCENARIOS, upper=True), default=list(ALL_SCENARIOS))
+    p.add_argument("--tools", type=csv_list(ALL_TOOLS), default=list(ALL_TOOLS))
+    p.add_argument("--targets", type=csv_list(ALL_TARGETS), default=list(ALL_TARGETS),
+                   help="scenario A's targets (B always uses the demo target, C nginx)")
+    p.add_argument("--duration", type=parse_duration, default=10, help="scenario A run length (default 10s)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of every run; tables show medians")
+    p.add_argument("--bin-dir", default=str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"),
+                   help="where coordinator and worker are (default target/release)")
+    p.add_argument("--skip-build", action="store_true", help="do not run cargo build --release --bins")
+    p.add_argument("--write-docs", action="store_true",
+                   help="replace the marked section of docs/benchmarks.md with the results")
+    p.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    p.add_argument("--connections", type=int, default=50, help="scenario A connections (default 50)")
+    p.add_argument("--warmup", type=parse_duration, default=2, help="wrk warm-up per A target (0: none)")
+    p.add_argument("--b-users", type=int, default=1000)
+    p.add_argument("--b-think", type=int, default=1, help="scenario B think time, seconds")
+    p.add_argument("--b-delay-ms", type=int, default=50)
+    p.add_argument("--b-duration", type=parse_duration, default=30)
+    p.add_argument("--b-skip", type=float, default=5.0, help="seconds of ramp-up left out of B's steady window")
+    p.add_argument("--delay-path", default="/api/delay/{ms}", help="the demo target's delay route")
+    p.add_argument("--c-users", type=int_list, default=[10_000, 50_000])
+    p.add_argument("--c-think", type=int, default=10, help="scenario C think time, seconds")
+    p.add_argument("--c-hold", type=int, default=10, help="seconds to hold once all C users are up, before sampling")
+    p.add_argument("--c-ramp-timeout", type=int, default=90, help="most seconds to wait for C users to connect")
+    p.add_argument("--c-stall", type=int, default=15, help="give up waiting when connections stop growing this long")
+    p.add_argument("--target-cpu", type=int, default=0)
+    p.add_argument("--gen-cpu", type=int, default=1)
+    p.add_argument("--quiet-max", type=float, default=10, help="wait until the two CPUs are at most this busy (%%)")
+    p.add_argument("--quiet-timeout", type=int, default=120, help="...for at most this many seconds")
+    p.add_argument("--noise-max", type=float, default=15,
+                   help="runs where other processes used more than this (%% of a core) are noisy")
+    a = p.parse_args(argv)
+    if a.target_cpu == a.gen_cpu:
+        p.error("--target-cpu and --gen-cpu must differ")
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return a
+
+
+def main(argv=None) -> int:
+    global LOG_FILE
+    a = parse_args(argv)
+    raise_nofile()
+    lock_path = Path(os.environ.get("TMPDIR", "/tmp")) / "squall-bench.lock"
+    lock = open(lock_path, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log(f"another benchmark holds {lock_path}; waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    b = Bench(a)
+    LOG_FILE = b.out / "compare.log"
+    log(f"results: {b.out}")
+    try:
+        b.need_tools()
+        b.build()
+        if "A" in a.scenarios:
+            b.scenario_a()
+        if "B" in a.scenarios:
+            b.scenario_b()
+        if "C" in a.scenarios:
+            b.scenario_c()
+    except KeyboardInterrupt:
+        log("interrupted: reporting what was measured")
+    except BenchError as e:
+        log(f"error: {e}")
+        return 1
+    finally:
+        PROCS.stop_all()
+        shutil.rmtree(b.work, ignore_errors=True)
+        if b.rows:
+            md = b.report()
+            (b.out / "results.md").write_text(md)
+            print(md)
+            latest = b.out.parent / "latest"
+            if latest.is_symlink() or not latest.exists():
+                latest.unlink(missing_ok=True)
+                latest.symlink_to(b.out.name)
+            if a.write_docs:
+                write_docs(md)
+            log(f"raw outputs, results.json and results.md are in {b.out}")
+    return 1 if any("failed" in r for r in b.rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
