@@ -253,8 +253,12 @@ class Procs:
         self.live: dict[int, Member] = {}
         self.commands: list[tuple[str, list[str]]] = []
 
-    def start(self, name, cmd, *, out: Path | None, cpu: int | None, cwd=None, env=None) -> Member:
-        full = (["taskset", "-c", str(cpu)] if cpu is not None else []) + [str(c) for c in cmd]
+    def start(self, name, cmd, *, out: Path | None, cpu: int | None, cwd=None, env=None,
+              netns: str | None = None) -> Member:
+        # `ip netns exec` and taskset both exec the next program, so the pid
+        # (and wait4's rusage) is the tool's own.
+        full = ((["ip", "netns", "exec", netns] if netns else [])
+                + (["taskset", "-c", str(cpu)] if cpu is not None else []) + [str(c) for c in cmd])
         self.commands.append((name, full))
         fh = open(out, "wb") if out else subprocess.DEVNULL
         try:
@@ -271,7 +275,7 @@ class Procs:
         except OSError as e:
             if out:
                 fh.close()
-            raise BenchError(f"cannot start {full[0 if cpu is None else 3]}: {e}") from e
+            raise BenchError(f"cannot start {cmd[0]}: {e}") from e
         m = Member(name, p, time.monotonic(), out=fh if out else None)
         self.live[p.pid] = m
         return m
@@ -342,12 +346,15 @@ def finish(members: list[Member], start: float, timed_out: bool, samples=None) -
 def run_bounded(members: list[Member], timeout: float, on_tick=None, tick: float = 0.5) -> Outcome:
     """Waits for members[0] (then stops the rest); kills everything at the timeout."""
     start = min(m.started for m in members)
+    # From the call, not from the start: hold_and_sample calls this long after
+    # the members started, to wait for them to exit after an interrupt.
+    deadline = time.monotonic() + timeout
     samples = []
     timed_out = False
     next_tick = time.monotonic()
     while not PROCS.reap(members[0]):
         now = time.monotonic()
-        if now - start > timeout:
+        if now > deadline:
             log(f"timeout after {timeout:.0f}s: stopping {members[0].name}")
             timed_out = True
             PROCS.stop(members[0], signal.SIGINT, grace=10)
@@ -419,9 +426,10 @@ class DemoTarget(Target):
 class NginxTarget(Target):
     name = "nginx"
 
-    def __init__(self, nginx: str, cpu: int, out: Path, work: Path, workers: int = 1, connections: int = 4096):
+    def __init__(self, nginx: str, cpu: int, out: Path, work: Path, workers: int = 1, connections: int = 4096,
+                 addr: str = "127.0.0.1"):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{addr}:{self.port}"
         d = work / f"nginx-{self.port}"
         (d / "www" / "api").mkdir(parents=True, exist_ok=True)
         (d / "tmp").mkdir(exist_ok=True)
@@ -430,7 +438,7 @@ class NginxTarget(Target):
         user = "user root;" if os.geteuid() == 0 else ""
         # reuseport gives each worker its own accept queue, so that tens of
         # thousands of connections spread over the workers.
-        listen = f"127.0.0.1:{self.port}" + (" reuseport backlog=65535" if workers > 1 else "")
+        listen = f"{addr}:{self.port}" + (" reuseport backlog=65535" if workers > 1 else "")
         conf = f"""{user}
 worker_processes {workers};
 worker_rlimit_nofile {hard};
@@ -466,6 +474,65 @@ http {{
             cpu=cpu,
         )
         self.wait_ready()
+
+
+class Hosts:
+    """Scenario C's generator hosts: one network namespace per generator process.
+
+    Every TCP connection needs its own (source address, source port) towards
+    the one target address, and Linux's connect() looks for a free source port
+    by scanning the even ports of ip_local_port_range first: measured here,
+    with a 9,000-port range to one destination, connect() took 32 us while
+    fewer than half the ports were in use and 150-330 us beyond that, so on
+    loopback (one source address) 50,000 connections make every generator
+    spend its core in the kernel and time its requests out. Real clusters
+    give each generator host its own address; this does the same on one
+    machine: namespace i holds veth address 10.201.i.2 (its own port space,
+    the port range widened to 1024-65000) and routes to the root namespace,
+    where the target (and Squall's coordinator) listen on ADDR, an address
+    on lo. Needs root and iproute2; falls back to loopback otherwise."""
+
+    ADDR = "10.201.255.1"
+
+    def __init__(self, n: int):
+        self.names: list[str] = []
+        self.addr_added = False
+        tag = os.getpid() % 10000
+        try:
+            self._ip("addr", "add", f"{self.ADDR}/32", "dev", "lo")
+            self.addr_added = True
+            for i in range(n):
+                ns, host_if, ns_if = f"sqbench{tag}-{i}", f"sqb{tag}h{i}", f"sqb{tag}n{i}"
+                self._ip("netns", "add", ns)
+                self.names.append(ns)
+                self._ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+                self._ip("link", "set", ns_if, "netns", ns)
+                self._ip("addr", "add", f"10.201.{i}.1/24", "dev", host_if)
+                self._ip("link", "set", host_if, "up")
+                self._ip("-n", ns, "addr", "add", f"10.201.{i}.2/24", "dev", ns_if)
+                self._ip("-n", ns, "link", "set", ns_if, "up")
+                self._ip("-n", ns, "link", "set", "lo", "up")
+                self._ip("-n", ns, "route", "add", "default", "via", f"10.201.{i}.1")
+                subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                                "net.ipv4.ip_local_port_range=1024 65000"], check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            self.close()
+            raise BenchError(f"cannot make the generator hosts (network namespaces): {e}") from e
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    def ns(self, i: int) -> str:
+        return self.names[i % len(self.names)]
+
+    def close(self) -> None:
+        for ns in self.names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # takes its veth pair along
+        self.names = []
+        if self.addr_added:
+            subprocess.run(["ip", "addr", "del", f"{self.ADDR}/32", "dev", "lo"], capture_output=True)
+            self.addr_added = False
 
 
 # ------------------------------------------------------------- tool outputs ---
@@ -969,11 +1036,18 @@ class Bench:
 
     def scenario_c(self) -> None:
         a = self.a
-        most = max(a.c_users)
+        most = max(math.ceil(u / USERS_PER_PROCESS) for u in a.c_users)
+        hosts = None
+        if a.c_netns and os.geteuid() == 0 and shutil.which("ip"):
+            hosts = Hosts(most)
+            log(f"scenario C: {most} generator host(s) (network namespaces), target at {Hosts.ADDR}")
+        else:
+            self.notes.append("Scenario C ran on loopback (no root or no `ip`, or --no-c-netns): above ~30,000 "
+                              "connections connect() scans for free ports and the ramp is kernel-bound.")
         restore = None
         rng = Path("/proc/sys/net/ipv4/ip_local_port_range")
         lo, hi = (int(x) for x in rng.read_text().split())
-        if hi - lo < most + 2000:
+        if hosts is None and hi - lo < max(a.c_users) + 2000:
             try:
                 restore = rng.read_text()
                 rng.write_text("1024 65000\n")
@@ -983,7 +1057,8 @@ class Bench:
                 restore = None
         try:
             log(f"scenario C: starting nginx (4 workers, reuseport) on CPU {a.target_cpu}")
-            target = self.start_target("nginx", workers=4, connections=USERS_PER_PROCESS)
+            target = self.start_target("nginx", workers=4, connections=USERS_PER_PROCESS,
+                                       addr=Hosts.ADDR if hosts else "127.0.0.1")
             try:
                 baselines: dict[tuple[str, int], dict] = {}
                 for rnd in range(1, a.rounds + 1):
@@ -991,19 +1066,21 @@ class Bench:
                         for tool in a.tools:
                             procs = math.ceil(users / USERS_PER_PROCESS)
                             key = (tool, procs)
-                            if key not in baselines and tool in ("squall", "wrk", "oha", "locust"):
-                                baselines[key] = self.run_c(target, tool, procs, procs, rnd, baseline=True)
-                            self.run_c(target, tool, users, procs, rnd, base_row=baselines.get(key))
+                            if key not in baselines:
+                                baselines[key] = self.run_c(target, hosts, tool, procs, procs, rnd, baseline=True)
+                            self.run_c(target, hosts, tool, users, procs, rnd, base_row=baselines.get(key))
                             time.sleep(3)
             finally:
                 target.stop()
         finally:
+            if hosts is not None:
+                hosts.close()
             if restore is not None:
                 rng.write_text(restore)
                 log(f"restored ip_local_port_range to {restore.split()}")
 
-    def run_c(self, target: Target, tool: str, users: int, procs: int, rnd: int, baseline: bool = False,
-              base_row: dict | None = None) -> dict:
+    def run_c(self, target: Target, hosts: Hosts | None, tool: str, users: int, procs: int, rnd: int,
+              baseline: bool = False, base_row: dict | None = None) -> dict:
         a = self.a
         think = a.c_think
         spawn = max(100, users // 5)  # everyone up within ~5 s
@@ -1014,27 +1091,35 @@ class Bench:
         base = self.out / tag
         per = [users // procs + (1 if i < users % procs else 0) for i in range(procs)]
         row = {"scenario": "C", "target": "nginx", "tool": tool, "round": rnd, "users": users,
-               "processes": procs, "baseline": baseline}
+               "processes": procs, "baseline": baseline, "hosts": procs if hosts else 0}
         log(f"C round {rnd}: {tool}, {users} users ({procs} process(es)), {think}s think{' [1-user baseline]' if baseline else ''}")
         gen = a.gen_cpu
+        # The root namespace's side: Squall's coordinator, Locust's master.
+        here = Hosts.ADDR if hosts else "127.0.0.1"
+
+        def ns(i: int) -> str | None:
+            return hosts.ns(i) if hosts else None
+
         try:
             if tool == "squall":
                 yaml = self.out / "C-squall.yaml"
                 squall_yaml(yaml, users, spawn, d, "/api/fast", f"{think}s")
                 gport = free_port()
                 row["model"] = "closed, wait constant"
+                # A bind outside loopback needs a token.
+                token = ["--token", "bench"] if hosts else []
 
                 def start():
                     ms = [PROCS.start("squall-coordinator", [
-                        self.coordinator, "-f", yaml, "--workers", procs, "--bind", f"127.0.0.1:{gport}",
+                        self.coordinator, "-f", yaml, "--workers", procs, "--bind", f"{here}:{gport}", *token,
                         "--headless", "--out", base, "--host", target.url, "--users", users,
                         "--spawn-rate", spawn, "--duration", f"{d}s", "--wait-timeout", "60s"],
                         out=Path(f"{base}.log"), cpu=gen)]
                     for i in range(procs):
                         ms.append(PROCS.start(f"squall-worker-{i}", [
-                            self.worker, "--master", f"127.0.0.1:{gport}", "--threads", 1,
+                            self.worker, "--master", f"{here}:{gport}", *token, "--threads", 1,
                             "--give-up-after", "60s", "--id", f"bench-{i}"],
-                            out=Path(f"{base}-worker{i}.log"), cpu=gen))
+                            out=Path(f"{base}-worker{i}.log"), cpu=gen, netns=ns(i)))
                     return ms
             elif tool == "wrk":
                 lua = self.out / "C-think.lua"
@@ -1044,7 +1129,7 @@ class Bench:
                 def start():
                     return [PROCS.start(f"wrk-{i}", [self.exe["wrk"], "-t1", f"-c{c}", f"-d{d}s", "--latency",
                                                      "--timeout", "30s", "-s", lua, url],
-                                        out=Path(f"{base}-{i}.txt"), cpu=gen) for i, c in enumerate(per)]
+                                        out=Path(f"{base}-{i}.txt"), cpu=gen, netns=ns(i)) for i, c in enumerate(per)]
             elif tool == "oha":
                 row["model"] = "no think time: -q users/think over users connections"
 
@@ -1052,19 +1137,33 @@ class Bench:
                     return [PROCS.start(f"oha-{i}", [self.exe["oha"], "--no-tui", "--output-format", "json",
                                                      "--worker-threads", 1, "-c", c, "-q", f"{c / think:.2f}",
                                                      "-z", f"{d}s", url],
-                                        out=Path(f"{base}-{i}.json"), cpu=gen) for i, c in enumerate(per)]
+                                        out=Path(f"{base}-{i}.json"), cpu=gen, netns=ns(i)) for i, c in enumerate(per)]
             else:
                 lf = self.out / "C-locustfile.py"
                 locust_file(lf, "/api/fast", float(think))
-                row["model"] = "wait_time = constant" + (f", --processes {procs}" if procs > 1 else "")
-                extra = ["--processes", procs] if procs > 1 else []
+                common = ["--headless", "-u", users, "-r", spawn, "-t", f"{d}s", "--host", target.url,
+                          "--json-file", base, "--only-summary", "--loglevel", "WARNING", "--stop-timeout", 5]
+                if procs == 1:
+                    row["model"] = "wait_time = constant"
 
-                def start():
-                    return [PROCS.start("locust", [self.exe["locust"], "-f", lf, "--headless", "-u", users,
-                                                   "-r", spawn, "-t", f"{d}s", "--host", target.url,
-                                                   "--json-file", base, "--only-summary", "--loglevel", "WARNING",
-                                                   "--stop-timeout", 5, *extra],
-                                        out=Path(f"{base}.log"), cpu=gen)]
+                    def start():
+                        return [PROCS.start("locust", [self.exe["locust"], "-f", lf, *common],
+                                            out=Path(f"{base}.log"), cpu=gen, netns=ns(0))]
+                else:
+                    # Locust's distributed mode: a master and one worker per host.
+                    row["model"] = f"wait_time = constant, --master + {procs} --worker"
+                    mport = free_port()
+
+                    def start():
+                        ms = [PROCS.start("locust-master", [
+                            self.exe["locust"], "-f", lf, *common, "--master", "--master-bind-host", here,
+                            "--master-bind-port", mport, "--expect-workers", procs], out=Path(f"{base}.log"), cpu=gen)]
+                        for i in range(procs):
+                            ms.append(PROCS.start(f"locust-worker-{i}", [
+                                self.exe["locust"], "-f", lf, "--worker", "--master-host", here, "--master-port",
+                                mport, "--loglevel", "WARNING"], out=Path(f"{base}-worker{i}.log"), cpu=gen,
+                                netns=ns(i)))
+                        return ms
             row.update(self.hold_and_sample(target, f"C/{tool}", start, users, baseline, d + 120))
         except (BenchError, OSError, KeyError, ValueError) as e:
             row["failed"] = str(e)
@@ -1211,7 +1310,8 @@ class Bench:
             for c in cmds:
                 for s, r in subs:
                     c = c.replace(s, r)
-                c = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:$PORT", c)
+                c = re.sub(r"(127\.0\.0\.1|10\.201\.255\.1):\d+", r"\1:$PORT", c)
+                c = re.sub(r"sqbench\d+-", "sqbench-", c)
                 c = c.replace(str(Path.home()) + "/.cargo/bin/", "")
                 c = re.sub(r"/usr/(local/)?s?bin/", "", c)
                 c = re.sub(r"/root/\.pyenv/\S*/bin/", "", c)
@@ -1332,7 +1432,9 @@ class Bench:
         L = [f"**Scenario C**: idle users, each one request to GET /api/fast then {a.c_think} s think time, against "
              f"nginx (4 workers, reuseport); RSS of all generator processes once the users held their connections "
              f"(after a {a.c_hold} s hold). Marginal: (RSS - RSS of the same process layout with one user per "
-             f"process) / users. At most {USERS_PER_PROCESS:,} users per process (the fd limit is 20,000).", ""]
+             f"process) / users. At most {USERS_PER_PROCESS:,} users per process (the fd limit is 20,000); "
+             f"each generator process in its own network namespace, as on its own host "
+             f"(`ip netns exec sqbench-N`, its own source address towards the target).", ""]
         L.append("| tool | users | processes | how | connections held | ramp s | RSS | RSS per user "
                  "| 1-user RSS | marginal per user | PSS | notes |")
         L.append("|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|")
@@ -1405,6 +1507,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--c-think", type=int, default=10, help="scenario C think time, seconds")
     p.add_argument("--c-hold", type=int, default=10, help="seconds to hold once all C users are up, before sampling")
     p.add_argument("--c-ramp-timeout", type=int, default=90, help="most seconds to wait for C users to connect")
+    p.add_argument("--no-c-netns", dest="c_netns", action="store_false",
+                   help="run scenario C on loopback instead of one network namespace per generator process")
     p.add_argument("--c-stall", type=int, default=15, help="give up waiting when connections stop growing this long")
     p.add_argument("--target-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1)
