@@ -490,17 +490,28 @@ class Hosts:
     machine: namespace i holds veth address 10.201.i.2 (its own port space,
     the port range widened to 1024-65000) and routes to the root namespace,
     where the target (and Squall's coordinator) listen on ADDR, an address
-    on lo. Needs root and iproute2; falls back to loopback otherwise."""
+    on lo. Every run gets fresh namespaces, so no run inherits another's
+    TIME_WAIT sockets. Needs root and iproute2; falls back to loopback
+    otherwise."""
 
     ADDR = "10.201.255.1"
 
+    @classmethod
+    def add_target_addr(cls) -> None:
+        subprocess.run(["ip", "addr", "del", f"{cls.ADDR}/32", "dev", "lo"], capture_output=True)
+        try:
+            cls._ip("addr", "add", f"{cls.ADDR}/32", "dev", "lo")
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise BenchError(f"cannot add {cls.ADDR} to lo: {e}") from e
+
+    @classmethod
+    def del_target_addr(cls) -> None:
+        subprocess.run(["ip", "addr", "del", f"{cls.ADDR}/32", "dev", "lo"], capture_output=True)
+
     def __init__(self, n: int):
         self.names: list[str] = []
-        self.addr_added = False
         tag = os.getpid() % 10000
         try:
-            self._ip("addr", "add", f"{self.ADDR}/32", "dev", "lo")
-            self.addr_added = True
             for i in range(n):
                 ns, host_if, ns_if = f"sqbench{tag}-{i}", f"sqb{tag}h{i}", f"sqb{tag}n{i}"
                 self._ip("netns", "add", ns)
@@ -530,9 +541,6 @@ class Hosts:
         for ns in self.names:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # takes its veth pair along
         self.names = []
-        if self.addr_added:
-            subprocess.run(["ip", "addr", "del", f"{self.ADDR}/32", "dev", "lo"], capture_output=True)
-            self.addr_added = False
 
 
 # ------------------------------------------------------------- tool outputs ---
@@ -1036,18 +1044,19 @@ class Bench:
 
     def scenario_c(self) -> None:
         a = self.a
-        most = max(math.ceil(u / USERS_PER_PROCESS) for u in a.c_users)
-        hosts = None
-        if a.c_netns and os.geteuid() == 0 and shutil.which("ip"):
-            hosts = Hosts(most)
-            log(f"scenario C: {most} generator host(s) (network namespaces), target at {Hosts.ADDR}")
+        use_hosts = a.c_netns and os.geteuid() == 0 and shutil.which("ip") is not None
+        if use_hosts:
+            # The target's address must exist before nginx binds it; the
+            # namespaces themselves are made fresh for every run (run_c).
+            Hosts.add_target_addr()
+            log(f"scenario C: every generator process on its own host (network namespace), target at {Hosts.ADDR}")
         else:
             self.notes.append("Scenario C ran on loopback (no root or no `ip`, or --no-c-netns): above ~30,000 "
                               "connections connect() scans for free ports and the ramp is kernel-bound.")
         restore = None
         rng = Path("/proc/sys/net/ipv4/ip_local_port_range")
         lo, hi = (int(x) for x in rng.read_text().split())
-        if hosts is None and hi - lo < max(a.c_users) + 2000:
+        if not use_hosts and hi - lo < max(a.c_users) + 2000:
             try:
                 restore = rng.read_text()
                 rng.write_text("1024 65000\n")
@@ -1058,7 +1067,7 @@ class Bench:
         try:
             log(f"scenario C: starting nginx (4 workers, reuseport) on CPU {a.target_cpu}")
             target = self.start_target("nginx", workers=4, connections=USERS_PER_PROCESS,
-                                       addr=Hosts.ADDR if hosts else "127.0.0.1")
+                                       addr=Hosts.ADDR if use_hosts else "127.0.0.1")
             try:
                 baselines: dict[tuple[str, int], dict] = {}
                 for rnd in range(1, a.rounds + 1):
@@ -1067,19 +1076,19 @@ class Bench:
                             procs = math.ceil(users / USERS_PER_PROCESS)
                             key = (tool, procs)
                             if key not in baselines:
-                                baselines[key] = self.run_c(target, hosts, tool, procs, procs, rnd, baseline=True)
-                            self.run_c(target, hosts, tool, users, procs, rnd, base_row=baselines.get(key))
+                                baselines[key] = self.run_c(target, use_hosts, tool, procs, procs, rnd, baseline=True)
+                            self.run_c(target, use_hosts, tool, users, procs, rnd, base_row=baselines.get(key))
                             time.sleep(3)
             finally:
                 target.stop()
         finally:
-            if hosts is not None:
-                hosts.close()
+            if use_hosts:
+                Hosts.del_target_addr()
             if restore is not None:
                 rng.write_text(restore)
                 log(f"restored ip_local_port_range to {restore.split()}")
 
-    def run_c(self, target: Target, hosts: Hosts | None, tool: str, users: int, procs: int, rnd: int,
+    def run_c(self, target: Target, use_hosts: bool, tool: str, users: int, procs: int, rnd: int,
               baseline: bool = False, base_row: dict | None = None) -> dict:
         a = self.a
         think = a.c_think
@@ -1091,23 +1100,28 @@ class Bench:
         base = self.out / tag
         per = [users // procs + (1 if i < users % procs else 0) for i in range(procs)]
         row = {"scenario": "C", "target": "nginx", "tool": tool, "round": rnd, "users": users,
-               "processes": procs, "baseline": baseline, "hosts": procs if hosts else 0}
+               "processes": procs, "baseline": baseline, "hosts": procs if use_hosts else 0}
         log(f"C round {rnd}: {tool}, {users} users ({procs} process(es)), {think}s think{' [1-user baseline]' if baseline else ''}")
         gen = a.gen_cpu
         # The root namespace's side: Squall's coordinator, Locust's master.
-        here = Hosts.ADDR if hosts else "127.0.0.1"
+        here = Hosts.ADDR if use_hosts else "127.0.0.1"
 
         def ns(i: int) -> str | None:
             return hosts.ns(i) if hosts else None
 
+        # Fresh hosts for every run: the sockets a previous run left in
+        # TIME_WAIT would otherwise hold their ports for 60 s.
+        hosts = None
         try:
+            if use_hosts:
+                hosts = Hosts(procs)
             if tool == "squall":
                 yaml = self.out / "C-squall.yaml"
                 squall_yaml(yaml, users, spawn, d, "/api/fast", f"{think}s")
                 gport = free_port()
                 row["model"] = "closed, wait constant"
                 # A bind outside loopback needs a token.
-                token = ["--token", "bench"] if hosts else []
+                token = ["--token", "bench"] if use_hosts else []
 
                 def start():
                     ms = [PROCS.start("squall-coordinator", [
@@ -1168,6 +1182,9 @@ class Bench:
         except (BenchError, OSError, KeyError, ValueError) as e:
             row["failed"] = str(e)
             log(f"C/{tool}/{users} failed: {e}")
+        finally:
+            if hosts is not None:
+                hosts.close()
         held = row.get("connections") or 0
         if row.get("rss_kb") and not baseline:
             row["rss_per_user_kb"] = round(row["rss_kb"] / users, 2)
