@@ -145,13 +145,22 @@ pub async fn run_task(
         running_sent = true;
     }
 
+    // A closed model at its peak with every user started stays flat until the
+    // end or an `Adjust`, so the control tick pauses (the 1 s snapshot tick
+    // still follows the plan). Measured: the 50 ticks a second were 8.7% of
+    // the generator's CPU in benchmark scenario B (1,000 users, 1 s think time).
+    let mut settled = false;
     let graceful = loop {
         tokio::select! {
-            _ = control.tick(), if !load.is_open() => {
-                if follow_plan(&mut engine, &load, &roster, &mut ids, t0, &mut pace) && !running_sent {
+            _ = control.tick(), if !load.is_open() && !settled => {
+                let followed = follow_plan(&mut engine, &load, &roster, &mut ids, t0, &mut pace);
+                if followed.peak && !running_sent {
                     send(status(WorkerState::Running, String::new(), 0)).await;
                     running_sent = true;
                 }
+                settled = followed.peak
+                    && followed.caught_up
+                    && matches!(load, LoadModel::Closed { .. });
             }
             _ = tokio::time::sleep_until(t0 + planned) => {
                 // The plan is over on this worker's own clock: finish it here
@@ -161,8 +170,10 @@ pub async fn run_task(
             _ = tick.tick() => {
                 // Bring the user count up to the plan first, so the snapshot's
                 // users are those of its window's end.
-                if !load.is_open() {
-                    follow_plan(&mut engine, &load, &roster, &mut ids, t0, &mut pace);
+                if !load.is_open()
+                    && !follow_plan(&mut engine, &load, &roster, &mut ids, t0, &mut pace).caught_up
+                {
+                    settled = false;
                 }
                 let (snap, budget_left) = snapshot(&engine, &keys, &run_id, seq, &mut last_flush_us, t0).await;
                 seq += 1;
@@ -179,6 +190,7 @@ pub async fn run_task(
                     tracing::info!("run {run_id}: now worker {} of {count}", index + 1);
                     ids.index = index;
                     ids.count = count;
+                    settled = false;
                     if load.is_open() {
                         engine.start_open(open_plan(&load, index, count, t0), ids.next() );
                     } else {
@@ -233,8 +245,15 @@ fn open_plan(load: &LoadModel, index: u64, count: u64, t0: tokio::time::Instant)
     }
 }
 
-/// Moves this worker's users per class to its part of the plan's current
-/// user count; true once the plan's peak is reached.
+/// Where `follow_plan` left this worker.
+struct Followed {
+    /// The plan has reached its peak user count.
+    peak: bool,
+    /// Every class runs exactly its part of the plan (the spawn pace held nothing back).
+    caught_up: bool,
+}
+
+/// Moves this worker's users per class to its part of the plan's current user count.
 fn follow_plan(
     engine: &mut Engine,
     load: &LoadModel,
@@ -242,7 +261,7 @@ fn follow_plan(
     ids: &mut UserIds,
     t0: tokio::time::Instant,
     pace: &mut SpawnPace,
-) -> bool {
+) -> Followed {
     let global = load.users_at(t0.elapsed().as_secs_f64()).unwrap_or(0);
     let want = roster.users_per_class(global);
     let mut current = engine.users_per_class(want.len());
@@ -267,7 +286,10 @@ fn follow_plan(
             break;
         }
     }
-    global >= load.peak_users()
+    Followed {
+        peak: global >= load.peak_users(),
+        caught_up: current == want,
+    }
 }
 
 /// Starts users no faster than this worker's part of the spawn rate, so a
