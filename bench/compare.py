@@ -4,6 +4,7 @@
     python3 bench/compare.py [--scenarios A,B,C] [--tools squall,wrk,oha,locust]
                              [--targets nginx,demo] [--duration 10s] [--rounds N]
                              [--bin-dir DIR] [--skip-build] [--write-docs]
+                             [--a-budget PCT] [--docs-section NAME]
 
 The target runs pinned to CPU 0 and every generator to CPU 1 (`taskset -c`), one
 generator at a time, each run bounded by a timeout; before each measured run the
@@ -16,7 +17,8 @@ Scenarios:
   A  max throughput: --connections (50) keep-alive connections, no think time,
      GET /api/fast (a 2-byte body) for --duration, against nginx and/or the demo
      target (`coordinator target`); Squall's count is checked against the demo
-     target's served counter.
+     target's served counter. --a-budget PCT holds every generator to PCT% of
+     one core (cgroup CPU quota), so that the generator is the bottleneck.
   B  think time: --b-users (1,000) users, each one request to GET /api/delay/50
      (the demo target answers after 50 ms) then --b-think (1 s) of think time,
      for --b-duration (30 s); the achieved rate over the steady window (from the
@@ -24,12 +26,13 @@ Scenarios:
   C  idle users: --c-users (10,000 and 50,000) users with --c-think (10 s) think
      time against nginx (4 workers, reuseport); RSS of the generator process(es)
      once all users hold a connection, per user and per user above a run of the
-     same process layout with one user per process.
+     same process layout with one user per process. Every generator process
+     runs in a network namespace of its own (its own source address).
 
 Outputs go to bench/out/<timestamp>/ (raw tool outputs, results.json,
 results.md); the markdown is also printed. --write-docs replaces the section
-between `<!-- compare:begin -->` and `<!-- compare:end -->` in
-docs/benchmarks.md with it. Only one instance runs at a time (flock).
+between `<!-- NAME:begin -->` and `<!-- NAME:end -->` (NAME: --docs-section,
+default compare) in docs/benchmarks.md with it. Only one instance runs at a time (flock).
 
 Needs: Linux, python3.11 (stdlib only), taskset, ss; wrk and nginx are
 installed with apt-get, oha with `cargo install oha --locked` and Locust with
@@ -62,8 +65,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN_MARK = "<!-- compare:begin -->"
-END_MARK = "<!-- compare:end -->"
 ALL_TOOLS = ("squall", "wrk", "oha", "locust")
 ALL_SCENARIOS = ("A", "B", "C")
 ALL_TARGETS = ("nginx", "demo")
@@ -139,6 +140,11 @@ def raise_nofile() -> None:
     """preexec_fn of every child: fd soft limit up to the hard limit."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def join_cgroup(procs: Path) -> None:
+    """In a child before exec: move this process into the cgroup whose `cgroup.procs` is `procs`."""
+    procs.write_text(str(os.getpid()))
 
 
 def proc_stat(pid: int) -> tuple[int, int] | None:
@@ -254,7 +260,7 @@ class Procs:
         self.commands: list[tuple[str, list[str]]] = []
 
     def start(self, name, cmd, *, out: Path | None, cpu: int | None, cwd=None, env=None,
-              netns: str | None = None) -> Member:
+              netns: str | None = None, cgroup: Path | None = None) -> Member:
         # `ip netns exec` and taskset both exec the next program, so the pid
         # (and wait4's rusage) is the tool's own.
         full = ((["ip", "netns", "exec", netns] if netns else [])
@@ -270,7 +276,7 @@ class Procs:
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=raise_nofile,
+                preexec_fn=(lambda: (raise_nofile(), join_cgroup(cgroup))) if cgroup else raise_nofile,
             )
         except OSError as e:
             if out:
@@ -474,6 +480,48 @@ http {{
             cpu=cpu,
         )
         self.wait_ready()
+
+
+class CpuBudget:
+    """A CPU quota for the generator in scenario A (`--a-budget PCT`).
+
+    On this 2-core machine one target core cannot outrun one generator core,
+    so in a plain run of A the target is the bottleneck (99% of its core) and
+    the generators idle part of the time: their CPU per request then includes
+    the cost of sleeping and being woken for every few responses, which
+    depends more on how a tool waits than on how fast it is. With the
+    generator held to PCT% of a core (cgroup CFS quota, 5 ms periods) the
+    generator is the bottleneck, the target has room, and requests/s divided
+    by the budget is requests/s per core. Needs root and a cgroup v1 `cpu`
+    hierarchy or cgroup v2 with the cpu controller."""
+
+    def __init__(self, pct: float, period_us: int = 5000):
+        self.pct = pct
+        name = f"squall-bench-{os.getpid()}"
+        quota = int(period_us * pct / 100)
+        v1 = Path("/sys/fs/cgroup/cpu")
+        v2 = Path("/sys/fs/cgroup")
+        try:
+            if (v1 / "cpu.cfs_quota_us").exists():
+                self.dir = v1 / name
+                self.dir.mkdir(exist_ok=True)
+                (self.dir / "cpu.cfs_period_us").write_text(str(period_us))
+                (self.dir / "cpu.cfs_quota_us").write_text(str(quota))
+            elif "cpu" in (v2 / "cgroup.controllers").read_text().split():
+                self.dir = v2 / name
+                self.dir.mkdir(exist_ok=True)
+                (self.dir / "cpu.max").write_text(f"{quota} {period_us}")
+            else:
+                raise BenchError("no cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 with cpu) for --a-budget")
+        except OSError as e:
+            raise BenchError(f"cannot make a cgroup for --a-budget: {e}") from e
+        self.procs = self.dir / "cgroup.procs"
+
+    def close(self) -> None:
+        try:
+            self.dir.rmdir()
+        except OSError:
+            pass
 
 
 class Hosts:
@@ -692,6 +740,7 @@ class Bench:
         self.exe: dict[str, str] = {}
         self.first_cmds: dict[str, list[str]] = {}
         self.notes: list[str] = []
+        self.cgroup: Path | None = None
 
     # ---- set-up -------------------------------------------------------------
 
@@ -820,6 +869,19 @@ class Bench:
 
     def scenario_a(self) -> None:
         a = self.a
+        budget = CpuBudget(a.a_budget) if a.a_budget else None
+        self.cgroup = budget.procs if budget else None
+        if budget:
+            log(f"scenario A: generators held to {a.a_budget:g}% of CPU {a.gen_cpu} ({budget.dir})")
+        try:
+            self.scenario_a_targets()
+        finally:
+            self.cgroup = None
+            if budget:
+                budget.close()
+
+    def scenario_a_targets(self) -> None:
+        a = self.a
         for tname in a.targets:
             log(f"scenario A: starting target {tname} on CPU {a.target_cpu}")
             target = self.start_target(tname)
@@ -851,7 +913,8 @@ class Bench:
         url = target.url + "/api/fast"
         base = self.out / f"A-{target.name}-{tool}-{rnd}"
         log(f"A/{target.name} round {rnd}: {tool}, {n} connections, {d}s")
-        row = {"scenario": "A", "target": target.name, "tool": tool, "round": rnd, "users": n}
+        row = {"scenario": "A", "target": target.name, "tool": tool, "round": rnd, "users": n,
+               "budget_pct": a.a_budget or None}
         try:
             if tool == "squall":
                 yaml = self.out / "A-squall.yaml"
@@ -860,16 +923,16 @@ class Bench:
                 def start():
                     return [PROCS.start("squall", [self.coordinator, "-f", yaml, "--local-workers", 1, "--threads", 1,
                                                    "--headless", "--out", base, "--host", target.url, "--users", n,
-                                                   "--duration", f"{d}s"], out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+                                                   "--duration", f"{d}s"], out=Path(f"{base}.log"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             elif tool == "wrk":
                 def start():
                     return [PROCS.start("wrk", [self.exe["wrk"], "-t1", f"-c{n}", f"-d{d}s", "--latency", url],
-                                        out=Path(f"{base}.txt"), cpu=a.gen_cpu)]
+                                        out=Path(f"{base}.txt"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             elif tool == "oha":
                 def start():
                     return [PROCS.start("oha", [self.exe["oha"], "--no-tui", "--output-format", "json",
                                                 "--worker-threads", 1, "-c", n, "-z", f"{d}s", url],
-                                        out=Path(f"{base}.json"), cpu=a.gen_cpu)]
+                                        out=Path(f"{base}.json"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             else:
                 lf = self.out / "A-locustfile.py"
                 locust_file(lf, "/api/fast", 0)
@@ -878,7 +941,7 @@ class Bench:
                     return [PROCS.start("locust", [self.exe["locust"], "-f", lf, "--headless", "-u", n, "-r", n,
                                                    "-t", f"{d}s", "--host", target.url, "--json-file", base,
                                                    "--only-summary", "--loglevel", "WARNING", "--stop-timeout", 2],
-                                        out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+                                        out=Path(f"{base}.log"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             w, oc = self.run_window(target, f"A/{tool}", start, d + 90)
             row.update(w)
             row.update(self.parse(tool, base))
@@ -1361,8 +1424,11 @@ class Bench:
 
     def table_a(self) -> list[str]:
         a = self.a
+        held = (f" Every generator held to **{a.a_budget:g}% of one core** (cgroup CPU quota, 5 ms periods), so "
+                f"that the generator, not the target, is the bottleneck: requests/s per core = requests/s / "
+                f"{a.a_budget / 100:g}." if a.a_budget else "")
         L = [f"**Scenario A**: max throughput, {a.connections} connections, no think time, GET /api/fast "
-             f"(2-byte body), {a.duration}s per run.", ""]
+             f"(2-byte body), {a.duration}s per run.{held}", ""]
         L.append("| target | tool | requests/s | vs wrk | p50 ms | p99 ms | generator CPU | CPU-s per 1k req "
                  "| req per CPU-s | peak RSS | errors | target CPU | other CPU | target served | clean rounds |")
         L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
@@ -1486,13 +1552,14 @@ def kib(kb) -> str:
     return "-" if kb is None else f"{kb:.1f} KiB"
 
 
-def write_docs(md: str) -> None:
+def write_docs(md: str, section: str = "compare") -> None:
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     text = DOCS.read_text()
-    if BEGIN_MARK not in text or END_MARK not in text:
-        raise BenchError(f"{DOCS} has no {BEGIN_MARK} ... {END_MARK} section")
-    head, rest = text.split(BEGIN_MARK, 1)
-    _, tail = rest.split(END_MARK, 1)
-    DOCS.write_text(f"{head}{BEGIN_MARK}\n{md}{END_MARK}{tail}")
+    if begin not in text or end not in text:
+        raise BenchError(f"{DOCS} has no {begin} ... {end} section")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    DOCS.write_text(f"{head}{begin}\n{md}{end}{tail}")
     log(f"updated {DOCS.relative_to(ROOT)}")
 
 
@@ -1513,6 +1580,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="replace the marked section of docs/benchmarks.md with the results")
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))
     p.add_argument("--connections", type=int, default=50, help="scenario A connections (default 50)")
+    p.add_argument("--a-budget", type=float, default=0,
+                   help="scenario A: hold each generator to this %% of one core (cgroup quota); 0: no limit")
+    p.add_argument("--docs-section", default="compare",
+                   help="--write-docs replaces <!-- NAME:begin --> ... <!-- NAME:end --> (default compare)")
     p.add_argument("--warmup", type=parse_duration, default=2, help="wrk warm-up per A target (0: none)")
     p.add_argument("--b-users", type=int, default=1000)
     p.add_argument("--b-think", type=int, default=1, help="scenario B think time, seconds")
@@ -1587,7 +1658,7 @@ def main(argv=None) -> int:
                 latest.unlink(missing_ok=True)
                 latest.symlink_to(b.out.name)
             if a.write_docs:
-                write_docs(md)
+                write_docs(md, a.docs_section)
             log(f"raw outputs, results.json and results.md are in {b.out}")
     return 1 if any("failed" in r for r in b.rows) else 0
 
