@@ -546,7 +546,7 @@ class Hosts:
 
     @classmethod
     def add_target_addr(cls) -> None:
-        subprocess.run(["ip", "addr", "del", f"{cls.ADDR}/32", "dev", "lo"], capture_output=True)
+        cls.del_target_addr()  # left over from an interrupted run
         try:
             cls._ip("addr", "add", f"{cls.ADDR}/32", "dev", "lo")
         except (OSError, subprocess.CalledProcessError) as e:
@@ -572,8 +572,7 @@ class Hosts:
                 self._ip("-n", ns, "link", "set", ns_if, "up")
                 self._ip("-n", ns, "link", "set", "lo", "up")
                 self._ip("-n", ns, "route", "add", "default", "via", f"10.201.{i}.1")
-                subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                                "net.ipv4.ip_local_port_range=1024 65000"], check=True)
+                self._ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
         except (OSError, subprocess.CalledProcessError) as e:
             self.close()
             raise BenchError(f"cannot make the generator hosts (network namespaces): {e}") from e
