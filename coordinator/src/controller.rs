@@ -1,11 +1,15 @@
-//! The run controller: split a scenario over the attached workers, start them, merge what they send, stop them, report.
+//! The run controller: one run as a state machine with one handler per event (worker joined, left, message, tick, interrupt), and the loop that feeds it.
+//!
+//! The handlers do no I/O: each returns the [`Effects`] it wants (messages to
+//! send, lines to print), so the same object can be driven by the one-shot
+//! command here, by serve mode, and by unit tests without gRPC.
 
 use std::time::{Duration, Instant};
 
-use squall_common::protocol::{CoordinatorMessage, Start, WorkerMessage, WorkerState};
+use squall_common::protocol::{CoordinatorMessage, Start, Status, WorkerMessage, WorkerState};
 use squall_common::report::BreakPoint;
 use squall_common::threshold::{Metric, Threshold};
-use squall_common::{LoadModel, Report, RunSpec, partition};
+use squall_common::{LoadModel, Report, RunSpec, Snapshot, partition};
 
 use crate::aggregator::{Added, Aggregator, LiveLine, ReportMeta};
 use crate::cluster::Cluster;
@@ -19,6 +23,397 @@ pub struct RunResult {
     pub report: Report,
     /// Every worker was lost before the run completed.
     pub all_lost: bool,
+}
+
+/// How the run treats the people watching it and the workers that come and go.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// No live line every second.
+    pub headless: bool,
+    /// Move a lost worker's share to the others and give newcomers a share.
+    pub rebalance: bool,
+}
+
+/// What a handler wants done, in order: messages for workers and lines for the terminal.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub sends: Vec<(String, CoordinatorMessage)>,
+    pub notes: Vec<String>,
+}
+
+impl Effects {
+    fn send(&mut self, worker: &str, msg: CoordinatorMessage) {
+        self.sends.push((worker.to_owned(), msg));
+    }
+
+    fn note(&mut self, text: String) {
+        self.notes.push(text);
+    }
+}
+
+/// After a Stop, how long past the graceful timeout the controller waits for final snapshots.
+const FINAL_SNAPSHOT_SLACK: Duration = Duration::from_secs(5);
+/// Workers end the plan on their own clocks; the controller's Stop is a fallback this long after.
+const FALLBACK_STOP_AFTER: Duration = Duration::from_secs(3);
+
+/// One run's state. Times are the run's elapsed time, passed in by the caller.
+pub struct RunController<'a> {
+    spec: &'a RunSpec,
+    run_id: String,
+    seed: u64,
+    /// The closed model's spawn rate, split with the users (0 for other models).
+    spawn_rate: f64,
+    options: RunOptions,
+    stop_when: Vec<Threshold>,
+    agg: Aggregator,
+    /// Every worker that took part, in plan order: Stop goes to all of them.
+    members: Vec<String>,
+    /// The workers still running, in plan order: their index is their place in the split.
+    running: Vec<String>,
+    /// Set once Stop was sent: the elapsed time after which the controller stops waiting.
+    stop_deadline: Option<Duration>,
+    /// An interrupt arrived while already stopping: end without waiting.
+    abandoned: bool,
+    partial: bool,
+    broke_at: Option<BreakPoint>,
+    checked_second: Option<u64>,
+}
+
+impl<'a> RunController<'a> {
+    /// Splits the run over `workers` (in plan order) and returns the Start for each.
+    pub fn new(
+        spec: &'a RunSpec,
+        workers: &[String],
+        options: RunOptions,
+        run_id: String,
+        seed: u64,
+    ) -> (Self, Effects) {
+        let stop_when: Vec<Threshold> = spec
+            .stop_when
+            .iter()
+            .filter_map(|e| Threshold::parse(e).ok())
+            .collect();
+        // Each worker derives its exact part of the plan at every moment; the
+        // share sent here is its part at the plan's peak (shown and reported).
+        let spawn_rate = match spec.load {
+            LoadModel::Closed { spawn_rate, .. } => spawn_rate,
+            _ => 0.0,
+        };
+        let shares = partition::split(
+            spec.load.peak_users(),
+            &spec.class_weights(),
+            workers.len(),
+            spawn_rate,
+        );
+        let members: Vec<(String, Vec<u64>)> = workers
+            .iter()
+            .zip(&shares)
+            .map(|(id, s)| (id.clone(), s.users_per_class.clone()))
+            .collect();
+        let agg = Aggregator::new(&run_id, spec, &members);
+        let mut fx = Effects::default();
+        fx.note(format!(
+            "run {run_id}: scenario `{}` against {}: {} for {} on {} worker(s)",
+            spec.scenario,
+            spec.host,
+            describe(&spec.load),
+            squall_common::duration::format(spec.load.duration()),
+            workers.len()
+        ));
+        let run = RunController {
+            spec,
+            run_id,
+            seed,
+            spawn_rate,
+            options,
+            stop_when,
+            agg,
+            members: workers.to_vec(),
+            running: workers.to_vec(),
+            stop_deadline: None,
+            abandoned: false,
+            partial: false,
+            broke_at: None,
+            checked_second: None,
+        };
+        for (i, (id, share)) in workers.iter().zip(&shares).enumerate() {
+            fx.note(format!(
+                "  worker {id}: up to {} users {:?}",
+                share.users(),
+                share.users_per_class
+            ));
+            fx.send(
+                id,
+                run.start(share.clone(), i, workers.len(), Duration::ZERO),
+            );
+        }
+        (run, fx)
+    }
+
+    fn start(
+        &self,
+        share: partition::Share,
+        index: usize,
+        count: usize,
+        plan_offset: Duration,
+    ) -> CoordinatorMessage {
+        CoordinatorMessage::Start(Box::new(Start {
+            run_id: self.run_id.clone(),
+            spec: self.spec.clone(),
+            share,
+            seed: self.seed,
+            worker_index: u32::try_from(index).unwrap_or(u32::MAX),
+            worker_count: u32::try_from(count).unwrap_or(u32::MAX),
+            plan_offset,
+        }))
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop_deadline.is_some()
+    }
+
+    /// A worker attached while the run is going: it gets a share, part-way through the plan.
+    pub fn on_joined(&mut self, worker: &str, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        if !self.options.rebalance || self.stopping() || self.agg.is_member(worker) {
+            fx.note(format!(
+                "worker {worker} attached mid-run; it will take part in the next run"
+            ));
+            return fx;
+        }
+        self.running.push(worker.to_owned());
+        self.members.push(worker.to_owned());
+        let n = self.running.len();
+        let shares = self.split(n);
+        self.agg.add_member(
+            worker,
+            shares[n - 1].users_per_class.clone(),
+            elapsed.as_secs(),
+        );
+        fx.send(worker, self.start(shares[n - 1].clone(), n - 1, n, elapsed));
+        self.adjust(&mut fx, &self.running[..n - 1], &shares);
+        let text = format!("worker {worker} joined; load rebalanced over {n} workers");
+        fx.note(text.clone());
+        self.agg.event(elapsed.as_secs(), text);
+        fx
+    }
+
+    /// A worker's stream ended (it was lost, or left).
+    pub fn on_left(&mut self, worker: &str, reason: &str, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        if self.agg.is_member(worker) {
+            fx.note(format!("warning: worker {worker} lost: {reason}"));
+            self.drop_worker(&mut fx, worker, "lost", elapsed);
+        }
+        fx
+    }
+
+    /// A message from an attached worker.
+    pub fn on_message(&mut self, worker: &str, msg: &WorkerMessage, elapsed: Duration) -> Effects {
+        match msg {
+            WorkerMessage::Snapshot(s) => self.on_snapshot(worker, s),
+            WorkerMessage::Status(st) if st.run_id == self.run_id => {
+                self.on_status(worker, st, elapsed)
+            }
+            _ => Effects::default(),
+        }
+    }
+
+    fn on_snapshot(&mut self, worker: &str, snap: &Snapshot) -> Effects {
+        let mut fx = Effects::default();
+        match self.agg.add(worker, snap) {
+            Ok(Added::Ack(seq)) => fx.send(
+                worker,
+                CoordinatorMessage::Ack {
+                    run_id: self.run_id.clone(),
+                    seq,
+                },
+            ),
+            Ok(Added::Duplicate | Added::Foreign) => {}
+            Err(e) => tracing::warn!("worker {worker}: bad snapshot {}: {e}", snap.seq),
+        }
+        fx
+    }
+
+    fn on_status(&mut self, worker: &str, st: &Status, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        self.agg
+            .set_state(worker, st.state.as_str(), elapsed.as_secs_f64());
+        match st.state {
+            WorkerState::Stopped => self.agg.expect(worker, st.snapshots_sent),
+            WorkerState::Failed => {
+                fx.note(format!("error: worker {worker} failed: {}", st.reason));
+                let what = format!("failed ({})", st.reason);
+                self.drop_worker(&mut fx, worker, &what, elapsed);
+            }
+            _ => {}
+        }
+        fx
+    }
+
+    /// Once a second: the live line, the stop conditions on the newest complete second, the fallback Stop.
+    pub fn on_tick(&mut self, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        let line = self.agg.live();
+        if !self.options.headless
+            && !self.stopping()
+            && let Some(l) = &line
+        {
+            fx.note(format!(
+                "{}  workers: {}",
+                live::line(elapsed, self.spec.load.duration(), l),
+                self.agg.states_summary()
+            ));
+        }
+        // Stress runs: check each newly completed second against the stop conditions.
+        if !self.stopping()
+            && let Some(l) = line.filter(|l| l.complete && Some(l.t) != self.checked_second)
+        {
+            self.checked_second = Some(l.t);
+            if let Some((cond, actual)) = self
+                .stop_when
+                .iter()
+                .map(|c| (c, second_value(c, &l)))
+                .find(|(c, v)| c.check(*v))
+            {
+                let text = format!(
+                    "stop condition `{}` met at {}s ({actual:.3}): broke at {} users, {:.1} rps",
+                    cond.expr, l.t, l.users, l.rps
+                );
+                fx.note(text.clone());
+                self.agg.event(l.t, text);
+                self.broke_at = Some(BreakPoint {
+                    t: l.t,
+                    users: l.users,
+                    rps: l.rps,
+                    condition: cond.expr.clone(),
+                    actual,
+                });
+                self.stop_all(&mut fx, elapsed);
+            }
+        }
+        if !self.stopping() && elapsed >= self.spec.load.duration() + FALLBACK_STOP_AFTER {
+            self.stop_all(&mut fx, elapsed);
+        }
+        fx
+    }
+
+    /// Ctrl-C or SIGTERM: the first stops the run and collects what is left, the second ends it at once.
+    pub fn on_interrupt(&mut self, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        self.partial = true;
+        if self.stopping() {
+            fx.note("interrupted again: not waiting for the last snapshots".into());
+            self.abandoned = true;
+            return fx;
+        }
+        fx.note(
+            "interrupted: stopping the run and collecting the last snapshots (interrupt again to stop waiting)"
+                .into(),
+        );
+        self.agg.event(elapsed.as_secs(), "interrupted".into());
+        self.stop_all(&mut fx, elapsed);
+        fx
+    }
+
+    /// `Some` once the run is over (with what to say about it): every snapshot is in,
+    /// every worker is lost, the wait for final snapshots ran out, or a second interrupt.
+    pub fn over(&mut self, elapsed: Duration) -> Option<Effects> {
+        let mut fx = Effects::default();
+        if self.abandoned {
+            return Some(fx);
+        }
+        if self.agg.all_lost() {
+            self.partial = true;
+            return Some(fx);
+        }
+        if self.agg.complete() {
+            return Some(fx);
+        }
+        if self.stop_deadline.is_some_and(|d| elapsed >= d) {
+            fx.note(format!(
+                "warning: stopped waiting for the final snapshots of {}",
+                self.agg.missing().join(", ")
+            ));
+            self.partial = true;
+            return Some(fx);
+        }
+        None
+    }
+
+    /// The merged report of the run.
+    pub fn finish(self, started_at: String) -> Result<RunResult, CoordinatorError> {
+        let all_lost = self.agg.all_lost();
+        let report = self
+            .agg
+            .report(ReportMeta {
+                spec: self.spec,
+                started_at,
+                partial: self.partial,
+                broke_at: self.broke_at,
+            })
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        Ok(RunResult { report, all_lost })
+    }
+
+    fn split(&self, n: usize) -> Vec<partition::Share> {
+        partition::split(
+            self.spec.load.peak_users(),
+            &self.spec.class_weights(),
+            n,
+            self.spawn_rate,
+        )
+    }
+
+    /// A worker left the run (lost or failed): record it and, while the run
+    /// is going and rebalancing is on, give its share to the others.
+    fn drop_worker(&mut self, fx: &mut Effects, worker: &str, what: &str, elapsed: Duration) {
+        self.agg.mark_lost(worker, elapsed.as_secs_f64());
+        self.running.retain(|id| id != worker);
+        let t = elapsed.as_secs();
+        let moving = self.options.rebalance && !self.stopping();
+        if moving && !self.running.is_empty() {
+            let n = self.running.len();
+            let shares = self.split(n);
+            self.adjust(fx, &self.running, &shares);
+            self.agg.event(
+                t,
+                format!("worker {worker} {what}; its load moved to {n} survivor(s)"),
+            );
+        } else {
+            self.agg.event(t, format!("worker {worker} {what}"));
+        }
+    }
+
+    /// Tells each of `workers` its new place after the set of workers changed.
+    fn adjust(&self, fx: &mut Effects, workers: &[String], shares: &[partition::Share]) {
+        for (i, id) in workers.iter().enumerate() {
+            fx.send(
+                id,
+                CoordinatorMessage::Adjust {
+                    run_id: self.run_id.clone(),
+                    share: shares[i].clone(),
+                    worker_index: u32::try_from(i).unwrap_or(u32::MAX),
+                    worker_count: u32::try_from(shares.len()).unwrap_or(u32::MAX),
+                },
+            );
+        }
+    }
+
+    /// Stop to every worker that took part, and the deadline for their final snapshots.
+    fn stop_all(&mut self, fx: &mut Effects, elapsed: Duration) {
+        let graceful = self.spec.graceful_stop;
+        for id in &self.members {
+            fx.send(
+                id,
+                CoordinatorMessage::Stop {
+                    run_id: self.run_id.clone(),
+                    graceful,
+                },
+            );
+        }
+        self.stop_deadline = Some(elapsed + graceful + FINAL_SNAPSHOT_SLACK);
+    }
 }
 
 fn describe(load: &LoadModel) -> String {
@@ -51,276 +446,285 @@ fn second_value(t: &Threshold, l: &LiveLine) -> f64 {
     }
 }
 
-/// Runs one scenario on every currently attached worker.
+/// Runs one scenario on every currently attached worker: feeds the cluster's
+/// events, a one-second tick and interrupts to a [`RunController`] until the run is over.
 pub async fn run_scenario(
     cluster: &mut Cluster,
     spec: &RunSpec,
-    headless: bool,
-    rebalance: bool,
+    options: RunOptions,
 ) -> Result<RunResult, CoordinatorError> {
-    let links = cluster.links();
-    if links.is_empty() {
+    let workers: Vec<String> = cluster.links().into_iter().map(|l| l.id).collect();
+    if workers.is_empty() {
         return Err(CoordinatorError::NoWorkers {
             wanted: 1,
             attached: 0,
             waited: Duration::ZERO,
         });
     }
-    let stop_when: Vec<Threshold> = spec
-        .stop_when
-        .iter()
-        .filter_map(|e| Threshold::parse(e).ok())
-        .collect();
-    let duration = spec.load.duration();
-    // Each worker derives its exact part of the plan at every moment; the
-    // share sent here is its part at the plan's peak (shown and reported).
-    let spawn_rate = match spec.load {
-        LoadModel::Closed { spawn_rate, .. } => spawn_rate,
-        _ => 0.0,
-    };
-    let shares = partition::split(
-        spec.load.peak_users(),
-        &spec.class_weights(),
-        links.len(),
-        spawn_rate,
-    );
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let members: Vec<(String, Vec<u64>)> = links
-        .iter()
-        .zip(&shares)
-        .map(|(l, s)| (l.id.clone(), s.users_per_class.clone()))
-        .collect();
-    let mut agg = Aggregator::new(&run_id, spec, &members);
-    eprintln!(
-        "run {run_id}: scenario `{}` against {}: {} for {} on {} worker(s)",
-        spec.scenario,
-        spec.host,
-        describe(&spec.load),
-        squall_common::duration::format(duration),
-        links.len()
-    );
-    let seed: u64 = rand::random();
-    for (i, (link, share)) in links.iter().zip(&shares).enumerate() {
-        eprintln!(
-            "  worker {}: up to {} users {:?}",
-            link.id,
-            share.users(),
-            share.users_per_class
-        );
-        let start = Start {
-            run_id: run_id.clone(),
-            spec: spec.clone(),
-            share: share.clone(),
-            seed,
-            worker_index: u32::try_from(i).unwrap_or(u32::MAX),
-            worker_count: u32::try_from(links.len()).unwrap_or(u32::MAX),
-            plan_offset: Duration::ZERO,
-        };
-        cluster
-            .send(&link.id, CoordinatorMessage::Start(Box::new(start)))
-            .await;
-    }
+    let (mut run, fx) = RunController::new(spec, &workers, options, run_id, rand::random());
+    apply(cluster, fx).await;
 
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stop_deadline: Option<tokio::time::Instant> = None;
-    let mut partial = false;
-    let mut broke_at: Option<BreakPoint> = None;
-    let mut checked_second: Option<u64> = None;
-    let grace = spec.graceful_stop;
-    // Every worker that took part (Stop goes to all), and those still running, in plan order.
-    let mut member_ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
-    let mut running: Vec<String> = member_ids.clone();
     let ctrl_c = squall_worker::signal::interrupted();
     tokio::pin!(ctrl_c);
-
     loop {
-        if agg.complete() {
+        if let Some(fx) = run.over(t0.elapsed()) {
+            apply(cluster, fx).await;
             break;
         }
-        if stop_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            eprintln!(
-                "warning: stopped waiting for the final snapshots of {}",
-                agg.missing().join(", ")
-            );
-            partial = true;
-            break;
-        }
-        tokio::select! {
+        let fx = tokio::select! {
             ev = cluster.next() => match ev {
                 None => return Err(CoordinatorError::Internal("event channel closed".into())),
-                Some(ClusterEvent::Joined(link)) => {
-                    if !rebalance || stop_deadline.is_some() || agg.is_member(&link.id) {
-                        eprintln!("worker {} attached mid-run; it will take part in the next run", link.id);
-                    } else {
-                        // Give the newcomer a share: it starts part-way through the plan.
-                        let elapsed = t0.elapsed();
-                        running.push(link.id.clone());
-                        member_ids.push(link.id.clone());
-                        let n = running.len();
-                        let shares = partition::split(spec.load.peak_users(), &spec.class_weights(), n, spawn_rate);
-                        agg.add_member(&link.id, shares[n - 1].users_per_class.clone(), elapsed.as_secs());
-                        let start = Start {
-                            run_id: run_id.clone(),
-                            spec: spec.clone(),
-                            share: shares[n - 1].clone(),
-                            seed,
-                            worker_index: u32::try_from(n - 1).unwrap_or(u32::MAX),
-                            worker_count: u32::try_from(n).unwrap_or(u32::MAX),
-                            plan_offset: elapsed,
-                        };
-                        cluster.send(&link.id, CoordinatorMessage::Start(Box::new(start))).await;
-                        adjust_all(cluster, &running[..n - 1], &run_id, &shares, n).await;
-                        let text = format!("worker {} joined; load rebalanced over {n} workers", link.id);
-                        eprintln!("{text}");
-                        agg.event(elapsed.as_secs(), text);
-                    }
-                }
-                Some(ClusterEvent::Left { worker, reason }) => {
-                    if agg.is_member(&worker) {
-                        eprintln!("warning: worker {worker} lost: {reason}");
-                        let moving = rebalance && stop_deadline.is_none();
-                        drop_worker(cluster, &mut agg, &mut running, (&run_id, spec, spawn_rate), t0.elapsed(), moving, &worker, "lost").await;
-                    }
-                }
-                Some(ClusterEvent::Message { worker, msg }) => match msg {
-                    WorkerMessage::Snapshot(s) => match agg.add(&worker, &s) {
-                        Ok(Added::Ack(seq)) => {
-                            cluster.send(&worker, CoordinatorMessage::Ack { run_id: run_id.clone(), seq }).await;
-                        }
-                        Ok(Added::Duplicate | Added::Foreign) => {}
-                        Err(e) => tracing::warn!("worker {worker}: bad snapshot {}: {e}", s.seq),
-                    },
-                    WorkerMessage::Status(st) if st.run_id == run_id => {
-                        agg.set_state(&worker, st.state.as_str(), t0.elapsed().as_secs_f64());
-                        match st.state {
-                        WorkerState::Stopped => agg.expect(&worker, st.snapshots_sent),
-                        WorkerState::Failed => {
-                            eprintln!("error: worker {worker} failed: {}", st.reason);
-                            let moving = rebalance && stop_deadline.is_none();
-                            let what = format!("failed ({})", st.reason);
-                            drop_worker(cluster, &mut agg, &mut running, (&run_id, spec, spawn_rate), t0.elapsed(), moving, &worker, &what).await;
-                        }
-                        _ => {}
-                    }},
-                    _ => {}
-                },
+                Some(ClusterEvent::Joined(link)) => run.on_joined(&link.id, t0.elapsed()),
+                Some(ClusterEvent::Left { worker, reason }) => run.on_left(&worker, &reason, t0.elapsed()),
+                Some(ClusterEvent::Message { worker, msg }) => run.on_message(&worker, &msg, t0.elapsed()),
             },
-            _ = tick.tick() => {
-                let elapsed = t0.elapsed();
-                let line = agg.live();
-                if !headless && stop_deadline.is_none() && let Some(l) = &line {
-                    eprintln!("{}  workers: {}", live::line(elapsed, duration, l), agg.states_summary());
-                }
-                // Stress runs: check each newly completed second against the stop conditions.
-                if stop_deadline.is_none() && let Some(l) = line.filter(|l| l.complete && Some(l.t) != checked_second) {
-                    checked_second = Some(l.t);
-                    if let Some((cond, actual)) = stop_when.iter().map(|c| (c, second_value(c, &l))).find(|(c, v)| c.check(*v)) {
-                        let text = format!(
-                            "stop condition `{}` met at {}s ({actual:.3}): broke at {} users, {:.1} rps",
-                            cond.expr, l.t, l.users, l.rps
-                        );
-                        eprintln!("{text}");
-                        agg.event(l.t, text);
-                        broke_at = Some(BreakPoint { t: l.t, users: l.users, rps: l.rps, condition: cond.expr.clone(), actual });
-                        stop_all(cluster, &member_ids, &run_id, grace).await;
-                        stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
-                    }
-                }
-                // Workers end the plan on their own clocks; this Stop is the fallback.
-                if stop_deadline.is_none() && elapsed >= duration + Duration::from_secs(3) {
-                    stop_all(cluster, &member_ids, &run_id, grace).await;
-                    stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
-                }
-            }
+            _ = tick.tick() => run.on_tick(t0.elapsed()),
             _ = &mut ctrl_c => {
-                if stop_deadline.is_some() {
-                    eprintln!("interrupted again: not waiting for the last snapshots");
-                    partial = true;
-                    break;
-                }
-                eprintln!("interrupted: stopping the run and collecting the last snapshots (interrupt again to stop waiting)");
-                partial = true;
-                agg.event(t0.elapsed().as_secs(), "interrupted".into());
-                stop_all(cluster, &member_ids, &run_id, grace).await;
-                stop_deadline = Some(tokio::time::Instant::now() + grace + Duration::from_secs(5));
                 ctrl_c.set(squall_worker::signal::interrupted());
+                run.on_interrupt(t0.elapsed())
             }
-        }
-        if agg.all_lost() {
-            partial = true;
-            break;
-        }
+        };
+        apply(cluster, fx).await;
     }
-    let all_lost = agg.all_lost();
-    let report = agg
-        .report(ReportMeta {
-            spec,
-            started_at,
-            partial,
-            broke_at,
+    run.finish(started_at)
+}
+
+/// Prints the handler's lines and sends its messages, in order.
+async fn apply(cluster: &Cluster, fx: Effects) {
+    for line in fx.notes {
+        eprintln!("{line}");
+    }
+    for (worker, msg) in fx.sends {
+        cluster.send(&worker, msg).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_common::scenario::Loaded;
+    use squall_common::snapshot::{EndpointDelta, record_micros};
+    use squall_common::{EndpointKey, EndpointStats};
+
+    fn spec(scenario: &str) -> RunSpec {
+        let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 4, spawn_rate: 4, duration: 10s }\n  stress: { users: 4, duration: 10s, stop_when: [\"requests > 5\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
+        Loaded::from_str("t.yaml", text)
+            .and_then(|l| l.resolve(scenario, &Default::default(), false))
+            .expect("valid")
+    }
+
+    const OPTIONS: RunOptions = RunOptions {
+        headless: true,
+        rebalance: true,
+    };
+
+    fn ids(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn snap(run_id: &str, seq: u64, requests: u64) -> WorkerMessage {
+        let mut s = EndpointStats::new();
+        s.requests = requests;
+        for i in 0..requests {
+            record_micros(&mut s.latency, 1000 + i);
+        }
+        WorkerMessage::Snapshot(Snapshot {
+            run_id: run_id.into(),
+            seq,
+            window_start_us: seq * 1_000_000,
+            window_end_us: (seq + 1) * 1_000_000,
+            active_users: 2,
+            dropped_iterations: 0,
+            schedule_lag: Vec::new(),
+            endpoints: vec![(
+                EndpointKey {
+                    name: "a".into(),
+                    method: "GET".into(),
+                },
+                EndpointDelta::encode(&s).expect("encodes"),
+            )],
         })
-        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-    Ok(RunResult { report, all_lost })
-}
+    }
 
-/// A worker left the run (lost or failed): record it and, when `moving`, give its share to the others.
-#[allow(clippy::too_many_arguments)]
-async fn drop_worker(
-    cluster: &Cluster,
-    agg: &mut Aggregator,
-    running: &mut Vec<String>,
-    (run_id, spec, spawn_rate): (&str, &RunSpec, f64),
-    elapsed: Duration,
-    moving: bool,
-    worker: &str,
-    what: &str,
-) {
-    agg.mark_lost(worker, elapsed.as_secs_f64());
-    running.retain(|id| id != worker);
-    let t = elapsed.as_secs();
-    if moving && !running.is_empty() {
-        let n = running.len();
-        let shares = partition::split(spec.load.peak_users(), &spec.class_weights(), n, spawn_rate);
-        adjust_all(cluster, running, run_id, &shares, n).await;
-        agg.event(
-            t,
-            format!("worker {worker} {what}; its load moved to {n} survivor(s)"),
+    fn status(run_id: &str, state: WorkerState, snapshots_sent: u64) -> WorkerMessage {
+        WorkerMessage::Status(Status {
+            run_id: run_id.into(),
+            state,
+            reason: "boom".into(),
+            snapshots_sent,
+        })
+    }
+
+    /// (worker, kind, worker_index, worker_count) of each message sent.
+    fn sent(fx: &Effects) -> Vec<(String, &'static str, u32, u32)> {
+        fx.sends
+            .iter()
+            .map(|(w, m)| match m {
+                CoordinatorMessage::Start(s) => {
+                    (w.clone(), "start", s.worker_index, s.worker_count)
+                }
+                CoordinatorMessage::Adjust {
+                    worker_index,
+                    worker_count,
+                    ..
+                } => (w.clone(), "adjust", *worker_index, *worker_count),
+                CoordinatorMessage::Stop { .. } => (w.clone(), "stop", 0, 0),
+                CoordinatorMessage::Ack { seq, .. } => (w.clone(), "ack", *seq as u32, 0),
+                _ => (w.clone(), "other", 0, 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn starts_every_worker_with_its_place_in_the_split() {
+        let spec = spec("s");
+        let (_, fx) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
+        assert_eq!(
+            sent(&fx),
+            vec![("w1".into(), "start", 0, 2), ("w2".into(), "start", 1, 2)]
         );
-    } else {
-        agg.event(t, format!("worker {worker} {what}"));
+        assert!(
+            fx.notes[0].starts_with("run r: scenario `s`"),
+            "{:?}",
+            fx.notes
+        );
     }
-}
 
-/// Tells each running worker its new place after the set of workers changed.
-async fn adjust_all(
-    cluster: &Cluster,
-    running: &[String],
-    run_id: &str,
-    shares: &[partition::Share],
-    count: usize,
-) {
-    for (i, id) in running.iter().enumerate() {
-        let adjust = CoordinatorMessage::Adjust {
-            run_id: run_id.to_owned(),
-            share: shares[i].clone(),
-            worker_index: u32::try_from(i).unwrap_or(u32::MAX),
-            worker_count: u32::try_from(count).unwrap_or(u32::MAX),
-        };
-        cluster.send(id, adjust).await;
+    #[test]
+    fn a_lost_worker_moves_its_share_and_is_handled_once() {
+        let spec = spec("s");
+        let (mut run, _) =
+            RunController::new(&spec, &ids(&["w1", "w2", "w3"]), OPTIONS, "r".into(), 7);
+        let fx = run.on_left("w2", "stream closed", secs(2));
+        assert_eq!(
+            sent(&fx),
+            vec![("w1".into(), "adjust", 0, 2), ("w3".into(), "adjust", 1, 2)]
+        );
+        assert!(run.over(secs(2)).is_none());
+        // A worker that was never a member is not news.
+        assert!(run.on_left("w9", "gone", secs(3)).sends.is_empty());
     }
-}
 
-async fn stop_all(cluster: &Cluster, ids: &[String], run_id: &str, graceful: Duration) {
-    for id in ids {
-        let stop = CoordinatorMessage::Stop {
-            run_id: run_id.to_owned(),
-            graceful,
+    #[test]
+    fn no_rebalance_keeps_shares_where_they_are() {
+        let spec = spec("s");
+        let options = RunOptions {
+            rebalance: false,
+            ..OPTIONS
         };
-        cluster.send(id, stop).await;
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), options, "r".into(), 7);
+        assert!(run.on_left("w2", "gone", secs(2)).sends.is_empty());
+        assert!(run.on_joined("w3", secs(3)).sends.is_empty());
+    }
+
+    #[test]
+    fn a_newcomer_starts_part_way_and_the_others_adjust() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1"]), OPTIONS, "r".into(), 7);
+        let fx = run.on_joined("w2", secs(4));
+        assert_eq!(
+            sent(&fx),
+            vec![("w2".into(), "start", 1, 2), ("w1".into(), "adjust", 0, 2)]
+        );
+        match &fx.sends[0].1 {
+            CoordinatorMessage::Start(s) => assert_eq!(s.plan_offset, secs(4)),
+            other => panic!("expected Start, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshots_are_acked_and_the_run_ends_when_all_are_in() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1"]), OPTIONS, "r".into(), 7);
+        let fx = run.on_message("w1", &snap("r", 0, 3), secs(1));
+        assert_eq!(sent(&fx), vec![("w1".into(), "ack", 1, 0)]);
+        // Another run's snapshot is neither acked nor counted.
+        assert!(
+            run.on_message("w1", &snap("old", 1, 9), secs(1))
+                .sends
+                .is_empty()
+        );
+        run.on_message("w1", &status("r", WorkerState::Stopped, 2), secs(10));
+        assert!(run.over(secs(10)).is_none(), "seq 1 is still missing");
+        run.on_message("w1", &snap("r", 1, 2), secs(10));
+        assert!(run.over(secs(10)).is_some());
+        let result = run.finish("now".into()).expect("report");
+        assert_eq!(result.report.totals.requests, 5);
+        assert!(!result.all_lost);
+        assert!(!result.report.partial);
+    }
+
+    #[test]
+    fn a_failed_worker_is_dropped_and_all_lost_ends_the_run() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1"]), OPTIONS, "r".into(), 7);
+        let fx = run.on_message("w1", &status("r", WorkerState::Failed, 0), secs(1));
+        assert!(fx.notes[0].contains("failed: boom"), "{:?}", fx.notes);
+        assert!(run.over(secs(1)).is_some());
+        let result = run.finish("now".into()).expect("report");
+        assert!(result.all_lost);
+        assert!(result.report.partial);
+    }
+
+    #[test]
+    fn the_fallback_stop_goes_out_after_the_plan_and_the_wait_is_bounded() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
+        assert!(run.on_tick(secs(12)).sends.is_empty());
+        let fx = run.on_tick(secs(13));
+        assert_eq!(
+            sent(&fx),
+            vec![("w1".into(), "stop", 0, 0), ("w2".into(), "stop", 0, 0)]
+        );
+        // Stop is sent once.
+        assert!(run.on_tick(secs(14)).sends.is_empty());
+        let deadline = secs(13) + spec.graceful_stop + FINAL_SNAPSHOT_SLACK;
+        assert!(run.over(deadline - Duration::from_millis(1)).is_none());
+        let fx = run.over(deadline).expect("over at the deadline");
+        assert!(fx.notes[0].contains("w1, w2"), "{:?}", fx.notes);
+    }
+
+    #[test]
+    fn interrupts_stop_then_abandon() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1"]), OPTIONS, "r".into(), 7);
+        let fx = run.on_interrupt(secs(2));
+        assert_eq!(sent(&fx), vec![("w1".into(), "stop", 0, 0)]);
+        assert!(run.over(secs(3)).is_none());
+        assert!(run.on_interrupt(secs(3)).sends.is_empty());
+        assert!(run.over(secs(3)).is_some());
+        assert!(run.finish("now".into()).expect("report").report.partial);
+    }
+
+    #[test]
+    fn a_stop_condition_stops_the_run_and_records_the_break_point() {
+        let spec = spec("stress");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1"]), OPTIONS, "r".into(), 7);
+        run.on_message("w1", &snap("r", 0, 3), secs(1));
+        run.on_message("w1", &snap("r", 1, 9), secs(2));
+        let fx = run.on_tick(secs(2));
+        assert_eq!(sent(&fx), vec![("w1".into(), "stop", 0, 0)]);
+        assert!(
+            fx.notes
+                .iter()
+                .any(|n| n.contains("stop condition `requests > 5` met"))
+        );
+        run.on_message("w1", &status("r", WorkerState::Stopped, 2), secs(3));
+        assert!(run.over(secs(3)).is_some());
+        let report = run.finish("now".into()).expect("report").report;
+        let broke = report.broke_at.expect("break point");
+        assert_eq!(broke.condition, "requests > 5");
+        assert_eq!(broke.actual, 9.0);
     }
 }

@@ -166,7 +166,15 @@ async fn run_all(
                 waited: std::time::Duration::ZERO,
             });
         }
-        let result = controller::run_scenario(cluster, spec, cfg.headless, cfg.rebalance).await?;
+        let result = controller::run_scenario(
+            cluster,
+            spec,
+            controller::RunOptions {
+                headless: cfg.headless,
+                rebalance: cfg.rebalance,
+            },
+        )
+        .await?;
         let dir = if several {
             cfg.out.join(&spec.scenario)
         } else {
