@@ -21,25 +21,6 @@ pub struct RunResult {
     pub all_lost: bool,
 }
 
-fn describe(load: &LoadModel) -> String {
-    match load {
-        LoadModel::Closed {
-            users, spawn_rate, ..
-        } => format!("{users} users at {spawn_rate}/s"),
-        LoadModel::Stages { stages } => format!(
-            "{} user stages up to {} users",
-            stages.len(),
-            load.peak_users()
-        ),
-        LoadModel::Open {
-            rate, max_users, ..
-        } => format!("{rate} arrivals, pool of {max_users} users"),
-        LoadModel::RampingRate { stages, max_users } => {
-            format!("{} rate stages, pool of {max_users} users", stages.len())
-        }
-    }
-}
-
 /// The value a stop condition looks at in one second's figures.
 fn second_value(t: &Threshold, l: &LiveLine) -> f64 {
     match t.metric {
@@ -66,11 +47,7 @@ pub async fn run_scenario(
             waited: Duration::ZERO,
         });
     }
-    let stop_when: Vec<Threshold> = spec
-        .stop_when
-        .iter()
-        .filter_map(|e| Threshold::parse(e).ok())
-        .collect();
+    let stop_when = &spec.stop_when;
     let duration = spec.load.duration();
     // Each worker derives its exact part of the plan at every moment; the
     // share sent here is its part at the plan's peak (shown and reported).
@@ -98,7 +75,7 @@ pub async fn run_scenario(
         "run {run_id}: scenario `{}` against {}: {} for {} on {} worker(s)",
         spec.scenario,
         spec.host,
-        describe(&spec.load),
+        spec.load,
         squall_common::duration::format(duration),
         links.len()
     );
