@@ -228,3 +228,82 @@ pub enum Wait {
     /// Each iteration starts this long after the previous one started.
     Pacing(#[serde(with = "duration::human")] Duration),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_and_stages_travel_as_written() {
+        let json = r#"{"model":"stages","stages":[{"duration":"10s","users":5,"rate":null}]}"#;
+        let load: LoadModel = serde_json::from_str(json).expect("the former wire form reads");
+        assert_eq!(
+            load,
+            LoadModel::Stages {
+                stages: vec![UserStage {
+                    duration: Duration::from_secs(10),
+                    users: 5
+                }]
+            }
+        );
+        let t: Vec<Threshold> =
+            serde_json::from_str(r#"["p99 < 200ms", "checkout: error_rate < 1%, abort"]"#)
+                .expect("parses");
+        assert!(t[1].abort);
+        assert_eq!(
+            serde_json::to_string(&t).expect("serialises"),
+            r#"["p99 < 200ms","checkout: error_rate < 1%, abort"]"#
+        );
+        let err = serde_json::from_str::<Vec<Threshold>>(r#"["p75 < 1s"]"#).expect_err("refused");
+        assert!(err.to_string().contains("unknown metric"), "{err}");
+    }
+
+    #[test]
+    fn one_description_per_load_model() {
+        let rate = Rate { per_second: 50.0 };
+        let d = Duration::from_secs(10);
+        let cases = [
+            (
+                LoadModel::Closed {
+                    users: 10,
+                    spawn_rate: 2.5,
+                    duration: d,
+                },
+                "10 users at 2.5/s",
+            ),
+            (
+                LoadModel::Stages {
+                    stages: vec![
+                        UserStage {
+                            duration: d,
+                            users: 40,
+                        },
+                        UserStage {
+                            duration: d,
+                            users: 0,
+                        },
+                    ],
+                },
+                "2 user stages up to 40 users",
+            ),
+            (
+                LoadModel::Open {
+                    rate,
+                    max_users: 100,
+                    duration: d,
+                },
+                "50/s arrivals, pool of 100 users",
+            ),
+            (
+                LoadModel::RampingRate {
+                    stages: vec![RateStage { duration: d, rate }],
+                    max_users: 7,
+                },
+                "1 rate stages, pool of 7 users",
+            ),
+        ];
+        for (load, text) in cases {
+            assert_eq!(load.to_string(), text);
+        }
+    }
+}
