@@ -4,15 +4,17 @@
 //! derives its exact part of the global plan locally (as k6 execution
 //! segments do) and the report can set the plan beside what happened.
 
-use crate::scenario::{LoadModel, StageDef};
+use std::time::Duration;
 
-/// A piecewise-linear curve through (time, value) points, starting at (0, start).
-fn curve(stages: &[StageDef], value: impl Fn(&StageDef) -> f64) -> Vec<(f64, f64)> {
+use crate::scenario::LoadModel;
+
+/// A piecewise-linear curve through (0, 0) and each stage's (end time, target value).
+fn curve(stages: impl IntoIterator<Item = (Duration, f64)>) -> Vec<(f64, f64)> {
     let mut points = vec![(0.0, 0.0)];
     let mut t = 0.0;
-    for s in stages {
-        t += s.duration.as_secs_f64();
-        points.push((t, value(s)));
+    for (duration, value) in stages {
+        t += duration.as_secs_f64();
+        points.push((t, value));
     }
     points
 }
@@ -88,9 +90,9 @@ impl LoadModel {
                 let d = duration.as_secs_f64();
                 Some(vec![(0.0, rate.per_second), (d, rate.per_second)])
             }
-            LoadModel::RampingRate { stages, .. } => {
-                Some(curve(stages, |s| s.rate.map_or(0.0, |r| r.per_second)))
-            }
+            LoadModel::RampingRate { stages, .. } => Some(curve(
+                stages.iter().map(|s| (s.duration, s.rate.per_second)),
+            )),
             _ => None,
         }
     }
@@ -106,7 +108,7 @@ impl LoadModel {
                 Some((started.max(0.0) as u64).min(*users))
             }
             LoadModel::Stages { stages } => {
-                let points = curve(stages, |s| s.users.unwrap_or(0) as f64);
+                let points = curve(stages.iter().map(|s| (s.duration, s.users as f64)));
                 Some((at(&points, t) + 1e-9).floor().max(0.0) as u64)
             }
             _ => None,
@@ -134,9 +136,7 @@ impl LoadModel {
     pub fn peak_users(&self) -> u64 {
         match self {
             LoadModel::Closed { users, .. } => *users,
-            LoadModel::Stages { stages } => {
-                stages.iter().filter_map(|s| s.users).max().unwrap_or(0)
-            }
+            LoadModel::Stages { stages } => stages.iter().map(|s| s.users).max().unwrap_or(0),
             LoadModel::Open { max_users, .. } | LoadModel::RampingRate { max_users, .. } => {
                 *max_users
             }
@@ -226,13 +226,19 @@ fn due_before(m: u64, n: u64, k: u64, earlier: bool) -> u64 {
 mod tests {
     use super::*;
     use crate::rate::Rate;
-    use std::time::Duration;
+    use crate::scenario::{RateStage, UserStage};
 
-    fn stage(secs: u64, users: Option<u64>, rate: Option<f64>) -> StageDef {
-        StageDef {
+    fn users(secs: u64, users: u64) -> UserStage {
+        UserStage {
             duration: Duration::from_secs(secs),
             users,
-            rate: rate.map(|per_second| Rate { per_second }),
+        }
+    }
+
+    fn rate(secs: u64, per_second: f64) -> RateStage {
+        RateStage {
+            duration: Duration::from_secs(secs),
+            rate: Rate { per_second },
         }
     }
 
@@ -298,11 +304,7 @@ mod tests {
     #[test]
     fn stages_interpolate_up_and_down() {
         let m = LoadModel::Stages {
-            stages: vec![
-                stage(20, Some(200), None),
-                stage(10, Some(200), None),
-                stage(10, Some(0), None),
-            ],
+            stages: vec![users(20, 200), users(10, 200), users(10, 0)],
         };
         assert_eq!(m.users_at(0.0), Some(0));
         assert_eq!(m.users_at(1.0), Some(10));
@@ -312,7 +314,7 @@ mod tests {
         assert_eq!(m.users_at(45.0), Some(0));
         // A zero-length stage jumps.
         let jump = LoadModel::Stages {
-            stages: vec![stage(0, Some(50), None), stage(10, Some(50), None)],
+            stages: vec![users(0, 50), users(10, 50)],
         };
         assert_eq!(jump.users_at(0.0), Some(50));
     }
@@ -335,7 +337,7 @@ mod tests {
     fn ramping_rate_integrates() {
         // 0 → 100/s over 10 s: 500 iterations, then 100/s for 10 s: 1000 more.
         let m = LoadModel::RampingRate {
-            stages: vec![stage(10, None, Some(100.0)), stage(10, None, Some(100.0))],
+            stages: vec![rate(10, 100.0), rate(10, 100.0)],
             max_users: 100,
         };
         assert!((m.arrivals_until(10.0).unwrap_or(0.0) - 500.0).abs() < 1e-6);

@@ -1,4 +1,8 @@
 //! k6-style pass/fail thresholds (`p99 < 200ms`, `error_rate < 1%`) and their evaluation against a report.
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::report::{LatencyMs, Report, ThresholdResult};
 
 const EXPECTED_FORM: &str = "`[ENDPOINT: ]METRIC OP VALUE[, abort]`, e.g. `p95 < 200ms`, \
@@ -98,7 +102,10 @@ impl Op {
 
 /// A parsed threshold; the parts are public so a live run can check `abort`
 /// thresholds against interim numbers with [`Threshold::check`].
-#[derive(Debug, Clone)]
+///
+/// It serialises as its text (`expr`) and deserialising parses it again, so a
+/// run spec holds thresholds parsed once and still sends workers the text.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
     pub expr: String,
     /// Endpoint name (matched against `endpoints[].name`); None means the totals.
@@ -109,6 +116,25 @@ pub struct Threshold {
     pub value: f64,
     /// Stop the run as soon as this threshold fails.
     pub abort: bool,
+}
+
+impl fmt::Display for Threshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expr)
+    }
+}
+
+impl Serialize for Threshold {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.expr)
+    }
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Threshold::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Threshold {

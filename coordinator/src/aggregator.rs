@@ -10,7 +10,6 @@ use squall_common::report::{
     TimelinePoint, Totals, WorkerReport,
 };
 use squall_common::snapshot::{EndpointSum, HdrSum, HistogramError};
-use squall_common::threshold::Threshold;
 use squall_common::{EndpointKey, EndpointStats, RunSpec, Snapshot};
 
 #[derive(Debug, Default)]
@@ -368,14 +367,7 @@ impl Aggregator {
             .spec
             .thresholds
             .iter()
-            .map(|expr| match Threshold::parse(expr) {
-                Ok(t) => t.evaluate(&report),
-                Err(_) => ThresholdResult {
-                    expr: expr.clone(),
-                    passed: false,
-                    actual: 0.0,
-                },
-            })
+            .map(|t| t.evaluate(&report))
             .collect();
         report.passed = results.iter().all(|r| r.passed);
         report.thresholds = results;

@@ -64,7 +64,6 @@ pub struct RunController<'a> {
     /// The closed model's spawn rate, split with the users (0 for other models).
     spawn_rate: f64,
     options: RunOptions,
-    stop_when: Vec<Threshold>,
     agg: Aggregator,
     /// Every worker that took part, in plan order: Stop goes to all of them.
     members: Vec<String>,
@@ -88,11 +87,6 @@ impl<'a> RunController<'a> {
         run_id: String,
         seed: u64,
     ) -> (Self, Effects) {
-        let stop_when: Vec<Threshold> = spec
-            .stop_when
-            .iter()
-            .filter_map(|e| Threshold::parse(e).ok())
-            .collect();
         // Each worker derives its exact part of the plan at every moment; the
         // share sent here is its part at the plan's peak (shown and reported).
         let spawn_rate = match spec.load {
@@ -116,7 +110,7 @@ impl<'a> RunController<'a> {
             "run {run_id}: scenario `{}` against {}: {} for {} on {} worker(s)",
             spec.scenario,
             spec.host,
-            describe(&spec.load),
+            spec.load,
             squall_common::duration::format(spec.load.duration()),
             workers.len()
         ));
@@ -126,7 +120,6 @@ impl<'a> RunController<'a> {
             seed,
             spawn_rate,
             options,
-            stop_when,
             agg,
             members: workers.to_vec(),
             running: workers.to_vec(),
@@ -271,6 +264,7 @@ impl<'a> RunController<'a> {
         {
             self.checked_second = Some(l.t);
             if let Some((cond, actual)) = self
+                .spec
                 .stop_when
                 .iter()
                 .map(|c| (c, second_value(c, &l)))
@@ -413,25 +407,6 @@ impl<'a> RunController<'a> {
             );
         }
         self.stop_deadline = Some(elapsed + graceful + FINAL_SNAPSHOT_SLACK);
-    }
-}
-
-fn describe(load: &LoadModel) -> String {
-    match load {
-        LoadModel::Closed {
-            users, spawn_rate, ..
-        } => format!("{users} users at {spawn_rate}/s"),
-        LoadModel::Stages { stages } => format!(
-            "{} user stages up to {} users",
-            stages.len(),
-            load.peak_users()
-        ),
-        LoadModel::Open {
-            rate, max_users, ..
-        } => format!("{rate} arrivals, pool of {max_users} users"),
-        LoadModel::RampingRate { stages, max_users } => {
-            format!("{} rate stages, pool of {max_users} users", stages.len())
-        }
     }
 }
 

@@ -16,8 +16,8 @@ mod tls;
 
 use std::path::Path;
 
+use squall_common::render;
 use squall_common::scenario::Loaded;
-use squall_common::{LoadModel, render};
 
 pub use args::Args;
 pub use config::{Config, RunConfig, Workers};
@@ -63,30 +63,22 @@ pub async fn run(config: Config) -> Result<Verdict, CoordinatorError> {
 fn list(file: &Path) -> Result<Verdict, CoordinatorError> {
     let loaded = Loaded::from_path(file)?;
     println!(
-        "{:<20} {:<8} {:<28} {:<10} thresholds",
+        "{:<20} {:<8} {:<36} {:<10} thresholds",
         "scenario", "model", "load", "duration"
     );
     for name in loaded.scenario_names() {
         let spec = loaded.resolve(name, &Default::default(), true)?;
-        let load = match &spec.load {
-            LoadModel::Closed {
-                users, spawn_rate, ..
-            } => format!("{users} users @ {spawn_rate}/s"),
-            LoadModel::Stages { stages } => format!("{} stages", stages.len()),
-            LoadModel::Open {
-                rate, max_users, ..
-            } => format!("{rate} (max {max_users} users)"),
-            LoadModel::RampingRate { stages, max_users } => {
-                format!("{} rate stages (max {max_users} users)", stages.len())
-            }
-        };
         println!(
-            "{:<20} {:<8} {:<28} {:<10} {}",
+            "{:<20} {:<8} {:<36} {:<10} {}",
             name,
             spec.load.name(),
-            load,
+            spec.load.to_string(),
             squall_common::duration::format(spec.load.duration()),
-            spec.thresholds.join("; ")
+            spec.thresholds
+                .iter()
+                .map(|t| t.expr.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     Ok(Verdict::Passed)

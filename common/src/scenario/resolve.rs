@@ -1,385 +1,20 @@
-//! The scenario file (YAML) and the resolved, validated `RunSpec` a run is made of.
-//!
-//! Parsing is strict: unknown keys, wrong types and bad values are refused with
-//! the file, line and column, before any traffic is sent.
+//! Resolution: one named scenario of a parsed file, with command-line overrides
+//! and defaults applied, checked and turned into a [`RunSpec`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::duration;
+use super::error::ScenarioError;
+use super::file::{RequestDef, ScenarioDef, ScenarioFile, StageDef, StatusSet, UserClassDef};
+use super::spec::{
+    Body, LoadModel, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec, UserClass, UserStage,
+    Wait,
+};
+use crate::capture::JsonPath;
 use crate::rate::Rate;
-
-/// Why a scenario could not be loaded; the Display is what the user sees.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
-    #[error("{file}:{line}:{column}: {message}")]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{file}: {path}: {message}")]
-    Invalid {
-        file: String,
-        path: String,
-        message: String,
-    },
-    #[error("{file}: no scenario named `{name}` (available: {available})")]
-    UnknownScenario {
-        file: String,
-        name: String,
-        available: String,
-    },
-    #[error(
-        "{file}: holds several scenarios ({available}); choose one with --scenario NAME or run them all with --all"
-    )]
-    Ambiguous { file: String, available: String },
-}
-
-// ------------------------------------------------------------------ file model
-
-/// A scenario file as written by the user.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScenarioFile {
-    /// Base URL of the system under test; `--host` overrides it.
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub defaults: Defaults,
-    /// How an `https://` host's certificate is checked.
-    #[serde(default)]
-    pub tls: Option<TlsDef>,
-    /// Named load shapes, in file order.
-    #[serde(with = "ordered")]
-    pub scenarios: Vec<(String, ScenarioDef)>,
-    /// Named user behaviours, in file order.
-    #[serde(with = "ordered")]
-    pub user_classes: Vec<(String, UserClassDef)>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Defaults {
-    #[serde(default, with = "duration::human_opt")]
-    pub timeout: Option<Duration>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-/// One named scenario: a load shape plus its thresholds.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScenarioDef {
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub users: Option<u64>,
-    #[serde(default)]
-    pub spawn_rate: Option<f64>,
-    #[serde(default, with = "duration::human_opt")]
-    pub duration: Option<Duration>,
-    #[serde(default)]
-    pub stages: Option<Vec<StageDef>>,
-    #[serde(default)]
-    pub arrival_rate: Option<Rate>,
-    #[serde(default)]
-    pub max_users: Option<u64>,
-    #[serde(default)]
-    pub thresholds: Vec<String>,
-    /// Restricts the scenario to these user classes (all when absent).
-    #[serde(default)]
-    pub user_classes: Option<Vec<String>>,
-    /// How long in-flight requests may take to finish when the run stops.
-    #[serde(default, with = "duration::human_opt")]
-    pub graceful_stop: Option<Duration>,
-    /// Iterations for the whole cluster; the run ends early once they are done.
-    #[serde(default)]
-    pub iterations: Option<u64>,
-    /// Iterations each user runs before it retires.
-    #[serde(default)]
-    pub iterations_per_user: Option<u64>,
-    /// Stop conditions checked every second (threshold syntax, e.g. `error_rate > 5%`):
-    /// the run stops and the report records where the target broke.
-    #[serde(default)]
-    pub stop_when: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct StageDef {
-    #[serde(with = "duration::human")]
-    pub duration: Duration,
-    #[serde(default)]
-    pub users: Option<u64>,
-    #[serde(default)]
-    pub rate: Option<Rate>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserClassDef {
-    #[serde(default = "one")]
-    pub weight: u32,
-    #[serde(default, with = "serde_yaml_ng::with::singleton_map")]
-    pub wait: Option<Wait>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub on_start: Vec<RequestDef>,
-    pub tasks: Vec<RequestDef>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// Think time between a user's iterations.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Wait {
-    /// The same pause after every iteration.
-    Constant(#[serde(with = "duration::human")] Duration),
-    /// A uniformly random pause in `[min, max]`.
-    Between(
-        #[serde(with = "duration::human")] Duration,
-        #[serde(with = "duration::human")] Duration,
-    ),
-    /// Each iteration starts this long after the previous one started.
-    Pacing(#[serde(with = "duration::human")] Duration),
-}
-
-/// One HTTP request as written: in `on_start` or as a weighted task.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestDef {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub weight: Option<u32>,
-    #[serde(default)]
-    pub get: Option<String>,
-    #[serde(default)]
-    pub post: Option<String>,
-    #[serde(default)]
-    pub put: Option<String>,
-    #[serde(default)]
-    pub patch: Option<String>,
-    #[serde(default)]
-    pub delete: Option<String>,
-    #[serde(default)]
-    pub head: Option<String>,
-    #[serde(default)]
-    pub options: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub json: Option<serde_json::Value>,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub expect: Option<Expect>,
-    /// Variables to capture from a JSON response: `{ token: "$.access_token" }`.
-    #[serde(default)]
-    pub capture: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    #[serde(default)]
-    pub status: Option<StatusSet>,
-}
-
-/// One expected status or a list of them.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum StatusSet {
-    One(u16),
-    Many(Vec<u16>),
-}
-
-// ------------------------------------------------------------------ resolved model
-
-/// Everything a worker needs to run its share of one scenario; sent on the wire as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub scenario: String,
-    /// Base URL, validated: `http://` or `https://host[:port]`, no trailing slash.
-    pub host: String,
-    /// Certificate checks for an `https://` host.
-    #[serde(default)]
-    pub tls: TargetTls,
-    #[serde(with = "duration::human")]
-    pub timeout: Duration,
-    #[serde(with = "duration::human")]
-    pub graceful_stop: Duration,
-    pub load: LoadModel,
-    pub classes: Vec<UserClass>,
-    pub thresholds: Vec<String>,
-    #[serde(default)]
-    pub iterations: Option<u64>,
-    #[serde(default)]
-    pub iterations_per_user: Option<u64>,
-    #[serde(default)]
-    pub stop_when: Vec<String>,
-}
-
-/// The file's `tls:` section.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsDef {
-    /// A PEM file of extra trusted CA certificates, relative to the scenario file.
-    #[serde(default)]
-    pub ca: Option<String>,
-    /// Accept any server certificate (self-signed staging hosts).
-    #[serde(default)]
-    pub insecure: bool,
-}
-
-/// Certificate checks as they travel to workers: the CA file's contents, not
-/// its path, since a remote worker cannot read the coordinator's files.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TargetTls {
-    #[serde(default)]
-    pub ca_pem: Option<String>,
-    #[serde(default)]
-    pub insecure: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "model")]
-pub enum LoadModel {
-    /// A fixed number of users, started at a spawn rate, for a duration.
-    Closed {
-        users: u64,
-        spawn_rate: f64,
-        #[serde(with = "duration::human")]
-        duration: Duration,
-    },
-    /// Ramping user counts: linear from the previous stage's count (0 at first).
-    Stages { stages: Vec<StageDef> },
-    /// A fixed arrival rate of iterations, served by a pool of at most `max_users`.
-    Open {
-        rate: Rate,
-        max_users: u64,
-        #[serde(with = "duration::human")]
-        duration: Duration,
-    },
-    /// Ramping arrival rates: linear from the previous stage's rate (0 at first).
-    RampingRate {
-        stages: Vec<StageDef>,
-        max_users: u64,
-    },
-}
-
-impl LoadModel {
-    /// Planned length of the run (without the graceful stop).
-    pub fn duration(&self) -> Duration {
-        match self {
-            LoadModel::Closed { duration, .. } | LoadModel::Open { duration, .. } => *duration,
-            LoadModel::Stages { stages } | LoadModel::RampingRate { stages, .. } => {
-                stages.iter().map(|s| s.duration).sum()
-            }
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            LoadModel::Closed { .. } => "closed",
-            LoadModel::Stages { .. } => "stages",
-            LoadModel::Open { .. } => "open",
-            LoadModel::RampingRate { .. } => "ramping_rate",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UserClass {
-    pub name: String,
-    pub weight: u32,
-    pub wait: Option<Wait>,
-    pub on_start: Vec<RequestSpec>,
-    pub tasks: Vec<TaskSpec>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskSpec {
-    pub weight: u32,
-    pub request: RequestSpec,
-}
-
-/// A request with every default applied; templates are still unrendered text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestSpec {
-    /// The endpoint name reports group by: the given name or `METHOD path`.
-    pub name: String,
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    /// Headers inherited from `defaults` or the user class: sent only once the
-    /// variables they use exist, so a class-wide `Authorization: Bearer {{ token }}`
-    /// does not break the `on_start` login that captures the token.
-    #[serde(default)]
-    pub optional_headers: Vec<String>,
-    pub body: Option<Body>,
-    /// Statuses that count as success; empty means any status below 400.
-    pub expect_status: Vec<u16>,
-    pub capture: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Body {
-    Json(serde_json::Value),
-    Text(String),
-}
-
-impl RequestSpec {
-    /// Whether `status` counts as a success for this request.
-    pub fn status_ok(&self, status: u16) -> bool {
-        if self.expect_status.is_empty() {
-            status < 400
-        } else {
-            self.expect_status.contains(&status)
-        }
-    }
-}
-
-impl RunSpec {
-    /// Every endpoint (name, method) the run can hit, in a stable order, deduplicated.
-    pub fn endpoints(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for class in &self.classes {
-            let requests = class
-                .on_start
-                .iter()
-                .chain(class.tasks.iter().map(|t| &t.request));
-            for r in requests {
-                let key = (r.name.clone(), r.method.clone());
-                if !out.contains(&key) {
-                    out.push(key);
-                }
-            }
-        }
-        out
-    }
-
-    pub fn class_weights(&self) -> Vec<u64> {
-        self.classes.iter().map(|c| u64::from(c.weight)).collect()
-    }
-}
-
-// ------------------------------------------------------------------ loading
+use crate::template::Template;
+use crate::threshold::Threshold;
 
 /// Values given on the command line that replace the file's.
 #[derive(Debug, Clone, Default)]
@@ -411,7 +46,7 @@ impl Loaded {
 
     /// Parses and validates everything that can be checked without overrides.
     pub fn from_str(file: &str, text: &str) -> Result<Self, ScenarioError> {
-        let def: ScenarioFile = parse_yaml(file, text)?;
+        let def = ScenarioFile::parse(file, text)?;
         let loaded = Loaded {
             file: file.to_owned(),
             def,
@@ -523,17 +158,11 @@ impl Loaded {
             return Err(self.invalid("user_classes", "at least one weight must be above 0"));
         }
 
-        let mut thresholds = sc.thresholds.clone();
-        thresholds.extend(overrides.thresholds.iter().cloned());
-        for (i, t) in thresholds.iter().enumerate() {
-            crate::threshold::Threshold::parse(t)
-                .map_err(|e| self.invalid(format!("{at}.thresholds[{i}]"), e.to_string()))?;
-        }
-
-        for (i, t) in sc.stop_when.iter().enumerate() {
-            crate::threshold::Threshold::parse(t)
-                .map_err(|e| self.invalid(format!("{at}.stop_when[{i}]"), e.to_string()))?;
-        }
+        let thresholds = self.parse_thresholds(
+            &format!("{at}.thresholds"),
+            sc.thresholds.iter().chain(&overrides.thresholds),
+        )?;
+        let stop_when = self.parse_thresholds(&format!("{at}.stop_when"), &sc.stop_when)?;
         if sc.iterations == Some(0) || sc.iterations_per_user == Some(0) {
             return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
         }
@@ -542,7 +171,7 @@ impl Loaded {
             tls,
             iterations: sc.iterations,
             iterations_per_user: sc.iterations_per_user,
-            stop_when: sc.stop_when.clone(),
+            stop_when,
             scenario: name.to_owned(),
             host,
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
@@ -551,6 +180,22 @@ impl Loaded {
             classes,
             thresholds,
         })
+    }
+
+    /// Parses each expression, naming the bad one by its place in the list
+    /// (command-line thresholds count on after the file's).
+    fn parse_thresholds<'a>(
+        &self,
+        at: &str,
+        exprs: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Vec<Threshold>, ScenarioError> {
+        exprs
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                Threshold::parse(t).map_err(|e| self.invalid(format!("{at}[{i}]"), e.to_string()))
+            })
+            .collect()
     }
 
     /// Reads `tls.ca` (relative to the scenario file) so the PEM can travel in the spec.
@@ -605,26 +250,22 @@ impl Loaded {
             if stages.is_empty() {
                 return Err(self.invalid(format!("{at}.stages"), "needs at least one stage"));
             }
-            let by_users = stages.iter().all(|s| s.users.is_some() && s.rate.is_none());
-            let by_rate = stages.iter().all(|s| s.rate.is_some() && s.users.is_none());
-            if by_rate {
+            let by_users: Option<Vec<UserStage>> = stages.iter().map(user_stage).collect();
+            let by_rate: Option<Vec<RateStage>> = stages.iter().map(rate_stage).collect();
+            if let Some(stages) = by_rate {
                 return Ok(LoadModel::RampingRate {
-                    stages: stages.clone(),
+                    stages,
                     max_users: sc.max_users.unwrap_or(1000),
                 });
             }
-            if !by_users {
-                return Err(self.invalid(
+            let stages = by_users.ok_or_else(|| self.invalid(
                     format!("{at}.stages"),
                     "every stage needs `users` (ramping users) or every stage needs `rate` (ramping arrival rate), not a mix",
-                ));
-            }
+                ))?;
             if stages.iter().all(|s| s.duration.is_zero()) {
                 return Err(self.invalid(format!("{at}.stages"), "the stages last 0s in total"));
             }
-            return Ok(LoadModel::Stages {
-                stages: stages.clone(),
-            });
+            return Ok(LoadModel::Stages { stages });
         }
         let duration = duration.ok_or_else(|| {
             self.invalid(
@@ -754,15 +395,15 @@ impl Loaded {
             .chain(r.headers.values().map(|v| ("header", v.as_str())))
             .chain(r.body.iter().map(|b| ("body", b.as_str())))
         {
-            crate::template::Template::compile(text)
+            Template::compile(text)
                 .map_err(|e| self.invalid(format!("{at}.{what}"), e.to_string()))?;
         }
         if let Some(json) = &r.json {
-            crate::template::Template::compile_json(json)
+            Template::compile_json(json)
                 .map_err(|e| self.invalid(format!("{at}.json"), e.to_string()))?;
         }
         for (var, expr) in &r.capture {
-            crate::capture::JsonPath::parse(expr)
+            JsonPath::parse(expr)
                 .map_err(|e| self.invalid(format!("{at}.capture.{var}"), e.to_string()))?;
         }
         let optional_headers: Vec<String> = inherited
@@ -811,49 +452,25 @@ impl Loaded {
     }
 }
 
-/// YAML mappings whose order matters (scenarios, user classes), kept as ordered pairs.
-mod ordered {
-    use serde::de::{DeserializeOwned, Error, MapAccess, Visitor};
-    use serde::ser::SerializeMap;
-    use serde::{Deserializer, Serialize, Serializer};
-    use std::fmt;
-    use std::marker::PhantomData;
-
-    pub fn deserialize<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
-    where
-        D: Deserializer<'de>,
-        V: DeserializeOwned,
-    {
-        struct Ordered<V>(PhantomData<V>);
-        impl<'de, V: DeserializeOwned> Visitor<'de> for Ordered<V> {
-            type Value = Vec<(String, V)>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping of names to definitions")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(String, V)> = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if out.iter().any(|(k, _)| *k == key) {
-                        return Err(A::Error::custom(format!("`{key}` is defined twice")));
-                    }
-                    let value = map.next_value::<V>()?;
-                    out.push((key, value));
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_map(Ordered(PhantomData))
+/// A user stage, when the stage gives `users` and no `rate`.
+fn user_stage(s: &StageDef) -> Option<UserStage> {
+    match (s.users, s.rate) {
+        (Some(users), None) => Some(UserStage {
+            duration: s.duration,
+            users,
+        }),
+        _ => None,
     }
+}
 
-    pub fn serialize<S: Serializer, V: Serialize>(
-        v: &[(String, V)],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(v.len()))?;
-        for (k, val) in v {
-            m.serialize_entry(k, val)?;
-        }
-        m.end()
+/// A rate stage, when the stage gives `rate` and no `users`.
+fn rate_stage(s: &StageDef) -> Option<RateStage> {
+    match (s.rate, s.users) {
+        (Some(rate), None) => Some(RateStage {
+            duration: s.duration,
+            rate,
+        }),
+        _ => None,
     }
 }
 
@@ -877,27 +494,6 @@ pub fn validate_host(host: &str) -> Result<String, String> {
         return Err(format!("`{host}` must not carry a query or fragment"));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
-/// Parses YAML strictly, mapping serde errors to file:line:column.
-fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ScenarioError> {
-    serde_yaml_ng::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        let mut message = e.to_string();
-        // serde_yaml_ng appends " at line L column C"; we already lead with it.
-        if let Some(idx) = message.rfind(" at line ") {
-            message.truncate(idx);
-        }
-        ScenarioError::Syntax {
-            file: file.to_owned(),
-            line,
-            column,
-            message,
-        }
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,19 @@
+//! Scenarios: the YAML file as written, the resolved `RunSpec` a run is made of, and the resolution between them.
+//!
+//! Parsing is strict: unknown keys, wrong types and bad values are refused with
+//! the file, line and column, before any traffic is sent. The data flows one
+//! way: [`file`] (what the user wrote) → [`resolve`] (overrides, defaults,
+//! checks) → [`spec`] (what the coordinator plans with and workers run).
+
+mod error;
+pub mod file;
+mod resolve;
+pub mod spec;
+
+pub use error::ScenarioError;
+pub use file::ScenarioFile;
+pub use resolve::{Loaded, Overrides, validate_host};
+pub use spec::{
+    Body, LoadModel, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec, UserClass, UserStage,
+    Wait,
+};

@@ -1,0 +1,309 @@
+//! The resolved scenario a run is made of: every default applied, every value checked.
+//!
+//! A `RunSpec` travels to each worker as JSON inside `Start`; thresholds and
+//! stop conditions are held parsed and travel as their text.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration;
+use crate::rate::Rate;
+use crate::threshold::Threshold;
+/// Everything a worker needs to run its share of one scenario; sent on the wire as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub scenario: String,
+    /// Base URL, validated: `http://` or `https://host[:port]`, no trailing slash.
+    pub host: String,
+    /// Certificate checks for an `https://` host.
+    #[serde(default)]
+    pub tls: TargetTls,
+    #[serde(with = "duration::human")]
+    pub timeout: Duration,
+    #[serde(with = "duration::human")]
+    pub graceful_stop: Duration,
+    pub load: LoadModel,
+    pub classes: Vec<UserClass>,
+    /// Checked against the final report; each serialises as its text.
+    pub thresholds: Vec<Threshold>,
+    #[serde(default)]
+    pub iterations: Option<u64>,
+    #[serde(default)]
+    pub iterations_per_user: Option<u64>,
+    /// Checked against every second's figures: the first that holds stops the run.
+    #[serde(default)]
+    pub stop_when: Vec<Threshold>,
+}
+
+/// Certificate checks as they travel to workers: the CA file's contents, not
+/// its path, since a remote worker cannot read the coordinator's files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TargetTls {
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// How load is applied over time; its `Display` is the one-line description
+/// users see (the run's opening line, `list`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "model")]
+pub enum LoadModel {
+    /// A fixed number of users, started at a spawn rate, for a duration.
+    Closed {
+        users: u64,
+        spawn_rate: f64,
+        #[serde(with = "duration::human")]
+        duration: Duration,
+    },
+    /// Ramping user counts: linear from the previous stage's count (0 at first).
+    Stages { stages: Vec<UserStage> },
+    /// A fixed arrival rate of iterations, served by a pool of at most `max_users`.
+    Open {
+        rate: Rate,
+        max_users: u64,
+        #[serde(with = "duration::human")]
+        duration: Duration,
+    },
+    /// Ramping arrival rates: linear from the previous stage's rate (0 at first).
+    RampingRate {
+        stages: Vec<RateStage>,
+        max_users: u64,
+    },
+}
+
+impl LoadModel {
+    /// Planned length of the run (without the graceful stop).
+    pub fn duration(&self) -> Duration {
+        match self {
+            LoadModel::Closed { duration, .. } | LoadModel::Open { duration, .. } => *duration,
+            LoadModel::Stages { stages } => stages.iter().map(|s| s.duration).sum(),
+            LoadModel::RampingRate { stages, .. } => stages.iter().map(|s| s.duration).sum(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoadModel::Closed { .. } => "closed",
+            LoadModel::Stages { .. } => "stages",
+            LoadModel::Open { .. } => "open",
+            LoadModel::RampingRate { .. } => "ramping_rate",
+        }
+    }
+}
+
+impl fmt::Display for LoadModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadModel::Closed {
+                users, spawn_rate, ..
+            } => write!(f, "{users} users at {spawn_rate}/s"),
+            LoadModel::Stages { stages } => write!(
+                f,
+                "{} user stages up to {} users",
+                stages.len(),
+                self.peak_users()
+            ),
+            LoadModel::Open {
+                rate, max_users, ..
+            } => write!(f, "{rate} arrivals, pool of {max_users} users"),
+            LoadModel::RampingRate { stages, max_users } => {
+                write!(f, "{} rate stages, pool of {max_users} users", stages.len())
+            }
+        }
+    }
+}
+
+/// One stage of ramping users: the count moves linearly from the previous
+/// stage's (0 at first) to `users` over `duration`.
+///
+/// The field names match the file's stage keys, so the wire carries the
+/// same JSON object the user wrote, less the key this model does not use.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UserStage {
+    #[serde(with = "duration::human")]
+    pub duration: Duration,
+    pub users: u64,
+}
+
+/// One stage of a ramping arrival rate: the rate moves linearly from the
+/// previous stage's (0 at first) to `rate` over `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateStage {
+    #[serde(with = "duration::human")]
+    pub duration: Duration,
+    pub rate: Rate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserClass {
+    pub name: String,
+    pub weight: u32,
+    pub wait: Option<Wait>,
+    pub on_start: Vec<RequestSpec>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub weight: u32,
+    pub request: RequestSpec,
+}
+
+/// A request with every default applied; templates are still unrendered text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestSpec {
+    /// The endpoint name reports group by: the given name or `METHOD path`.
+    pub name: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// Headers inherited from `defaults` or the user class: sent only once the
+    /// variables they use exist, so a class-wide `Authorization: Bearer {{ token }}`
+    /// does not break the `on_start` login that captures the token.
+    #[serde(default)]
+    pub optional_headers: Vec<String>,
+    pub body: Option<Body>,
+    /// Statuses that count as success; empty means any status below 400.
+    pub expect_status: Vec<u16>,
+    pub capture: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    Json(serde_json::Value),
+    Text(String),
+}
+
+impl RequestSpec {
+    /// Whether `status` counts as a success for this request.
+    pub fn status_ok(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() {
+            status < 400
+        } else {
+            self.expect_status.contains(&status)
+        }
+    }
+}
+
+impl RunSpec {
+    /// Every endpoint (name, method) the run can hit, in a stable order, deduplicated.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for class in &self.classes {
+            let requests = class
+                .on_start
+                .iter()
+                .chain(class.tasks.iter().map(|t| &t.request));
+            for r in requests {
+                let key = (r.name.clone(), r.method.clone());
+                if !out.contains(&key) {
+                    out.push(key);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn class_weights(&self) -> Vec<u64> {
+        self.classes.iter().map(|c| u64::from(c.weight)).collect()
+    }
+}
+
+/// Think time between a user's iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Wait {
+    /// The same pause after every iteration.
+    Constant(#[serde(with = "duration::human")] Duration),
+    /// A uniformly random pause in `[min, max]`.
+    Between(
+        #[serde(with = "duration::human")] Duration,
+        #[serde(with = "duration::human")] Duration,
+    ),
+    /// Each iteration starts this long after the previous one started.
+    Pacing(#[serde(with = "duration::human")] Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_and_stages_travel_as_written() {
+        let json = r#"{"model":"stages","stages":[{"duration":"10s","users":5,"rate":null}]}"#;
+        let load: LoadModel = serde_json::from_str(json).expect("the former wire form reads");
+        assert_eq!(
+            load,
+            LoadModel::Stages {
+                stages: vec![UserStage {
+                    duration: Duration::from_secs(10),
+                    users: 5
+                }]
+            }
+        );
+        let t: Vec<Threshold> =
+            serde_json::from_str(r#"["p99 < 200ms", "checkout: error_rate < 1%, abort"]"#)
+                .expect("parses");
+        assert!(t[1].abort);
+        assert_eq!(
+            serde_json::to_string(&t).expect("serialises"),
+            r#"["p99 < 200ms","checkout: error_rate < 1%, abort"]"#
+        );
+        let err = serde_json::from_str::<Vec<Threshold>>(r#"["p75 < 1s"]"#).expect_err("refused");
+        assert!(err.to_string().contains("unknown metric"), "{err}");
+    }
+
+    #[test]
+    fn one_description_per_load_model() {
+        let rate = Rate { per_second: 50.0 };
+        let d = Duration::from_secs(10);
+        let cases = [
+            (
+                LoadModel::Closed {
+                    users: 10,
+                    spawn_rate: 2.5,
+                    duration: d,
+                },
+                "10 users at 2.5/s",
+            ),
+            (
+                LoadModel::Stages {
+                    stages: vec![
+                        UserStage {
+                            duration: d,
+                            users: 40,
+                        },
+                        UserStage {
+                            duration: d,
+                            users: 0,
+                        },
+                    ],
+                },
+                "2 user stages up to 40 users",
+            ),
+            (
+                LoadModel::Open {
+                    rate,
+                    max_users: 100,
+                    duration: d,
+                },
+                "50/s arrivals, pool of 100 users",
+            ),
+            (
+                LoadModel::RampingRate {
+                    stages: vec![RateStage { duration: d, rate }],
+                    max_users: 7,
+                },
+                "1 rate stages, pool of 7 users",
+            ),
+        ];
+        for (load, text) in cases {
+            assert_eq!(load.to_string(), text);
+        }
+    }
+}
