@@ -7,10 +7,10 @@ use squall_common::report::BreakPoint;
 use squall_common::threshold::{Metric, Threshold};
 use squall_common::{LoadModel, Report, RunSpec, partition};
 
-use crate::aggregator::{Added, Aggregator, LiveLine, ReportMeta};
+use crate::aggregator::{Added, Aggregator};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::live;
+use crate::report::{LiveLine, ReportMeta, build, live};
 use crate::service::ClusterEvent;
 
 /// How a run ended.
@@ -212,7 +212,7 @@ pub async fn run_scenario(
             },
             _ = tick.tick() => {
                 let elapsed = t0.elapsed();
-                let line = agg.live();
+                let line = live::latest(&agg);
                 if !headless && stop_deadline.is_none() && let Some(l) = &line {
                     eprintln!("{}  workers: {}", live::line(elapsed, duration, l), agg.states_summary());
                 }
@@ -257,14 +257,16 @@ pub async fn run_scenario(
         }
     }
     let all_lost = agg.all_lost();
-    let report = agg
-        .report(ReportMeta {
+    let report = build(
+        &agg,
+        ReportMeta {
             spec,
             started_at,
             partial,
             broke_at,
-        })
-        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        },
+    )
+    .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
     Ok(RunResult { report, all_lost })
 }
 
