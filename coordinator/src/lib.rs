@@ -14,8 +14,8 @@ mod tls;
 
 use std::path::Path;
 
-use squall_common::scenario::Loaded;
 use squall_common::LoadModel;
+use squall_common::scenario::Loaded;
 
 pub use args::Args;
 pub use config::{Config, RunConfig, Workers};
