@@ -1,4 +1,4 @@
-//! Squall's shared domain: scenarios, partitioning, statistics, reports and thresholds.
+//! The domain coordinator and worker share: the scenario model (with its templates, captures, durations and rates), the plan and its partition, the protocol in domain terms, snapshot encoding, the report schema and threshold parsing.
 
 pub mod capture;
 pub mod config_file;
@@ -7,7 +7,6 @@ pub mod partition;
 pub mod plan;
 pub mod protocol;
 pub mod rate;
-pub mod render;
 pub mod report;
 pub mod scenario;
 pub mod snapshot;

@@ -1,40 +1,42 @@
-//! Merges workers' interval snapshots into run totals, per-endpoint stats, a per-second timeline and the final report.
+//! Merges workers' interval snapshots into run totals, per-endpoint stats and per-second figures, which the report is built from.
 //!
 //! Snapshots are de-duplicated by (worker, run, seq), so a resend after a
 //! reconnect never counts a request twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use squall_common::report::{
-    self, BreakPoint, EndpointReport, LatencyMs, Report, StateChange, ThresholdResult,
-    TimelinePoint, Totals, WorkerReport,
-};
+use squall_common::report::StateChange;
 use squall_common::snapshot::{EndpointSum, HdrSum, HistogramError};
-use squall_common::{EndpointKey, EndpointStats, RunSpec, Snapshot};
+use squall_common::{EndpointKey, RunSpec, Snapshot};
 
+/// One second of the run (`t = seq`), summed over the workers that reported it.
 #[derive(Debug, Default)]
-struct Interval {
-    users: BTreeMap<String, u64>,
-    requests: u64,
-    failures: u64,
-    latency: Option<HdrSum>,
-    window_us: u64,
-    dropped: u64,
-    events: Vec<String>,
+pub struct Interval {
+    /// Active users per worker that reported this second.
+    pub users: BTreeMap<String, u64>,
+    pub requests: u64,
+    pub failures: u64,
+    /// `None` until a worker has reported the second (an event alone does not count).
+    pub latency: Option<HdrSum>,
+    /// The longest window any worker measured for this second, to turn counts into rates.
+    pub window_us: u64,
+    pub dropped: u64,
+    pub events: Vec<String>,
 }
 
+/// One member of the run, as far as its snapshots and states tell.
 #[derive(Debug, Default)]
-struct WorkerAgg {
-    requests: u64,
-    peak_users: u64,
-    lost: bool,
+pub struct WorkerAgg {
+    pub requests: u64,
+    pub peak_users: u64,
+    pub lost: bool,
     seen: BTreeSet<u64>,
     /// Every seq below this has been received.
     contiguous: u64,
     /// Total snapshots the worker says it sent, once it has stopped.
     expected: Option<u64>,
-    users_per_class: Vec<u64>,
-    states: Vec<StateChange>,
+    pub users_per_class: Vec<u64>,
+    pub states: Vec<StateChange>,
 }
 
 /// What `add` did with a snapshot.
@@ -46,26 +48,6 @@ pub enum Added {
     Duplicate,
     /// For another run or from a worker not in this run: ignored.
     Foreign,
-}
-
-/// The numbers the live view shows for one second.
-#[derive(Debug, Clone, Default)]
-pub struct LiveLine {
-    /// The second these numbers are for.
-    pub t: u64,
-    pub users: u64,
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub total_requests: u64,
-    pub total_failures: u64,
-    /// Whether every live worker has reported this second.
-    pub complete: bool,
-    /// The second's own figures, for `stop_when` conditions.
-    pub requests: u64,
-    pub failures: u64,
-    pub latency: LatencyMs,
 }
 
 pub struct Aggregator {
@@ -226,12 +208,12 @@ impl Aggregator {
         self.intervals.entry(t).or_default().events.push(text);
     }
 
-    /// The most recent second every live worker has reported, for the live view.
-    pub fn live(&self) -> Option<LiveLine> {
+    /// The most recent second every live worker has reported (`true`), or
+    /// failing that the most recent one with any data (`false`).
+    pub fn latest_second(&self) -> Option<(u64, &Interval, bool)> {
         let live_workers = self.workers.values().filter(|w| !w.lost).count();
         let complete = |iv: &Interval| iv.users.len() >= live_workers && iv.latency.is_some();
-        let (t, iv) = self
-            .intervals
+        self.intervals
             .iter()
             .rev()
             .find(|(_, iv)| complete(iv))
@@ -240,161 +222,59 @@ impl Aggregator {
                     .iter()
                     .rev()
                     .find(|(_, iv)| iv.latency.is_some())
-            })?;
-        let latency = iv
-            .latency
-            .as_ref()
-            .map(|h| LatencyMs::from_histogram(&h.to_histogram()))
-            .unwrap_or_default();
-        Some(LiveLine {
-            t: *t,
-            users: iv.users.values().sum(),
-            rps: rate(iv.requests, iv.window_us),
-            p50_ms: latency.p50,
-            p95_ms: latency.p95,
-            p99_ms: latency.p99,
-            total_requests: self.total_requests,
-            total_failures: self.total_failures,
-            complete: complete(iv),
-            requests: iv.requests,
-            failures: iv.failures,
-            latency,
-        })
+            })
+            .map(|(t, iv)| (*t, iv, complete(iv)))
     }
 
-    /// Builds the final report; thresholds decide `passed`.
-    pub fn report(&self, meta: ReportMeta) -> Result<Report, HistogramError> {
-        let duration_s = self.max_window_end_us as f64 / 1e6;
-        let mut all = EndpointStats::new();
-        let mut keys: Vec<&EndpointKey> = self
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// How long the run went on, by the latest window end any worker reported.
+    pub fn duration_us(&self) -> u64 {
+        self.max_window_end_us
+    }
+
+    /// Requests and failures so far, over every worker and endpoint.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.total_requests, self.total_failures)
+    }
+
+    /// Every endpoint that saw traffic: the scenario's in its order, then any
+    /// others (a worker's endpoint the scenario does not name) in key order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&EndpointKey, &EndpointSum)> {
+        let known = self
             .order
             .iter()
-            .filter(|k| self.endpoints.contains_key(*k))
-            .collect();
-        keys.extend(self.endpoints.keys().filter(|k| !self.order.contains(k)));
-        let mut endpoints = Vec::new();
-        for key in keys {
-            if let Some(sum) = self.endpoints.get(key) {
-                let s = sum.to_stats();
-                all.merge(&s)?;
-                endpoints.push(EndpointReport::from_stats(
-                    &key.name,
-                    &key.method,
-                    &s,
-                    duration_s,
-                )?);
-            }
-        }
-        let last = self.intervals.keys().next_back().copied();
-        let mut timeline = Vec::new();
-        if let Some(last) = last {
-            for t in 0..=last {
-                let point = match self.intervals.get(&t) {
-                    None => TimelinePoint {
-                        t,
-                        ..TimelinePoint::default()
-                    },
-                    Some(iv) => {
-                        let l = iv
-                            .latency
-                            .as_ref()
-                            .map(|h| LatencyMs::from_histogram(&h.to_histogram()))
-                            .unwrap_or_default();
-                        TimelinePoint {
-                            t,
-                            dropped_iterations: iv.dropped,
-                            users: iv.users.values().sum(),
-                            requests: iv.requests,
-                            failures: iv.failures,
-                            rps: rate(iv.requests, iv.window_us),
-                            p50_ms: l.p50,
-                            p95_ms: l.p95,
-                            p99_ms: l.p99,
-                            event: (!iv.events.is_empty()).then(|| iv.events.join("; ")),
-                            ..TimelinePoint::default()
-                        }
-                    }
-                };
-                let load = &meta.spec.load;
-                let end = (t + 1) as f64;
-                timeline.push(TimelinePoint {
-                    planned_users: load.users_at(end),
-                    planned_rps: load
-                        .arrivals_until(end)
-                        .zip(load.arrivals_until(t as f64))
-                        .map(|(b, a)| (b - a).round()),
-                    ..point
-                });
-            }
-        }
-        let workers = self
-            .workers
+            .filter_map(|k| self.endpoints.get_key_value(k));
+        let others = self
+            .endpoints
             .iter()
-            .map(|(id, w)| WorkerReport {
-                id: id.clone(),
-                requests: w.requests,
-                peak_users: w.peak_users,
-                lost: w.lost,
-                users_per_class: w.users_per_class.clone(),
-                state: w
-                    .states
-                    .last()
-                    .map_or_else(|| "ready".to_owned(), |s| s.state.clone()),
-                states: w.states.clone(),
-            })
-            .collect();
-        let mut report = Report {
-            schema: report::SCHEMA.to_owned(),
-            run_id: self.run_id.clone(),
-            scenario: meta.spec.scenario.clone(),
-            target: meta.spec.host.clone(),
-            load_model: meta.spec.load.name().to_owned(),
-            started_at: meta.started_at,
-            duration_s: (duration_s * 1000.0).round() / 1000.0,
-            partial: meta.partial,
-            workers,
-            totals: Totals::from_stats(&all, duration_s),
-            endpoints,
-            timeline,
-            thresholds: Vec::new(),
-            broke_at: meta.broke_at,
-            passed: true,
-        };
-        report.totals.dropped_iterations = self.intervals.values().map(|iv| iv.dropped).sum();
-        report.totals.schedule_lag_ms = (!self.schedule_lag.is_empty())
-            .then(|| LatencyMs::from_histogram(&self.schedule_lag.to_histogram()));
-        let results: Vec<ThresholdResult> = meta
-            .spec
-            .thresholds
-            .iter()
-            .map(|t| t.evaluate(&report))
-            .collect();
-        report.passed = results.iter().all(|r| r.passed);
-        report.thresholds = results;
-        Ok(report)
+            .filter(|(k, _)| !self.order.contains(k));
+        known.chain(others)
     }
-}
 
-/// Run facts the aggregator does not see in snapshots.
-pub struct ReportMeta<'a> {
-    pub spec: &'a RunSpec,
-    pub started_at: String,
-    pub partial: bool,
-    pub broke_at: Option<BreakPoint>,
-}
+    /// The per-second figures by second; seconds nobody reported are absent.
+    pub fn intervals(&self) -> &BTreeMap<u64, Interval> {
+        &self.intervals
+    }
 
-fn rate(count: u64, window_us: u64) -> f64 {
-    let secs = if window_us == 0 {
-        1.0
-    } else {
-        window_us as f64 / 1e6
-    };
-    report::per_second(count, secs)
+    /// The run's members by id.
+    pub fn workers(&self) -> &BTreeMap<String, WorkerAgg> {
+        &self.workers
+    }
+
+    /// How late requests started against their schedule, over the whole run.
+    pub fn schedule_lag(&self) -> &HdrSum {
+        &self.schedule_lag
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{ReportMeta, build};
+    use squall_common::EndpointStats;
     use squall_common::scenario::Loaded;
     use squall_common::snapshot::record_micros;
 
@@ -445,14 +325,16 @@ mod tests {
         agg.expect("w1", 2);
         agg.mark_lost("w2", 1.0);
         assert!(agg.complete());
-        let r = agg
-            .report(ReportMeta {
+        let r = build(
+            &agg,
+            ReportMeta {
                 spec: &spec,
                 started_at: "now".into(),
                 partial: false,
                 broke_at: None,
-            })
-            .expect("report");
+            },
+        )
+        .expect("report");
         assert_eq!(r.totals.requests, 3);
         assert_eq!(r.endpoints[0].requests, 3);
         assert_eq!(r.timeline.len(), 2);

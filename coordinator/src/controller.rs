@@ -11,10 +11,10 @@ use squall_common::report::BreakPoint;
 use squall_common::threshold::{Metric, Threshold};
 use squall_common::{LoadModel, Report, RunSpec, Snapshot, partition};
 
-use crate::aggregator::{Added, Aggregator, LiveLine, ReportMeta};
+use crate::aggregator::{Added, Aggregator};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::live;
+use crate::report::{LiveLine, ReportMeta, build, live};
 use crate::service::ClusterEvent;
 
 /// How a run ended.
@@ -247,7 +247,7 @@ impl<'a> RunController<'a> {
     /// Once a second: the live line, the stop conditions on the newest complete second, the fallback Stop.
     pub fn on_tick(&mut self, elapsed: Duration) -> Effects {
         let mut fx = Effects::default();
-        let line = self.agg.live();
+        let line = live::latest(&self.agg);
         if !self.options.headless
             && !self.stopping()
             && let Some(l) = &line
@@ -338,15 +338,16 @@ impl<'a> RunController<'a> {
     /// The merged report of the run.
     pub fn finish(self, started_at: String) -> Result<RunResult, CoordinatorError> {
         let all_lost = self.agg.all_lost();
-        let report = self
-            .agg
-            .report(ReportMeta {
+        let report = build(
+            &self.agg,
+            ReportMeta {
                 spec: self.spec,
                 started_at,
                 partial: self.partial,
                 broke_at: self.broke_at,
-            })
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+            },
+        )
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
         Ok(RunResult { report, all_lost })
     }
 

@@ -1,22 +1,19 @@
 //! The Squall coordinator: gRPC membership, run control, aggregation, reports and the demo target.
 
 mod aggregator;
-mod alarm;
 mod args;
 mod cluster;
 mod config;
 mod controller;
+pub mod demo;
 mod error;
-mod live;
 mod local;
-mod output;
+mod report;
 mod service;
-pub mod target;
 mod tls;
 
 use std::path::Path;
 
-use squall_common::render;
 use squall_common::scenario::Loaded;
 
 pub use args::Args;
@@ -24,7 +21,8 @@ pub use config::{Config, RunConfig, Workers};
 pub use error::CoordinatorError;
 
 use crate::cluster::Cluster;
-use crate::target::DemoTarget;
+use crate::demo::DemoTarget;
+use crate::report::Output;
 
 /// What a successful command concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +146,7 @@ async fn run_all(
 ) -> Result<Verdict, CoordinatorError> {
     cluster.wait_for(wanted, cfg.wait_timeout).await?;
     let mut verdict = Verdict::Passed;
-    let several = cfg.specs.len() > 1;
-    let mut index = Vec::new();
+    let mut output = Output::new(&cfg.out, cfg.specs.len() > 1);
     for spec in &cfg.specs {
         if cluster.is_empty() {
             return Err(CoordinatorError::NoWorkers {
@@ -167,32 +164,14 @@ async fn run_all(
             },
         )
         .await?;
-        let dir = if several {
-            cfg.out.join(&spec.scenario)
-        } else {
-            cfg.out.clone()
-        };
-        output::write_report(&dir, &result.report)?;
-        println!("{}", render::summary_text(&result.report));
-        println!("report written to {}", dir.display());
+        let dir = output.publish(&result.report)?;
         if result.all_lost {
             return Err(CoordinatorError::AllWorkersLost { out: dir });
         }
         if !result.report.passed {
             verdict = Verdict::Failed;
         }
-        index.push(serde_json::json!({
-            "scenario": spec.scenario,
-            "dir": spec.scenario,
-            "passed": result.report.passed,
-            "requests": result.report.totals.requests,
-        }));
     }
-    if several {
-        let path = cfg.out.join("index.json");
-        let text = serde_json::to_string_pretty(&serde_json::json!({ "runs": index }))
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
-        std::fs::write(&path, text).map_err(|source| CoordinatorError::Output { path, source })?;
-    }
+    output.finish()?;
     Ok(verdict)
 }

@@ -1,6 +1,6 @@
 //! A small hand-built report shared by the renderers' tests.
 
-use crate::report::{
+use squall_common::report::{
     EndpointReport, LatencyMs, Report, SCHEMA, ThresholdResult, TimelinePoint, Totals, WorkerReport,
 };
 

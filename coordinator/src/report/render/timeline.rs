@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::Report;
+use squall_common::report::Report;
 
 /// The CSV header; columns match `TimelinePoint`'s fields.
 const HEADER: &str = "t,users,requests,failures,rps,p50_ms,p95_ms,p99_ms,event";

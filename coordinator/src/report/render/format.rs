@@ -1,6 +1,6 @@
 //! Number, duration and size formatting shared by the renderers.
 
-use crate::report::Report;
+use squall_common::report::Report;
 
 /// `v`, or 0 when it is NaN or infinite (reports should never hold those,
 /// but a renderer must not print "NaN" or draw off the chart).

@@ -3,7 +3,7 @@
 use std::fmt::{self, Write as _};
 
 use super::format::{self as f, count};
-use crate::report::{EndpointReport, Report};
+use squall_common::report::{EndpointReport, Report};
 
 /// Endpoint names longer than this many characters are cut with an ellipsis.
 const NAME_WIDTH: usize = 32;
@@ -224,7 +224,7 @@ fn endpoint_table(r: &Report) -> Table {
                req: u64,
                fail: u64,
                rps: f64,
-               l: &crate::report::LatencyMs| {
+               l: &squall_common::report::LatencyMs| {
         vec![
             method,
             name,
@@ -397,13 +397,13 @@ mod tests {
         let plain = summary_text(&r);
         assert!(!plain.contains("Broke at") && !plain.contains("Dropped iterations"));
         r.totals.dropped_iterations = 1234;
-        r.totals.schedule_lag_ms = Some(crate::report::LatencyMs {
+        r.totals.schedule_lag_ms = Some(squall_common::report::LatencyMs {
             p50: 0.5,
             p99: 12.0,
             max: 40.0,
             ..Default::default()
         });
-        r.broke_at = Some(crate::report::BreakPoint {
+        r.broke_at = Some(squall_common::report::BreakPoint {
             t: 42,
             users: 350,
             rps: 1800.0,

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::alarm::AlarmClock;
+use super::alarm::AlarmClock;
 
 /// The stats route; it is the only request the `served` counter ignores, so
 /// that polling it never perturbs the number a test or benchmark checks.

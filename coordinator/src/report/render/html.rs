@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 
 use super::chart::{Chart, Series, clock};
 use super::format::{self as f, count};
-use crate::report::{LatencyMs, Report, TimelinePoint};
+use squall_common::report::{LatencyMs, Report, TimelinePoint};
 
 /// Renders the HTML report. Every piece of user-provided text is escaped; the
 /// page fetches nothing (no CDN, fonts, images or scripts) and the target URL

@@ -1,0 +1,6 @@
+//! The demo target: an in-process HTTP API to aim load at (`coordinator target`, `coordinator demo`, tests, benchmarks); "target" everywhere else means the system under test.
+
+mod alarm;
+mod server;
+
+pub use server::DemoTarget;

@@ -1,0 +1,10 @@
+//! The run report's one home: built from the aggregator's merged stats, shown live, rendered (summary, timeline CSV, HTML) and written to disk.
+
+mod build;
+pub mod live;
+mod render;
+mod write;
+
+pub use build::{ReportMeta, build};
+pub use live::LiveLine;
+pub use write::Output;
