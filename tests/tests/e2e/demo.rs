@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use squall_tests::{CountingTarget, coordinator, read_report, write_file};
+use squall_tests::{CountingTarget, TestRun, coordinator, read_report, write_file};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_end_to_end_and_counts_what_the_target_served() {
@@ -91,34 +91,17 @@ async fn demo_runs_end_to_end_and_counts_what_the_target_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_threshold_exits_1_with_the_report_written() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "t.yaml",
+    let run = TestRun::new(
         "scenarios:\n  t: { users: 2, duration: 1s, thresholds: [\"error_rate < 1%\"] }\nuser_classes:\n  u: { wait: { constant: 10ms }, tasks: [ { get: /ok } ] }\n",
     );
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--threshold",
-            "p99 < 1us",
-            "--headless",
-        ],
-        tmp.path(),
-    );
+    let mut c = run.headless(&target.url(), &["--threshold", "p99 < 1us"]);
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
         1,
         "{}",
         c.output()
     );
-    let report = read_report(&out);
+    let report = run.report();
     assert_eq!(report["passed"], false);
     let t = report["thresholds"].as_array().expect("thresholds");
     assert_eq!(t.len(), 2);
@@ -135,8 +118,10 @@ async fn the_readme_distributed_quick_start_works_as_typed() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let smoke = root.join("examples/smoke.yaml");
-    let target_bind = format!("127.0.0.1:{}", squall_tests::free_port());
-    let _target = coordinator(&["target", "--bind", &target_bind], tmp.path());
+    let mut target = coordinator(&["target", "--bind", "127.0.0.1:0"], tmp.path());
+    let target_url = target
+        .announced("demo target listening on", Duration::from_secs(30))
+        .await;
     let out = tmp.path().join("report");
     let mut c = coordinator(
         &[
@@ -145,7 +130,7 @@ async fn the_readme_distributed_quick_start_works_as_typed() {
             "--workers",
             "2",
             "--host",
-            &format!("http://{target_bind}"),
+            &target_url,
             "--out",
             out.to_str().expect("utf8"),
             "--duration",
@@ -172,26 +157,22 @@ async fn the_readme_distributed_quick_start_works_as_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_come_from_a_config_file_below_the_command_line() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "s.yaml",
+    let run = TestRun::new(
         "scenarios:\n  s: { users: 1, duration: 30s }\nuser_classes:\n  u: { wait: { constant: 50ms }, tasks: [ { get: /ok } ] }\n",
     );
-    let out = tmp.path().join("out");
     let config = write_file(
-        tmp.path(),
+        run.dir(),
         "squall.toml",
         &format!(
             "file = \"{}\"\nhost = \"{}\"\nusers = 9\nduration = \"2s\"\nheadless = true\nout = \"{}\"\nthreshold = [\"requests > 1\"]\n",
-            file.display(),
+            run.file.display(),
             target.url(),
-            out.display()
+            run.out.display()
         ),
     );
     let mut c = coordinator(
         &["--config", config.to_str().expect("utf8"), "--users", "4"],
-        tmp.path(),
+        run.dir(),
     );
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
@@ -199,7 +180,7 @@ async fn flags_come_from_a_config_file_below_the_command_line() {
         "{}",
         c.output()
     );
-    let report = read_report(&out);
+    let report = run.report();
     assert_eq!(
         report["workers"][0]["peak_users"], 4,
         "the command line wins"
