@@ -55,6 +55,23 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
+impl Pki {
+    /// The coordinator's flags for serving TLS with the server certificate,
+    /// and for requiring worker certificates from the client CA when `mutual`.
+    fn server_flags(&self, mutual: bool) -> Vec<&str> {
+        let mut flags = vec![
+            "--tls-cert",
+            s(&self.server_cert),
+            "--tls-key",
+            s(&self.server_key),
+        ];
+        if mutual {
+            flags.extend(["--tls-client-ca", s(&self.client_ca)]);
+        }
+        flags
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -104,18 +121,7 @@ async fn tls_run_counts_every_request() {
     let target = CountingTarget::start().await;
     let run = TestRun::new(SCENARIO);
     let pki = pki(run.dir());
-    let coord = coordinator_for_one(
-        &run,
-        &target,
-        "30s",
-        &[
-            "--tls-cert",
-            s(&pki.server_cert),
-            "--tls-key",
-            s(&pki.server_key),
-        ],
-    )
-    .await;
+    let coord = coordinator_for_one(&run, &target, "30s", &pki.server_flags(false)).await;
     // host:port plus --tls-ca means TLS.
     let w = worker(
         &[
@@ -137,20 +143,7 @@ async fn mtls_run_succeeds_and_counts_as_authentication() {
     // A wildcard bind without a token is allowed: client certificates authenticate workers.
     let run = TestRun::new(SCENARIO).bind("0.0.0.0:0");
     let pki = pki(run.dir());
-    let coord = coordinator_for_one(
-        &run,
-        &target,
-        "30s",
-        &[
-            "--tls-cert",
-            s(&pki.server_cert),
-            "--tls-key",
-            s(&pki.server_key),
-            "--tls-client-ca",
-            s(&pki.client_ca),
-        ],
-    )
-    .await;
+    let coord = coordinator_for_one(&run, &target, "30s", &pki.server_flags(true)).await;
     // https:// with a DNS name the certificate lists.
     let master = format!("https://localhost:{}", run.port());
     let w = worker(
@@ -178,17 +171,7 @@ async fn refused(mutual: bool, worker_tls: &[&str], worker_says: &[&str], coordi
     let target = CountingTarget::start().await;
     let run = TestRun::new(SCENARIO);
     let pki = pki(run.dir());
-    let mut tls = vec![
-        "--tls-cert".to_owned(),
-        s(&pki.server_cert).to_owned(),
-        "--tls-key".to_owned(),
-        s(&pki.server_key).to_owned(),
-    ];
-    if mutual {
-        tls.extend(["--tls-client-ca".to_owned(), s(&pki.client_ca).to_owned()]);
-    }
-    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    let mut coord = coordinator_for_one(&run, &target, "6s", &tls).await;
+    let mut coord = coordinator_for_one(&run, &target, "6s", &pki.server_flags(mutual)).await;
     let files = |flag: &str| match flag {
         "ca" => s(&pki.ca).to_owned(),
         "other-ca" => s(&pki.other_ca).to_owned(),
@@ -392,14 +375,9 @@ async fn bad_tls_files_are_refused_with_their_path() {
 
     // TLS is for remote workers; with in-process workers it is refused clearly.
     let url = target.url();
-    let mut c = run.command(&[
-        "--host",
-        &url,
-        "--tls-cert",
-        s(&pki.server_cert),
-        "--tls-key",
-        s(&pki.server_key),
-    ]);
+    let mut args = vec!["--host", url.as_str()];
+    args.extend(pki.server_flags(false));
+    let mut c = run.command(&args);
     assert_eq!(
         c.exit_code(Duration::from_secs(30)).await,
         2,
