@@ -9,7 +9,7 @@ mod run;
 mod target;
 mod wait;
 
-pub use netns::NetHost;
+pub use netns::{NetHost, SealedHost};
 pub use pki::{leaf, new_ca};
 pub use port::ReservedPort;
 pub use process::{Proc, bin, coordinator, worker};

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use squall_tests::{CountingTarget, TestRun, coordinator, read_report, write_file};
+use squall_tests::{
+    CountingTarget, SealedHost, TestRun, bin, coordinator, read_report, write_file,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_end_to_end_and_counts_what_the_target_served() {
@@ -116,14 +118,20 @@ async fn a_failed_threshold_exits_1_with_the_report_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_distributed_quick_start_works_as_typed() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    // The default port is fixed: a namespace of its own keeps any other run on
+    // this machine (another copy of this test included) from meeting it.
+    let host = SealedHost::create(1);
+    let coordinator =
+        |label: &str, args: &[&str]| host.spawn(label, &bin("coordinator"), args, tmp.path());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let smoke = root.join("examples/smoke.yaml");
-    let mut target = coordinator(&["target", "--bind", "127.0.0.1:0"], tmp.path());
+    let mut target = coordinator("target", &["target", "--bind", "127.0.0.1:0"]);
     let target_url = target
         .announced("demo target listening on", Duration::from_secs(30))
         .await;
     let out = tmp.path().join("report");
     let mut c = coordinator(
+        "coordinator",
         &[
             "-f",
             smoke.to_str().expect("utf8"),
@@ -136,10 +144,17 @@ async fn the_readme_distributed_quick_start_works_as_typed() {
             "--duration",
             "3s",
         ],
-        tmp.path(),
     );
-    let _w1 = squall_tests::worker(&["--master", "127.0.0.1:5557"], tmp.path());
-    let _w2 = squall_tests::worker(&["--master", "127.0.0.1:5557"], tmp.path());
+    let worker = |label: &str| {
+        host.spawn(
+            label,
+            &bin("worker"),
+            &["--master", "127.0.0.1:5557"],
+            tmp.path(),
+        )
+    };
+    let _w1 = worker("w1");
+    let _w2 = worker("w2");
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
         0,
