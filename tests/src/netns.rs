@@ -1,4 +1,4 @@
-//! A second host for tests: a network namespace joined to this one by a veth pair, whose link can be cut.
+//! Network namespaces for tests: a second host joined to this one by a veth pair whose link can be cut, and a sealed host with nothing but loopback.
 
 use std::path::Path;
 use std::process::Command;
@@ -106,15 +106,53 @@ impl NetHost {
 
     /// Starts `program` inside the namespace.
     pub fn spawn(&self, label: &str, program: &Path, args: &[&str], dir: &Path) -> Proc {
-        let mut full = vec![
-            "netns",
-            "exec",
-            self.name.as_str(),
-            program.to_str().expect("utf8 path"),
-        ];
-        full.extend_from_slice(args);
-        Proc::spawn(label, Path::new("/usr/sbin/ip"), &full, dir)
+        spawn_in(&self.name, label, program, args, dir)
     }
+}
+
+/// A namespace with only its own loopback, for tests that must use a fixed
+/// port (such as the default one the README types) and so would otherwise
+/// meet whatever else on the machine uses it, another test run included.
+/// Created by the test and removed on drop; needs root (CI runs as root).
+pub struct SealedHost {
+    name: String,
+}
+
+impl SealedHost {
+    /// `tag` tells apart several hosts of one test; the process id apart concurrent tests.
+    pub fn create(tag: u8) -> SealedHost {
+        let name = format!("sqs{}-{tag}", std::process::id() % 100_000);
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        run(&[
+            "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
+        ]);
+        SealedHost { name }
+    }
+
+    /// Starts `program` inside the namespace.
+    pub fn spawn(&self, label: &str, program: &Path, args: &[&str], dir: &Path) -> Proc {
+        spawn_in(&self.name, label, program, args, dir)
+    }
+}
+
+impl Drop for SealedHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn spawn_in(namespace: &str, label: &str, program: &Path, args: &[&str], dir: &Path) -> Proc {
+    let mut full = vec![
+        "netns",
+        "exec",
+        namespace,
+        program.to_str().expect("utf8 path"),
+    ];
+    full.extend_from_slice(args);
+    Proc::spawn(label, Path::new("/usr/sbin/ip"), &full, dir)
 }
 
 impl Drop for NetHost {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::wait::wait_until;
+
 /// The path of a workspace binary built in the same profile as this test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -86,6 +88,36 @@ impl Proc {
                 "{} died by a signal\n--- stderr\n{}",
                 self.name,
                 self.stderr()
+            )
+        })
+    }
+
+    /// The word the process printed on stderr right after `prefix`, such as the
+    /// address a listener got for port 0, once its line is complete. Fails the
+    /// test with the output if the process exits first or `timeout` passes.
+    pub async fn announced(&mut self, prefix: &str, timeout: Duration) -> String {
+        let mut word = None;
+        let mut exited = false;
+        wait_until(timeout, || {
+            // Exit first, then read: whatever it printed before exiting is seen.
+            exited = !self.is_running();
+            word = self.stderr().split_once(prefix).and_then(|(_, rest)| {
+                let (line, _) = rest.split_once('\n')?;
+                line.split_whitespace().next().map(str::to_owned)
+            });
+            word.is_some() || exited
+        })
+        .await;
+        word.unwrap_or_else(|| {
+            panic!(
+                "{} {} without printing `{prefix}`\n{}",
+                self.name,
+                if exited {
+                    "exited".to_owned()
+                } else {
+                    format!("ran {timeout:?}")
+                },
+                self.output()
             )
         })
     }

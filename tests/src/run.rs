@@ -1,29 +1,66 @@
-//! One cross-process run's fixtures: a scenario file, a report directory and a coordinator port, with the processes that use them.
+//! One cross-process run's fixtures: a scenario file, a report directory and the coordinator and workers that use them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::process::{Proc, coordinator, worker};
-use crate::wait::free_port;
+use crate::netns::NetHost;
+use crate::process::{Proc, bin, coordinator, worker};
 
-/// A scenario written to a temp dir, a report dir beside it and a loopback port for the coordinator.
+/// Writes `text` to `name` in `dir` and returns the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+/// How long a coordinator may take to say where it listens: generous, as the
+/// machine running the tests may be busy.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A scenario written to a temp dir, a report dir beside it, and where the
+/// coordinator listens (port 0 unless a test needs to know it in advance).
 pub struct TestRun {
     dir: tempfile::TempDir,
     pub file: PathBuf,
+    /// The report dir; a test running several coordinators may point it elsewhere between them.
     pub out: PathBuf,
-    pub bind: String,
+    bind: String,
+    token: Option<String>,
+    /// The address the last coordinator started with [`TestRun::coordinator`] printed.
+    listening: Mutex<Option<String>>,
 }
 
 impl TestRun {
     pub fn new(yaml: &str) -> TestRun {
+        TestRun::named("plan.yaml", yaml)
+    }
+
+    /// A run whose scenario file is called `name`, for tests that look for it in messages.
+    pub fn named(name: &str, yaml: &str) -> TestRun {
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = crate::write_file(dir.path(), "plan.yaml", yaml);
+        let file = write_file(dir.path(), name, yaml);
         let out = dir.path().join("out");
         TestRun {
-            bind: format!("127.0.0.1:{}", free_port()),
             dir,
             file,
             out,
+            bind: "127.0.0.1:0".to_owned(),
+            token: None,
+            listening: Mutex::new(None),
         }
+    }
+
+    /// Has the coordinator listen on `addr` (`IP:0` for any port on that address).
+    pub fn bind(mut self, addr: &str) -> TestRun {
+        addr.clone_into(&mut self.bind);
+        self
+    }
+
+    /// Gives the coordinator and every worker of this run `--token token`.
+    pub fn token(mut self, token: &str) -> TestRun {
+        self.token = Some(token.to_owned());
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -35,78 +72,108 @@ impl TestRun {
         self.dir.path().join(name)
     }
 
-    /// The coordinator waiting for `workers` remote workers on this run's port, headless, against `host`.
-    pub fn coordinator(&self, workers: usize, host: &str, extra: &[&str]) -> Proc {
-        let count = workers.to_string();
-        let mut args = vec![
-            "-f",
-            self.file.to_str().expect("utf8 path"),
-            "--workers",
-            &count,
-            "--bind",
-            &self.bind,
-            "--host",
-            host,
-            "--out",
-            self.out.to_str().expect("utf8 path"),
-            "--headless",
-        ];
+    /// The coordinator on this run's scenario file with `args`, for tests that
+    /// check how a command line is read; the others use the methods below.
+    pub fn command(&self, args: &[&str]) -> Proc {
+        let mut all = vec!["-f", utf8(&self.file)];
+        all.extend_from_slice(args);
+        coordinator(&all, self.dir())
+    }
+
+    /// The coordinator, headless, against `host`, reporting to this run's out dir;
+    /// with in-process workers unless `extra` says otherwise.
+    pub fn headless(&self, host: &str, extra: &[&str]) -> Proc {
+        let mut args = vec!["--host", host, "--out", utf8(&self.out), "--headless"];
         args.extend_from_slice(extra);
-        coordinator(&args, self.dir())
+        self.command(&args)
     }
 
     /// The coordinator with `workers` in-process local workers, headless, against `host`.
     pub fn local(&self, workers: usize, host: &str) -> Proc {
+        self.headless(host, &["--local-workers", &workers.to_string()])
+    }
+
+    /// The coordinator waiting for `workers` remote workers, headless, against
+    /// `host`, once it says where it listens: its workers can be started next.
+    pub async fn coordinator(&self, workers: usize, host: &str, extra: &[&str]) -> Proc {
+        let mut c = self.start_coordinator(workers, host, extra);
+        let addr = c
+            .announced("coordinator listening on", LISTEN_DEADLINE)
+            .await;
+        *self.listening.lock().expect("listening address") = Some(addr);
+        c
+    }
+
+    /// [`TestRun::coordinator`] without waiting for it to listen: for
+    /// coordinators that are to refuse their command line, and for those whose
+    /// address nobody dials.
+    pub fn start_coordinator(&self, workers: usize, host: &str, extra: &[&str]) -> Proc {
         let count = workers.to_string();
-        let args = [
-            "-f",
-            self.file.to_str().expect("utf8 path"),
-            "--local-workers",
-            &count,
-            "--host",
-            host,
-            "--out",
-            self.out.to_str().expect("utf8 path"),
-            "--headless",
-        ];
-        coordinator(&args, self.dir())
+        let mut args = vec!["--workers", &count, "--bind", &self.bind];
+        if let Some(token) = &self.token {
+            args.extend(["--token", token]);
+        }
+        args.extend_from_slice(extra);
+        self.headless(host, &args)
+    }
+
+    /// Where workers dial: the address the coordinator printed, or the bind
+    /// address when the test fixed its port.
+    pub fn master(&self) -> String {
+        if let Some(addr) = &*self.listening.lock().expect("listening address") {
+            return addr.clone();
+        }
+        assert!(
+            !self.bind.ends_with(":0"),
+            "start the coordinator before its workers: it picks its port"
+        );
+        self.bind.clone()
+    }
+
+    /// The coordinator's port.
+    pub fn port(&self) -> u16 {
+        let master = self.master();
+        master
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {master}"))
     }
 
     /// A worker process named `id` dialling this run's coordinator.
     pub fn worker(&self, id: &str, extra: &[&str]) -> Proc {
-        let mut args = vec!["--master", self.bind.as_str(), "--id", id];
-        args.extend_from_slice(extra);
-        worker(&args, self.dir())
+        let args = self.worker_args(id, extra);
+        worker(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            self.dir(),
+        )
+    }
+
+    /// A worker process named `id` on `host`, dialling this run's coordinator.
+    pub fn worker_on(&self, host: &NetHost, id: &str, extra: &[&str]) -> Proc {
+        let args = self.worker_args(id, extra);
+        host.spawn(
+            &format!("{id}-worker"),
+            &bin("worker"),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            self.dir(),
+        )
+    }
+
+    fn worker_args(&self, id: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["--master".to_owned(), self.master(), "--id".to_owned()];
+        args.push(id.to_owned());
+        if let Some(token) = &self.token {
+            args.extend(["--token".to_owned(), token.clone()]);
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
     }
 
     pub fn report(&self) -> serde_json::Value {
-        crate::read_report(&self.out)
+        crate::report::read_report(&self.out)
     }
 }
 
-/// The entry for worker `id` in a report's `workers[]`.
-pub fn worker_entry<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .find(|w| w["id"] == id)
-        .unwrap_or_else(|| panic!("worker {id} missing from the report"))
-}
-
-/// Lines of a `--samples-file`: one per request the worker made.
-pub fn sample_count(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .expect("samples file")
-        .lines()
-        .count() as u64
-}
-
-/// Whether any timeline event mentions `text`.
-pub fn has_event(report: &serde_json::Value, text: &str) -> bool {
-    report["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .any(|p| p["event"].as_str().is_some_and(|e| e.contains(text)))
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("utf8 path")
 }

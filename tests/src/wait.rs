@@ -1,4 +1,4 @@
-//! Waiting on conditions with deadlines (never a bare sleep) and picking ports.
+//! Waiting on conditions with deadlines (never a bare sleep).
 
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,4 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A loopback port that was free a moment ago (for processes that must be told their port).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
 }

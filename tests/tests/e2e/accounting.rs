@@ -2,9 +2,7 @@
 
 use std::time::Duration;
 
-use squall_tests::{
-    CountingTarget, coordinator, free_port, read_report, wait_until, worker, write_file,
-};
+use squall_tests::{CountingTarget, ReservedPort, TestRun, wait_until};
 
 const SCENARIO: &str = r#"
 defaults: { timeout: 300ms }
@@ -24,41 +22,16 @@ user_classes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_count_every_request_exactly_once() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "mixed.yaml", SCENARIO);
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let out = tmp.path().join("out");
-    let mut coord = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-            "--wait-timeout",
-            "30s",
-        ],
-        tmp.path(),
-    );
-    let mut w1 = worker(
-        &["--master", &bind, "--id", "w1", "--threads", "1"],
-        tmp.path(),
-    );
-    let mut w2 = worker(
-        &["--master", &bind, "--id", "w2", "--threads", "1"],
-        tmp.path(),
-    );
+    let run = TestRun::new(SCENARIO);
+    let mut coord = run
+        .coordinator(2, &target.url(), &["--wait-timeout", "30s"])
+        .await;
+    let mut w1 = run.worker("w1", &["--threads", "1"]);
+    let mut w2 = run.worker("w2", &["--threads", "1"]);
 
     let code = coord.exit_code(Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{}", coord.output());
-    let report = read_report(&out);
+    let report = run.report();
     let totals = &report["totals"];
     let requests = totals["requests"].as_u64().expect("requests");
     assert!(
@@ -133,7 +106,7 @@ async fn two_worker_processes_count_every_request_exactly_once() {
         .sum();
     assert_eq!(timeline, requests);
     for f in ["summary.txt", "timeline.csv", "report.html"] {
-        assert!(out.join(f).exists(), "{f} missing");
+        assert!(run.out.join(f).exists(), "{f} missing");
     }
 
     // No load is left running, and the workers stay up for the next coordinator.
@@ -153,16 +126,15 @@ async fn two_worker_processes_count_every_request_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_serves_one_coordinator_after_another() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "s.yaml",
+    // The worker dials before any coordinator listens, so the address must be
+    // known up front: a reserved port, which both coordinators bind in turn.
+    let port = ReservedPort::loopback();
+    let mut run = TestRun::new(
         "scenarios:\n  s: { users: 2, duration: 1s }\nuser_classes:\n  u: { wait: { constant: 50ms }, tasks: [ { get: /ok } ] }\n",
-    );
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
+    )
+    .bind(&port.addr());
     // The worker starts first: nobody answers yet, so it retries with backoff.
-    let mut w = worker(&["--master", &bind, "--id", "steady"], tmp.path());
+    let mut w = run.worker("steady", &[]);
     assert!(
         wait_until(Duration::from_secs(10), || w.stderr().contains("retrying")).await,
         "{}",
@@ -170,30 +142,15 @@ async fn a_worker_serves_one_coordinator_after_another() {
     );
     let mut before = 0;
     for round in 0..2 {
-        let out = tmp.path().join(format!("out{round}"));
-        let mut c = coordinator(
-            &[
-                "-f",
-                file.to_str().expect("utf8"),
-                "--workers",
-                "1",
-                "--bind",
-                &bind,
-                "--host",
-                &target.url(),
-                "--out",
-                out.to_str().expect("utf8"),
-                "--headless",
-            ],
-            tmp.path(),
-        );
+        run.out = run.path(&format!("out{round}"));
+        let mut c = run.coordinator(1, &target.url(), &[]).await;
         assert_eq!(
             c.exit_code(Duration::from_secs(60)).await,
             0,
             "{}",
             c.output()
         );
-        let report = read_report(&out);
+        let report = run.report();
         let requests = report["totals"]["requests"].as_u64().unwrap_or(0);
         assert!(requests > 0);
         assert_eq!(requests, target.total() - before);

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use squall_tests::{CountingTarget, coordinator, free_port, wait_until, worker, write_file};
+use squall_tests::{
+    CountingTarget, ReservedPort, TestRun, coordinator, wait_until, worker, write_file,
+};
 
 const GOOD: &str = "scenarios:\n  s: { users: 2, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n";
 
@@ -10,15 +12,14 @@ const GOOD: &str = "scenarios:\n  s: { users: 2, duration: 1s }\nuser_classes:\n
 /// `--host` defaults to the target's URL unless `extra` gives one.
 async fn run_file(yaml: &str, extra: &[&str]) -> (i32, String, CountingTarget) {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "bad.yaml", yaml);
+    let run = TestRun::named("bad.yaml", yaml);
     let url = target.url();
-    let mut args = vec!["-f", file.to_str().expect("utf8"), "--headless"];
+    let mut args = vec!["--headless"];
     if !extra.contains(&"--host") {
         args.extend(["--host", url.as_str()]);
     }
     args.extend_from_slice(extra);
-    let mut c = coordinator(&args, tmp.path());
+    let mut c = run.command(&args);
     let code = c.exit_code(Duration::from_secs(30)).await;
     (code, c.stderr(), target)
 }
@@ -78,28 +79,18 @@ async fn bad_values_and_urls_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_refused_on_both_sides_and_sends_nothing() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "s.yaml", GOOD);
-    let bind = format!("127.0.0.1:{}", free_port());
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "1",
-            "--bind",
-            &bind,
-            "--host",
+    let run = TestRun::new(GOOD);
+    let mut c = run
+        .coordinator(
+            1,
             &target.url(),
-            "--token",
-            "right-token",
-            "--wait-timeout",
-            "4s",
-            "--headless",
-        ],
-        tmp.path(),
+            &["--token", "right-token", "--wait-timeout", "4s"],
+        )
+        .await;
+    let mut w = worker(
+        &["--master", &run.master(), "--token", "wrong-token"],
+        run.dir(),
     );
-    let mut w = worker(&["--master", &bind, "--token", "wrong-token"], tmp.path());
     let wcode = w.exit_code(Duration::from_secs(30)).await;
     assert_eq!(wcode, 2, "{}", w.output());
     assert!(
@@ -121,7 +112,9 @@ async fn wrong_token_is_refused_on_both_sides_and_sends_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_coordinator_is_retried_then_given_up() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let master = format!("127.0.0.1:{}", free_port());
+    // Nobody answers on a reserved port, for as long as the test holds it.
+    let port = ReservedPort::loopback();
+    let master = port.addr();
     let mut w = worker(&["--master", &master, "--give-up-after", "2s"], tmp.path());
     assert!(
         wait_until(Duration::from_secs(10), || w.stderr().contains("retrying")).await,
@@ -140,24 +133,8 @@ async fn unreachable_coordinator_is_retried_then_given_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_workers_time_out_with_exit_3() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "s.yaml", GOOD);
-    let bind = format!("127.0.0.1:{}", free_port());
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--host",
-            "http://127.0.0.1:9",
-            "--wait-timeout",
-            "2s",
-        ],
-        tmp.path(),
-    );
+    let run = TestRun::new(GOOD);
+    let mut c = run.start_coordinator(2, "http://127.0.0.1:9", &["--wait-timeout", "2s"]);
     assert_eq!(
         c.exit_code(Duration::from_secs(30)).await,
         3,
@@ -169,11 +146,10 @@ async fn missing_workers_time_out_with_exit_3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_and_list() {
-    let tmp = tempfile::tempdir().expect("tempdir");
     let two = format!("host: http://127.0.0.1:1\n{}", GOOD.replace("scenarios:\n", "scenarios:\n  other: { users: 5, spawn_rate: 1, duration: 2m, thresholds: [\"p95 < 1s\"] }\n"));
-    let file = write_file(tmp.path(), "two.yaml", &two);
-    let f = file.to_str().expect("utf8");
-    let mut v = coordinator(&["validate", f], tmp.path());
+    let run = TestRun::named("two.yaml", &two);
+    let f = run.file.to_str().expect("utf8");
+    let mut v = coordinator(&["validate", f], run.dir());
     assert_eq!(
         v.exit_code(Duration::from_secs(10)).await,
         0,
@@ -185,7 +161,7 @@ async fn validate_and_list() {
         "{}",
         v.output()
     );
-    let mut l = coordinator(&["list", f], tmp.path());
+    let mut l = coordinator(&["list", f], run.dir());
     assert_eq!(
         l.exit_code(Duration::from_secs(10)).await,
         0,
@@ -198,7 +174,7 @@ async fn validate_and_list() {
         "{listing}"
     );
     // Several scenarios and no choice: a usage error naming them.
-    let mut r = coordinator(&["-f", f], tmp.path());
+    let mut r = run.command(&[]);
     assert_eq!(
         r.exit_code(Duration::from_secs(10)).await,
         2,
@@ -206,8 +182,8 @@ async fn validate_and_list() {
         r.output()
     );
     assert!(r.stderr().contains("--scenario"), "{}", r.output());
-    let bad = write_file(tmp.path(), "bad.yaml", "scenarios: [\n");
-    let mut b = coordinator(&["validate", bad.to_str().expect("utf8")], tmp.path());
+    let bad = write_file(run.dir(), "bad.yaml", "scenarios: [\n");
+    let mut b = coordinator(&["validate", bad.to_str().expect("utf8")], run.dir());
     assert_eq!(
         b.exit_code(Duration::from_secs(10)).await,
         2,

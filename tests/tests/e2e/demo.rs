@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use squall_tests::{CountingTarget, coordinator, read_report, write_file};
+use squall_tests::{
+    CountingTarget, SealedHost, TestRun, bin, coordinator, read_report, write_file,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_end_to_end_and_counts_what_the_target_served() {
@@ -91,34 +93,17 @@ async fn demo_runs_end_to_end_and_counts_what_the_target_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_threshold_exits_1_with_the_report_written() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "t.yaml",
+    let run = TestRun::new(
         "scenarios:\n  t: { users: 2, duration: 1s, thresholds: [\"error_rate < 1%\"] }\nuser_classes:\n  u: { wait: { constant: 10ms }, tasks: [ { get: /ok } ] }\n",
     );
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--threshold",
-            "p99 < 1us",
-            "--headless",
-        ],
-        tmp.path(),
-    );
+    let mut c = run.headless(&target.url(), &["--threshold", "p99 < 1us"]);
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
         1,
         "{}",
         c.output()
     );
-    let report = read_report(&out);
+    let report = run.report();
     assert_eq!(report["passed"], false);
     let t = report["thresholds"].as_array().expect("thresholds");
     assert_eq!(t.len(), 2);
@@ -133,28 +118,43 @@ async fn a_failed_threshold_exits_1_with_the_report_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_distributed_quick_start_works_as_typed() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    // The default port is fixed: a namespace of its own keeps any other run on
+    // this machine (another copy of this test included) from meeting it.
+    let host = SealedHost::create(1);
+    let coordinator =
+        |label: &str, args: &[&str]| host.spawn(label, &bin("coordinator"), args, tmp.path());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let smoke = root.join("examples/smoke.yaml");
-    let target_bind = format!("127.0.0.1:{}", squall_tests::free_port());
-    let _target = coordinator(&["target", "--bind", &target_bind], tmp.path());
+    let mut target = coordinator("target", &["target", "--bind", "127.0.0.1:0"]);
+    let target_url = target
+        .announced("demo target listening on", Duration::from_secs(30))
+        .await;
     let out = tmp.path().join("report");
     let mut c = coordinator(
+        "coordinator",
         &[
             "-f",
             smoke.to_str().expect("utf8"),
             "--workers",
             "2",
             "--host",
-            &format!("http://{target_bind}"),
+            &target_url,
             "--out",
             out.to_str().expect("utf8"),
             "--duration",
             "3s",
         ],
-        tmp.path(),
     );
-    let _w1 = squall_tests::worker(&["--master", "127.0.0.1:5557"], tmp.path());
-    let _w2 = squall_tests::worker(&["--master", "127.0.0.1:5557"], tmp.path());
+    let worker = |label: &str| {
+        host.spawn(
+            label,
+            &bin("worker"),
+            &["--master", "127.0.0.1:5557"],
+            tmp.path(),
+        )
+    };
+    let _w1 = worker("w1");
+    let _w2 = worker("w2");
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
         0,
@@ -172,26 +172,22 @@ async fn the_readme_distributed_quick_start_works_as_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flags_come_from_a_config_file_below_the_command_line() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(
-        tmp.path(),
-        "s.yaml",
+    let run = TestRun::new(
         "scenarios:\n  s: { users: 1, duration: 30s }\nuser_classes:\n  u: { wait: { constant: 50ms }, tasks: [ { get: /ok } ] }\n",
     );
-    let out = tmp.path().join("out");
     let config = write_file(
-        tmp.path(),
+        run.dir(),
         "squall.toml",
         &format!(
             "file = \"{}\"\nhost = \"{}\"\nusers = 9\nduration = \"2s\"\nheadless = true\nout = \"{}\"\nthreshold = [\"requests > 1\"]\n",
-            file.display(),
+            run.file.display(),
             target.url(),
-            out.display()
+            run.out.display()
         ),
     );
     let mut c = coordinator(
         &["--config", config.to_str().expect("utf8"), "--users", "4"],
-        tmp.path(),
+        run.dir(),
     );
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
@@ -199,7 +195,7 @@ async fn flags_come_from_a_config_file_below_the_command_line() {
         "{}",
         c.output()
     );
-    let report = read_report(&out);
+    let report = run.report();
     assert_eq!(
         report["workers"][0]["peak_users"], 4,
         "the command line wins"

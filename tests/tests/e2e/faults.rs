@@ -36,7 +36,7 @@ async fn a_killed_workers_users_move_to_the_survivor_and_its_requests_all_count(
     let target = CountingTarget::start().await;
     let run = TestRun::new(STEADY);
     let samples = run.path("survivor.samples");
-    let mut c = run.coordinator(2, &target.url(), &[]);
+    let mut c = run.coordinator(2, &target.url(), &[]).await;
     let _survivor = run.worker(
         "survivor",
         &["--samples-file", samples.to_str().expect("utf8")],
@@ -73,7 +73,7 @@ async fn a_killed_workers_users_move_to_the_survivor_and_its_requests_all_count(
 async fn a_worker_joining_mid_run_gets_a_share() {
     let target = CountingTarget::start().await;
     let run = TestRun::new(STEADY);
-    let mut c = run.coordinator(1, &target.url(), &[]);
+    let mut c = run.coordinator(1, &target.url(), &[]).await;
     let _first = run.worker("first", &[]);
     traffic(&target, 300).await;
     let _late = run.worker("late", &[]);
@@ -99,7 +99,7 @@ async fn a_worker_joining_mid_run_gets_a_share() {
 async fn load_stops_after_coordinator(sig: &str) {
     let target = CountingTarget::start().await;
     let run = TestRun::new(LONG);
-    let c = run.coordinator(1, &target.url(), &[]);
+    let c = run.coordinator(1, &target.url(), &[]).await;
     let mut w = run.worker("orphan", &[]);
     traffic(&target, 200).await;
     let hit = Instant::now();
@@ -157,7 +157,7 @@ async fn sigterm_on_a_worker_delivers_its_data_and_hands_its_share_over_at_once(
     let target = CountingTarget::start().await;
     let run = TestRun::new(STEADY);
     let leaver_samples = run.path("leaver.samples");
-    let mut c = run.coordinator(2, &target.url(), &[]);
+    let mut c = run.coordinator(2, &target.url(), &[]).await;
     let _stayer = run.worker("stayer", &[]);
     let mut leaver = run.worker(
         "leaver",
@@ -192,7 +192,7 @@ async fn sigterm_on_a_worker_delivers_its_data_and_hands_its_share_over_at_once(
 async fn with_no_rebalance_a_lost_workers_share_is_not_moved() {
     let target = CountingTarget::start().await;
     let run = TestRun::new(STEADY);
-    let mut c = run.coordinator(2, &target.url(), &["--no-rebalance"]);
+    let mut c = run.coordinator(2, &target.url(), &["--no-rebalance"]).await;
     let _stayer = run.worker("stayer", &[]);
     let victim = run.worker("victim", &[]);
     traffic(&target, 500).await;

@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::ExtendedKeyUsagePurpose;
-use squall_tests::{CountingTarget, TestRun};
+use squall_tests::{CountingTarget, TestRun, leaf, new_ca};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-use crate::pki::{leaf, new_ca};
 
 /// A TLS front for a plain target, with a certificate for 127.0.0.1 from its
 /// own CA: each accepted connection is relayed to the target after the handshake.

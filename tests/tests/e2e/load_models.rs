@@ -7,7 +7,7 @@ use squall_tests::{CountingTarget, TestRun};
 /// Runs `yaml` on two worker processes against the target and returns the report.
 async fn run_two_workers(target: &CountingTarget, yaml: &str) -> serde_json::Value {
     let run = TestRun::new(yaml);
-    let mut c = run.coordinator(2, &target.url(), &[]);
+    let mut c = run.coordinator(2, &target.url(), &[]).await;
     let _w1 = run.worker("w1", &["--threads", "1"]);
     let _w2 = run.worker("w2", &["--threads", "1"]);
     assert_eq!(

@@ -9,5 +9,4 @@ mod load_models;
 mod merge;
 mod network;
 mod partition;
-mod pki;
 mod security;

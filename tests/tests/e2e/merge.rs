@@ -18,7 +18,7 @@ async fn merged_percentiles_match_raw_samples() {
     );
     let s1 = run.path("w1.samples");
     let s2 = run.path("w2.samples");
-    let mut c = run.coordinator(2, &target.url(), &[]);
+    let mut c = run.coordinator(2, &target.url(), &[]).await;
     let _w1 = run.worker("w1", &["--samples-file", s1.to_str().expect("utf8")]);
     let _w2 = run.worker("w2", &["--samples-file", s2.to_str().expect("utf8")]);
     assert_eq!(

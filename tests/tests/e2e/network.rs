@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use squall_tests::{
-    CountingTarget, NetHost, bin, coordinator, free_port, read_report, wait_until, worker,
-    write_file,
-};
+use squall_tests::{CountingTarget, NetHost, TestRun, sample_count, wait_until, worker_entry};
 
 const LONG: &str = "scenarios:\n  net: { users: 10, spawn_rate: 100, duration: 16s }\nuser_classes:\n  u: { wait: { constant: 50ms }, tasks: [ { get: /ok } ] }\n";
 
@@ -13,34 +10,13 @@ const LONG: &str = "scenarios:\n  net: { users: 10, spawn_rate: 100, duration: 1
 async fn a_cut_shorter_than_the_timeout_loses_nothing_and_counts_nothing_twice() {
     let host = NetHost::create(1);
     let target = CountingTarget::start_on(&format!("{}:0", host.host_ip)).await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let file = write_file(tmp.path(), "net.yaml", LONG);
-    let bind = format!("{}:{}", host.host_ip, free_port());
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "1",
-            "--bind",
-            &bind,
-            "--token",
-            "t0k3n",
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
-    );
-    let remote = host.spawn(
-        "remote-worker",
-        &bin("worker"),
-        &["--master", &bind, "--token", "t0k3n", "--id", "remote"],
-        tmp.path(),
-    );
+    // The coordinator listens on the host's side of the veth pair, where the
+    // namespace can reach it: a fixed address, on any port.
+    let run = TestRun::new(LONG)
+        .bind(&format!("{}:0", host.host_ip))
+        .token("t0k3n");
+    let mut c = run.coordinator(1, &target.url(), &[]).await;
+    let remote = run.worker_on(&host, "remote", &[]);
     assert!(
         wait_until(Duration::from_secs(20), || target.total() > 200).await,
         "no traffic: {}",
@@ -58,7 +34,7 @@ async fn a_cut_shorter_than_the_timeout_loses_nothing_and_counts_nothing_twice()
         c.output(),
         remote.output()
     );
-    let report = read_report(&out);
+    let report = run.report();
     assert_eq!(report["workers"][0]["lost"], false, "{}", c.output());
     assert_eq!(
         report["totals"]["requests"].as_u64(),
@@ -71,50 +47,18 @@ async fn a_cut_shorter_than_the_timeout_loses_nothing_and_counts_nothing_twice()
 async fn a_cut_longer_than_the_timeout_stops_the_remote_load_moves_it_and_loses_no_data() {
     let host = NetHost::create(2);
     let target = CountingTarget::start_on(&format!("{}:0", host.host_ip)).await;
-    let tmp = tempfile::tempdir().expect("tempdir");
     // Long enough for the remote worker to reconnect after the cut and resend.
-    let file = write_file(tmp.path(), "net.yaml", &LONG.replace("16s", "26s"));
-    let samples = tmp.path().join("remote.samples");
-    let port = free_port();
-    let bind = format!("{}:{port}", host.host_ip);
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "2",
-            "--bind",
-            &bind,
-            "--token",
-            "t0k3n",
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
+    let run = TestRun::new(&LONG.replace("16s", "26s"))
+        .bind(&format!("{}:0", host.host_ip))
+        .token("t0k3n");
+    let samples = run.path("remote.samples");
+    let mut c = run.coordinator(2, &target.url(), &[]).await;
+    let remote = run.worker_on(
+        &host,
+        "remote",
+        &["--samples-file", samples.to_str().expect("utf8")],
     );
-    let remote = host.spawn(
-        "remote-worker",
-        &bin("worker"),
-        &[
-            "--master",
-            &bind,
-            "--token",
-            "t0k3n",
-            "--id",
-            "remote",
-            "--samples-file",
-            samples.to_str().expect("utf8"),
-        ],
-        tmp.path(),
-    );
-    let _local = worker(
-        &["--master", &bind, "--token", "t0k3n", "--id", "local"],
-        tmp.path(),
-    );
+    let _local = run.worker("local", &[]);
     assert!(
         wait_until(Duration::from_secs(20), || target.total() > 200).await,
         "no traffic: {}",
@@ -138,14 +82,8 @@ async fn a_cut_longer_than_the_timeout_stops_the_remote_load_moves_it_and_loses_
         c.output(),
         remote.output()
     );
-    let report = read_report(&out);
-    let workers = report["workers"].as_array().expect("workers");
-    let get = |id: &str| {
-        workers
-            .iter()
-            .find(|w| w["id"] == id)
-            .unwrap_or_else(|| panic!("{id} missing"))
-    };
+    let report = run.report();
+    let get = |id: &str| worker_entry(&report, id);
     assert_eq!(get("remote")["lost"], true);
     assert!(get("remote")["requests"].as_u64().unwrap_or(0) > 0);
     assert_eq!(
@@ -155,10 +93,7 @@ async fn a_cut_longer_than_the_timeout_stops_the_remote_load_moves_it_and_loses_
     );
     // The remote worker's snapshots from before and during the cut were resent
     // after it reconnected: every request it made is in the report.
-    let made = std::fs::read_to_string(&samples)
-        .expect("samples")
-        .lines()
-        .count() as u64;
+    let made = sample_count(&samples);
     assert_eq!(
         get("remote")["requests"].as_u64(),
         Some(made),

@@ -2,17 +2,14 @@
 
 use std::time::Duration;
 
-use squall_tests::{CountingTarget, coordinator, free_port, read_report, worker, write_file};
+use squall_tests::{CountingTarget, TestRun};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_users_three_to_one_over_three_workers() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
     // Each user announces its class once in on_start, then idles, so the
     // target's per-path counts are the per-class user counts.
-    let file = write_file(
-        tmp.path(),
-        "split.yaml",
+    let run = TestRun::new(
         r#"
 scenarios:
   split: { users: 1000, spawn_rate: 2000, duration: 2s }
@@ -29,39 +26,9 @@ user_classes:
     tasks: [ { get: /ok } ]
 "#,
     );
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let out = tmp.path().join("out");
-    let mut c = coordinator(
-        &[
-            "-f",
-            file.to_str().expect("utf8"),
-            "--workers",
-            "3",
-            "--bind",
-            &bind,
-            "--host",
-            &target.url(),
-            "--out",
-            out.to_str().expect("utf8"),
-            "--headless",
-        ],
-        tmp.path(),
-    );
+    let mut c = run.coordinator(3, &target.url(), &[]).await;
     let _workers: Vec<_> = (1..=3)
-        .map(|i| {
-            worker(
-                &[
-                    "--master",
-                    &bind,
-                    "--id",
-                    &format!("w{i}"),
-                    "--threads",
-                    "1",
-                ],
-                tmp.path(),
-            )
-        })
+        .map(|i| run.worker(&format!("w{i}"), &["--threads", "1"]))
         .collect();
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
@@ -72,7 +39,7 @@ user_classes:
     assert_eq!(target.path("/start/a"), 750);
     assert_eq!(target.path("/start/b"), 250);
 
-    let report = read_report(&out);
+    let report = run.report();
     let mut shares: Vec<(u64, u64, u64)> = report["workers"]
         .as_array()
         .expect("workers")

@@ -3,9 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::pki::{leaf, new_ca};
 use rcgen::ExtendedKeyUsagePurpose;
-use squall_tests::{CountingTarget, Proc, coordinator, free_port, read_report, worker, write_file};
+use squall_tests::{CountingTarget, Proc, ReservedPort, TestRun, leaf, new_ca, worker, write_file};
 
 const SCENARIO: &str = "scenarios:\n  s: { users: 2, spawn_rate: 20, duration: 2s }\nuser_classes:\n  u: { wait: { constant: 10ms }, tasks: [ { get: /ok } ] }\n";
 
@@ -56,38 +55,46 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
+impl Pki {
+    /// The coordinator's flags for serving TLS with the server certificate,
+    /// and for requiring worker certificates from the client CA when `mutual`.
+    fn server_flags(&self, mutual: bool) -> Vec<&str> {
+        let mut flags = vec![
+            "--tls-cert",
+            s(&self.server_cert),
+            "--tls-key",
+            s(&self.server_key),
+        ];
+        if mutual {
+            flags.extend(["--tls-client-ca", s(&self.client_ca)]);
+        }
+        flags
+    }
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// A coordinator waiting for one remote worker on `bind`, with `extra` flags.
-fn coordinator_for_one(
-    dir: &Path,
+/// Starts the run's coordinator waiting `wait` for one remote worker, with
+/// `extra` flags, without waiting for it to listen.
+fn start_for_one(run: &TestRun, target: &CountingTarget, wait: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["--wait-timeout", wait];
+    args.extend_from_slice(extra);
+    run.start_coordinator(1, &target.url(), &args)
+}
+
+/// The run's coordinator waiting `wait` for one remote worker, with `extra`
+/// flags, once it listens.
+async fn coordinator_for_one(
+    run: &TestRun,
     target: &CountingTarget,
-    bind: &str,
     wait: &str,
     extra: &[&str],
 ) -> Proc {
-    let file = write_file(dir, "s.yaml", SCENARIO);
-    let out = dir.join("out");
-    let url = target.url();
-    let mut args = vec![
-        "-f",
-        s(&file),
-        "--workers",
-        "1",
-        "--bind",
-        bind,
-        "--host",
-        &url,
-        "--out",
-        s(&out),
-        "--wait-timeout",
-        wait,
-        "--headless",
-    ];
+    let mut args = vec!["--wait-timeout", wait];
     args.extend_from_slice(extra);
-    coordinator(&args, dir)
+    run.coordinator(1, &target.url(), &args).await
 }
 
 /// Runs a complete one-worker run and checks that every request reached the
@@ -96,12 +103,12 @@ async fn run_and_count(
     mut coord: Proc,
     mut w: Proc,
     target: &CountingTarget,
-    out: &Path,
+    run: &TestRun,
     attached: &str,
 ) {
     let code = coord.exit_code(Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{}\n{}", coord.output(), w.output());
-    let report = read_report(out);
+    let report = run.report();
     let requests = report["totals"]["requests"].as_u64().unwrap_or(0);
     assert!(requests > 10, "too little traffic: {requests}");
     assert_eq!(requests, target.total(), "{}", coord.output());
@@ -112,53 +119,33 @@ async fn run_and_count(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_run_counts_every_request() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = pki(tmp.path());
-    let bind = format!("127.0.0.1:{}", free_port());
-    let coord = coordinator_for_one(
-        tmp.path(),
-        &target,
-        &bind,
-        "30s",
-        &[
-            "--tls-cert",
-            s(&pki.server_cert),
-            "--tls-key",
-            s(&pki.server_key),
-        ],
-    );
+    let run = TestRun::new(SCENARIO);
+    let pki = pki(run.dir());
+    let coord = coordinator_for_one(&run, &target, "30s", &pki.server_flags(false)).await;
     // host:port plus --tls-ca means TLS.
     let w = worker(
-        &["--master", &bind, "--tls-ca", s(&pki.ca), "--threads", "1"],
-        tmp.path(),
+        &[
+            "--master",
+            &run.master(),
+            "--tls-ca",
+            s(&pki.ca),
+            "--threads",
+            "1",
+        ],
+        run.dir(),
     );
-    run_and_count(coord, w, &target, &tmp.path().join("out"), "over TLS").await;
+    run_and_count(coord, w, &target, &run, "over TLS").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_run_succeeds_and_counts_as_authentication() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = pki(tmp.path());
-    let port = free_port();
     // A wildcard bind without a token is allowed: client certificates authenticate workers.
-    let bind = format!("0.0.0.0:{port}");
-    let coord = coordinator_for_one(
-        tmp.path(),
-        &target,
-        &bind,
-        "30s",
-        &[
-            "--tls-cert",
-            s(&pki.server_cert),
-            "--tls-key",
-            s(&pki.server_key),
-            "--tls-client-ca",
-            s(&pki.client_ca),
-        ],
-    );
+    let run = TestRun::new(SCENARIO).bind("0.0.0.0:0");
+    let pki = pki(run.dir());
+    let coord = coordinator_for_one(&run, &target, "30s", &pki.server_flags(true)).await;
     // https:// with a DNS name the certificate lists.
-    let master = format!("https://localhost:{port}");
+    let master = format!("https://localhost:{}", run.port());
     let w = worker(
         &[
             "--master",
@@ -172,9 +159,9 @@ async fn mtls_run_succeeds_and_counts_as_authentication() {
             "--threads",
             "1",
         ],
-        tmp.path(),
+        run.dir(),
     );
-    run_and_count(coord, w, &target, &tmp.path().join("out"), "over mTLS").await;
+    run_and_count(coord, w, &target, &run, "over mTLS").await;
 }
 
 /// Starts a TLS coordinator (mTLS with `mutual`) and a worker with `worker_tls`
@@ -182,20 +169,9 @@ async fn mtls_run_succeeds_and_counts_as_authentication() {
 /// `coordinator_says` and time out, and the target must see nothing.
 async fn refused(mutual: bool, worker_tls: &[&str], worker_says: &[&str], coordinator_says: &str) {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = pki(tmp.path());
-    let bind = format!("127.0.0.1:{}", free_port());
-    let mut tls = vec![
-        "--tls-cert".to_owned(),
-        s(&pki.server_cert).to_owned(),
-        "--tls-key".to_owned(),
-        s(&pki.server_key).to_owned(),
-    ];
-    if mutual {
-        tls.extend(["--tls-client-ca".to_owned(), s(&pki.client_ca).to_owned()]);
-    }
-    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
-    let mut coord = coordinator_for_one(tmp.path(), &target, &bind, "6s", &tls);
+    let run = TestRun::new(SCENARIO);
+    let pki = pki(run.dir());
+    let mut coord = coordinator_for_one(&run, &target, "6s", &pki.server_flags(mutual)).await;
     let files = |flag: &str| match flag {
         "ca" => s(&pki.ca).to_owned(),
         "other-ca" => s(&pki.other_ca).to_owned(),
@@ -205,10 +181,10 @@ async fn refused(mutual: bool, worker_tls: &[&str], worker_says: &[&str], coordi
         "rogue-key" => s(&pki.rogue_key).to_owned(),
         other => other.to_owned(),
     };
-    let mut args = vec!["--master".to_owned(), bind.clone()];
+    let mut args = vec!["--master".to_owned(), run.master()];
     args.extend(worker_tls.iter().map(|a| files(a)));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut w = worker(&args, tmp.path());
+    let mut w = worker(&args, run.dir());
 
     let wcode = w.exit_code(Duration::from_secs(30)).await;
     assert_eq!(
@@ -276,11 +252,10 @@ async fn worker_with_a_certificate_from_another_ca_is_refused_under_mtls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_loopback_bind_needs_a_token() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let bind = format!("0.0.0.0:{}", free_port());
+    let run = TestRun::new(SCENARIO).bind("0.0.0.0:0");
 
     // Refused up front, before listening.
-    let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", &[]);
+    let mut c = start_for_one(&run, &target, "1s", &[]);
     let code = c.exit_code(Duration::from_secs(30)).await;
     assert_eq!(code, 2, "{}", c.output());
     let err = c.stderr();
@@ -290,7 +265,7 @@ async fn non_loopback_bind_needs_a_token() {
     assert!(!err.contains("waiting for workers"), "{}", c.output());
 
     // Explicitly opted out: it listens (and times out waiting, exit 3), with a warning.
-    let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", &["--insecure-no-auth"]);
+    let mut c = start_for_one(&run, &target, "1s", &["--insecure-no-auth"]);
     let code = c.exit_code(Duration::from_secs(30)).await;
     assert_eq!(code, 3, "{}", c.output());
     assert!(c.stderr().contains("waiting for workers"), "{}", c.output());
@@ -301,7 +276,7 @@ async fn non_loopback_bind_needs_a_token() {
     );
 
     // With a token it listens too.
-    let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", &["--token", "s3cret"]);
+    let mut c = start_for_one(&run, &target, "1s", &["--token", "s3cret"]);
     let code = c.exit_code(Duration::from_secs(30)).await;
     assert_eq!(code, 3, "{}", c.output());
     assert!(c.stderr().contains("waiting for workers"), "{}", c.output());
@@ -311,10 +286,12 @@ async fn non_loopback_bind_needs_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tls_files_are_refused_with_their_path() {
     let target = CountingTarget::start().await;
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = pki(tmp.path());
-    let bind = format!("127.0.0.1:{}", free_port());
-    let missing = tmp.path().join("missing.pem");
+    let run = TestRun::new(SCENARIO);
+    let pki = pki(run.dir());
+    // The workers below are refused before they dial; should one dial, nobody answers.
+    let port = ReservedPort::loopback();
+    let bind = port.addr();
+    let missing = run.path("missing.pem");
     let cases: [(&[&str], &[&str]); 3] = [
         (
             &["--tls-cert", s(&missing), "--tls-key", s(&pki.server_key)],
@@ -340,7 +317,7 @@ async fn bad_tls_files_are_refused_with_their_path() {
         ),
     ];
     for (flags, needles) in cases {
-        let mut c = coordinator_for_one(tmp.path(), &target, &bind, "1s", flags);
+        let mut c = start_for_one(&run, &target, "1s", flags);
         let code = c.exit_code(Duration::from_secs(30)).await;
         assert_eq!(code, 2, "{}", c.output());
         for needle in needles {
@@ -357,7 +334,7 @@ async fn bad_tls_files_are_refused_with_their_path() {
         );
     }
 
-    let mut w = worker(&["--master", &bind, "--tls-ca", s(&missing)], tmp.path());
+    let mut w = worker(&["--master", &bind, "--tls-ca", s(&missing)], run.dir());
     assert_eq!(
         w.exit_code(Duration::from_secs(30)).await,
         2,
@@ -376,7 +353,7 @@ async fn bad_tls_files_are_refused_with_their_path() {
             "--tls-key",
             s(&pki.server_key),
         ],
-        tmp.path(),
+        run.dir(),
     );
     assert_eq!(
         w.exit_code(Duration::from_secs(30)).await,
@@ -387,7 +364,7 @@ async fn bad_tls_files_are_refused_with_their_path() {
     assert!(w.stderr().contains("server.key"), "{}", w.output());
     // A plaintext URL contradicting --tls-ca is refused rather than silently downgraded.
     let plain = format!("http://{bind}");
-    let mut w = worker(&["--master", &plain, "--tls-ca", s(&pki.ca)], tmp.path());
+    let mut w = worker(&["--master", &plain, "--tls-ca", s(&pki.ca)], run.dir());
     assert_eq!(
         w.exit_code(Duration::from_secs(30)).await,
         2,
@@ -397,21 +374,10 @@ async fn bad_tls_files_are_refused_with_their_path() {
     assert!(w.stderr().contains("https://"), "{}", w.output());
 
     // TLS is for remote workers; with in-process workers it is refused clearly.
-    let file = write_file(tmp.path(), "s.yaml", SCENARIO);
     let url = target.url();
-    let mut c = coordinator(
-        &[
-            "-f",
-            s(&file),
-            "--host",
-            &url,
-            "--tls-cert",
-            s(&pki.server_cert),
-            "--tls-key",
-            s(&pki.server_key),
-        ],
-        tmp.path(),
-    );
+    let mut args = vec!["--host", url.as_str()];
+    args.extend(pki.server_flags(false));
+    let mut c = run.command(&args);
     assert_eq!(
         c.exit_code(Duration::from_secs(30)).await,
         2,

@@ -5,6 +5,8 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// A self-signed CA as PEM, with the issuer that signs leaves under it: each test
+/// gets trust roots of its own, so it can also present one that is not trusted.
 pub fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -19,6 +21,9 @@ pub fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
     (cert.pem(), Issuer::new(params, key))
 }
 
+/// A certificate for `names` (the first is also its common name) signed by
+/// `issuer`, as (certificate PEM, key PEM); `usage` says which end of a
+/// connection it may serve, so a test can also present the wrong kind.
 pub fn leaf(
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,
