@@ -1,7 +1,6 @@
 //! Squall's shared domain: scenarios, partitioning, statistics, reports and thresholds.
 
 pub mod capture;
-pub mod config_file;
 pub mod duration;
 pub mod partition;
 pub mod plan;
