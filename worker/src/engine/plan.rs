@@ -136,3 +136,41 @@ impl UserIds {
         id
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_are_unique_across_workers() {
+        let mut first = UserIds {
+            next: 0,
+            index: 0,
+            count: 3,
+        };
+        let mut last = UserIds {
+            next: 0,
+            index: 2,
+            count: 3,
+        };
+        assert_eq!([first.next(), first.next(), first.next()], [1, 4, 7]);
+        assert_eq!([last.next(), last.next(), last.next()], [3, 6, 9]);
+    }
+
+    #[test]
+    fn a_closed_model_starts_users_at_its_share_of_the_spawn_rate() {
+        let closed = LoadModel::Closed {
+            users: 100,
+            spawn_rate: 10.0,
+            duration: std::time::Duration::from_secs(60),
+        };
+        // 5.5 users a second on each of 2 workers, in bursts of at most 1.375.
+        let mut pace = SpawnPace::new(&closed, 2);
+        assert_eq!(pace.allowance(), 1);
+        pace.spent(1);
+        assert_eq!(pace.allowance(), 0, "the burst is spent");
+        // Stages set their own pace.
+        let mut stages = SpawnPace::new(&LoadModel::Stages { stages: Vec::new() }, 2);
+        assert_eq!(stages.allowance(), u64::MAX);
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! Users never migrate between threads and record into their thread's own
 //! `Recorder`, so the per-request path has no locks and no cross-thread
-//! messages; the agent collects each thread's interval delta once a second.
+//! messages; the run task collects each thread's interval delta once a second.
 //! In the open model each thread also runs its own slice of the iteration
 //! schedule, so arrivals need no cross-thread messages either.
 

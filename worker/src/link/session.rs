@@ -363,3 +363,100 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_common::snapshot::Snapshot;
+    use squall_proto::decode_worker_message;
+
+    fn snapshot(run: &str, seq: u64) -> WorkerMessage {
+        WorkerMessage::Snapshot(Snapshot {
+            run_id: run.into(),
+            seq,
+            window_start_us: 0,
+            window_end_us: 0,
+            active_users: 0,
+            dropped_iterations: 0,
+            schedule_lag: Vec::new(),
+            endpoints: Vec::new(),
+        })
+    }
+
+    /// A session between events, without gRPC: what it sends arrives on the receiver.
+    fn session<'a>(
+        run_output: &'a RunOutput,
+        outbox: &'a mut Outbox,
+    ) -> (Session<'a>, mpsc::Receiver<pb::WorkerMessage>) {
+        let (out, rx) = mpsc::channel(16);
+        let s = Session {
+            threads: 1,
+            samples: None,
+            run_output,
+            outbox,
+            out,
+            current: None,
+        };
+        (s, rx)
+    }
+
+    #[tokio::test]
+    async fn heartbeats_say_ready_while_no_run_is_in_progress() {
+        let (run_output, mut outbox) = Outbox::new();
+        let (mut s, mut rx) = session(&run_output, &mut outbox);
+        assert!(s.on_heartbeat().await.is_none());
+        let sent = rx.recv().await.map(decode_worker_message);
+        assert!(
+            matches!(
+                sent,
+                Some(Ok(WorkerMessage::Heartbeat(Heartbeat {
+                    state: WorkerState::Ready,
+                    active_users: 0,
+                    ..
+                })))
+            ),
+            "{sent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_messages_are_sent_and_kept_until_acknowledged() {
+        let (run_output, mut outbox) = Outbox::new();
+        let (mut s, mut rx) = session(&run_output, &mut outbox);
+        assert!(s.on_run_message(&snapshot("r", 0)).await.is_none());
+        assert!(rx.recv().await.is_some(), "sent at once");
+        assert_eq!(s.outbox.replay().len(), 1, "kept for a reconnect");
+        let ack = CoordinatorMessage::Ack {
+            run_id: "r".into(),
+            seq: 1,
+        };
+        assert!(s.on_message(ack).await.is_none());
+        assert!(s.outbox.replay().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_for_another_run_is_ignored_and_shutdown_ends_the_session() {
+        let (run_output, mut outbox) = Outbox::new();
+        let (mut s, _rx) = session(&run_output, &mut outbox);
+        let stop = CoordinatorMessage::Stop {
+            run_id: "other".into(),
+            graceful: Duration::ZERO,
+        };
+        assert!(s.on_message(stop).await.is_none());
+        let shutdown = CoordinatorMessage::Shutdown {
+            reason: "done".into(),
+        };
+        assert!(matches!(
+            s.on_message(shutdown).await,
+            Some(SessionEnd::Shutdown(reason)) if reason == "done"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_closed_stream_loses_the_coordinator() {
+        let (run_output, mut outbox) = Outbox::new();
+        let (mut s, rx) = session(&run_output, &mut outbox);
+        drop(rx);
+        assert!(matches!(s.on_heartbeat().await, Some(SessionEnd::Lost(_))));
+    }
+}
