@@ -12,7 +12,7 @@ use squall_common::snapshot::{EndpointDelta, EndpointKey, Snapshot};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::plan::{SpawnPace, UserIds, follow_plan, open_plan, roster_for};
+use super::plan::{Followed, SpawnPace, UserIds, follow_plan, open_plan, roster_for};
 use super::prepared::PreparedRun;
 use super::recorder::SampleLog;
 use super::threads::{Engine, EngineOptions};
@@ -277,14 +277,7 @@ impl Run {
 
     /// The 20 ms control tick: bring the users up (or down) to the plan.
     async fn on_control(&mut self) {
-        let followed = follow_plan(
-            &mut self.engine,
-            &self.load,
-            &self.roster,
-            &mut self.ids,
-            self.t0,
-            &mut self.pace,
-        );
+        let followed = self.follow_plan();
         if followed.peak && !self.running_sent {
             self.send_status(WorkerState::Running, 0).await;
             self.running_sent = true;
@@ -298,17 +291,7 @@ impl Run {
     async fn on_tick(&mut self) -> Option<Duration> {
         // Bring the user count up to the plan first, so the snapshot's
         // users are those of its window's end.
-        if !self.load.is_open()
-            && !follow_plan(
-                &mut self.engine,
-                &self.load,
-                &self.roster,
-                &mut self.ids,
-                self.t0,
-                &mut self.pace,
-            )
-            .caught_up
-        {
+        if !self.load.is_open() && !self.follow_plan().caught_up {
             self.settled = false;
         }
         let (snap, budget_left) = self.snapshot().await;
@@ -319,6 +302,18 @@ impl Run {
             return Some(Duration::ZERO);
         }
         None
+    }
+
+    /// Moves this worker's users per class to its part of the plan now.
+    fn follow_plan(&mut self) -> Followed {
+        follow_plan(
+            &mut self.engine,
+            &self.load,
+            &self.roster,
+            &mut self.ids,
+            self.t0,
+            &mut self.pace,
+        )
     }
 
     /// Workers came or went: take this worker's new place in the plan.

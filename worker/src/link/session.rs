@@ -367,21 +367,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use squall_common::snapshot::Snapshot;
+    use squall_common::protocol::Status;
     use squall_proto::decode_worker_message;
-
-    fn snapshot(run: &str, seq: u64) -> WorkerMessage {
-        WorkerMessage::Snapshot(Snapshot {
-            run_id: run.into(),
-            seq,
-            window_start_us: 0,
-            window_end_us: 0,
-            active_users: 0,
-            dropped_iterations: 0,
-            schedule_lag: Vec::new(),
-            endpoints: Vec::new(),
-        })
-    }
 
     /// A session between events, without gRPC: what it sends arrives on the receiver.
     fn session<'a>(
@@ -423,12 +410,18 @@ mod tests {
     async fn run_messages_are_sent_and_kept_until_acknowledged() {
         let (run_output, mut outbox) = Outbox::new();
         let (mut s, mut rx) = session(&run_output, &mut outbox);
-        assert!(s.on_run_message(&snapshot("r", 0)).await.is_none());
+        let stopped = WorkerMessage::Status(Status {
+            run_id: "r".into(),
+            state: WorkerState::Stopped,
+            reason: String::new(),
+            snapshots_sent: 0,
+        });
+        assert!(s.on_run_message(&stopped).await.is_none());
         assert!(rx.recv().await.is_some(), "sent at once");
         assert_eq!(s.outbox.replay().len(), 1, "kept for a reconnect");
         let ack = CoordinatorMessage::Ack {
             run_id: "r".into(),
-            seq: 1,
+            seq: 0,
         };
         assert!(s.on_message(ack).await.is_none());
         assert!(s.outbox.replay().is_empty());
