@@ -1,7 +1,6 @@
 //! The domain coordinator and worker share: the scenario model (with its templates, captures, durations and rates), the plan and its partition, the protocol in domain terms, snapshot encoding, the report schema and threshold parsing.
 
 pub mod capture;
-pub mod config_file;
 pub mod duration;
 pub mod partition;
 pub mod plan;

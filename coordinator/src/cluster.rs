@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use squall_common::protocol::{CoordinatorMessage, WorkerMessage, WorkerState};
 use squall_proto::CoordinatorServer;
-use squall_worker::MAX_MESSAGE_BYTES;
+use squall_proto::link::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;

@@ -317,7 +317,7 @@ mod tests {
         for bind in ["0.0.0.0:5557", "[::]:5557", "10.1.2.3:5557"] {
             let e = check_exposure(addr(bind), false, false, false)
                 .err()
-                .map(|e| (e.exit_code(), e.to_string()));
+                .map(|e| (e.exit_code().code(), e.to_string()));
             let (code, msg) = e.unwrap_or_default();
             assert_eq!(code, 2, "{bind}");
             assert!(

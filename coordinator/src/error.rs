@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use squall_common::scenario::ScenarioError;
+use squall_worker::cli::Exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
@@ -40,24 +41,24 @@ pub enum CoordinatorError {
 }
 
 impl CoordinatorError {
-    /// Exit codes per DESIGN.md: 2 invalid input or usage, 3 the run could not complete.
-    pub fn exit_code(&self) -> u8 {
+    /// Invalid input or usage (2), or the run could not complete (3).
+    pub fn exit_code(&self) -> Exit {
         match self {
             CoordinatorError::Scenario(_)
             | CoordinatorError::Usage(_)
-            | CoordinatorError::TlsFile { .. } => 2,
+            | CoordinatorError::TlsFile { .. } => Exit::InvalidInput,
             CoordinatorError::Bind { .. }
             | CoordinatorError::NoWorkers { .. }
             | CoordinatorError::AllWorkersLost { .. }
             | CoordinatorError::Output { .. }
             | CoordinatorError::Target(_)
-            | CoordinatorError::Internal(_) => 3,
+            | CoordinatorError::Internal(_) => Exit::Incomplete,
         }
     }
 }
 
-impl From<squall_worker::pem::PemError> for CoordinatorError {
-    fn from(e: squall_worker::pem::PemError) -> Self {
+impl From<squall_proto::link::PemError> for CoordinatorError {
+    fn from(e: squall_proto::link::PemError) -> Self {
         CoordinatorError::TlsFile {
             path: e.path,
             reason: e.reason,

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use squall_coordinator::{Args, Config, Verdict};
+use squall_worker::cli::{Exit, config_file};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -12,7 +13,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let argv = match squall_common::config_file::with_config_file(
+    let argv = match config_file::with_config_file(
         std::env::args_os().collect(),
         "SQUALL_",
         &["list", "validate", "demo", "target", "help"],
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
         Ok(argv) => argv,
         Err(e) => {
             eprintln!("coordinator: error: {e}");
-            return ExitCode::from(2);
+            return Exit::InvalidInput.into();
         }
     };
     let result = Config::from_args(Args::parse_from(argv)).and_then(|config| {
@@ -29,11 +30,11 @@ fn main() -> ExitCode {
             .block_on(squall_coordinator::run(config))
     });
     match result {
-        Ok(Verdict::Passed) => ExitCode::SUCCESS,
-        Ok(Verdict::Failed) => ExitCode::from(1),
+        Ok(Verdict::Passed) => Exit::Success.into(),
+        Ok(Verdict::Failed) => Exit::ThresholdFailed.into(),
         Err(e) => {
             eprintln!("coordinator: error: {e}");
-            ExitCode::from(e.exit_code())
+            e.exit_code().into()
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::CoordinatorError;
-use squall_worker::pem::{certificates, private_key};
+use squall_proto::link::{ALPN_H2, certificates, find_rustls_error, private_key};
 
 /// A handshake slower than this is abandoned (a stalled or hostile peer must not hold a task).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,8 +82,7 @@ impl ServerTls {
                 ),
             )
         })?;
-        // gRPC runs over HTTP/2 only.
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(ServerTls {
             config: Arc::new(config),
             mutual: client_ca.is_some(),
@@ -174,25 +173,6 @@ fn hint(e: &rustls::Error, mutual: bool) -> &'static str {
         }
         _ => "",
     }
-}
-
-/// The rustls error inside an I/O error's chain (`io::Error::source` skips the error it wraps).
-fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(r) = e.downcast_ref::<rustls::Error>() {
-            return Some(r);
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            && let Some(r) = find_rustls_error(inner)
-        {
-            return Some(r);
-        }
-        current = e.source();
-    }
-    None
 }
 
 #[cfg(test)]

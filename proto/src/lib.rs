@@ -6,6 +6,7 @@ pub mod pb {
 }
 
 mod convert;
+pub mod link;
 
 pub use convert::{ConvertError, decode_coordinator_message, decode_worker_message};
 pub use pb::coordinator_client::CoordinatorClient;

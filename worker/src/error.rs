@@ -1,5 +1,9 @@
 //! What can stop a worker, with what a user needs to act on it.
 
+use squall_proto::link::PemError;
+
+use crate::cli::Exit;
+
 /// A worker failure; the binary maps it to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -29,23 +33,23 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
-    /// Exit codes per DESIGN.md: 2 for bad input or refusal, 3 when the work could not be done.
-    pub fn exit_code(&self) -> i32 {
+    /// Bad input or a refusal is invalid input (2); anything else means the work could not be done (3).
+    pub fn exit_code(&self) -> Exit {
         match self {
             WorkerError::MasterAddress(_)
             | WorkerError::Usage(_)
             | WorkerError::TlsFile { .. }
             | WorkerError::Tls { .. }
-            | WorkerError::Refused(_) => 2,
+            | WorkerError::Refused(_) => Exit::InvalidInput,
             WorkerError::Unreachable { .. } | WorkerError::Scenario(_) | WorkerError::Engine(_) => {
-                3
+                Exit::Incomplete
             }
         }
     }
 }
 
-impl From<crate::pem::PemError> for WorkerError {
-    fn from(e: crate::pem::PemError) -> Self {
+impl From<PemError> for WorkerError {
+    fn from(e: PemError) -> Self {
         WorkerError::TlsFile {
             path: e.path,
             reason: e.reason,

@@ -1,18 +1,13 @@
-//! The Squall worker: an HTTP load engine and the agent that attaches it to a coordinator.
+//! The Squall worker: the link that attaches it to a coordinator, the load engine that runs what the coordinator assigns, and the HTTP client its users drive.
 
-mod agent;
-mod connection;
+mod args;
+pub mod cli;
 mod engine;
 mod error;
-mod outbox;
-pub mod pem;
-mod prepared;
-mod recorder;
-mod response;
-mod run;
-pub mod signal;
-mod target_tls;
-mod user;
+mod http;
+mod link;
 
-pub use agent::{AgentConfig, MAX_MESSAGE_BYTES, run};
+pub use args::Args;
+pub use cli::signal;
 pub use error::WorkerError;
+pub use link::{AgentConfig, ClientTls, run};

@@ -1,102 +1,10 @@
-//! `worker`: attach to a coordinator and generate the load it assigns.
+//! `worker`: parse the command line, attach to the coordinator, map the outcome to an exit code.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
-use squall_worker::{AgentConfig, WorkerError};
-
-/// A Squall worker: dials the coordinator, waits for runs, drives HTTP load.
-#[derive(Debug, Parser)]
-#[command(name = "worker", version)]
-struct Args {
-    /// Defaults for these flags from a TOML, YAML or JSON file (keys are flag names); the command line and SQUALL_* variables win.
-    #[arg(long, env = "SQUALL_CONFIG")]
-    config: Option<PathBuf>,
-    /// Coordinator address, host:port (workers dial out, so they work behind NAT); https://host:port or --tls-ca dials over TLS.
-    #[arg(long, env = "SQUALL_MASTER", default_value = "127.0.0.1:5557")]
-    master: String,
-    /// Shared secret; must match the coordinator's --token.
-    #[arg(long, env = "SQUALL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Worker id shown in reports (default: hostname-pid).
-    #[arg(long, env = "SQUALL_WORKER_ID")]
-    id: Option<String>,
-    /// Engine threads (default: one per core).
-    #[arg(long, env = "SQUALL_THREADS")]
-    threads: Option<usize>,
-    /// Give up (exit 3) after this long without reaching a coordinator, e.g. 30s (default: retry forever).
-    #[arg(long, env = "SQUALL_GIVE_UP_AFTER", value_parser = parse_duration)]
-    give_up_after: Option<Duration>,
-    /// CA certificate (PEM) that signed the coordinator's --tls-cert; turns TLS on.
-    #[arg(long, env = "SQUALL_TLS_CA", value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for a coordinator that requires mTLS (--tls-client-ca); needs --tls-key.
-    #[arg(
-        long,
-        env = "SQUALL_TLS_CERT",
-        value_name = "FILE",
-        requires_all = ["tls_key", "tls_ca"]
-    )]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(
-        long,
-        env = "SQUALL_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
-    tls_key: Option<PathBuf>,
-    /// Name to verify in the coordinator's certificate, when it differs from the --master host.
-    #[arg(
-        long,
-        env = "SQUALL_TLS_DOMAIN",
-        value_name = "NAME",
-        requires = "tls_ca"
-    )]
-    tls_domain: Option<String>,
-    /// Write every request's latency (endpoint index, µs) to this file, for auditing.
-    #[arg(long, env = "SQUALL_SAMPLES_FILE")]
-    samples_file: Option<PathBuf>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    squall_common::duration::parse(s).map_err(|e| e.to_string())
-}
-
-fn default_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
-    format!("{host}-{}", std::process::id())
-}
-
-fn config(args: Args) -> Result<AgentConfig, WorkerError> {
-    let tls = match &args.tls_ca {
-        Some(ca) => {
-            let identity = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
-            Some(AgentConfig::load_tls(ca, identity, args.tls_domain)?)
-        }
-        None => None,
-    };
-    Ok(AgentConfig {
-        master: AgentConfig::master_url(&args.master, tls.is_some())?,
-        tls,
-        token: args.token,
-        id: args.id.unwrap_or_else(default_id),
-        threads: args
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        labels: Default::default(),
-        samples_file: args.samples_file,
-        give_up_after: args.give_up_after,
-        handle_signals: true,
-    })
-}
+use squall_worker::Args;
+use squall_worker::cli::{Exit, config_file};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -105,18 +13,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let argv = match squall_common::config_file::with_config_file(
-        std::env::args_os().collect(),
-        "SQUALL_",
-        &[],
-    ) {
+    let argv = match config_file::with_config_file(std::env::args_os().collect(), "SQUALL_", &[]) {
         Ok(argv) => argv,
         Err(e) => {
             eprintln!("worker: error: {e}");
-            return ExitCode::from(2);
+            return Exit::InvalidInput.into();
         }
     };
-    let result = config(Args::parse_from(argv)).and_then(|cfg| {
+    let result = Args::parse_from(argv).into_config().and_then(|cfg| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -124,10 +28,10 @@ fn main() -> ExitCode {
             .block_on(squall_worker::run(cfg))
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Success.into(),
         Err(e) => {
             eprintln!("worker: error: {e}");
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(3))
+            e.exit_code().into()
         }
     }
 }

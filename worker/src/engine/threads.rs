@@ -2,7 +2,7 @@
 //!
 //! Users never migrate between threads and record into their thread's own
 //! `Recorder`, so the per-request path has no locks and no cross-thread
-//! messages; the agent collects each thread's interval delta once a second.
+//! messages; the run task collects each thread's interval delta once a second.
 //! In the open model each thread also runs its own slice of the iteration
 //! schedule, so arrivals need no cross-thread messages either.
 
@@ -18,9 +18,9 @@ use squall_common::{EndpointStats, LoadModel};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinSet, LocalSet};
 
-use crate::prepared::PreparedRun;
-use crate::recorder::{Recorder, SampleLog};
-use crate::user::{Active, OpenSlot, ThreadCtx, UserCtl, run_open_user, run_user};
+use super::prepared::PreparedRun;
+use super::recorder::{Recorder, SampleLog};
+use super::user::{Active, OpenSlot, ThreadCtx, UserCtl, run_open_user, run_user};
 
 /// One thread's interval delta.
 #[derive(Debug)]
@@ -254,7 +254,7 @@ fn thread_main(
             seed: opts.seed,
             budget: Cell::new(budget),
             dropped: Cell::new(0),
-            read_buf: crate::connection::read_buffer(),
+            read_buf: crate::http::connection::read_buffer(),
         });
         // Bumped by every StartOpen, so a rebalanced schedule replaces the old one.
         let generation = Rc::new(Cell::new(0u64));

@@ -19,9 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::recorder::ErrorKind;
-use crate::response::{ParseError, Progress, ResponseReader};
-use crate::target_tls::TargetTlsConnector;
+use super::outcome::ErrorKind;
+use super::response::{ParseError, Progress, ResponseReader};
+use super::tls::TargetTlsConnector;
 
 /// Bytes one `read` may take. Shared by all users of a thread: a user reads
 /// and parses within one poll and never holds it across an await.

@@ -8,46 +8,7 @@ use std::sync::{Arc, Mutex};
 use squall_common::EndpointStats;
 use squall_common::snapshot::record_micros;
 
-/// How a request ended, as classified in reports (`errors {kind: count}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    Connect,
-    Tls,
-    Timeout,
-    Reset,
-    Http,
-    Status,
-    Check,
-    Template,
-    Interrupted,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Connect => "connect",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Reset => "reset",
-            ErrorKind::Http => "http",
-            ErrorKind::Status => "status",
-            ErrorKind::Check => "check",
-            ErrorKind::Template => "template",
-            ErrorKind::Interrupted => "interrupted",
-        }
-    }
-}
-
-/// One finished request.
-#[derive(Debug, Clone, Copy)]
-pub struct Outcome {
-    pub status: Option<u16>,
-    pub error: Option<ErrorKind>,
-    pub latency_us: u64,
-    pub service_us: u64,
-    pub ttfb_us: Option<u64>,
-    pub bytes: u64,
-}
+use crate::http::Outcome;
 
 /// Raw per-request latencies for auditing (`--samples-file`); off by default.
 #[derive(Debug, Clone)]
@@ -142,6 +103,7 @@ pub type SharedRecorder = std::rc::Rc<RefCell<Recorder>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::ErrorKind;
 
     #[test]
     fn records_and_takes() {

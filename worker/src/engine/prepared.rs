@@ -10,7 +10,7 @@ use squall_common::template::{RenderError, Template, Vars};
 use squall_common::{EndpointKey, RunSpec};
 
 use crate::error::WorkerError;
-use crate::target_tls::TargetTlsConnector;
+use crate::http::TargetTlsConnector;
 
 /// Text that is either known before the run or rendered per request.
 #[derive(Debug, Clone)]

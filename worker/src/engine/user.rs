@@ -14,9 +14,10 @@ use squall_common::scenario::Wait;
 use squall_common::template::Vars;
 use tokio::sync::{Notify, watch};
 
-use crate::connection::{self, Connection, ReadBuffer};
-use crate::prepared::{PreparedRequest, PreparedRun};
-use crate::recorder::{ErrorKind, Outcome, SharedRecorder};
+use super::prepared::{PreparedRequest, PreparedRun};
+use super::recorder::SharedRecorder;
+use crate::http::connection::{self, Connection, ReadBuffer};
+use crate::http::{ErrorKind, Outcome};
 
 /// What every user on one engine thread shares.
 pub struct ThreadCtx {

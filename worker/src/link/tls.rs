@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use squall_proto::link::{ALPN_H2, certificates, find_rustls_error, private_key};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -18,7 +19,6 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::WorkerError;
-use crate::pem::{certificates, private_key};
 
 /// How long the TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -102,8 +102,7 @@ impl ClientTls {
                 })?
             }
         };
-        // gRPC runs over HTTP/2 only.
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
         if let Some(d) = &domain {
             ServerName::try_from(d.as_str()).map_err(|_| {
                 WorkerError::Usage(format!(
@@ -321,41 +320,9 @@ impl AsyncWrite for Primed {
     }
 }
 
-/// The rustls error somewhere in `err`'s chain, looking inside I/O errors
-/// (whose `source()` skips the error they wrap).
-fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(r) = e.downcast_ref::<rustls::Error>() {
-            return Some(r);
-        }
-        if let Some(inner) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            && let Some(r) = find_rustls_error(inner)
-        {
-            return Some(r);
-        }
-        current = e.source();
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_rustls_errors_inside_io_errors() {
-        let inner = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
-        assert!(matches!(
-            find_rustls_error(&io),
-            Some(rustls::Error::InvalidCertificate(_))
-        ));
-        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(find_rustls_error(&plain).is_none());
-    }
 
     #[test]
     fn missing_and_empty_files_name_the_path() {

@@ -6,14 +6,13 @@ use squall_common::protocol::{WorkerMessage, WorkerState};
 use squall_proto::pb;
 use tokio::sync::mpsc;
 
-use crate::agent::to_wire;
+use super::wire::encode;
+use crate::engine::RunOutput;
 
 /// Snapshots kept while unacknowledged: 15 minutes of one per second.
 pub const KEEP: usize = 900;
 
-/// Where a run task sends its snapshots and statuses; it outlives any one session.
-pub type OutboxSender = mpsc::Sender<WorkerMessage>;
-
+/// Receives what runs send (through their `RunOutput`) and keeps it until the coordinator acknowledges it.
 pub struct Outbox {
     rx: mpsc::Receiver<WorkerMessage>,
     /// (run, seq, message) not yet acknowledged, oldest first.
@@ -23,7 +22,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new() -> (OutboxSender, Outbox) {
+    pub fn new() -> (RunOutput, Outbox) {
         let (tx, rx) = mpsc::channel(1024);
         (
             tx,
@@ -46,7 +45,7 @@ impl Outbox {
 
     /// Keeps what must survive a reconnect and returns the wire form to send now.
     pub fn accept(&mut self, m: &WorkerMessage) -> Option<pb::WorkerMessage> {
-        let wire = to_wire(m)?;
+        let wire = encode(m)?;
         match m {
             WorkerMessage::Snapshot(s) => {
                 if self.unacked.len() >= KEEP {

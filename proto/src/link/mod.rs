@@ -1,0 +1,13 @@
+//! What both ends of the coordinator/worker link must agree on beyond the messages: size limits, ALPN, reading PEM files and explaining TLS failures.
+
+mod pem;
+mod tls_error;
+
+pub use pem::{PemError, certificates, private_key};
+pub use tls_error::find_rustls_error;
+
+/// Largest gRPC message either side accepts: a snapshot with hundreds of endpoints fits easily.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The one ALPN protocol of the link: gRPC runs over HTTP/2 only.
+pub const ALPN_H2: &[u8] = b"h2";

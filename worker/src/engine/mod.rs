@@ -1,0 +1,11 @@
+//! The load engine: one run's part of the plan followed by users on thread-per-core runtimes, each request recorded on its own thread.
+
+mod plan;
+mod prepared;
+mod recorder;
+mod run;
+mod threads;
+mod user;
+
+pub use recorder::SampleLog;
+pub use run::{RunHandle, RunOutput};

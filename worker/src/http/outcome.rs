@@ -1,0 +1,42 @@
+//! How one request ended: its status, timings and bytes, or the kind of error reports classify it under.
+
+/// How a request ended, as classified in reports (`errors {kind: count}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Connect,
+    Tls,
+    Timeout,
+    Reset,
+    Http,
+    Status,
+    Check,
+    Template,
+    Interrupted,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Http => "http",
+            ErrorKind::Status => "status",
+            ErrorKind::Check => "check",
+            ErrorKind::Template => "template",
+            ErrorKind::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One finished request.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub error: Option<ErrorKind>,
+    pub latency_us: u64,
+    pub service_us: u64,
+    pub ttfb_us: Option<u64>,
+    pub bytes: u64,
+}
