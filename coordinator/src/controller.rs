@@ -447,7 +447,7 @@ pub async fn run_scenario(
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ctrl_c = squall_worker::signal::interrupted();
+    let ctrl_c = squall_worker::cli::signal::interrupted();
     tokio::pin!(ctrl_c);
     loop {
         if let Some(fx) = run.over(t0.elapsed()) {
@@ -463,7 +463,7 @@ pub async fn run_scenario(
             },
             _ = tick.tick() => run.on_tick(t0.elapsed()),
             _ = &mut ctrl_c => {
-                ctrl_c.set(squall_worker::signal::interrupted());
+                ctrl_c.set(squall_worker::cli::signal::interrupted());
                 run.on_interrupt(t0.elapsed())
             }
         };

@@ -106,7 +106,7 @@ async fn serve_target(bind: std::net::SocketAddr) -> Result<Verdict, Coordinator
         target.url(),
         target.url()
     );
-    squall_worker::signal::interrupted().await;
+    squall_worker::cli::signal::interrupted().await;
     eprintln!("served {} requests", target.served());
     target.shutdown().await;
     Ok(Verdict::Passed)

@@ -8,6 +8,5 @@ mod http;
 mod link;
 
 pub use args::Args;
-pub use cli::signal;
 pub use error::WorkerError;
 pub use link::{AgentConfig, ClientTls, run};
