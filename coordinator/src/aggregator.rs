@@ -270,13 +270,37 @@ impl Aggregator {
     }
 }
 
+/// One second of a run with `requests` to endpoint `GET a`, for unit tests here and in the controller.
+#[cfg(test)]
+pub(crate) fn one_endpoint_second(run_id: &str, seq: u64, users: u64, requests: u64) -> Snapshot {
+    let mut s = squall_common::EndpointStats::new();
+    s.requests = requests;
+    for i in 0..requests {
+        squall_common::snapshot::record_micros(&mut s.latency, 1000 + i);
+    }
+    Snapshot {
+        run_id: run_id.into(),
+        seq,
+        window_start_us: seq * 1_000_000,
+        window_end_us: (seq + 1) * 1_000_000,
+        active_users: users,
+        dropped_iterations: 0,
+        schedule_lag: Vec::new(),
+        endpoints: vec![(
+            EndpointKey {
+                name: "a".into(),
+                method: "GET".into(),
+            },
+            squall_common::snapshot::EndpointDelta::encode(&s).expect("encodes"),
+        )],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::report::{ReportMeta, build};
-    use squall_common::EndpointStats;
     use squall_common::scenario::Loaded;
-    use squall_common::snapshot::record_micros;
 
     fn spec() -> RunSpec {
         let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 2, duration: 2s, thresholds: [\"requests >= 3\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
@@ -286,27 +310,7 @@ mod tests {
     }
 
     fn snap(seq: u64, requests: u64) -> Snapshot {
-        let mut s = EndpointStats::new();
-        s.requests = requests;
-        for i in 0..requests {
-            record_micros(&mut s.latency, 1000 + i);
-        }
-        Snapshot {
-            run_id: "r".into(),
-            seq,
-            window_start_us: seq * 1_000_000,
-            window_end_us: (seq + 1) * 1_000_000,
-            active_users: 1,
-            dropped_iterations: 0,
-            schedule_lag: Vec::new(),
-            endpoints: vec![(
-                EndpointKey {
-                    name: "a".into(),
-                    method: "GET".into(),
-                },
-                squall_common::snapshot::EndpointDelta::encode(&s).expect("encodes"),
-            )],
-        }
+        one_endpoint_second("r", seq, 1, requests)
     }
 
     #[test]

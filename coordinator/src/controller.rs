@@ -486,8 +486,6 @@ async fn apply(cluster: &Cluster, fx: Effects) {
 mod tests {
     use super::*;
     use squall_common::scenario::Loaded;
-    use squall_common::snapshot::{EndpointDelta, record_micros};
-    use squall_common::{EndpointKey, EndpointStats};
 
     fn spec(scenario: &str) -> RunSpec {
         let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 4, spawn_rate: 4, duration: 10s }\n  stress: { users: 4, duration: 10s, stop_when: [\"requests > 5\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
@@ -510,27 +508,9 @@ mod tests {
     }
 
     fn snap(run_id: &str, seq: u64, requests: u64) -> WorkerMessage {
-        let mut s = EndpointStats::new();
-        s.requests = requests;
-        for i in 0..requests {
-            record_micros(&mut s.latency, 1000 + i);
-        }
-        WorkerMessage::Snapshot(Snapshot {
-            run_id: run_id.into(),
-            seq,
-            window_start_us: seq * 1_000_000,
-            window_end_us: (seq + 1) * 1_000_000,
-            active_users: 2,
-            dropped_iterations: 0,
-            schedule_lag: Vec::new(),
-            endpoints: vec![(
-                EndpointKey {
-                    name: "a".into(),
-                    method: "GET".into(),
-                },
-                EndpointDelta::encode(&s).expect("encodes"),
-            )],
-        })
+        WorkerMessage::Snapshot(crate::aggregator::one_endpoint_second(
+            run_id, seq, 2, requests,
+        ))
     }
 
     fn status(run_id: &str, state: WorkerState, snapshots_sent: u64) -> WorkerMessage {

@@ -10,6 +10,7 @@ use squall_common::snapshot::{HistogramError, encode_v2_deflate};
 use squall_common::{EndpointStats, RunSpec};
 
 use crate::aggregator::{Aggregator, Interval};
+use crate::report::verdict;
 
 /// Run facts the aggregator does not see in snapshots.
 pub struct ReportMeta<'a> {
@@ -93,7 +94,7 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         .spec
         .thresholds
         .iter()
-        .map(|t| t.evaluate(&report))
+        .map(|t| verdict::evaluate(t, &report))
         .collect();
     report.passed = results.iter().all(|r| r.passed);
     report.thresholds = results;

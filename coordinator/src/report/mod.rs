@@ -3,6 +3,7 @@
 mod build;
 pub mod live;
 mod render;
+mod verdict;
 mod write;
 
 pub use build::{ReportMeta, build};
