@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use squall_coordinator::{Args, Config, Verdict};
 use squall_worker::cli::{Exit, config_file};
 
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         .init();
     let argv = match config_file::with_config_file(
         std::env::args_os().collect(),
-        "SQUALL_",
+        &Args::command(),
         &["list", "validate", "demo", "target", "help"],
     ) {
         Ok(argv) => argv,

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use squall_worker::Args;
 use squall_worker::cli::{Exit, config_file};
 
@@ -13,13 +13,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let argv = match config_file::with_config_file(std::env::args_os().collect(), "SQUALL_", &[]) {
-        Ok(argv) => argv,
-        Err(e) => {
-            eprintln!("worker: error: {e}");
-            return Exit::InvalidInput.into();
-        }
-    };
+    let argv =
+        match config_file::with_config_file(std::env::args_os().collect(), &Args::command(), &[]) {
+            Ok(argv) => argv,
+            Err(e) => {
+                eprintln!("worker: error: {e}");
+                return Exit::InvalidInput.into();
+            }
+        };
     let result = Args::parse_from(argv).into_config().and_then(|cfg| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -14,14 +14,15 @@ pub struct ConfigFileError {
 /// Inserts the config file's values as flags ahead of the real arguments.
 ///
 /// Keys are flag names (`users`, `spawn-rate` or `spawn_rate`); a value the
-/// command line gives, or whose `{env_prefix}NAME` variable is set, is left
+/// command line gives, or whose environment variable (the one `command`
+/// declares for that flag, e.g. `SQUALL_WORKER_ID` for `id`) is set, is left
 /// out, so the order of precedence is command line, environment, file,
 /// default. `true` becomes a bare flag, `false` is left out, a list repeats
 /// the flag. Arguments that start with one of `subcommands` are returned as
 /// they are.
 pub fn with_config_file(
     args: Vec<OsString>,
-    env_prefix: &str,
+    command: &clap::Command,
     subcommands: &[&str],
 ) -> Result<Vec<OsString>, ConfigFileError> {
     if args
@@ -43,7 +44,13 @@ pub fn with_config_file(
                 .flatten()
         })
     });
-    let Some(path) = from_args.or_else(|| std::env::var(format!("{env_prefix}CONFIG")).ok()) else {
+    let from_env = || {
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some("config"))?;
+        std::env::var(arg.get_env()?).ok()
+    };
+    let Some(path) = from_args.or_else(from_env) else {
         return Ok(args);
     };
     let path = PathBuf::from(path);
@@ -59,11 +66,16 @@ pub fn with_config_file(
     let mut injected: Vec<OsString> = Vec::new();
     for (key, value) in table {
         let flag = format!("--{}", key.replace('_', "-"));
-        let env = format!("{env_prefix}{}", key.replace('-', "_").to_uppercase());
+        let long = &flag[2..];
+        let env_set = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .is_some_and(|env| std::env::var_os(env).is_some());
         let on_command_line = given
             .iter()
             .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
-        if flag == "--config" || on_command_line || std::env::var_os(&env).is_some() {
+        if flag == "--config" || on_command_line || env_set {
             continue;
         }
         let values = match value.kind {
@@ -102,6 +114,16 @@ mod tests {
         a.iter().map(OsString::from).collect()
     }
 
+    /// Flags whose variables are not set, and `id`, whose variable (`PATH`) always is
+    /// and is named unlike the flag, as `worker --id`'s `SQUALL_WORKER_ID` is.
+    fn command() -> clap::Command {
+        let arg = |name: &'static str, env: &'static str| clap::Arg::new(name).long(name).env(env);
+        clap::Command::new("c")
+            .arg(arg("users", "SQUALL_TEST_CFG_USERS"))
+            .arg(arg("spawn-rate", "SQUALL_TEST_CFG_SPAWN_RATE"))
+            .arg(arg("id", "PATH"))
+    }
+
     #[test]
     fn file_values_fill_in_below_the_command_line() {
         let dir = std::env::temp_dir().join(format!("squall-cfg-{}", std::process::id()));
@@ -109,13 +131,13 @@ mod tests {
         let file = dir.join("squall.toml");
         std::fs::write(
             &file,
-            "users = 50\nspawn_rate = 5\nheadless = true\nthreshold = [\"p99 < 1s\", \"rps > 1\"]\nhost = \"http://x:1\"\n",
+            "users = 50\nid = \"from-file\"\nspawn_rate = 5\nheadless = true\nthreshold = [\"p99 < 1s\", \"rps > 1\"]\nhost = \"http://x:1\"\n",
         )
         .expect("write");
         let f = file.to_str().expect("utf8");
         let out = with_config_file(
             args(&["coordinator", "--config", f, "--users", "7"]),
-            "SQUALL_TEST_CFG_",
+            &command(),
             &["list"],
         )
         .expect("reads");
@@ -133,23 +155,27 @@ mod tests {
             !out.contains(&"--users=50".to_owned()),
             "the command line wins: {out:?}"
         );
+        assert!(
+            !out.iter().any(|a| a.starts_with("--id")),
+            "a set variable wins over the file, whatever its name: {out:?}"
+        );
         assert_eq!(out[0], "coordinator");
         assert_eq!(&out[out.len() - 2..], ["--users", "7"]);
         // Subcommands and runs without a config file are untouched.
         let plain = args(&["coordinator", "list", "x.yaml"]);
         assert_eq!(
-            with_config_file(plain.clone(), "SQUALL_TEST_CFG_", &["list"]).expect("ok"),
+            with_config_file(plain.clone(), &command(), &["list"]).expect("ok"),
             plain
         );
         let none = args(&["coordinator", "--users", "3"]);
         assert_eq!(
-            with_config_file(none.clone(), "SQUALL_TEST_CFG_", &[]).expect("ok"),
+            with_config_file(none.clone(), &command(), &[]).expect("ok"),
             none
         );
         // A missing file is an error naming it.
         let e = with_config_file(
             args(&["c", "--config", "/nonexistent/x.toml"]),
-            "SQUALL_TEST_CFG_",
+            &command(),
             &[],
         )
         .expect_err("missing file");
