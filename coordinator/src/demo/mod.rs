@@ -2,5 +2,6 @@
 
 mod alarm;
 mod server;
+mod store;
 
 pub use server::DemoTarget;

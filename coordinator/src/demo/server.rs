@@ -2,11 +2,10 @@
 //! platform, so that `coordinator demo`, the tests and the benchmarks have
 //! something realistic to load without any external service.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -18,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::alarm::AlarmClock;
+use super::store::{TokenStore, Workflow, WorkflowStore, lock};
 
 /// The stats route; it is the only request the `served` counter ignores, so
 /// that polling it never perturbs the number a test or benchmark checks.
@@ -35,24 +35,6 @@ const STATS_PATH: &str = "/__squall/stats";
 const PUBLIC_API_PATHS: [&str; 3] = ["/api/health", "/api/auth/login", "/api/fast"];
 /// Also public: `/api/delay/{ms}`, a fixed service time for benchmarks.
 const PUBLIC_API_PREFIX: &str = "/api/delay/";
-
-/// Prefix of issued tokens; it makes them recognisable in logs and lets the
-/// auth check reject foreign tokens before touching any lock.
-const TOKEN_PREFIX: &str = "sq_";
-
-/// Token shards: a power of two so that the shard is picked with a mask, and
-/// enough of them that concurrent logins and checks rarely meet on one lock.
-const TOKEN_SHARDS: usize = 16;
-
-/// Tokens kept per shard (about a million in all, 32 bytes each): enough for
-/// any realistic run that logs in once per virtual user, while a run that
-/// logs in on every iteration cannot grow memory without bound. The oldest
-/// token of a full shard is forgotten first, being the least likely in use.
-const TOKENS_PER_SHARD: usize = 1 << 16;
-
-/// Created workflows kept in memory; beyond this the oldest is dropped, so a
-/// long run creating workflows at full rate holds memory steady.
-const MAX_WORKFLOWS: usize = 10_000;
 
 /// Bounds of the simulated model latency of `POST /api/chat`, in ms: slow
 /// enough to make latency percentiles interesting, fast enough for tests.
@@ -199,76 +181,6 @@ impl AppState {
     }
 }
 
-/// Locks a mutex even if a panicking handler poisoned it: the guarded data
-/// are plain collections that stay consistent, and the demo must keep serving.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Issued tokens, sharded so that logins and auth checks from many
-/// connections rarely contend. Tokens are stored as their 128-bit value,
-/// which avoids a heap allocation per token and per check.
-struct TokenStore {
-    shards: Vec<Mutex<TokenShard>>,
-}
-
-#[derive(Default)]
-struct TokenShard {
-    set: HashSet<u128>,
-    /// Issue order, to forget the oldest token when the shard is full.
-    order: VecDeque<u128>,
-}
-
-impl TokenStore {
-    fn new() -> Self {
-        TokenStore {
-            shards: (0..TOKEN_SHARDS)
-                .map(|_| Mutex::new(TokenShard::default()))
-                .collect(),
-        }
-    }
-
-    fn shard(&self, value: u128) -> &Mutex<TokenShard> {
-        &self.shards[(value as usize) & (TOKEN_SHARDS - 1)]
-    }
-
-    /// Issues and remembers a fresh random token.
-    fn issue(&self) -> String {
-        let value: u128 = rand::rng().random();
-        let mut shard = lock(self.shard(value));
-        if shard.set.insert(value) {
-            shard.order.push_back(value);
-            if shard.order.len() > TOKENS_PER_SHARD
-                && let Some(oldest) = shard.order.pop_front()
-            {
-                shard.set.remove(&oldest);
-            }
-        }
-        format!("{TOKEN_PREFIX}{value:032x}")
-    }
-
-    /// Whether `token` is one this target issued (and still remembers).
-    fn is_valid(&self, token: &str) -> bool {
-        let Some(hex) = token.strip_prefix(TOKEN_PREFIX) else {
-            return false;
-        };
-        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return false;
-        }
-        match u128::from_str_radix(hex, 16) {
-            Ok(value) => lock(self.shard(value)).set.contains(&value),
-            Err(_) => false,
-        }
-    }
-}
-
-#[derive(Clone, Serialize)]
-struct Workflow {
-    id: String,
-    name: String,
-    steps: u32,
-}
-
 /// The fixed workflows that `GET /api/workflows` lists, so that a scenario
 /// sees stable data whatever other users created.
 fn seed_workflows() -> Vec<Workflow> {
@@ -284,25 +196,6 @@ fn seed_workflows() -> Vec<Workflow> {
         steps,
     })
     .collect()
-}
-
-/// Workflows created through the API, bounded by [`MAX_WORKFLOWS`].
-#[derive(Default)]
-struct WorkflowStore {
-    by_id: HashMap<String, Workflow>,
-    order: VecDeque<String>,
-}
-
-impl WorkflowStore {
-    fn insert(&mut self, wf: Workflow) {
-        self.order.push_back(wf.id.clone());
-        self.by_id.insert(wf.id.clone(), wf);
-        while self.order.len() > MAX_WORKFLOWS {
-            if let Some(oldest) = self.order.pop_front() {
-                self.by_id.remove(&oldest);
-            }
-        }
-    }
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -537,6 +430,7 @@ async fn chat(body: Bytes) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::store::TOKEN_PREFIX;
     use std::net::{Ipv4Addr, SocketAddrV4};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
@@ -786,34 +680,5 @@ mod tests {
         target.shutdown().await;
         let r = chat.await.expect("chat task");
         assert_eq!(r.status, 200, "{}", r.body);
-    }
-
-    #[test]
-    fn token_store_is_bounded_and_validates() {
-        let store = TokenStore::new();
-        let first = store.issue();
-        assert!(store.is_valid(&first));
-        assert!(!store.is_valid("sq_0123"));
-        assert!(!store.is_valid(&first.replace(TOKEN_PREFIX, "xx_")));
-        for _ in 0..(TOKENS_PER_SHARD * TOKEN_SHARDS + 10_000) {
-            store.issue();
-        }
-        let total: usize = store.shards.iter().map(|s| lock(s).set.len()).sum();
-        assert!(total <= TOKENS_PER_SHARD * TOKEN_SHARDS);
-    }
-
-    #[test]
-    fn workflow_store_is_bounded() {
-        let mut store = WorkflowStore::default();
-        for i in 0..(MAX_WORKFLOWS + 50) {
-            store.insert(Workflow {
-                id: i.to_string(),
-                name: "w".into(),
-                steps: 1,
-            });
-        }
-        assert_eq!(store.by_id.len(), MAX_WORKFLOWS);
-        assert_eq!(store.order.len(), MAX_WORKFLOWS);
-        assert!(!store.by_id.contains_key("0"));
     }
 }
