@@ -78,11 +78,7 @@ impl Cluster {
         let acceptor = Acceptor::new(listener);
         tokio::spawn(async move {
             let served = match listen.tls {
-                Some(t) => {
-                    router
-                        .serve_with_incoming(tls::incoming(acceptor, t))
-                        .await
-                }
+                Some(t) => router.serve_with_incoming(tls::incoming(acceptor, t)).await,
                 None => router.serve_with_incoming(acceptor.plain()).await,
             };
             if let Err(e) = served {

@@ -221,7 +221,8 @@ impl Coordinator for AttachService {
 
         // Outbound: domain messages from the controller, converted here, plus pings.
         let (tx, mut rx) = mpsc::channel::<CoordinatorMessage>(SEND_QUEUE);
-        let (wire_tx, wire_rx) = mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(SEND_QUEUE);
+        let (wire_tx, wire_rx) =
+            mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(SEND_QUEUE);
         let welcome = CoordinatorMessage::Welcome(Welcome {
             index,
             heartbeat_interval: self.heartbeats.interval,

@@ -125,9 +125,13 @@ impl Proc {
     /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`.
     pub fn cpu_time(&self) -> Duration {
         let pid = self.child.id().expect("the process is running");
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
         // The command name may hold spaces: fields are counted after its closing parenthesis.
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
         let fields: Vec<&str> = after.split_whitespace().collect();
         // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
         let ticks: u64 = fields[11..13]
