@@ -1,20 +1,26 @@
 //! Membership: the gRPC listener, the workers attached to it, and the events they produce.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use squall_common::protocol::{CoordinatorMessage, WorkerMessage, WorkerState};
 use squall_proto::CoordinatorServer;
-use squall_proto::link::MAX_MESSAGE_BYTES;
+use squall_proto::link::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::Listen;
 use crate::error::CoordinatorError;
-use crate::service::{AttachService, ClusterEvent, Heartbeats, WorkerLink};
+use crate::listener::Acceptor;
+use crate::service::{AttachService, ClusterEvent, Heartbeats, SEND_QUEUE, WorkerLink};
 use crate::tls;
+
+/// Most concurrent HTTP/2 streams on one connection: a worker needs one.
+const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+/// Largest header block a worker may send (its token is the only large header).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 #[derive(Debug)]
 pub struct Member {
@@ -27,6 +33,8 @@ pub struct Member {
 pub struct Cluster {
     events: mpsc::Receiver<ClusterEvent>,
     members: BTreeMap<String, Member>,
+    /// Events the cluster produced itself (a disconnected worker's Left), delivered before the service's.
+    pending: VecDeque<ClusterEvent>,
     addr: SocketAddr,
 }
 
@@ -62,16 +70,16 @@ impl Cluster {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(service);
+        let acceptor = Acceptor::new(listener);
         tokio::spawn(async move {
             let served = match listen.tls {
-                Some(t) => router.serve_with_incoming(tls::incoming(listener, t)).await,
-                None => {
-                    router
-                        .serve_with_incoming(TcpListenerStream::new(listener))
-                        .await
-                }
+                Some(t) => router.serve_with_incoming(tls::incoming(acceptor, t)).await,
+                None => router.serve_with_incoming(acceptor.plain()).await,
             };
             if let Err(e) = served {
                 tracing::error!("gRPC server stopped: {e}");
@@ -80,6 +88,7 @@ impl Cluster {
         Ok(Cluster {
             events: rx,
             members: BTreeMap::new(),
+            pending: VecDeque::new(),
             addr,
         })
     }
@@ -100,9 +109,22 @@ impl Cluster {
     }
 
     /// The next cluster event, with membership already updated for it.
+    /// What a disconnected worker said or did after its disconnection is not news.
     pub async fn next(&mut self) -> Option<ClusterEvent> {
-        let ev = self.events.recv().await?;
-        match &ev {
+        if let Some(ev) = self.pending.pop_front() {
+            return Some(ev);
+        }
+        loop {
+            let ev = self.events.recv().await?;
+            if self.update(&ev) {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Updates membership for `ev`; false for the stragglers of a disconnected worker.
+    fn update(&mut self, ev: &ClusterEvent) -> bool {
+        match ev {
             ClusterEvent::Joined(link) => {
                 tracing::info!(
                     "worker {} attached from {} ({} cores, v{})",
@@ -121,24 +143,26 @@ impl Cluster {
                 );
             }
             ClusterEvent::Left { worker, reason } => {
-                if self.members.remove(worker).is_some() {
-                    tracing::warn!("worker {worker} left: {reason}");
+                if self.members.remove(worker).is_none() {
+                    return false;
                 }
+                tracing::warn!("worker {worker} left: {reason}");
             }
             ClusterEvent::Message { worker, msg } => {
-                if let Some(m) = self.members.get_mut(worker) {
-                    match msg {
-                        WorkerMessage::Heartbeat(h) => {
-                            m.state = h.state;
-                            m.active_users = h.active_users;
-                        }
-                        WorkerMessage::Status(s) => m.state = s.state,
-                        WorkerMessage::Hello(_) | WorkerMessage::Snapshot(_) => {}
+                let Some(m) = self.members.get_mut(worker) else {
+                    return false;
+                };
+                match msg {
+                    WorkerMessage::Heartbeat(h) => {
+                        m.state = h.state;
+                        m.active_users = h.active_users;
                     }
+                    WorkerMessage::Status(s) => m.state = s.state,
+                    WorkerMessage::Hello(_) | WorkerMessage::Snapshot(_) => {}
                 }
             }
         }
-        Some(ev)
+        true
     }
 
     /// Waits until `n` workers are attached, or fails after `timeout`.
@@ -169,22 +193,120 @@ impl Cluster {
         Ok(())
     }
 
-    pub async fn send(&self, worker: &str, msg: CoordinatorMessage) {
-        if let Some(m) = self.members.get(worker) {
-            let _ = m.link.tx.send(msg).await;
+    /// Queues `msg` for `worker` without waiting. A worker whose queue is
+    /// full has stopped reading: it is disconnected, and the next event is
+    /// its `Left`, so the run treats it as lost like any other.
+    pub fn send(&mut self, worker: &str, msg: CoordinatorMessage) {
+        let Some(m) = self.members.get(worker) else {
+            return;
+        };
+        match m.link.tx.try_send(msg) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => self.disconnect(
+                worker,
+                format!(
+                    "it stopped reading its stream ({SEND_QUEUE} messages for it were waiting), so the coordinator disconnected it"
+                ),
+            ),
         }
     }
 
-    /// Tells every attached worker to exit (used for in-process local workers).
-    pub async fn shutdown_all(&self, reason: &str) {
-        for m in self.members.values() {
-            let _ = m
-                .link
-                .tx
-                .send(CoordinatorMessage::Shutdown {
-                    reason: reason.to_owned(),
-                })
-                .await;
+    /// Drops `worker` from the cluster and closes its connection.
+    fn disconnect(&mut self, worker: &str, reason: String) {
+        if let Some(m) = self.members.remove(worker) {
+            tracing::warn!("worker {worker}: {reason}");
+            m.link.gate.close();
+            self.pending.push_back(ClusterEvent::Left {
+                worker: worker.to_owned(),
+                reason,
+            });
         }
+    }
+
+    /// Tells every attached worker to exit (used for in-process local workers); never waits.
+    pub fn shutdown_all(&self, reason: &str) {
+        for m in self.members.values() {
+            let _ = m.link.tx.try_send(CoordinatorMessage::Shutdown {
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use squall_common::protocol::{Hello, PROTOCOL_VERSION};
+    use squall_proto::{CoordinatorClient, pb};
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::transport::Endpoint;
+
+    /// A worker that stops reading is disconnected once its queue is full:
+    /// the cluster never waits on it, reports it as left with the reason,
+    /// and closes its connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_that_stops_reading_is_disconnected() {
+        let listen = Listen {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+        };
+        let mut cluster = Cluster::start(listen, None, Heartbeats::default())
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"));
+        let channel = Endpoint::from_shared(format!("http://{}", cluster.addr()))
+            .unwrap_or_else(|e| panic!("endpoint: {e}"))
+            .initial_stream_window_size(1024)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let (tx, rx) = mpsc::channel(8);
+        let hello = WorkerMessage::Hello(Hello {
+            worker_id: "slow".into(),
+            version: "test".into(),
+            protocol_version: PROTOCOL_VERSION,
+            cores: 1,
+            labels: Default::default(),
+        });
+        let _ = tx
+            .send(pb::WorkerMessage::try_from(&hello).unwrap_or_else(|e| panic!("{e}")))
+            .await;
+        let mut inbound = CoordinatorClient::new(channel)
+            .attach(ReceiverStream::new(rx))
+            .await
+            .unwrap_or_else(|e| panic!("attach: {e}"))
+            .into_inner();
+        let joined = tokio::time::timeout(Duration::from_secs(5), cluster.next()).await;
+        assert!(matches!(joined, Ok(Some(ClusterEvent::Joined(_)))));
+
+        // Acks at a pace a reading worker keeps up with; this one reads nothing.
+        let mut sent = 0u64;
+        while !cluster.is_empty() && sent < 100 * SEND_QUEUE as u64 {
+            for _ in 0..64 {
+                cluster.send(
+                    "slow",
+                    CoordinatorMessage::Ack {
+                        run_id: "r".into(),
+                        seq: sent,
+                    },
+                );
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(cluster.is_empty(), "still attached after {sent} messages");
+        match tokio::time::timeout(Duration::from_secs(5), cluster.next()).await {
+            Ok(Some(ClusterEvent::Left { worker, reason })) => {
+                assert_eq!(worker, "slow");
+                assert!(reason.contains("stopped reading"), "{reason}");
+            }
+            other => panic!("expected Left, got {other:?}"),
+        }
+        // Its connection is closed: after what was in flight, the stream ends.
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the stream to the worker is still open");
     }
 }

@@ -442,7 +442,7 @@ pub async fn run_scenario(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let (mut run, fx) = RunController::new(spec, &workers, options, run_id, rand::random());
-    apply(cluster, fx).await;
+    apply(cluster, fx);
 
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -451,7 +451,7 @@ pub async fn run_scenario(
     tokio::pin!(ctrl_c);
     loop {
         if let Some(fx) = run.over(t0.elapsed()) {
-            apply(cluster, fx).await;
+            apply(cluster, fx);
             break;
         }
         let fx = tokio::select! {
@@ -467,18 +467,20 @@ pub async fn run_scenario(
                 run.on_interrupt(t0.elapsed())
             }
         };
-        apply(cluster, fx).await;
+        apply(cluster, fx);
     }
     run.finish(started_at)
 }
 
-/// Prints the handler's lines and sends its messages, in order.
-async fn apply(cluster: &Cluster, fx: Effects) {
+/// Prints the handler's lines and queues its messages, in order, without
+/// waiting on any worker: one that does not keep up is disconnected (see
+/// [`Cluster::send`]), so the loop always gets to its tick and to interrupts.
+fn apply(cluster: &mut Cluster, fx: Effects) {
     for line in fx.notes {
         eprintln!("{line}");
     }
     for (worker, msg) in fx.sends {
-        cluster.send(&worker, msg).await;
+        cluster.send(&worker, msg);
     }
 }
 

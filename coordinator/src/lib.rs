@@ -7,6 +7,7 @@ mod config;
 mod controller;
 pub mod demo;
 mod error;
+mod listener;
 mod local;
 mod report;
 mod service;
@@ -134,7 +135,7 @@ async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
     };
     let result = run_all(&mut cluster, &cfg, wanted).await;
     if matches!(cfg.workers, Workers::Local(_)) {
-        cluster.shutdown_all("the coordinator is done").await;
+        cluster.shutdown_all("the coordinator is done");
     }
     result
 }

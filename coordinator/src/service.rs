@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::listener::{Admission, Gate};
+
 /// Liveness settings shared with every worker in its Welcome.
 #[derive(Debug, Clone, Copy)]
 pub struct Heartbeats {
@@ -32,6 +34,12 @@ impl Default for Heartbeats {
     }
 }
 
+/// Messages waiting for one worker (besides the HTTP/2 window): a worker
+/// that lets this many pile up is not reading, and the cluster disconnects
+/// it rather than wait. A replay after a reconnect (up to 900 snapshots, so
+/// as many Acks) fits.
+pub const SEND_QUEUE: usize = 1024;
+
 /// A worker's attached stream, as the controller sees it.
 #[derive(Debug, Clone)]
 pub struct WorkerLink {
@@ -40,6 +48,8 @@ pub struct WorkerLink {
     pub hello: Hello,
     pub peer: Option<SocketAddr>,
     pub tx: mpsc::Sender<CoordinatorMessage>,
+    /// The connection the worker attached on, to close it when the worker stops reading.
+    pub gate: Arc<Gate>,
 }
 
 /// What happens on the cluster, in arrival order.
@@ -71,6 +81,8 @@ enum AttachError {
     Malformed(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    #[error("the connection did not come through the worker listener")]
+    NotAdmitted,
 }
 
 impl From<AttachError> for Status {
@@ -82,6 +94,7 @@ impl From<AttachError> for Status {
             AttachError::NoHello | AttachError::Malformed(_) => Status::invalid_argument(msg),
             AttachError::Duplicate(_) => Status::already_exists(msg),
             AttachError::ShuttingDown => Status::unavailable(msg),
+            AttachError::NotAdmitted => Status::internal(msg),
         }
     }
 }
@@ -156,7 +169,10 @@ impl Coordinator for AttachService {
         &self,
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<OutStream>, Status> {
-        let peer = request.remote_addr();
+        let Some(Admission(gate)) = request.extensions().get::<Admission>().cloned() else {
+            return Err(AttachError::NotAdmitted.into());
+        };
+        let peer = Some(gate.peer());
         if let Err(e) = self.check_token(&request) {
             tracing::warn!("refused a worker from {peer:?}: {e}");
             return Err(e.into());
@@ -199,11 +215,14 @@ impl Coordinator for AttachService {
                 return Err(e.into());
             }
         }
+        // A worker is accepted on this connection: it may outlive the authentication deadline.
+        gate.authenticate();
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
 
         // Outbound: domain messages from the controller, converted here, plus pings.
-        let (tx, mut rx) = mpsc::channel::<CoordinatorMessage>(1024);
-        let (wire_tx, wire_rx) = mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(1024);
+        let (tx, mut rx) = mpsc::channel::<CoordinatorMessage>(SEND_QUEUE);
+        let (wire_tx, wire_rx) =
+            mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(SEND_QUEUE);
         let welcome = CoordinatorMessage::Welcome(Welcome {
             index,
             heartbeat_interval: self.heartbeats.interval,
@@ -238,6 +257,7 @@ impl Coordinator for AttachService {
             hello,
             peer,
             tx,
+            gate,
         };
         if self.events.send(ClusterEvent::Joined(link)).await.is_err() {
             return Err(AttachError::ShuttingDown.into());
@@ -267,10 +287,16 @@ impl Coordinator for AttachService {
                     Ok(Err(s)) => break format!("stream error: {}", s.message()),
                 };
             };
+            // Left before the id is free again: a reconnect's Joined always comes after it.
+            let _ = events
+                .send(ClusterEvent::Left {
+                    worker: id.clone(),
+                    reason,
+                })
+                .await;
             if let Ok(mut a) = attached.lock() {
                 a.remove(&id);
             }
-            let _ = events.send(ClusterEvent::Left { worker: id, reason }).await;
         });
 
         Ok(Response::new(Box::pin(ReceiverStream::new(wire_rx))))

@@ -3,9 +3,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
@@ -14,10 +13,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::CoordinatorError;
+use crate::listener::{AUTH_DEADLINE, Acceptor, Guarded};
 use squall_proto::link::{ALPN_H2, certificates, find_rustls_error, private_key};
-
-/// A handshake slower than this is abandoned (a stalled or hostile peer must not hold a task).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The listener's TLS configuration, validated when the coordinator starts.
 ///
@@ -96,42 +93,35 @@ impl ServerTls {
     }
 }
 
-/// Accepts connections on `listener` and completes their TLS handshakes
-/// concurrently (one slow peer never blocks the next), yielding the streams
-/// that succeed. A failed handshake is logged with the peer and the likely fix.
+/// Accepts connections and completes their TLS handshakes concurrently (one
+/// slow peer never blocks the next), yielding the streams that succeed,
+/// guarded like plain-text ones. A handshake must finish within the
+/// connection's authentication deadline. A failed handshake is logged with
+/// the peer and the likely fix.
 pub fn incoming(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     tls: &ServerTls,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let acceptor = TlsAcceptor::from(tls.config.clone());
+) -> ReceiverStream<Result<Guarded<TlsStream<TcpStream>>, std::io::Error>> {
+    let tls_acceptor = TlsAcceptor::from(tls.config.clone());
     let mutual = tls.mutual;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
+            let (tcp, ticket) = tokio::select! {
+                a = acceptor.accept() => a,
                 () = tx.closed() => return,
             };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("cannot accept a worker connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let tls_acceptor = tls_acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let peer = ticket.peer();
+                match tokio::time::timeout_at(ticket.deadline(), tls_acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(ticket.guard(stream))).await;
                     }
                     Ok(Err(e)) => log_refusal(peer, &e, mutual),
                     Err(_) => tracing::debug!(
-                        "dropped a connection from {peer}: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"
+                        "dropped a connection from {peer}: no TLS handshake within {AUTH_DEADLINE:?}"
                     ),
                 }
             });

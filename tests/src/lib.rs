@@ -1,5 +1,6 @@
 //! Shared helpers for Squall's cross-process tests: find the built binaries, start processes and a counting target, wait with deadlines.
 
+mod fake_worker;
 mod netns;
 mod pki;
 mod port;
@@ -9,6 +10,7 @@ mod run;
 mod target;
 mod wait;
 
+pub use fake_worker::FakeWorker;
 pub use netns::{NetHost, SealedHost};
 pub use pki::{leaf, new_ca};
 pub use port::ReservedPort;

@@ -122,6 +122,42 @@ impl Proc {
         })
     }
 
+    /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.id().expect("the process is running");
+        let stat =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+        // The command name may hold spaces: fields are counted after its closing parenthesis.
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = fields[11..13]
+            .iter()
+            .map(|f| f.parse::<u64>().expect("utime/stime are numbers"))
+            .sum();
+        // USER_HZ is 100 on every Linux platform the tests run on.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Sends the signal `sig` (as `kill` spells it, e.g. `-TERM`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("the process is running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid} failed");
+    }
+
+    /// How many lines of stderr contain `needle`.
+    pub fn stderr_lines(&self, needle: &str) -> usize {
+        self.stderr().lines().filter(|l| l.contains(needle)).count()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

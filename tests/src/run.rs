@@ -27,6 +27,10 @@ pub struct TestRun {
     pub out: PathBuf,
     bind: String,
     token: Option<String>,
+    /// The coordinator's open-file limit (`prlimit --nofile`), when a test sets one.
+    fd_limit: Option<u32>,
+    /// Whether the coordinator prints its live line (all runs are headless otherwise).
+    live: bool,
     /// The address the last coordinator started with [`TestRun::coordinator`] printed.
     listening: Mutex<Option<String>>,
 }
@@ -47,6 +51,8 @@ impl TestRun {
             out,
             bind: "127.0.0.1:0".to_owned(),
             token: None,
+            fd_limit: None,
+            live: false,
             listening: Mutex::new(None),
         }
     }
@@ -60,6 +66,18 @@ impl TestRun {
     /// Gives the coordinator and every worker of this run `--token token`.
     pub fn token(mut self, token: &str) -> TestRun {
         self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Starts the coordinator with at most `n` open files (soft and hard limit).
+    pub fn fd_limit(mut self, n: u32) -> TestRun {
+        self.fd_limit = Some(n);
+        self
+    }
+
+    /// Has the coordinator print its live line every second (no `--headless`).
+    pub fn live_view(mut self) -> TestRun {
+        self.live = true;
         self
     }
 
@@ -77,13 +95,26 @@ impl TestRun {
     pub fn command(&self, args: &[&str]) -> Proc {
         let mut all = vec!["-f", utf8(&self.file)];
         all.extend_from_slice(args);
-        coordinator(&all, self.dir())
+        match self.fd_limit {
+            None => coordinator(&all, self.dir()),
+            Some(n) => {
+                // prlimit sets the limits and then execs the coordinator: same pid.
+                let limit = format!("--nofile={n}:{n}");
+                let program = bin("coordinator");
+                let mut wrapped = vec![limit.as_str(), utf8(&program)];
+                wrapped.extend_from_slice(&all);
+                Proc::spawn("coordinator", Path::new("prlimit"), &wrapped, self.dir())
+            }
+        }
     }
 
     /// The coordinator, headless, against `host`, reporting to this run's out dir;
     /// with in-process workers unless `extra` says otherwise.
     pub fn headless(&self, host: &str, extra: &[&str]) -> Proc {
-        let mut args = vec!["--host", host, "--out", utf8(&self.out), "--headless"];
+        let mut args = vec!["--host", host, "--out", utf8(&self.out)];
+        if !self.live {
+            args.push("--headless");
+        }
         args.extend_from_slice(extra);
         self.command(&args)
     }

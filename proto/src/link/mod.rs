@@ -9,5 +9,13 @@ pub use tls_error::find_rustls_error;
 /// Largest gRPC message either side accepts: a snapshot with hundreds of endpoints fits easily.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How often each end of the link sends an HTTP/2 PING while connected: a
+/// peer whose connection silently died (no FIN, no RST) is found even when no
+/// application message is moving.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an HTTP/2 PING may go unanswered before that end closes the connection.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The one ALPN protocol of the link: gRPC runs over HTTP/2 only.
 pub const ALPN_H2: &[u8] = b"h2";

@@ -10,3 +10,4 @@ mod merge;
 mod network;
 mod partition;
 mod security;
+mod wedged;

@@ -6,7 +6,7 @@ use squall_common::protocol::{
     CoordinatorMessage, Heartbeat, Hello, PROTOCOL_VERSION, TOKEN_METADATA, WorkerMessage,
     WorkerState,
 };
-use squall_proto::link::MAX_MESSAGE_BYTES;
+use squall_proto::link::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
 use squall_proto::pb;
 use squall_proto::{CoordinatorClient, decode_coordinator_message};
 use tokio::sync::{mpsc, watch};
@@ -176,6 +176,9 @@ async fn attach(
                 })?
                 .connect_timeout(Duration::from_secs(3))
                 .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .connect()
                 .await
         }

@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use squall_proto::link::{ALPN_H2, certificates, find_rustls_error, private_key};
+use squall_proto::link::{
+    ALPN_H2, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, certificates, find_rustls_error, private_key,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -160,7 +162,10 @@ impl ClientTls {
         let target = self.target(url)?;
         let inner_url = format!("http://{}", url.trim_start_matches("https://"));
         let endpoint = Endpoint::from_shared(inner_url)
-            .map_err(|e| WorkerError::Usage(format!("cannot dial {url}: {e}")))?;
+            .map_err(|e| WorkerError::Usage(format!("cannot dial {url}: {e}")))?
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let config = self.config.clone();
         let connector = tower::service_fn(move |_: http::Uri| {
             let (config, target) = (config.clone(), target.clone());
