@@ -126,24 +126,40 @@ fn check(text: &str) -> Result<(), TestCaseError> {
             for name in loaded.scenario_names() {
                 let spec = loaded
                     .resolve(name, &Overrides::default(), true)
-                    .map_err(|e| TestCaseError::fail(format!("validated but does not resolve: {e}")))?;
+                    .map_err(|e| {
+                        TestCaseError::fail(format!("validated but does not resolve: {e}"))
+                    })?;
                 let load = &spec.load;
                 let end = load.duration().as_secs_f64();
                 for t in [0.0, end / 2.0, end, end * 2.0 + 1.0] {
                     let _ = (load.users_at(t), load.rate_at(t), load.arrivals_until(t));
                 }
-                let _ = (load.arrival_time(0), load.arrival_time(u64::MAX), load.to_string());
-                let _ = serde_json::to_string(&spec).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let _ = (
+                    load.arrival_time(0),
+                    load.arrival_time(u64::MAX),
+                    load.to_string(),
+                );
+                let _ =
+                    serde_json::to_string(&spec).map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             Ok(())
         }
-        Err(ScenarioError::Syntax { file, line, column, message }) => {
+        Err(ScenarioError::Syntax {
+            file,
+            line,
+            column,
+            message,
+        }) => {
             prop_assert_eq!(file, "f.yaml");
             prop_assert!(line >= 1 && column >= 1, "{}:{}: {}", line, column, message);
             prop_assert!(!message.is_empty());
             Ok(())
         }
-        Err(ScenarioError::Invalid { file, path, message }) => {
+        Err(ScenarioError::Invalid {
+            file,
+            path,
+            message,
+        }) => {
             prop_assert_eq!(file, "f.yaml");
             prop_assert!(!path.is_empty(), "no key path: {}", message);
             prop_assert!(!message.is_empty());

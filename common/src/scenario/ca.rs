@@ -116,7 +116,8 @@ mod tests {
     use super::*;
 
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydA==\nAAAA\n-----END CERTIFICATE-----\n";
-    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nU0VDUkVUS0VZTUFURVJJQUw=\n-----END PRIVATE KEY-----\n";
+    const KEY: &str =
+        "-----BEGIN PRIVATE KEY-----\nU0VDUkVUS0VZTUFURVJJQUw=\n-----END PRIVATE KEY-----\n";
 
     #[test]
     fn keeps_certificates_and_drops_keys() {
@@ -132,8 +133,11 @@ mod tests {
         assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
         let e = certificates("ca.pem", &format!("{BEGIN_CERT}\nAAAA\n{KEY}")).expect_err("open");
         assert!(e.to_string().contains("line 3"), "{e}");
-        let e = certificates("ca.pem", &format!("{BEGIN_CERT}\nnot base64!\n{END_CERT}\n"))
-            .expect_err("junk");
+        let e = certificates(
+            "ca.pem",
+            &format!("{BEGIN_CERT}\nnot base64!\n{END_CERT}\n"),
+        )
+        .expect_err("junk");
         assert!(e.to_string().contains("not base64"), "{e}");
         let e = certificates("ca.pem", BEGIN_CERT).expect_err("cut short");
         assert!(e.to_string().contains("end of the file"), "{e}");

@@ -16,6 +16,6 @@ pub use error::ScenarioError;
 pub use file::ScenarioFile;
 pub use resolve::{Loaded, Overrides, validate_host};
 pub use spec::{
-    Body, LimitError, LoadModel, MAX_USERS, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec, UserClass, UserStage,
-    Wait,
+    Body, LimitError, LoadModel, MAX_USERS, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec,
+    UserClass, UserStage, Wait,
 };

@@ -639,12 +639,18 @@ user_classes:
             .expect("resolves");
         let wire = serde_json::to_string(&spec).expect("serialises");
         assert_eq!(spec.tls.ca_pem.as_deref(), Some(cert));
-        assert!(!wire.contains("PRIVATE KEY") && !wire.contains("U0VDUkVU"), "{wire}");
+        assert!(
+            !wire.contains("PRIVATE KEY") && !wire.contains("U0VDUkVU"),
+            "{wire}"
+        );
         // A key alone is refused, naming the key path and what was expected.
         std::fs::write(dir.path().join("ca.pem"), key).expect("write key");
         let err = Loaded::from_path(&scenario).expect_err("no certificate");
         let msg = err.to_string();
-        assert!(msg.contains("tls.ca") && msg.contains("holds no PEM certificate"), "{msg}");
+        assert!(
+            msg.contains("tls.ca") && msg.contains("holds no PEM certificate"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -85,7 +85,13 @@ fn check_start(start: &Start) -> Result<(), PlaceError> {
             expected: per_class.len(),
         });
     }
-    for (class, (&got, &max)) in start.share.users_per_class.iter().zip(&per_class).enumerate() {
+    for (class, (&got, &max)) in start
+        .share
+        .users_per_class
+        .iter()
+        .zip(&per_class)
+        .enumerate()
+    {
         if got > max {
             return Err(PlaceError::ShareUsers { class, got, max });
         }
@@ -259,7 +265,10 @@ mod tests {
     #[test]
     fn a_start_with_an_impossible_place_is_refused() {
         let e = refused(|s| s.worker_index = 2);
-        assert!(e.contains("worker_index 2 is not below worker_count 2"), "{e}");
+        assert!(
+            e.contains("worker_index 2 is not below worker_count 2"),
+            "{e}"
+        );
         let e = refused(|s| s.worker_index = u32::MAX);
         assert!(e.contains("not below"), "{e}");
         let e = refused(|s| s.worker_count = 0);
@@ -308,7 +317,11 @@ mod tests {
             );
         });
         assert!(e.contains("stages") && e.contains("30-day limit"), "{e}");
-        let e = refused(|s| s.scenario_json = s.scenario_json.replace("\"users\":10", "\"users\":18446744073709551615"));
+        let e = refused(|s| {
+            s.scenario_json = s
+                .scenario_json
+                .replace("\"users\":10", "\"users\":18446744073709551615")
+        });
         assert!(e.contains("above the limit"), "{e}");
     }
 
@@ -334,7 +347,10 @@ mod tests {
         ] {
             let err = adjust(index, count, users).expect_err("refused");
             assert_eq!(err.run_id(), Some("r1"), "{err}");
-            assert!(err.to_string().starts_with("refused Adjust for run `r1`"), "{err}");
+            assert!(
+                err.to_string().starts_with("refused Adjust for run `r1`"),
+                "{err}"
+            );
         }
     }
 }

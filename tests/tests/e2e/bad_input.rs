@@ -198,7 +198,10 @@ async fn durations_past_the_cap_are_located_by_validate() {
     // in `Instant + Duration`; two 20-day stages sum past the 30-day cap.
     let stages = "scenarios:\n  s:\n    stages:\n      - { duration: 20d, users: 2 }\n      - { duration: 20d, users: 0 }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n";
     for (yaml, located) in [
-        (GOOD.replace("duration: 1s", "duration: 1e20"), "bad.yaml:2:"),
+        (
+            GOOD.replace("duration: 1s", "duration: 1e20"),
+            "bad.yaml:2:",
+        ),
         (
             GOOD.replace("duration: 1s", "duration: 10000000000000000000"),
             "bad.yaml:2:",

@@ -264,7 +264,11 @@ mod tests {
         });
         match o.accept(&stopped).and_then(|w| w.kind) {
             Some(pb::worker_message::Kind::Status(st)) => {
-                assert!(st.reason.contains("dropped unacknowledged"), "{}", st.reason);
+                assert!(
+                    st.reason.contains("dropped unacknowledged"),
+                    "{}",
+                    st.reason
+                );
             }
             other => panic!("a status: {other:?}"),
         }

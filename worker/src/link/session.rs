@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use squall_common::protocol::{
-    CoordinatorMessage, Heartbeat, Hello, PROTOCOL_VERSION, Status, TOKEN_METADATA,
-    WorkerMessage, WorkerState,
+    CoordinatorMessage, Heartbeat, Hello, PROTOCOL_VERSION, Status, TOKEN_METADATA, WorkerMessage,
+    WorkerState,
 };
 use squall_proto::link::MAX_MESSAGE_BYTES;
 use squall_proto::pb;
