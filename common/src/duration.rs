@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The longest duration Squall accepts anywhere (30 days): far beyond any load
+/// test, and small enough that adding it to a clock reading, to another
+/// capped duration or to a sum of a few million stages can never overflow.
+pub const MAX: Duration = Duration::from_secs(30 * 86_400);
+
 /// Why a duration string was refused; the message is shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration `{input}`: {reason} (expected e.g. 500ms, 10s, 1m30s, 2h)")]
@@ -22,12 +27,12 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
     }
     if let Ok(secs) = s.parse::<f64>() {
         return if secs.is_finite() && secs >= 0.0 {
-            Ok(Duration::from_secs_f64(secs))
+            capped(secs).ok_or_else(|| err(TOO_LONG))
         } else {
             Err(err("must be a non-negative number"))
         };
     }
-    let mut total = Duration::ZERO;
+    let mut total = 0.0_f64;
     let mut rest = s;
     while !rest.is_empty() {
         let num_len = rest
@@ -54,9 +59,22 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             "d" => 86_400.0,
             _ => return Err(err("unknown unit (use us, ms, s, m, h or d)")),
         };
-        total += Duration::from_secs_f64(value * scale);
+        total += value * scale;
+        // Checked per part, so a long list of parts cannot grow past the cap either.
+        if !(total.is_finite() && total <= MAX.as_secs_f64()) {
+            return Err(err(TOO_LONG));
+        }
     }
-    Ok(total)
+    capped(total).ok_or_else(|| err(TOO_LONG))
+}
+
+const TOO_LONG: &str = "longer than the 30-day limit (30d)";
+
+/// `secs` as a duration, if it is a number of seconds within [`MAX`];
+/// checked before converting, because `Duration::from_secs_f64` panics past `u64::MAX` seconds.
+fn capped(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && (0.0..=MAX.as_secs_f64()).contains(&secs))
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// Formats a duration the way a user would write it (`1m30s`, `250ms`).
@@ -143,6 +161,25 @@ mod tests {
         assert!(parse("10x").is_err());
         assert!(parse("s").is_err());
         assert!(parse("-1").is_err());
+    }
+
+    #[test]
+    fn refuses_durations_past_the_cap_without_panicking() {
+        for s in [
+            "1e20",
+            "10000000000000000000",
+            "18000000000000000000s",
+            "200000000h",
+            "31d",
+            "30d1s",
+            "1e308",
+            "999999999999999999999999999999999999999d",
+        ] {
+            let e = parse(s).expect_err(s);
+            assert!(e.to_string().contains("30-day limit"), "{s}: {e}");
+        }
+        assert_eq!(parse("30d"), Ok(MAX));
+        assert_eq!(parse("720h"), Ok(MAX));
     }
 
     #[test]

@@ -8,7 +8,9 @@ pub mod pb {
 mod convert;
 pub mod link;
 
-pub use convert::{ConvertError, decode_coordinator_message, decode_worker_message};
+pub use convert::{
+    ConvertError, MAX_WORKERS, PlaceError, decode_coordinator_message, decode_worker_message,
+};
 pub use pb::coordinator_client::CoordinatorClient;
 pub use pb::coordinator_server::{Coordinator, CoordinatorServer};
 pub use pb::{CoordinatorMessage as WireCoordinatorMessage, WorkerMessage as WireWorkerMessage};

@@ -5,15 +5,17 @@
 //! way: [`file`] (what the user wrote) → [`resolve`] (overrides, defaults,
 //! checks) → [`spec`] (what the coordinator plans with and workers run).
 
+mod ca;
 mod error;
 pub mod file;
 mod resolve;
 pub mod spec;
 
+pub use ca::MAX_CA_BYTES;
 pub use error::ScenarioError;
 pub use file::ScenarioFile;
 pub use resolve::{Loaded, Overrides, validate_host};
 pub use spec::{
-    Body, LoadModel, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec, UserClass, UserStage,
-    Wait,
+    Body, LimitError, LoadModel, MAX_USERS, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec,
+    UserClass, UserStage, Wait,
 };

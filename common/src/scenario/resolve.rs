@@ -132,6 +132,8 @@ impl Loaded {
         };
 
         let load = self.resolve_load(&at, sc, overrides)?;
+        load.check_limits()
+            .map_err(|e| self.invalid(format!("{at}.{}", e.field), e.message))?;
 
         let wanted: Option<&Vec<String>> = sc.user_classes.as_ref();
         if let Some(wanted) = wanted {
@@ -210,18 +212,8 @@ impl Loaded {
                     .parent()
                     .unwrap_or(Path::new(""))
                     .join(ca);
-                let pem = std::fs::read_to_string(&path).map_err(|e| {
-                    self.invalid("tls.ca", format!("cannot read `{}`: {e}", path.display()))
-                })?;
-                if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                    return Err(self.invalid(
-                        "tls.ca",
-                        format!(
-                            "`{}` holds no PEM certificate (expected `-----BEGIN CERTIFICATE-----`)",
-                            path.display()
-                        ),
-                    ));
-                }
+                let pem = super::ca::read_certificates(&path)
+                    .map_err(|e| self.invalid("tls.ca", e.to_string()))?;
                 Some(pem)
             }
         };
@@ -606,6 +598,59 @@ user_classes:
         let msg = err.to_string();
         assert!(msg.starts_with("f.yaml:3:"), "{msg}");
         assert!(msg.contains("invalid duration"), "{msg}");
+    }
+
+    #[test]
+    fn durations_past_the_cap_are_located_not_panics() {
+        for value in ["1e20", "10000000000000000000", "31d"] {
+            let text = format!(
+                "host: http://x\nscenarios:\n  s: {{ users: 1, duration: {value} }}\nuser_classes:\n  u: {{ tasks: [ {{ get: / }} ] }}\n"
+            );
+            let err = Loaded::from_str("f.yaml", &text).expect_err(value);
+            let msg = err.to_string();
+            assert!(msg.starts_with("f.yaml:3:"), "{msg}");
+            assert!(msg.contains("30-day limit"), "{msg}");
+        }
+        // Each stage within the cap, the sum beyond it: refused by key path.
+        let text = "host: http://x\nscenarios:\n  s:\n    stages:\n      - { duration: 20d, users: 5 }\n      - { duration: 20d, users: 0 }\nuser_classes:\n  u: { tasks: [ { get: / } ] }\n";
+        let err = Loaded::from_str("f.yaml", text).expect_err("40 days");
+        let msg = err.to_string();
+        assert!(msg.starts_with("f.yaml: scenarios.s.stages: "), "{msg}");
+        assert!(msg.contains("40d") || msg.contains("960h"), "{msg}");
+        let text = "host: http://x\nscenarios:\n  s: { users: 20000000, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: / } ] }\n";
+        let err = Loaded::from_str("f.yaml", text).expect_err("too many users");
+        assert!(
+            err.to_string().starts_with("f.yaml: scenarios.s.users: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_ca_sends_certificates_and_never_the_key_beside_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2VydA==\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN EC PRIVATE KEY-----\nU0VDUkVUS0VZTUFURVJJQUw=\n-----END EC PRIVATE KEY-----\n";
+        std::fs::write(dir.path().join("ca.pem"), format!("{cert}{key}")).expect("write ca");
+        let scenario = dir.path().join("s.yaml");
+        let yaml = "host: https://x\ntls: { ca: ca.pem }\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: / } ] }\n";
+        std::fs::write(&scenario, yaml).expect("write scenario");
+        let spec = Loaded::from_path(&scenario)
+            .and_then(|l| l.resolve("s", &Overrides::default(), false))
+            .expect("resolves");
+        let wire = serde_json::to_string(&spec).expect("serialises");
+        assert_eq!(spec.tls.ca_pem.as_deref(), Some(cert));
+        assert!(
+            !wire.contains("PRIVATE KEY") && !wire.contains("U0VDUkVU"),
+            "{wire}"
+        );
+        // A key alone is refused, naming the key path and what was expected.
+        std::fs::write(dir.path().join("ca.pem"), key).expect("write key");
+        let err = Loaded::from_path(&scenario).expect_err("no certificate");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("tls.ca") && msg.contains("holds no PEM certificate"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -75,14 +75,78 @@ pub enum LoadModel {
     },
 }
 
+/// The most users a plan may run at once, or hold in an open model's pool.
+/// Workers allocate per planned user (the roster), so a number this size is
+/// what keeps a typo or a hostile `Start` from exhausting their memory; it is
+/// ten times the largest test the design aims at.
+pub const MAX_USERS: u64 = 10_000_000;
+
+/// A load model value beyond Squall's limits: `field` is the scenario key
+/// (`duration`, `stages`, `users`, `max_users`), `message` what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct LimitError {
+    pub field: &'static str,
+    pub message: String,
+}
+
 impl LoadModel {
-    /// Planned length of the run (without the graceful stop).
+    /// Planned length of the run (without the graceful stop). Stage sums
+    /// saturate: a model that passed [`LoadModel::check_limits`] never gets near.
     pub fn duration(&self) -> Duration {
         match self {
             LoadModel::Closed { duration, .. } | LoadModel::Open { duration, .. } => *duration,
-            LoadModel::Stages { stages } => stages.iter().map(|s| s.duration).sum(),
-            LoadModel::RampingRate { stages, .. } => stages.iter().map(|s| s.duration).sum(),
+            LoadModel::Stages { stages } => stages
+                .iter()
+                .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.duration)),
+            LoadModel::RampingRate { stages, .. } => stages
+                .iter()
+                .fold(Duration::ZERO, |sum, s| sum.saturating_add(s.duration)),
         }
+    }
+
+    /// Checks what every clock and allocation downstream relies on: the plan
+    /// lasts at most [`duration::MAX`] in total and runs at most [`MAX_USERS`].
+    /// Resolution calls it for the file; the worker again for a `Start`.
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        let field = match self {
+            LoadModel::Closed { .. } | LoadModel::Open { .. } => "duration",
+            LoadModel::Stages { .. } | LoadModel::RampingRate { .. } => "stages",
+        };
+        let total = self.duration();
+        if total > duration::MAX {
+            return Err(LimitError {
+                field,
+                message: format!(
+                    "the plan lasts {} in total, longer than the 30-day limit (30d)",
+                    duration::format(total)
+                ),
+            });
+        }
+        let (field, users) = match self {
+            LoadModel::Closed { users, .. } => ("users", *users),
+            LoadModel::Stages { .. } => ("stages", self.peak_users()),
+            LoadModel::Open { max_users, .. } | LoadModel::RampingRate { max_users, .. } => {
+                ("max_users", *max_users)
+            }
+        };
+        if users > MAX_USERS {
+            return Err(LimitError {
+                field,
+                message: format!(
+                    "{users} users is above the limit of {MAX_USERS} (split the test over several runs)"
+                ),
+            });
+        }
+        if let LoadModel::Closed { spawn_rate, .. } = self
+            && !(spawn_rate.is_finite() && *spawn_rate > 0.0)
+        {
+            return Err(LimitError {
+                field: "spawn_rate",
+                message: format!("{spawn_rate} is not a number above 0"),
+            });
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &'static str {
@@ -256,6 +320,37 @@ mod tests {
         );
         let err = serde_json::from_str::<Vec<Threshold>>(r#"["p75 < 1s"]"#).expect_err("refused");
         assert!(err.to_string().contains("unknown metric"), "{err}");
+    }
+
+    #[test]
+    fn stage_sums_saturate_and_are_checked() {
+        let long = UserStage {
+            duration: duration::MAX,
+            users: 1,
+        };
+        let many = LoadModel::Stages {
+            stages: vec![long; 4],
+        };
+        assert_eq!(many.duration(), duration::MAX * 4);
+        let err = many.check_limits().expect_err("120 days");
+        assert_eq!(err.field, "stages");
+        assert!(err.to_string().contains("30-day limit"), "{err}");
+        // Beyond what a Duration holds: saturates instead of panicking.
+        let huge = UserStage {
+            duration: Duration::MAX,
+            users: 1,
+        };
+        let overflow = LoadModel::Stages {
+            stages: vec![huge; 2],
+        };
+        assert_eq!(overflow.duration(), Duration::MAX);
+        assert!(overflow.check_limits().is_err());
+        let crowd = LoadModel::Open {
+            rate: Rate { per_second: 1.0 },
+            max_users: MAX_USERS + 1,
+            duration: Duration::from_secs(1),
+        };
+        assert_eq!(crowd.check_limits().map_err(|e| e.field), Err("max_users"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod snapshot;
 mod state;
 mod worker_message;
 
-pub use coordinator_message::decode_coordinator_message;
+pub use coordinator_message::{MAX_WORKERS, PlaceError, decode_coordinator_message};
 pub use worker_message::decode_worker_message;
 
 /// A message from the peer that does not make sense; the peer is buggy or incompatible.
@@ -20,4 +20,20 @@ pub enum ConvertError {
     Scenario(#[from] serde_json::Error),
     #[error("invalid status code {0}")]
     Status(u32),
+    #[error("refused Start for run `{run_id}`: {problem}")]
+    Start { run_id: String, problem: PlaceError },
+    #[error("refused Adjust for run `{run_id}`: {problem}")]
+    Adjust { run_id: String, problem: PlaceError },
+}
+
+impl ConvertError {
+    /// The run a refused `Start` or `Adjust` was for: the worker reports that run FAILED.
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            ConvertError::Start { run_id, .. } | ConvertError::Adjust { run_id, .. } => {
+                Some(run_id)
+            }
+            _ => None,
+        }
+    }
 }

@@ -191,3 +191,30 @@ async fn validate_and_list() {
         b.output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_past_the_cap_are_located_by_validate() {
+    // 1e20 s once panicked in validation; 1e19 s passed it and panicked later
+    // in `Instant + Duration`; two 20-day stages sum past the 30-day cap.
+    let stages = "scenarios:\n  s:\n    stages:\n      - { duration: 20d, users: 2 }\n      - { duration: 20d, users: 0 }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n";
+    for (yaml, located) in [
+        (
+            GOOD.replace("duration: 1s", "duration: 1e20"),
+            "bad.yaml:2:",
+        ),
+        (
+            GOOD.replace("duration: 1s", "duration: 10000000000000000000"),
+            "bad.yaml:2:",
+        ),
+        (stages.to_owned(), "bad.yaml: scenarios.s.stages:"),
+    ] {
+        let run = TestRun::named("bad.yaml", &yaml);
+        let f = run.file.to_str().expect("utf8");
+        let mut v = coordinator(&["validate", f], run.dir());
+        let code = v.exit_code(Duration::from_secs(10)).await;
+        assert_eq!(code, 2, "{yaml}\n{}", v.output());
+        assert!(v.stderr().contains(located), "{yaml}\n{}", v.output());
+        assert!(v.stderr().contains("30-day limit"), "{}", v.output());
+        assert!(!v.stderr().contains("panicked"), "{}", v.output());
+    }
+}

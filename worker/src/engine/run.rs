@@ -109,16 +109,20 @@ async fn run_task(
             return;
         }
     };
-    let mut tick = tokio::time::interval_at(
-        run.t0 + Duration::from_secs(run.seq + 1),
-        Duration::from_secs(1),
-    );
+    // Checked: `Start` was validated at the wire edge (offset and plan within
+    // 30 days), but clock arithmetic on values from the network never panics.
+    let far = || Instant::now() + squall_common::duration::MAX;
+    let first_tick = run
+        .t0
+        .checked_add(Duration::from_secs(run.seq.saturating_add(1)))
+        .unwrap_or_else(far);
+    let mut tick = tokio::time::interval_at(first_tick, Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Closed models: every 20 ms, move this worker's users per class to its
     // exact part of the global plan (the same split every worker computes).
     let mut control = tokio::time::interval(Duration::from_millis(20));
     control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let planned_end = run.t0 + run.load.duration();
+    let planned_end = run.t0.checked_add(run.load.duration()).unwrap_or_else(far);
     let graceful = loop {
         tokio::select! {
             _ = control.tick(), if run.follows_users() => run.on_control().await,

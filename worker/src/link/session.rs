@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use squall_common::protocol::{
-    CoordinatorMessage, Heartbeat, Hello, PROTOCOL_VERSION, TOKEN_METADATA, WorkerMessage,
+    CoordinatorMessage, Heartbeat, Hello, PROTOCOL_VERSION, Status, TOKEN_METADATA, WorkerMessage,
     WorkerState,
 };
 use squall_proto::link::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTES};
@@ -245,10 +245,27 @@ impl Session<'_> {
     async fn on_wire_message(&mut self, m: pb::CoordinatorMessage) -> Option<SessionEnd> {
         match decode_coordinator_message(m) {
             Ok(m) => self.on_message(m).await,
-            Err(e) => {
-                tracing::warn!("ignoring a malformed message: {e}");
-                None
-            }
+            Err(e) => match e.run_id() {
+                // A refused Start or Adjust: that run fails here, the link stays.
+                Some(run_id) => {
+                    tracing::error!("{e}");
+                    if let Some(run) = self.current.take_if(|r| r.run_id() == run_id) {
+                        run.stop(Duration::ZERO).await;
+                    }
+                    let failed = WorkerMessage::Status(Status {
+                        run_id: run_id.to_owned(),
+                        state: WorkerState::Failed,
+                        reason: e.to_string(),
+                        snapshots_sent: 0,
+                    });
+                    let _ = self.run_output.send(failed).await;
+                    None
+                }
+                None => {
+                    tracing::warn!("ignoring a malformed message: {e}");
+                    None
+                }
+            },
         }
     }
 
