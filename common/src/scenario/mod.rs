@@ -8,6 +8,7 @@
 mod error;
 pub mod file;
 mod resolve;
+pub mod size;
 pub mod spec;
 
 pub use error::ScenarioError;

@@ -17,6 +17,9 @@ pub enum ParseError {
     Malformed,
     /// The stream ended before the response did.
     Incomplete,
+    /// The body being kept (for `capture:`) would exceed its limit; reading
+    /// stops there, so a target cannot make the worker buffer without end.
+    BodyTooLarge,
 }
 
 /// What one `feed` call found.
@@ -61,6 +64,8 @@ enum State {
 pub struct ResponseReader {
     state: State,
     head_only: bool,
+    /// The most decoded body bytes kept when a body buffer is given.
+    body_limit: u64,
     pub status: u16,
     /// False when the server asked to close, or the body runs to EOF.
     pub keep_alive: bool,
@@ -69,11 +74,14 @@ pub struct ResponseReader {
 }
 
 impl ResponseReader {
-    /// `head_only` for HEAD requests, whose responses never carry a body.
-    pub fn new(head_only: bool) -> Self {
+    /// `head_only` for HEAD requests, whose responses never carry a body;
+    /// `body_limit` bounds the body kept when `feed` is given a buffer (a
+    /// body that is only counted is never bounded: it costs no memory).
+    pub fn new(head_only: bool, body_limit: u64) -> Self {
         ResponseReader {
             state: State::Head,
             head_only,
+            body_limit,
             status: 0,
             keep_alive: true,
             body_bytes: 0,
@@ -146,6 +154,13 @@ impl ResponseReader {
                 None => return Err(ParseError::Malformed),
             }
         }
+        // A declared length beyond the limit fails before any of it is read.
+        if body.is_some()
+            && let State::Length(len) = self.state
+            && len > self.body_limit
+        {
+            return Err(ParseError::BodyTooLarge);
+        }
         self.body(rest, body)
     }
 
@@ -172,24 +187,18 @@ impl ResponseReader {
         }
         let http10 = res.version == Some(0);
         let mut length: Option<u64> = None;
-        let mut chunked = false;
+        let mut coding = Codings::default();
         let mut close = http10;
         for h in res.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                let v = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or(ParseError::Malformed)?;
+                let v = content_length(h.value)?;
+                // Repeated fields must agree (RFC 9110 8.6).
                 if length.is_some_and(|l| l != v) {
                     return Err(ParseError::Malformed);
                 }
                 length = Some(v);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                coding.add(h.value)?;
             } else if h.name.eq_ignore_ascii_case("connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -201,6 +210,24 @@ impl ResponseReader {
                 }
             }
         }
+        if coding.any {
+            // HTTP/1.0 has no Transfer-Encoding: framing that uses it is
+            // faulty (RFC 9112 6.1).
+            if http10 {
+                return Err(ParseError::Malformed);
+            }
+            // Transfer-Encoding overrides Content-Length, but a message with
+            // both may be a smuggling attempt: never reuse its connection
+            // (RFC 9112 6.1, 6.3).
+            if length.is_some() {
+                close = true;
+            }
+            length = None;
+        }
+        let chunked = coding.any && coding.last_chunked;
+        // A final coding other than chunked: the body runs to the close
+        // (RFC 9112 6.3, rule 4, for responses).
+        let until_close = coding.any && !coding.last_chunked;
         self.keep_alive = !close;
         self.state = if self.head_only || status == 204 || status == 304 {
             State::Done
@@ -210,6 +237,9 @@ impl ResponseReader {
                 digits: false,
                 ext: false,
             })
+        } else if until_close {
+            self.keep_alive = false;
+            State::UntilEof
         } else if let Some(len) = length {
             if len == 0 {
                 State::Done
@@ -228,10 +258,12 @@ impl ResponseReader {
         mut input: &[u8],
         mut body: Option<&mut Vec<u8>>,
     ) -> Result<Progress, ParseError> {
+        let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
         let mut take = |bytes: &[u8], total: &mut u64| {
-            *total += bytes.len() as u64;
-            if let Some(b) = body.as_deref_mut() {
-                b.extend_from_slice(bytes);
+            *total = total.saturating_add(bytes.len() as u64);
+            match body.as_deref_mut() {
+                Some(b) => keep(b, bytes, limit),
+                None => Ok(()),
             }
         };
         loop {
@@ -239,12 +271,12 @@ impl ResponseReader {
                 State::Head => unreachable!("body() runs after the head"),
                 State::Done => return Ok(self.done(input.len())),
                 State::UntilEof => {
-                    take(input, &mut self.body_bytes);
+                    take(input, &mut self.body_bytes)?;
                     return Ok(Progress::NeedMore);
                 }
                 State::Length(left) => {
                     let n = left.min(input.len() as u64) as usize;
-                    take(&input[..n], &mut self.body_bytes);
+                    take(&input[..n], &mut self.body_bytes)?;
                     input = &input[n..];
                     if left == n as u64 {
                         self.state = State::Done;
@@ -255,7 +287,7 @@ impl ResponseReader {
                 }
                 State::Chunked(Chunk::Data(left)) => {
                     let n = left.min(input.len() as u64) as usize;
-                    take(&input[..n], &mut self.body_bytes);
+                    take(&input[..n], &mut self.body_bytes)?;
                     input = &input[n..];
                     if left == n as u64 {
                         self.state = State::Chunked(Chunk::DataEnd { cr: false });
@@ -282,6 +314,86 @@ impl ResponseReader {
             self.keep_alive = false;
         }
         Progress::Done { extra }
+    }
+}
+
+/// Appends `bytes` to the kept body, never letting it (or its allocation)
+/// grow past `limit`: the buffer doubles as usual, clamped to the limit.
+fn keep(body: &mut Vec<u8>, bytes: &[u8], limit: usize) -> Result<(), ParseError> {
+    let needed = body
+        .len()
+        .checked_add(bytes.len())
+        .filter(|&n| n <= limit)
+        .ok_or(ParseError::BodyTooLarge)?;
+    if needed > body.capacity() {
+        let target = needed.max(body.capacity().saturating_mul(2)).min(limit);
+        body.reserve_exact(target - body.len());
+    }
+    body.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// A Content-Length value: 1*DIGIT (RFC 9112 6.2), or a list of identical
+/// ones (RFC 9110 8.6); signs, spaces inside and overflow are refused.
+fn content_length(value: &[u8]) -> Result<u64, ParseError> {
+    let mut found: Option<u64> = None;
+    for item in value.split(|&b| b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() {
+            return Err(ParseError::Malformed);
+        }
+        let mut n: u64 = 0;
+        for &b in item {
+            if !b.is_ascii_digit() {
+                return Err(ParseError::Malformed);
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                .ok_or(ParseError::Malformed)?;
+        }
+        if found.is_some_and(|f| f != n) {
+            return Err(ParseError::Malformed);
+        }
+        found = Some(n);
+    }
+    found.ok_or(ParseError::Malformed)
+}
+
+/// The transfer codings of every Transfer-Encoding field, read as the one
+/// list they make together (RFC 9110 5.3): only the final coding decides
+/// the framing, whichever field line it is on.
+#[derive(Debug, Default)]
+struct Codings {
+    any: bool,
+    last_chunked: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) -> Result<(), ParseError> {
+        let mut codings = value
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+            .peekable();
+        // A field with no coding at all says nothing a framing can follow.
+        if codings.peek().is_none() {
+            return Err(ParseError::Malformed);
+        }
+        for c in codings {
+            // chunked is applied once and last (RFC 9112 6.1): one seen
+            // before another coding means nobody can frame this body.
+            if self.last_chunked {
+                return Err(ParseError::Malformed);
+            }
+            let name = c.split(|&b| b == b';').next().unwrap_or(c).trim_ascii();
+            if name.is_empty() {
+                return Err(ParseError::Malformed);
+            }
+            self.any = true;
+            self.last_chunked = name.eq_ignore_ascii_case(b"chunked");
+        }
+        Ok(())
     }
 }
 
@@ -342,7 +454,16 @@ mod tests {
         step: usize,
         head_only: bool,
     ) -> Result<(ResponseReader, Vec<u8>, usize), ParseError> {
-        let mut r = ResponseReader::new(head_only);
+        read_limited(wire, step, head_only, u64::MAX)
+    }
+
+    fn read_limited(
+        wire: &[u8],
+        step: usize,
+        head_only: bool,
+        limit: u64,
+    ) -> Result<(ResponseReader, Vec<u8>, usize), ParseError> {
+        let mut r = ResponseReader::new(head_only, limit);
         let mut pending = Vec::new();
         let mut body = Vec::new();
         for piece in wire.chunks(step) {
@@ -484,5 +605,136 @@ mod tests {
         }
         // Too many headers fails first when fed whole; byte by byte the size limit does.
         assert_eq!(read(&wire, 1000, false).err(), Some(ParseError::Malformed));
+    }
+
+    #[test]
+    fn content_length_must_be_digits() {
+        for value in [
+            "+5", "-5", "5x", "0x5", "5 5", "", " ", "5,", ",5", "5, 6", "5.0",
+            "99999999999999999999",
+        ] {
+            let wire = format!("HTTP/1.1 200 OK\r\nContent-Length: {value}\r\n\r\nhello");
+            assert_eq!(
+                read(wire.as_bytes(), 1000, false).err(),
+                Some(ParseError::Malformed),
+                "Content-Length: {value:?}"
+            );
+        }
+        // A list of identical values, or the same value repeated, is one length.
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        ] {
+            let (r, body, _) = every_split(wire, false);
+            assert_eq!((r.keep_alive, body.as_slice()), (true, &b"hello"[..]));
+        }
+    }
+
+    #[test]
+    fn transfer_encoding_overrides_content_length_and_ends_keep_alive() {
+        let (r, body, _) = every_split(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            false,
+        );
+        assert_eq!((r.keep_alive, body.as_slice()), (false, &b"hello"[..]));
+    }
+
+    #[test]
+    fn final_coding_other_than_chunked_reads_to_close() {
+        // The field lines make one list whose final coding decides, and
+        // Content-Length does not apply.
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\n2\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n2\r\nok",
+        ] {
+            let (r, body, _) = every_split(wire, false);
+            assert_eq!((r.keep_alive, body.as_slice()), (false, &b"2\r\nok"[..]));
+        }
+        // gzip then chunked: chunked is final, so the body is chunk-framed.
+        let (r, body, _) = every_split(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            false,
+        );
+        assert_eq!((r.keep_alive, body.as_slice()), (true, &b"ok"[..]));
+    }
+
+    #[test]
+    fn unframeable_transfer_encodings_are_errors() {
+        for te in [
+            "Transfer-Encoding: chunked, gzip",
+            "Transfer-Encoding: chunked, chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            // Not "the last line wins": chunked was applied before identity.
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\nContent-Length: 5",
+            "Transfer-Encoding: ",
+            "Transfer-Encoding: ,",
+            "Transfer-Encoding: ;x=1",
+        ] {
+            let wire = format!("HTTP/1.1 200 OK\r\n{te}\r\n\r\n0\r\n\r\n");
+            assert_eq!(
+                read(wire.as_bytes(), 1000, false).err(),
+                Some(ParseError::Malformed),
+                "{te:?}"
+            );
+        }
+        // HTTP/1.0 has no Transfer-Encoding: its framing is faulty.
+        assert_eq!(
+            read(
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+                1000,
+                false
+            )
+            .err(),
+            Some(ParseError::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_kept_body_stops_at_its_limit() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
+        let length = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhelloworld";
+        let eof = b"HTTP/1.1 200 OK\r\n\r\nhelloworld";
+        for wire in [&chunked[..], length, eof] {
+            for step in 1..wire.len() {
+                let (_, body, _) = read_limited(wire, step, false, 10).expect("fits exactly");
+                assert_eq!(body, b"helloworld");
+                assert_eq!(
+                    read_limited(wire, step, false, 9).err(),
+                    Some(ParseError::BodyTooLarge),
+                    "{wire:?} in steps of {step}"
+                );
+            }
+        }
+        // A declared length over the limit fails before any body arrives.
+        let mut r = ResponseReader::new(false, 9);
+        let mut body = Vec::new();
+        assert_eq!(
+            r.feed(&length[..length.len() - 10], &mut Vec::new(), Some(&mut body)),
+            Err(ParseError::BodyTooLarge)
+        );
+        // A body that is only counted has no limit: it is never kept.
+        let mut r = ResponseReader::new(false, 1);
+        assert_eq!(
+            r.feed(length, &mut Vec::new(), None),
+            Ok(Progress::Done { extra: 0 })
+        );
+        assert_eq!(r.body_bytes, 10);
+    }
+
+    #[test]
+    fn a_kept_body_never_allocates_past_its_limit() {
+        let limit = 100_000;
+        let mut body = Vec::new();
+        let piece = [b'x'; 4096];
+        let mut err = None;
+        for _ in 0..100 {
+            if let Err(e) = keep(&mut body, &piece, limit) {
+                err = Some(e);
+                break;
+            }
+            assert!(body.capacity() <= limit, "capacity {}", body.capacity());
+        }
+        assert_eq!(err, Some(ParseError::BodyTooLarge));
+        assert!(body.len() <= limit && body.capacity() <= limit);
     }
 }
