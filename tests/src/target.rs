@@ -80,7 +80,11 @@ async fn huge(Path(bytes): Path<u64>) -> Response {
         let next = left - block.len() as u64;
         Some((Ok::<_, std::convert::Infallible>(block), next))
     });
-    ([("content-type", "application/json")], Body::from_stream(blocks)).into_response()
+    (
+        [("content-type", "application/json")],
+        Body::from_stream(blocks),
+    )
+        .into_response()
 }
 
 impl CountingTarget {

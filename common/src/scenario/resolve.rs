@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::ScenarioError;
-use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::file::{RequestDef, ScenarioDef, ScenarioFile, StageDef, StatusSet, UserClassDef};
+use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
     Body, LoadModel, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec, UserClass, UserStage,
     Wait,
@@ -641,18 +641,33 @@ user_classes:
 
     #[test]
     fn max_capture_body_defaults_and_is_located_when_bad() {
-        let text = |v: &str| format!("host: http://x\ndefaults: {{ {v} }}\nscenarios:\n  s: {{ users: 1, duration: 1s }}\nuser_classes:\n  u: {{ tasks: [ {{ get: / }} ] }}\n");
+        let text = |v: &str| {
+            format!(
+                "host: http://x\ndefaults: {{ {v} }}\nscenarios:\n  s: {{ users: 1, duration: 1s }}\nuser_classes:\n  u: {{ tasks: [ {{ get: / }} ] }}\n"
+            )
+        };
         let spec = |v: &str| {
             Loaded::from_str("f.yaml", &text(v))
                 .and_then(|l| l.resolve("s", &Overrides::default(), false))
         };
         assert_eq!(spec("").expect("valid").max_capture_body, 16 << 20);
         assert_eq!(
-            spec("max_capture_body: 64KiB").expect("valid").max_capture_body,
+            spec("max_capture_body: 64KiB")
+                .expect("valid")
+                .max_capture_body,
             64 << 10
         );
-        assert_eq!(spec("max_capture_body: 100").expect("valid").max_capture_body, 100);
-        for bad in ["max_capture_body: 0", "max_capture_body: 16MB", "max_capture_body: 2GiB"] {
+        assert_eq!(
+            spec("max_capture_body: 100")
+                .expect("valid")
+                .max_capture_body,
+            100
+        );
+        for bad in [
+            "max_capture_body: 0",
+            "max_capture_body: 16MB",
+            "max_capture_body: 2GiB",
+        ] {
             let msg = spec(bad).expect_err(bad).to_string();
             assert!(msg.starts_with("f.yaml:2:"), "{msg}");
             assert!(msg.contains("invalid size"), "{msg}");

@@ -23,7 +23,9 @@ pub struct ByteSize(pub u64);
 
 /// Why a size was refused; shown to the user with the file, line and column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid size `{input}`: {reason} (expected e.g. 16MiB, 512KiB, 1GiB or a number of bytes)")]
+#[error(
+    "invalid size `{input}`: {reason} (expected e.g. 16MiB, 512KiB, 1GiB or a number of bytes)"
+)]
 pub struct SizeError {
     pub input: String,
     pub reason: &'static str,
@@ -51,7 +53,7 @@ impl ByteSize {
             _ => return Err(err("unknown unit (use B, KiB, MiB or GiB)")),
         };
         ByteSize::bytes(value.checked_mul(scale).ok_or_else(|| err("too large"))?)
-            .map_err(|reason| err(reason))
+            .map_err(err)
     }
 
     /// Checks the range: at least one byte, at most [`MAX_SIZE`].
@@ -119,7 +121,14 @@ mod tests {
     #[test]
     fn refusals_name_what_was_expected() {
         for bad in [
-            "", "MiB", "-1", "1.5MiB", "16MB", "0", "2GiB", "99999999999999999999",
+            "",
+            "MiB",
+            "-1",
+            "1.5MiB",
+            "16MB",
+            "0",
+            "2GiB",
+            "99999999999999999999",
         ] {
             let e = ByteSize::parse(bad).expect_err(bad);
             assert!(e.to_string().contains("expected e.g. 16MiB"), "{e}");

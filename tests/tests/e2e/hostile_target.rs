@@ -83,7 +83,10 @@ user_classes:
     };
     let capture = by_name("capture");
     let requests = capture["requests"].as_u64().unwrap_or(0);
-    assert!(requests >= 20, "every capturer sent at least once: {capture}");
+    assert!(
+        requests >= 20,
+        "every capturer sent at least once: {capture}"
+    );
     assert_eq!(capture["failures"].as_u64(), Some(requests), "{capture}");
     assert_eq!(
         capture["errors"],
@@ -114,7 +117,8 @@ async fn a_host_with_userinfo_is_refused_before_any_traffic() {
     let code = c.exit_code(Duration::from_secs(30)).await;
     assert_eq!(code, 2, "{}", c.output());
     assert!(
-        c.stderr().contains("must not carry a user name or password"),
+        c.stderr()
+            .contains("must not carry a user name or password"),
         "{}",
         c.output()
     );

@@ -35,7 +35,11 @@ fn feed_split(
         let fed = r.feed(&wire[from..to], &mut pending, Some(&mut body));
         assert!(pending.len() <= MAX_HEAD, "pending {}", pending.len());
         assert!(body.len() as u64 <= limit, "kept {} > {limit}", body.len());
-        assert!(body.capacity() as u64 <= limit.max(8), "capacity {}", body.capacity());
+        assert!(
+            body.capacity() as u64 <= limit.max(8),
+            "capacity {}",
+            body.capacity()
+        );
         if let Progress::Done { .. } = fed? {
             return Ok(done(r, body));
         }
@@ -106,7 +110,9 @@ impl Valid {
         }
         match &self.framing {
             Framing::Length | Framing::Head => {
-                w.extend_from_slice(format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes());
+                w.extend_from_slice(
+                    format!("Content-Length: {}\r\n\r\n", self.body.len()).as_bytes(),
+                );
                 if matches!(self.framing, Framing::Length) {
                     w.extend_from_slice(&self.body);
                 }
@@ -153,7 +159,11 @@ impl Valid {
             self.framing,
             Framing::Length | Framing::Chunked { .. } | Framing::UntilClose
         );
-        let body = if has_body { self.body.clone() } else { Vec::new() };
+        let body = if has_body {
+            self.body.clone()
+        } else {
+            Vec::new()
+        };
         Read {
             status: match self.framing {
                 Framing::NoContent => 204,
@@ -189,22 +199,25 @@ fn valid() -> impl Strategy<Value = Valid> {
     (
         prop::collection::vec(prop_oneof![Just(100u16), Just(102), Just(103)], 0..3),
         200u16..600,
-        prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,12}", "[!-~]([ -~]{0,30}[!-~])?"), 0..6),
+        prop::collection::vec(
+            ("[A-Za-z][A-Za-z0-9-]{0,12}", "[!-~]([ -~]{0,30}[!-~])?"),
+            0..6,
+        ),
         framing(),
         any::<bool>(),
         prop::collection::vec(any::<u8>(), 0..300),
     )
-        .prop_filter("204 and 304 carry no body", |v| {
-            v.1 != 204 && v.1 != 304
-        })
-        .prop_map(|(informational, status, headers, framing, close, body)| Valid {
-            informational,
-            status,
-            headers,
-            framing,
-            close,
-            body,
-        })
+        .prop_filter("204 and 304 carry no body", |v| v.1 != 204 && v.1 != 304)
+        .prop_map(
+            |(informational, status, headers, framing, close, body)| Valid {
+                informational,
+                status,
+                headers,
+                framing,
+                close,
+                body,
+            },
+        )
 }
 
 /// Bytes that look enough like a response head to reach the framing code.

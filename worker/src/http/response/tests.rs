@@ -164,7 +164,17 @@ fn oversized_head_is_refused() {
 #[test]
 fn content_length_must_be_digits() {
     for value in [
-        "+5", "-5", "5x", "0x5", "5 5", "", " ", "5,", ",5", "5, 6", "5.0",
+        "+5",
+        "-5",
+        "5x",
+        "0x5",
+        "5 5",
+        "",
+        " ",
+        "5,",
+        ",5",
+        "5, 6",
+        "5.0",
         "99999999999999999999",
     ] {
         let wire = format!("HTTP/1.1 200 OK\r\nContent-Length: {value}\r\n\r\nhello");
@@ -263,7 +273,11 @@ fn a_kept_body_stops_at_its_limit() {
     let mut r = ResponseReader::new(false, 9);
     let mut body = Vec::new();
     assert_eq!(
-        r.feed(&length[..length.len() - 10], &mut Vec::new(), Some(&mut body)),
+        r.feed(
+            &length[..length.len() - 10],
+            &mut Vec::new(),
+            Some(&mut body)
+        ),
         Err(ParseError::BodyTooLarge)
     );
     // A body that is only counted has no limit: it is never kept.
