@@ -52,8 +52,7 @@ impl ByteSize {
             "gib" => GIB,
             _ => return Err(err("unknown unit (use B, KiB, MiB or GiB)")),
         };
-        ByteSize::bytes(value.checked_mul(scale).ok_or_else(|| err("too large"))?)
-            .map_err(err)
+        ByteSize::bytes(value.checked_mul(scale).ok_or_else(|| err("too large"))?).map_err(err)
     }
 
     /// Checks the range: at least one byte, at most [`MAX_SIZE`].
