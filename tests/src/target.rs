@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,8 @@ struct Counts {
 
 /// Routes: `/ok` 200, `/created` 201, `/fail` 500, `/slow` 200 after 1 s,
 /// `/jitter` 200 after 0–15 ms (varies per request), `/stall` (see `stall`), `/login` 200 with a token,
-/// `/start/{anything}` 200. Every request is counted on arrival.
+/// `/start/{anything}` 200, `/huge/{bytes}` (see `huge`). Every request is
+/// counted on arrival.
 pub struct CountingTarget {
     addr: SocketAddr,
     counts: Arc<Counts>,
@@ -54,6 +56,35 @@ async fn stall(started: tokio::time::Instant) -> &'static str {
         tokio::time::sleep(std::time::Duration::from_millis((1000 - phase) as u64)).await;
     }
     "ok"
+}
+
+/// What `/huge` streams: the same block over and over, never allocated per request.
+static FILL: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+/// A 200 whose chunked body of `bytes` bytes is generated as it is sent (the
+/// start of a JSON document that never ends in time): a target that answers
+/// with more than anyone should keep, at the cost of no memory here. A client
+/// that hangs up stops the generation.
+async fn huge(Path(bytes): Path<u64>) -> Response {
+    const HEAD: &[u8] = br#"{"token":""#;
+    let blocks = futures::stream::unfold(bytes, move |left| async move {
+        if left == 0 {
+            return None;
+        }
+        let block = if left == bytes && left >= HEAD.len() as u64 {
+            Bytes::from_static(HEAD)
+        } else {
+            let n = usize::try_from(left).unwrap_or(usize::MAX).min(FILL.len());
+            Bytes::from_static(&FILL[..n])
+        };
+        let next = left - block.len() as u64;
+        Some((Ok::<_, std::convert::Infallible>(block), next))
+    });
+    (
+        [("content-type", "application/json")],
+        Body::from_stream(blocks),
+    )
+        .into_response()
 }
 
 impl CountingTarget {
@@ -91,6 +122,7 @@ impl CountingTarget {
                 }),
             )
             .route("/start/{class}", any(|| async { "started" }))
+            .route("/huge/{bytes}", get(huge))
             .layer(middleware::from_fn_with_state(counts.clone(), count));
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ScenarioError;
+use super::size::ByteSize;
 use super::spec::Wait;
 use crate::duration;
 use crate::rate::Rate;
@@ -40,6 +41,9 @@ pub struct Defaults {
     pub timeout: Option<Duration>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The most of a response body kept for `capture:` (16MiB when absent).
+    #[serde(default)]
+    pub max_capture_body: Option<ByteSize>,
 }
 
 /// One named scenario: a load shape plus its thresholds.

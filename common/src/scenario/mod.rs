@@ -9,6 +9,7 @@ mod ca;
 mod error;
 pub mod file;
 mod resolve;
+pub mod size;
 pub mod spec;
 
 pub use ca::MAX_CA_BYTES;

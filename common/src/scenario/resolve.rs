@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::error::ScenarioError;
 use super::file::{RequestDef, ScenarioDef, ScenarioFile, StageDef, StatusSet, UserClassDef};
+use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
     Body, LoadModel, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec, UserClass, UserStage,
     Wait,
@@ -178,6 +179,11 @@ impl Loaded {
             host,
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
             graceful_stop: sc.graceful_stop.unwrap_or(Duration::from_secs(10)),
+            max_capture_body: self
+                .def
+                .defaults
+                .max_capture_body
+                .map_or(DEFAULT_MAX_CAPTURE_BODY, |s| s.0),
             load,
             classes,
             thresholds,
@@ -485,6 +491,12 @@ pub fn validate_host(host: &str) -> Result<String, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("`{host}` must not carry a query or fragment"));
     }
+    // Userinfo would otherwise end up in the Host header and in reports.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "`{host}` must not carry a user name or password (`user:pass@`); expected e.g. http://localhost:8080, with credentials set as a header: `defaults: {{ headers: {{ Authorization: ... }} }}`"
+        ));
+    }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
@@ -662,6 +674,49 @@ user_classes:
         assert_eq!(validate_host("https://a/").expect("valid"), "https://a");
         assert!(validate_host("not a url").is_err());
         assert_eq!(validate_host("http://a:1/").expect("valid"), "http://a:1");
+    }
+
+    #[test]
+    fn host_with_userinfo_is_refused() {
+        for host in ["http://user:pass@a/", "http://user@a:1", "https://:pw@a"] {
+            let e = validate_host(host).expect_err(host);
+            assert!(e.contains("user name or password"), "{e}");
+        }
+    }
+
+    #[test]
+    fn max_capture_body_defaults_and_is_located_when_bad() {
+        let text = |v: &str| {
+            format!(
+                "host: http://x\ndefaults: {{ {v} }}\nscenarios:\n  s: {{ users: 1, duration: 1s }}\nuser_classes:\n  u: {{ tasks: [ {{ get: / }} ] }}\n"
+            )
+        };
+        let spec = |v: &str| {
+            Loaded::from_str("f.yaml", &text(v))
+                .and_then(|l| l.resolve("s", &Overrides::default(), false))
+        };
+        assert_eq!(spec("").expect("valid").max_capture_body, 16 << 20);
+        assert_eq!(
+            spec("max_capture_body: 64KiB")
+                .expect("valid")
+                .max_capture_body,
+            64 << 10
+        );
+        assert_eq!(
+            spec("max_capture_body: 100")
+                .expect("valid")
+                .max_capture_body,
+            100
+        );
+        for bad in [
+            "max_capture_body: 0",
+            "max_capture_body: 16MB",
+            "max_capture_body: 2GiB",
+        ] {
+            let msg = spec(bad).expect_err(bad).to_string();
+            assert!(msg.starts_with("f.yaml:2:"), "{msg}");
+            assert!(msg.contains("invalid size"), "{msg}");
+        }
     }
 
     #[test]

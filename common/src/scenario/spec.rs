@@ -24,6 +24,10 @@ pub struct RunSpec {
     pub timeout: Duration,
     #[serde(with = "duration::human")]
     pub graceful_stop: Duration,
+    /// The most of a response body a user keeps to capture from; the rest
+    /// of such a response fails it as `body_too_large`.
+    #[serde(default = "default_max_capture_body")]
+    pub max_capture_body: u64,
     pub load: LoadModel,
     pub classes: Vec<UserClass>,
     /// Checked against the final report; each serialises as its text.
@@ -35,6 +39,10 @@ pub struct RunSpec {
     /// Checked against every second's figures: the first that holds stops the run.
     #[serde(default)]
     pub stop_when: Vec<Threshold>,
+}
+
+fn default_max_capture_body() -> u64 {
+    super::size::DEFAULT_MAX_CAPTURE_BODY
 }
 
 /// Certificate checks as they travel to workers: the CA file's contents, not

@@ -5,6 +5,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Uri};
 use rand::{Rng, SeedableRng};
 use squall_common::capture::JsonPath;
+use squall_common::scenario::size::ByteSize;
 use squall_common::scenario::{Body, RequestSpec, Wait};
 use squall_common::template::{RenderError, Template, Vars};
 use squall_common::{EndpointKey, RunSpec};
@@ -83,6 +84,16 @@ impl PreparedRun {
         let auth = url
             .authority()
             .ok_or_else(|| bad(format!("host `{}` has no authority", spec.host)))?;
+        // The coordinator refuses these at load time; a Start message is
+        // still input, and userinfo must never reach the Host header.
+        if auth.as_str().contains('@') {
+            return Err(bad(format!(
+                "host `{}` carries a user name or password",
+                spec.host
+            )));
+        }
+        ByteSize::bytes(spec.max_capture_body)
+            .map_err(|e| bad(format!("max_capture_body {}: {e}", spec.max_capture_body)))?;
         let https = url.scheme_str() == Some("https");
         let authority = if auth.port().is_some() {
             auth.as_str().to_owned()
@@ -495,5 +506,18 @@ user_classes:
         ));
         let out = encode(&r, 0, &HashMap::new()).expect("encodes");
         assert_eq!(out, "GET /v1/fast HTTP/1.1\r\nhost: example.test\r\n\r\n");
+    }
+
+    /// A `RunSpec` arrives from the coordinator: one carrying userinfo (an
+    /// older or rogue coordinator) is refused rather than put into Host.
+    #[test]
+    fn a_host_with_userinfo_never_reaches_the_host_header() {
+        let text = "host: http://127.0.0.1:8080\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: /a } ] }\n";
+        let mut spec = Loaded::from_str("t.yaml", text)
+            .and_then(|l| l.resolve("s", &Default::default(), false))
+            .expect("valid");
+        spec.host = "http://user:secret@127.0.0.1:8080".to_owned();
+        let err = PreparedRun::new(spec).expect_err("userinfo refused");
+        assert!(err.to_string().contains("user name or password"), "{err}");
     }
 }

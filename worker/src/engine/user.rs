@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 
 use super::prepared::{PreparedRequest, PreparedRun};
 use super::recorder::SharedRecorder;
-use crate::http::connection::{self, Connection, ReadBuffer};
+use crate::http::connection::{self, Body, Connection, ReadBuffer};
 use crate::http::{ErrorKind, Outcome};
 
 /// What every user on one engine thread shares.
@@ -332,7 +332,10 @@ async fn execute(
                     request,
                     req.head_only,
                     &ctx.read_buf,
-                    body.as_mut(),
+                    body.as_mut().map(|buf| Body {
+                        buf,
+                        limit: ctx.run.spec.max_capture_body,
+                    }),
                 ),
             )
             .await;

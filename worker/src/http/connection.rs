@@ -141,7 +141,7 @@ impl Connection {
         request: &[u8],
         head_only: bool,
         buf: &ReadBuffer,
-        mut body: Option<&mut Vec<u8>>,
+        body: Option<Body<'_>>,
     ) -> Result<(Response, bool), Failed> {
         let stale = self.used;
         let wrote = async {
@@ -153,7 +153,9 @@ impl Connection {
             kind: ErrorKind::Reset,
             stale,
         })?;
-        let mut reader = ResponseReader::new(head_only);
+        let limit = body.as_ref().map_or(u64::MAX, |b| b.limit);
+        let mut body = body.map(|b| b.buf);
+        let mut reader = ResponseReader::new(head_only, limit);
         let mut first_byte = None;
         self.pending.clear();
         loop {
@@ -191,6 +193,7 @@ impl Connection {
                         kind: match e {
                             ParseError::Malformed => ErrorKind::Http,
                             ParseError::Incomplete => ErrorKind::Reset,
+                            ParseError::BodyTooLarge => ErrorKind::BodyTooLarge,
                         },
                         stale: false,
                     });
@@ -223,9 +226,27 @@ fn response(reader: &ResponseReader, first_byte: Option<Instant>) -> Response {
     }
 }
 
+/// Where a response body goes when the request captures from it, and the
+/// most of it that may be kept.
+#[derive(Debug)]
+pub struct Body<'a> {
+    pub buf: &'a mut Vec<u8>,
+    pub limit: u64,
+}
+
+impl Body<'_> {
+    fn reborrow(&mut self) -> Body<'_> {
+        Body {
+            buf: self.buf,
+            limit: self.limit,
+        }
+    }
+}
+
 /// Sends `request` on the user's keep-alive connection, (re)connecting when it
 /// is gone, and reads the whole response. A connection the server closed while
 /// idle is not a failure of this request: it is sent once more on a new one.
+/// A body outgrowing `body`'s limit fails the request and drops the connection.
 pub async fn send(
     conn: &mut Option<Connection>,
     addr: SocketAddr,
@@ -233,18 +254,18 @@ pub async fn send(
     request: &[u8],
     head_only: bool,
     buf: &ReadBuffer,
-    mut body: Option<&mut Vec<u8>>,
+    mut body: Option<Body<'_>>,
 ) -> Result<Response, ErrorKind> {
     loop {
         let c = match conn {
             Some(c) => c,
             None => conn.insert(Connection::open(addr, tls).await?),
         };
-        if let Some(b) = body.as_deref_mut() {
-            b.clear();
+        if let Some(b) = body.as_mut() {
+            b.buf.clear();
         }
         match c
-            .exchange(request, head_only, buf, body.as_deref_mut())
+            .exchange(request, head_only, buf, body.as_mut().map(Body::reborrow))
             .await
         {
             Ok((resp, keep_alive)) => {

@@ -8,6 +8,8 @@ pub enum ErrorKind {
     Timeout,
     Reset,
     Http,
+    /// A body kept for `capture:` outgrew `defaults.max_capture_body`.
+    BodyTooLarge,
     Status,
     Check,
     Template,
@@ -22,6 +24,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
             ErrorKind::Http => "http",
+            ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::Status => "status",
             ErrorKind::Check => "check",
             ErrorKind::Template => "template",

@@ -17,6 +17,9 @@ pub enum ParseError {
     Malformed,
     /// The stream ended before the response did.
     Incomplete,
+    /// The body being kept (for `capture:`) would exceed its limit; reading
+    /// stops there, so a target cannot make the worker buffer without end.
+    BodyTooLarge,
 }
 
 /// What one `feed` call found.
@@ -61,6 +64,8 @@ enum State {
 pub struct ResponseReader {
     state: State,
     head_only: bool,
+    /// The most decoded body bytes kept when a body buffer is given.
+    body_limit: u64,
     pub status: u16,
     /// False when the server asked to close, or the body runs to EOF.
     pub keep_alive: bool,
@@ -69,11 +74,14 @@ pub struct ResponseReader {
 }
 
 impl ResponseReader {
-    /// `head_only` for HEAD requests, whose responses never carry a body.
-    pub fn new(head_only: bool) -> Self {
+    /// `head_only` for HEAD requests, whose responses never carry a body;
+    /// `body_limit` bounds the body kept when `feed` is given a buffer (a
+    /// body that is only counted is never bounded: it costs no memory).
+    pub fn new(head_only: bool, body_limit: u64) -> Self {
         ResponseReader {
             state: State::Head,
             head_only,
+            body_limit,
             status: 0,
             keep_alive: true,
             body_bytes: 0,
@@ -88,35 +96,34 @@ impl ResponseReader {
         pending: &mut Vec<u8>,
         body: Option<&mut Vec<u8>>,
     ) -> Result<Progress, ParseError> {
-        let mut rest = input;
-        if self.state == State::Head {
-            if pending.is_empty() {
-                match self.head(rest)? {
-                    Some(n) => rest = &rest[n..],
-                    None => {
-                        pending.extend_from_slice(rest);
-                        return Ok(Progress::NeedMore);
-                    }
-                }
-            } else {
-                pending.extend_from_slice(rest);
-                let joined = std::mem::take(pending);
-                let parsed = self.head(&joined);
-                let progress = match parsed {
-                    Ok(Some(n)) => self.after_head(&joined[n..], body),
-                    Ok(None) => {
-                        *pending = joined;
-                        return Ok(Progress::NeedMore);
-                    }
-                    Err(e) => Err(e),
-                };
-                // Keep the allocation for the next split head.
-                *pending = joined;
-                pending.clear();
-                return progress;
-            }
+        if self.state != State::Head {
+            return self.body(input, body);
         }
-        self.after_head(rest, body)
+        if pending.is_empty() {
+            let n = self.heads(input)?;
+            if self.state == State::Head {
+                // The rest is the start of a head: keep it for the next read.
+                pending.extend_from_slice(&input[n..]);
+                return Ok(Progress::NeedMore);
+            }
+            return self.after_head(&input[n..], body);
+        }
+        pending.extend_from_slice(input);
+        let mut joined = std::mem::take(pending);
+        let progress = match self.heads(&joined) {
+            Ok(n) if self.state == State::Head => {
+                // Still inside a head (after any informational ones).
+                joined.drain(..n);
+                *pending = joined;
+                return Ok(Progress::NeedMore);
+            }
+            Ok(n) => self.after_head(&joined[n..], body),
+            Err(e) => Err(e),
+        };
+        // Keep the allocation for the next split head.
+        *pending = joined;
+        pending.clear();
+        progress
     }
 
     /// The stream ended: complete only for a body that runs to EOF.
@@ -131,20 +138,32 @@ impl ResponseReader {
         }
     }
 
+    /// Parses complete heads from `buf` (informational ones, then the
+    /// final one) and returns the bytes they took; the state stays `Head`
+    /// while the final head is incomplete.
+    fn heads(&mut self, buf: &[u8]) -> Result<usize, ParseError> {
+        let mut used = 0;
+        while self.state == State::Head && used < buf.len() {
+            match self.head(&buf[used..])? {
+                Some(n) => used += n,
+                None => break,
+            }
+        }
+        Ok(used)
+    }
+
+    /// The body from its first byte in `rest`, after the final head.
     fn after_head(
         &mut self,
-        mut rest: &[u8],
+        rest: &[u8],
         body: Option<&mut Vec<u8>>,
     ) -> Result<Progress, ParseError> {
-        // Informational heads (100 Continue) precede the real one.
-        while self.state == State::Head {
-            match self.head(rest)? {
-                Some(n) => rest = &rest[n..],
-                None if rest.is_empty() => return Ok(Progress::NeedMore),
-                // A partial head after an informational one: rare enough to
-                // call malformed rather than carry a second buffer.
-                None => return Err(ParseError::Malformed),
-            }
+        // A declared length beyond the limit fails before any of it is read.
+        if body.is_some()
+            && let State::Length(len) = self.state
+            && len > self.body_limit
+        {
+            return Err(ParseError::BodyTooLarge);
         }
         self.body(rest, body)
     }
@@ -172,24 +191,18 @@ impl ResponseReader {
         }
         let http10 = res.version == Some(0);
         let mut length: Option<u64> = None;
-        let mut chunked = false;
+        let mut coding = Codings::default();
         let mut close = http10;
         for h in res.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                let v = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or(ParseError::Malformed)?;
+                let v = content_length(h.value)?;
+                // Repeated fields must agree (RFC 9110 8.6).
                 if length.is_some_and(|l| l != v) {
                     return Err(ParseError::Malformed);
                 }
                 length = Some(v);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                coding.add(h.value)?;
             } else if h.name.eq_ignore_ascii_case("connection") {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -201,6 +214,24 @@ impl ResponseReader {
                 }
             }
         }
+        if coding.any {
+            // HTTP/1.0 has no Transfer-Encoding: framing that uses it is
+            // faulty (RFC 9112 6.1).
+            if http10 {
+                return Err(ParseError::Malformed);
+            }
+            // Transfer-Encoding overrides Content-Length, but a message with
+            // both may be a smuggling attempt: never reuse its connection
+            // (RFC 9112 6.1, 6.3).
+            if length.is_some() {
+                close = true;
+            }
+            length = None;
+        }
+        let chunked = coding.any && coding.last_chunked;
+        // A final coding other than chunked: the body runs to the close
+        // (RFC 9112 6.3, rule 4, for responses).
+        let until_close = coding.any && !coding.last_chunked;
         self.keep_alive = !close;
         self.state = if self.head_only || status == 204 || status == 304 {
             State::Done
@@ -210,6 +241,9 @@ impl ResponseReader {
                 digits: false,
                 ext: false,
             })
+        } else if until_close {
+            self.keep_alive = false;
+            State::UntilEof
         } else if let Some(len) = length {
             if len == 0 {
                 State::Done
@@ -228,10 +262,12 @@ impl ResponseReader {
         mut input: &[u8],
         mut body: Option<&mut Vec<u8>>,
     ) -> Result<Progress, ParseError> {
+        let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
         let mut take = |bytes: &[u8], total: &mut u64| {
-            *total += bytes.len() as u64;
-            if let Some(b) = body.as_deref_mut() {
-                b.extend_from_slice(bytes);
+            *total = total.saturating_add(bytes.len() as u64);
+            match body.as_deref_mut() {
+                Some(b) => keep(b, bytes, limit),
+                None => Ok(()),
             }
         };
         loop {
@@ -239,12 +275,12 @@ impl ResponseReader {
                 State::Head => unreachable!("body() runs after the head"),
                 State::Done => return Ok(self.done(input.len())),
                 State::UntilEof => {
-                    take(input, &mut self.body_bytes);
+                    take(input, &mut self.body_bytes)?;
                     return Ok(Progress::NeedMore);
                 }
                 State::Length(left) => {
                     let n = left.min(input.len() as u64) as usize;
-                    take(&input[..n], &mut self.body_bytes);
+                    take(&input[..n], &mut self.body_bytes)?;
                     input = &input[n..];
                     if left == n as u64 {
                         self.state = State::Done;
@@ -255,7 +291,7 @@ impl ResponseReader {
                 }
                 State::Chunked(Chunk::Data(left)) => {
                     let n = left.min(input.len() as u64) as usize;
-                    take(&input[..n], &mut self.body_bytes);
+                    take(&input[..n], &mut self.body_bytes)?;
                     input = &input[n..];
                     if left == n as u64 {
                         self.state = State::Chunked(Chunk::DataEnd { cr: false });
@@ -282,6 +318,86 @@ impl ResponseReader {
             self.keep_alive = false;
         }
         Progress::Done { extra }
+    }
+}
+
+/// Appends `bytes` to the kept body, never letting it (or its allocation)
+/// grow past `limit`: the buffer doubles as usual, clamped to the limit.
+fn keep(body: &mut Vec<u8>, bytes: &[u8], limit: usize) -> Result<(), ParseError> {
+    let needed = body
+        .len()
+        .checked_add(bytes.len())
+        .filter(|&n| n <= limit)
+        .ok_or(ParseError::BodyTooLarge)?;
+    if needed > body.capacity() {
+        let target = needed.max(body.capacity().saturating_mul(2)).min(limit);
+        body.reserve_exact(target - body.len());
+    }
+    body.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// A Content-Length value: 1*DIGIT (RFC 9112 6.2), or a list of identical
+/// ones (RFC 9110 8.6); signs, spaces inside and overflow are refused.
+fn content_length(value: &[u8]) -> Result<u64, ParseError> {
+    let mut found: Option<u64> = None;
+    for item in value.split(|&b| b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() {
+            return Err(ParseError::Malformed);
+        }
+        let mut n: u64 = 0;
+        for &b in item {
+            if !b.is_ascii_digit() {
+                return Err(ParseError::Malformed);
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                .ok_or(ParseError::Malformed)?;
+        }
+        if found.is_some_and(|f| f != n) {
+            return Err(ParseError::Malformed);
+        }
+        found = Some(n);
+    }
+    found.ok_or(ParseError::Malformed)
+}
+
+/// The transfer codings of every Transfer-Encoding field, read as the one
+/// list they make together (RFC 9110 5.3): only the final coding decides
+/// the framing, whichever field line it is on.
+#[derive(Debug, Default)]
+struct Codings {
+    any: bool,
+    last_chunked: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) -> Result<(), ParseError> {
+        let mut codings = value
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+            .peekable();
+        // A field with no coding at all says nothing a framing can follow.
+        if codings.peek().is_none() {
+            return Err(ParseError::Malformed);
+        }
+        for c in codings {
+            // chunked is applied once and last (RFC 9112 6.1): one seen
+            // before another coding means nobody can frame this body.
+            if self.last_chunked {
+                return Err(ParseError::Malformed);
+            }
+            let name = c.split(|&b| b == b';').next().unwrap_or(c).trim_ascii();
+            if name.is_empty() {
+                return Err(ParseError::Malformed);
+            }
+            self.any = true;
+            self.last_chunked = name.eq_ignore_ascii_case(b"chunked");
+        }
+        Ok(())
     }
 }
 
@@ -333,156 +449,6 @@ fn chunk_byte(chunk: Chunk, b: u8) -> Result<State, ParseError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feeds `wire` in pieces of `step` bytes; returns the reader, the body and extra bytes.
-    fn read(
-        wire: &[u8],
-        step: usize,
-        head_only: bool,
-    ) -> Result<(ResponseReader, Vec<u8>, usize), ParseError> {
-        let mut r = ResponseReader::new(head_only);
-        let mut pending = Vec::new();
-        let mut body = Vec::new();
-        for piece in wire.chunks(step) {
-            if let Progress::Done { extra } = r.feed(piece, &mut pending, Some(&mut body))? {
-                return Ok((r, body, extra));
-            }
-        }
-        r.eof()?;
-        Ok((r, body, 0))
-    }
-
-    fn every_split(wire: &[u8], head_only: bool) -> (ResponseReader, Vec<u8>, usize) {
-        let whole = read(wire, wire.len(), head_only).expect("whole");
-        for step in 1..wire.len() {
-            let split = read(wire, step, head_only).expect("split");
-            assert_eq!(split.1, whole.1, "body with step {step}");
-            assert_eq!(split.0.status, whole.0.status, "status with step {step}");
-            assert_eq!(
-                split.0.body_bytes, whole.0.body_bytes,
-                "bytes with step {step}"
-            );
-        }
-        whole
-    }
-
-    #[test]
-    fn content_length_body_in_any_split() {
-        let (r, body, extra) = every_split(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello",
-            false,
-        );
-        assert_eq!((r.status, r.keep_alive, r.body_bytes), (200, true, 5));
-        assert_eq!((body.as_slice(), extra), (&b"hello"[..], 0));
-    }
-
-    #[test]
-    fn chunked_body_with_extensions_and_trailers() {
-        let wire = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n\
-                     5;name=v\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\n";
-        let (r, body, _) = every_split(wire, false);
-        assert_eq!((r.status, r.keep_alive, r.body_bytes), (201, true, 31));
-        assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz");
-    }
-
-    #[test]
-    fn body_until_eof_closes_the_connection() {
-        let (r, body, _) = every_split(b"HTTP/1.1 200 OK\r\n\r\nstreamed", false);
-        assert_eq!((r.keep_alive, body.as_slice()), (false, &b"streamed"[..]));
-    }
-
-    #[test]
-    fn no_body_for_head_204_304_and_zero_length() {
-        let (r, _, _) = every_split(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true);
-        assert_eq!((r.body_bytes, r.keep_alive), (0, true));
-        for wire in [
-            &b"HTTP/1.1 204 No Content\r\n\r\n"[..],
-            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-        ] {
-            let (r, _, _) = every_split(wire, false);
-            assert_eq!((r.body_bytes, r.keep_alive), (0, true));
-        }
-    }
-
-    #[test]
-    fn connection_close_and_http10() {
-        let (r, _, _) = every_split(
-            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-            false,
-        );
-        assert!(!r.keep_alive);
-        let (r, _, _) = every_split(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
-        assert!(!r.keep_alive);
-        let (r, _, _) = every_split(
-            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
-            false,
-        );
-        assert!(r.keep_alive);
-    }
-
-    #[test]
-    fn continue_heads_are_skipped() {
-        let (r, body, _) = read(
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-            1000,
-            false,
-        )
-        .expect("response");
-        assert_eq!((r.status, body.as_slice()), (200, &b"ok"[..]));
-    }
-
-    #[test]
-    fn extra_bytes_are_reported_and_end_keep_alive() {
-        let (r, _, extra) = read(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokJUNK",
-            1000,
-            false,
-        )
-        .expect("response");
-        assert_eq!((extra, r.keep_alive), (4, false));
-    }
-
-    #[test]
-    fn broken_responses_are_errors() {
-        for wire in [
-            &b"NOT HTTP\r\n\r\n"[..],
-            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX",
-            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-        ] {
-            assert_eq!(
-                read(wire, 1000, false).err(),
-                Some(ParseError::Malformed),
-                "{wire:?}"
-            );
-        }
-        for wire in [
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel"[..],
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-            b"HTTP/1.1 200 O",
-        ] {
-            assert_eq!(
-                read(wire, 1000, false).err(),
-                Some(ParseError::Incomplete),
-                "{wire:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn oversized_head_is_refused() {
-        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
-        while wire.len() <= MAX_HEAD {
-            wire.extend_from_slice(
-                b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
-            );
-        }
-        // Too many headers fails first when fed whole; byte by byte the size limit does.
-        assert_eq!(read(&wire, 1000, false).err(), Some(ParseError::Malformed));
-    }
-}
+mod properties;
+#[cfg(test)]
+mod tests;
