@@ -92,13 +92,14 @@ pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
     let inflated;
     let v2 = if read_u32(bytes, 0)? == V2_DEFLATE_COOKIE {
         let len = read_u32(bytes, 4)? as usize;
-        let compressed = bytes
-            .get(8..)
-            .filter(|rest| rest.len() == len)
-            .ok_or(HistogramError::Length {
-                expected: len,
-                got: bytes.len().saturating_sub(8),
-            })?;
+        let compressed =
+            bytes
+                .get(8..)
+                .filter(|rest| rest.len() == len)
+                .ok_or(HistogramError::Length {
+                    expected: len,
+                    got: bytes.len().saturating_sub(8),
+                })?;
         let max = max_v2_bytes();
         let mut out = Vec::new();
         flate2::read::ZlibDecoder::new(compressed)
@@ -440,10 +441,7 @@ mod tests {
         far.push(0x02);
         let len = (far.len() - V2_HEADER_SIZE) as u32;
         far[4..8].copy_from_slice(&len.to_be_bytes());
-        assert!(matches!(
-            sum.add_v2(&far),
-            Err(HistogramError::Counts(_))
-        ));
+        assert!(matches!(sum.add_v2(&far), Err(HistogramError::Counts(_))));
         assert!(sum.is_empty() && sum.buckets() == 0, "nothing half-added");
     }
 

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 pub use hdr::{
-    HdrSum, HistogramError, MAX_MICROS, V2Counts, decode, encode_v2, encode_v2_deflate,
-    layout_len, max_v2_bytes, new_histogram, record_micros,
+    HdrSum, HistogramError, MAX_MICROS, V2Counts, decode, encode_v2, encode_v2_deflate, layout_len,
+    max_v2_bytes, new_histogram, record_micros,
 };
 
 /// Distinct error kinds kept per endpoint; further kinds are counted under [`OTHER_ERRORS`].
@@ -36,8 +36,7 @@ pub fn is_error_kind(key: &str) -> bool {
 /// Adds `n` failures of kind `key` into `errors`, keeping the map within
 /// [`MAX_ERROR_KINDS`] plain kinds plus "other".
 fn add_error(errors: &mut BTreeMap<String, u64>, key: &str, n: u64) {
-    let key = if is_error_kind(key)
-        && (errors.contains_key(key) || errors.len() < MAX_ERROR_KINDS)
+    let key = if is_error_kind(key) && (errors.contains_key(key) || errors.len() < MAX_ERROR_KINDS)
     {
         key
     } else {
@@ -328,7 +327,11 @@ mod tests {
         }
         sum.add(&d).expect("adds");
         sum.add(&d).expect("adds");
-        assert!(sum.errors.len() <= MAX_ERROR_KINDS + 1, "{:?}", sum.errors.len());
+        assert!(
+            sum.errors.len() <= MAX_ERROR_KINDS + 1,
+            "{:?}",
+            sum.errors.len()
+        );
         assert_eq!(sum.errors["connect"], 4);
         assert_eq!(sum.errors[OTHER_ERRORS], u64::MAX);
         assert!(sum.errors.keys().all(|k| is_error_kind(k)));

@@ -4,6 +4,7 @@ mod accounting;
 mod bad_input;
 mod demo;
 mod faults;
+mod hostile_worker;
 mod https;
 mod load_models;
 mod merge;
