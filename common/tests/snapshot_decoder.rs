@@ -50,7 +50,12 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
     (
         encoded(),
         proptest::collection::vec(
-            (any::<prop::sample::Index>(), any::<bool>(), any::<u8>(), 0u8..4),
+            (
+                any::<prop::sample::Index>(),
+                any::<bool>(),
+                any::<u8>(),
+                0u8..4,
+            ),
             1..8,
         ),
     )
