@@ -117,6 +117,9 @@ fn decode_everywhere(bytes: &[u8]) {
 }
 
 proptest! {
+    // No regressions file: the test lives outside `src/`, where proptest looks for one.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn never_panics_and_allocates_within_the_bound(bytes in input()) {
         let region = Region::new(GLOBAL);
