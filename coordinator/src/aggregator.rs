@@ -4,10 +4,40 @@
 //! reconnect never counts a request twice.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use squall_common::report::StateChange;
-use squall_common::snapshot::{EndpointSum, HdrSum, HistogramError};
+use squall_common::snapshot::{DeltaHistograms, EndpointSum, HdrSum, HistogramError, V2Counts};
 use squall_common::{EndpointKey, RunSpec, Snapshot};
+
+use crate::worker_text;
+
+/// How far ahead of the coordinator's own clock a worker's seq and window may
+/// run: a worker starts its clock after the Start arrives, so a real one is
+/// never ahead; the slack absorbs scheduling delays on a loaded machine.
+const CLOCK_SLACK: Duration = Duration::from_secs(10);
+/// Active users a snapshot may claim: far above any real worker, and low
+/// enough that summing every worker's claim cannot overflow.
+const MAX_ACTIVE_USERS: u64 = u32::MAX as u64;
+
+/// Why a snapshot was refused as a whole: none of it was counted or acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("seq {seq} is ahead of the run's elapsed time (at most {max} expected now)")]
+    Seq { seq: u64, max: u64 },
+    #[error(
+        "window {start}..{end} µs does not fit the run's elapsed time (start <= end <= {max} µs expected)"
+    )]
+    Window { start: u64, end: u64, max: u64 },
+    #[error("endpoint `{method} {name}` is not one of the scenario's endpoints")]
+    UnknownEndpoint { name: String, method: String },
+    #[error("{what}: {source}")]
+    Histogram {
+        what: String,
+        #[source]
+        source: HistogramError,
+    },
+}
 
 /// One second of the run (`t = seq`), summed over the workers that reported it.
 #[derive(Debug, Default)]
@@ -39,6 +69,12 @@ pub struct WorkerAgg {
     pub states: Vec<StateChange>,
 }
 
+/// A snapshot's histograms, checked; one per endpoint, in the snapshot's order.
+struct Checked<'s> {
+    schedule_lag: V2Counts<'s>,
+    endpoints: Vec<DeltaHistograms<'s>>,
+}
+
 /// What `add` did with a snapshot.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Added {
@@ -53,6 +89,8 @@ pub enum Added {
 pub struct Aggregator {
     run_id: String,
     order: Vec<EndpointKey>,
+    /// The scenario's endpoints: the only ones a snapshot may report.
+    known: BTreeSet<EndpointKey>,
     endpoints: BTreeMap<EndpointKey, EndpointSum>,
     intervals: BTreeMap<u64, Interval>,
     workers: BTreeMap<String, WorkerAgg>,
@@ -64,13 +102,15 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub fn new(run_id: &str, spec: &RunSpec, workers: &[(String, Vec<u64>)]) -> Self {
+        let order: Vec<EndpointKey> = spec
+            .endpoints()
+            .into_iter()
+            .map(|(name, method)| EndpointKey { name, method })
+            .collect();
         Aggregator {
             run_id: run_id.to_owned(),
-            order: spec
-                .endpoints()
-                .into_iter()
-                .map(|(name, method)| EndpointKey { name, method })
-                .collect(),
+            known: order.iter().cloned().collect(),
+            order,
             endpoints: BTreeMap::new(),
             intervals: BTreeMap::new(),
             workers: workers
@@ -92,10 +132,22 @@ impl Aggregator {
         }
     }
 
-    pub fn add(&mut self, worker: &str, snap: &Snapshot) -> Result<Added, HistogramError> {
-        if snap.run_id != self.run_id {
+    /// Counts a worker's snapshot, `elapsed` into the run by the coordinator's clock.
+    ///
+    /// The whole snapshot is checked before anything changes: its seq and
+    /// window must fit the elapsed time (so a worker cannot make the timeline
+    /// or the de-duplication set grow), every endpoint must be the scenario's,
+    /// and every histogram must be in Squall's layout. Counts saturate.
+    pub fn add(
+        &mut self,
+        worker: &str,
+        snap: &Snapshot,
+        elapsed: Duration,
+    ) -> Result<Added, Refused> {
+        if snap.run_id != self.run_id || !self.workers.contains_key(worker) {
             return Ok(Added::Foreign);
         }
+        let checked = self.check(snap, elapsed)?;
         let Some(w) = self.workers.get_mut(worker) else {
             return Ok(Added::Foreign);
         };
@@ -105,29 +157,80 @@ impl Aggregator {
         while w.seen.remove(&w.contiguous) {
             w.contiguous += 1;
         }
-        let requests = snap.requests();
-        w.requests += requests;
-        w.peak_users = w.peak_users.max(snap.active_users);
+        let active_users = snap.active_users.min(MAX_ACTIVE_USERS);
+        w.requests = w.requests.saturating_add(snap.requests());
+        w.peak_users = w.peak_users.max(active_users);
         let ack = w.contiguous;
         self.max_window_end_us = self.max_window_end_us.max(snap.window_end_us);
 
         let interval = self.intervals.entry(snap.seq).or_default();
-        interval.users.insert(worker.to_owned(), snap.active_users);
-        interval.dropped += snap.dropped_iterations;
-        self.schedule_lag.add_v2(&snap.schedule_lag)?;
+        interval.users.insert(worker.to_owned(), active_users);
+        interval.dropped = interval.dropped.saturating_add(snap.dropped_iterations);
+        self.schedule_lag.add(checked.schedule_lag);
         interval.window_us = interval
             .window_us
-            .max(snap.window_end_us.saturating_sub(snap.window_start_us));
+            .max(snap.window_end_us - snap.window_start_us);
         let latency = interval.latency.get_or_insert_with(HdrSum::default);
-        for (key, delta) in &snap.endpoints {
-            interval.requests += delta.requests;
-            interval.failures += delta.failures;
-            self.total_requests += delta.requests;
-            self.total_failures += delta.failures;
-            latency.add_v2(&delta.latency)?;
-            self.endpoints.entry(key.clone()).or_default().add(delta)?;
+        for ((key, delta), h) in snap.endpoints.iter().zip(&checked.endpoints) {
+            interval.requests = interval.requests.saturating_add(delta.requests);
+            interval.failures = interval.failures.saturating_add(delta.failures);
+            self.total_requests = self.total_requests.saturating_add(delta.requests);
+            self.total_failures = self.total_failures.saturating_add(delta.failures);
+            latency.add(h.latency);
+            match self.endpoints.get_mut(key) {
+                Some(sum) => sum.add_checked(delta, h),
+                None => {
+                    let mut sum = EndpointSum::default();
+                    sum.add_checked(delta, h);
+                    self.endpoints.insert(key.clone(), sum);
+                }
+            }
         }
         Ok(Added::Ack(ack))
+    }
+
+    /// Everything `add` needs to know before it may change anything.
+    fn check<'s>(&self, snap: &'s Snapshot, elapsed: Duration) -> Result<Checked<'s>, Refused> {
+        let ahead = elapsed.saturating_add(CLOCK_SLACK);
+        let max_seq = ahead.as_secs();
+        if snap.seq > max_seq {
+            return Err(Refused::Seq {
+                seq: snap.seq,
+                max: max_seq,
+            });
+        }
+        let max_us = u64::try_from(ahead.as_micros()).unwrap_or(u64::MAX);
+        if snap.window_start_us > snap.window_end_us || snap.window_end_us > max_us {
+            return Err(Refused::Window {
+                start: snap.window_start_us,
+                end: snap.window_end_us,
+                max: max_us,
+            });
+        }
+        let schedule_lag =
+            V2Counts::parse(&snap.schedule_lag).map_err(|source| Refused::Histogram {
+                what: "schedule lag".into(),
+                source,
+            })?;
+        let mut endpoints = Vec::with_capacity(snap.endpoints.len().min(self.known.len()));
+        for (key, delta) in &snap.endpoints {
+            if !self.known.contains(key) {
+                return Err(Refused::UnknownEndpoint {
+                    name: worker_text::clean(&key.name),
+                    method: worker_text::clean(&key.method),
+                });
+            }
+            let h: DeltaHistograms<'s> =
+                delta.histograms().map_err(|source| Refused::Histogram {
+                    what: format!("endpoint `{} {}`", key.method, key.name),
+                    source,
+                })?;
+            endpoints.push(h);
+        }
+        Ok(Checked {
+            schedule_lag,
+            endpoints,
+        })
     }
 
     /// A worker joining mid-run: its snapshots start at `first_seq`.
@@ -240,18 +343,12 @@ impl Aggregator {
         (self.total_requests, self.total_failures)
     }
 
-    /// Every endpoint that saw traffic: the scenario's in its order, then any
-    /// others (a worker's endpoint the scenario does not name) in key order.
+    /// Every endpoint that saw traffic, in the scenario's order (snapshots
+    /// naming any other endpoint are refused, see [`Refused::UnknownEndpoint`]).
     pub fn endpoints(&self) -> impl Iterator<Item = (&EndpointKey, &EndpointSum)> {
-        let known = self
-            .order
+        self.order
             .iter()
-            .filter_map(|k| self.endpoints.get_key_value(k));
-        let others = self
-            .endpoints
-            .iter()
-            .filter(|(k, _)| !self.order.contains(k));
-        known.chain(others)
+            .filter_map(|k| self.endpoints.get_key_value(k))
     }
 
     /// The per-second figures by second; seconds nobody reported are absent.
@@ -321,10 +418,22 @@ mod tests {
             &spec,
             &[("w1".into(), vec![1]), ("w2".into(), vec![1])],
         );
-        assert_eq!(agg.add("w1", &snap(1, 2)).ok(), Some(Added::Ack(0)));
-        assert_eq!(agg.add("w1", &snap(0, 1)).ok(), Some(Added::Ack(2)));
-        assert_eq!(agg.add("w1", &snap(0, 1)).ok(), Some(Added::Duplicate));
-        assert_eq!(agg.add("w9", &snap(0, 1)).ok(), Some(Added::Foreign));
+        assert_eq!(
+            agg.add("w1", &snap(1, 2), Duration::from_secs(2)).ok(),
+            Some(Added::Ack(0))
+        );
+        assert_eq!(
+            agg.add("w1", &snap(0, 1), Duration::from_secs(2)).ok(),
+            Some(Added::Ack(2))
+        );
+        assert_eq!(
+            agg.add("w1", &snap(0, 1), Duration::from_secs(2)).ok(),
+            Some(Added::Duplicate)
+        );
+        assert_eq!(
+            agg.add("w9", &snap(0, 1), Duration::from_secs(2)).ok(),
+            Some(Added::Foreign)
+        );
         assert!(!agg.complete());
         agg.expect("w1", 2);
         agg.mark_lost("w2", 1.0);
@@ -346,5 +455,79 @@ mod tests {
         assert!(r.workers.iter().any(|w| w.id == "w2" && w.lost));
         assert!(r.passed, "{:?}", r.thresholds);
         assert_eq!(r.duration_s, 2.0);
+    }
+
+    /// Nothing of a refused snapshot is counted, acknowledged or remembered:
+    /// not even the endpoints before the one that is wrong.
+    #[test]
+    fn hostile_snapshots_are_refused_whole() {
+        let spec = spec();
+        let mut agg = Aggregator::new("r", &spec, &[("w1".into(), vec![1])]);
+        let now = Duration::from_secs(2);
+        let invented = |mut s: Snapshot| {
+            s.endpoints[0].0.name = "\x1b[31minvented".into();
+            s
+        };
+        let err = agg
+            .add("w1", &invented(snap(0, 5)), now)
+            .expect_err("unknown endpoint");
+        assert!(matches!(err, Refused::UnknownEndpoint { .. }), "{err}");
+        assert!(!err.to_string().contains('\x1b'), "{err}");
+        let mut lying = snap(0, 5);
+        let mut bad = lying.endpoints[0].clone();
+        bad.1.latency.truncate(40);
+        bad.1.latency[12..16].copy_from_slice(&2u32.to_be_bytes());
+        lying.endpoints.push(bad);
+        assert!(matches!(
+            agg.add("w1", &lying, now),
+            Err(Refused::Histogram { .. })
+        ));
+        assert!(matches!(
+            agg.add("w1", &snap(13, 5), now),
+            Err(Refused::Seq { seq: 13, max: 12 })
+        ));
+        let mut past_the_end = snap(0, 5);
+        past_the_end.window_end_us = u64::MAX;
+        assert!(matches!(
+            agg.add("w1", &past_the_end, now),
+            Err(Refused::Window { .. })
+        ));
+        assert_eq!(agg.totals(), (0, 0));
+        assert!(agg.intervals().is_empty());
+        assert_eq!(agg.endpoints().count(), 0);
+        // The same seq, well-formed, is still new.
+        assert_eq!(agg.add("w1", &snap(0, 5), now).ok(), Some(Added::Ack(1)));
+        assert_eq!(agg.add("w1", &snap(11, 1), now).ok(), Some(Added::Ack(1)));
+    }
+
+    /// Counts a worker makes up saturate instead of wrapping or panicking.
+    #[test]
+    fn counts_saturate() {
+        let spec = spec();
+        let mut agg = Aggregator::new("r", &spec, &[("w1".into(), vec![1])]);
+        for seq in 0..3 {
+            let mut s = snap(seq, 1);
+            s.endpoints[0].1.requests = u64::MAX;
+            s.endpoints[0].1.failures = u64::MAX;
+            s.endpoints[0].1.errors.insert("connect".into(), u64::MAX);
+            s.dropped_iterations = u64::MAX;
+            s.active_users = u64::MAX;
+            agg.add("w1", &s, Duration::from_secs(3)).expect("adds");
+        }
+        assert_eq!(agg.totals(), (u64::MAX, u64::MAX));
+        agg.expect("w1", 3);
+        let r = build(
+            &agg,
+            ReportMeta {
+                spec: &spec,
+                started_at: "now".into(),
+                partial: false,
+                broke_at: None,
+            },
+        )
+        .expect("report");
+        assert_eq!(r.totals.requests, u64::MAX);
+        assert_eq!(r.totals.dropped_iterations, u64::MAX);
+        assert_eq!(r.endpoints[0].errors["connect"], u64::MAX);
     }
 }

@@ -16,6 +16,7 @@ use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 use crate::report::{LiveLine, ReportMeta, build, live};
 use crate::service::ClusterEvent;
+use crate::worker_text;
 
 /// How a run ended.
 #[derive(Debug)]
@@ -76,6 +77,8 @@ pub struct RunController<'a> {
     partial: bool,
     broke_at: Option<BreakPoint>,
     checked_second: Option<u64>,
+    /// Workers whose snapshots were refused at least once (the first refusal is logged as a warning).
+    refused: std::collections::BTreeSet<String>,
 }
 
 impl<'a> RunController<'a> {
@@ -128,6 +131,7 @@ impl<'a> RunController<'a> {
             partial: false,
             broke_at: None,
             checked_second: None,
+            refused: Default::default(),
         };
         for (i, (id, share)) in workers.iter().zip(&shares).enumerate() {
             fx.note(format!(
@@ -194,7 +198,8 @@ impl<'a> RunController<'a> {
     /// A worker's stream ended (it was lost, or left).
     pub fn on_left(&mut self, worker: &str, reason: &str, elapsed: Duration) -> Effects {
         let mut fx = Effects::default();
-        if self.agg.is_member(worker) {
+        if self.running.iter().any(|id| id == worker) {
+            let reason = worker_text::clean(reason);
             fx.note(format!("warning: worker {worker} lost: {reason}"));
             self.drop_worker(&mut fx, worker, "lost", elapsed);
         }
@@ -204,7 +209,7 @@ impl<'a> RunController<'a> {
     /// A message from an attached worker.
     pub fn on_message(&mut self, worker: &str, msg: &WorkerMessage, elapsed: Duration) -> Effects {
         match msg {
-            WorkerMessage::Snapshot(s) => self.on_snapshot(worker, s),
+            WorkerMessage::Snapshot(s) => self.on_snapshot(worker, s, elapsed),
             WorkerMessage::Status(st) if st.run_id == self.run_id => {
                 self.on_status(worker, st, elapsed)
             }
@@ -212,9 +217,9 @@ impl<'a> RunController<'a> {
         }
     }
 
-    fn on_snapshot(&mut self, worker: &str, snap: &Snapshot) -> Effects {
+    fn on_snapshot(&mut self, worker: &str, snap: &Snapshot, elapsed: Duration) -> Effects {
         let mut fx = Effects::default();
-        match self.agg.add(worker, snap) {
+        match self.agg.add(worker, snap, elapsed) {
             Ok(Added::Ack(seq)) => fx.send(
                 worker,
                 CoordinatorMessage::Ack {
@@ -223,20 +228,35 @@ impl<'a> RunController<'a> {
                 },
             ),
             Ok(Added::Duplicate | Added::Foreign) => {}
-            Err(e) => tracing::warn!("worker {worker}: bad snapshot {}: {e}", snap.seq),
+            // Once per worker and run: a worker sending nothing but bad snapshots must not flood the log.
+            Err(e) if self.refused.insert(worker.to_owned()) => tracing::warn!(
+                "worker {worker}: refused snapshot {} (not counted; further refusals are logged at debug level): {e}",
+                snap.seq
+            ),
+            Err(e) => tracing::debug!("worker {worker}: refused snapshot {}: {e}", snap.seq),
         }
         fx
     }
 
+    /// A worker's state for this run; a failure is handled once, however often it is repeated.
     fn on_status(&mut self, worker: &str, st: &Status, elapsed: Duration) -> Effects {
         let mut fx = Effects::default();
+        if !self.running.iter().any(|id| id == worker) {
+            // Not (or no longer) running this run: a dropped worker's later
+            // statuses change nothing, and a stranger's never did.
+            if self.agg.is_member(worker) && st.state == WorkerState::Stopped {
+                self.agg.expect(worker, st.snapshots_sent);
+            }
+            return fx;
+        }
         self.agg
             .set_state(worker, st.state.as_str(), elapsed.as_secs_f64());
         match st.state {
             WorkerState::Stopped => self.agg.expect(worker, st.snapshots_sent),
             WorkerState::Failed => {
-                fx.note(format!("error: worker {worker} failed: {}", st.reason));
-                let what = format!("failed ({})", st.reason);
+                let reason = worker_text::clean(&st.reason);
+                fx.note(format!("error: worker {worker} failed: {reason}"));
+                let what = format!("failed ({reason})");
                 self.drop_worker(&mut fx, worker, &what, elapsed);
             }
             _ => {}
@@ -361,11 +381,16 @@ impl<'a> RunController<'a> {
     }
 
     /// A worker left the run (lost or failed): record it and, while the run
-    /// is going and rebalancing is on, give its share to the others.
+    /// is going and rebalancing is on, give its share to the others. Only
+    /// once per worker: a worker that already left changes nothing.
     fn drop_worker(&mut self, fx: &mut Effects, worker: &str, what: &str, elapsed: Duration) {
+        let Some(place) = self.running.iter().position(|id| id == worker) else {
+            return;
+        };
+        self.running.remove(place);
         self.agg.mark_lost(worker, elapsed.as_secs_f64());
-        self.running.retain(|id| id != worker);
         let t = elapsed.as_secs();
+        let what = worker_text::clean(what);
         let moving = self.options.rebalance && !self.stopping();
         if moving && !self.running.is_empty() {
             let n = self.running.len();
@@ -684,5 +709,49 @@ mod tests {
         let broke = report.broke_at.expect("break point");
         assert_eq!(broke.condition, "requests > 5");
         assert_eq!(broke.actual, 9.0);
+    }
+
+    /// A FAILED status repeated is handled once: one note, one Adjust round,
+    /// one timeline event, and its reason cleaned and bounded everywhere.
+    #[test]
+    fn a_repeated_failure_is_handled_once_and_its_reason_is_cleaned() {
+        let spec = spec("s");
+        let (mut run, _) =
+            RunController::new(&spec, &ids(&["w1", "w2", "w3"]), OPTIONS, "r".into(), 7);
+        let failed = WorkerMessage::Status(Status {
+            run_id: "r".into(),
+            state: WorkerState::Failed,
+            reason: format!("\x1b]0;pwned\x07\x1b[2J{}", "A".repeat(100_000)),
+            snapshots_sent: 0,
+        });
+        let fx = run.on_message("w2", &failed, secs(2));
+        assert_eq!(
+            sent(&fx),
+            vec![("w1".into(), "adjust", 0, 2), ("w3".into(), "adjust", 1, 2)]
+        );
+        assert_eq!(fx.notes.len(), 1);
+        assert!(!fx.notes[0].contains('\x1b'), "{:?}", fx.notes[0]);
+        assert!(fx.notes[0].len() < 1_000, "{}", fx.notes[0].len());
+        for t in 3..10 {
+            let again = run.on_message("w2", &failed, secs(t));
+            assert!(again.sends.is_empty() && again.notes.is_empty());
+        }
+        // Its stream closing afterwards is not news either.
+        let left = run.on_left("w2", "the worker closed its stream", secs(10));
+        assert!(left.sends.is_empty() && left.notes.is_empty());
+        // A lost worker's escapes are cleaned too.
+        let lost = run.on_left("w3", "stream error: \x1b[2J", secs(10));
+        assert!(!lost.notes[0].contains('\x1b'), "{:?}", lost.notes);
+        let report = run.finish("now".into()).expect("report").report;
+        let events: Vec<&String> = report
+            .timeline
+            .iter()
+            .filter_map(|p| p.event.as_ref())
+            .collect();
+        let w2: Vec<_> = events.iter().filter(|e| e.contains("worker w2")).collect();
+        assert_eq!(w2.len(), 1, "{events:?}");
+        assert!(w2[0].len() < 1_000 && !w2[0].contains('\x1b'), "{}", w2[0]);
+        let w2 = report.workers.iter().find(|w| w.id == "w2").expect("w2");
+        assert_eq!(w2.states.iter().filter(|s| s.state == "lost").count(), 1);
     }
 }

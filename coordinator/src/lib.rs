@@ -12,6 +12,7 @@ mod local;
 mod report;
 mod service;
 mod tls;
+mod worker_text;
 
 use std::path::Path;
 

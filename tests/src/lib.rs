@@ -1,6 +1,7 @@
 //! Shared helpers for Squall's cross-process tests: find the built binaries, start processes and a counting target, wait with deadlines.
 
 mod fake_worker;
+mod memory;
 mod netns;
 mod pki;
 mod port;
@@ -10,7 +11,8 @@ mod run;
 mod target;
 mod wait;
 
-pub use fake_worker::FakeWorker;
+pub use fake_worker::{FakeWorker, Reading};
+pub use memory::peak_rss_bytes;
 pub use netns::{NetHost, SealedHost};
 pub use pki::{leaf, new_ca};
 pub use port::ReservedPort;

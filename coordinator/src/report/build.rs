@@ -87,7 +87,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         broke_at: meta.broke_at,
         passed: true,
     };
-    report.totals.dropped_iterations = intervals.values().map(|iv| iv.dropped).sum();
+    report.totals.dropped_iterations = intervals
+        .values()
+        .fold(0u64, |n, iv| n.saturating_add(iv.dropped));
     let lag = agg.schedule_lag();
     report.totals.schedule_lag_ms = (!lag.is_empty()).then(|| latency_ms(&lag.to_histogram()));
     let results: Vec<ThresholdResult> = meta
@@ -111,7 +113,7 @@ fn second(t: u64, iv: &Interval) -> TimelinePoint {
     TimelinePoint {
         t,
         dropped_iterations: iv.dropped,
-        users: iv.users.values().sum(),
+        users: iv.users.values().fold(0u64, |n, u| n.saturating_add(*u)),
         requests: iv.requests,
         failures: iv.failures,
         rps: rate(iv.requests, iv.window_us),

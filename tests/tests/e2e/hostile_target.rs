@@ -18,15 +18,8 @@ const CAPTURE_LIMIT: u64 = 8 << 20;
 
 /// The peak resident set (VmHWM) of process `pid`, in bytes.
 fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|kb| kb.trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
+    squall_tests::peak_rss_bytes(pid)
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status (has the worker exited?)"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

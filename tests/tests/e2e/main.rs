@@ -5,6 +5,7 @@ mod bad_input;
 mod demo;
 mod faults;
 mod hostile_target;
+mod hostile_worker;
 mod https;
 mod load_models;
 mod merge;

@@ -3,7 +3,7 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use squall_tests::{CountingTarget, FakeWorker, TestRun, wait_until, worker_entry};
+use squall_tests::{CountingTarget, FakeWorker, Reading, TestRun, wait_until, worker_entry};
 
 const STEADY: &str = "scenarios:\n  steady: { users: 10, spawn_rate: 100, duration: 8s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n";
 const LONG: &str = "scenarios:\n  long: { users: 10, spawn_rate: 100, duration: 60s }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { get: /ok } ] }\n";
@@ -17,8 +17,8 @@ const LIVE_LINE: &str = "] users ";
 /// Attaches `stuck`, a fake that reads up to its Start (returned with it)
 /// and, once told to flood, never reads again.
 async fn attach_stuck(run: &TestRun) -> (FakeWorker, String) {
-    let mut stuck = FakeWorker::attach(&run.master(), "stuck").await;
-    let run_id = stuck.run_id(Duration::from_secs(30)).await;
+    let mut stuck = FakeWorker::attach_with(&run.master(), "stuck", Reading::UntilStart).await;
+    let run_id = stuck.start(Duration::from_secs(30)).await.run_id;
     (stuck, run_id)
 }
 
