@@ -178,7 +178,12 @@ impl Output {
         let dir = self.dir_of(&base, &report.scenario);
         match write_dir(&dir, report, summary) {
             Ok(()) => Ok(dir),
-            Err(e) => Err((dir, e)),
+            Err(e) => {
+                // Leave no empty directories behind in the temp dir.
+                let _ = std::fs::remove_dir(&dir);
+                let _ = std::fs::remove_dir(&base);
+                Err((dir, e))
+            }
         }
     }
 
@@ -390,8 +395,13 @@ mod tests {
         std::fs::write(&file, "not a directory").expect("file");
         let mut out = Output::new(&file.join("out"), false);
         out.fallback_base = root.join("fallback");
-        let err = out.publish(&report("s", 3)).expect_err("cannot write under a file");
-        let CoordinatorError::ReportMoved { wanted, fallback, .. } = &err else {
+        let err = out
+            .publish(&report("s", 3))
+            .expect_err("cannot write under a file");
+        let CoordinatorError::ReportMoved {
+            wanted, fallback, ..
+        } = &err
+        else {
             panic!("{err}")
         };
         assert_eq!(*wanted, file.join("out"));
@@ -412,13 +422,20 @@ mod tests {
         std::fs::write(&file, "x").expect("file");
         let err = Output::check(&file.join("out"), &["a"]).expect_err("under a file");
         assert_eq!(err.exit_code().code(), 2);
-        assert!(err.to_string().contains(&file.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
         // --all: a scenario's directory that is a file is refused too.
         let out = root.join("out");
         std::fs::create_dir_all(&out).expect("out");
         std::fs::write(out.join("b"), "x").expect("file b");
         let err = Output::check(&out, &["a", "b"]).expect_err("b is a file");
-        assert!(err.to_string().contains(&out.join("b").display().to_string()), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&out.join("b").display().to_string()),
+            "{err}"
+        );
         assert!(Output::check(&out, &["a", "c"]).is_ok());
         let left: Vec<_> = std::fs::read_dir(out.join("a"))
             .expect("list")
@@ -449,7 +466,11 @@ mod tests {
         assert!(index["runs"][0].get("error").is_none());
         assert_eq!(index["runs"][1]["scenario"], "b");
         assert_eq!(index["runs"][1]["passed"], false);
-        assert!(index["runs"][1]["error"].as_str().is_some_and(|e| e.contains("workers")));
+        assert!(
+            index["runs"][1]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("workers"))
+        );
         assert_eq!(index["not_run"][0], "c");
         assert!(root.join("a").join("report.json").exists());
         let _ = std::fs::remove_dir_all(&root);

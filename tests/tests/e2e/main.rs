@@ -9,4 +9,5 @@ mod load_models;
 mod merge;
 mod network;
 mod partition;
+mod reports;
 mod security;
