@@ -11,6 +11,7 @@ use squall_common::scenario::{Loaded, Overrides};
 
 use crate::args::{Args, Command, DemoArgs, RunArgs};
 use crate::error::CoordinatorError;
+use crate::report::Output;
 use crate::service::Heartbeats;
 use crate::tls::ServerTls;
 
@@ -184,6 +185,13 @@ fn finish(
             "--token must be non-empty printable ASCII without spaces",
         ));
     }
+    // In-process workers need no shared secret from the user, but the
+    // listener is a real port that any process on the machine can reach (a
+    // shared CI runner): a random token per run keeps strangers out.
+    let token = match (token, workers) {
+        (None, Workers::Local(_)) => Some(run_token()),
+        (token, _) => token,
+    };
     // Without --bind: remote workers are served on every interface when they
     // must authenticate, and on loopback only otherwise (so `--workers 2` works
     // on one machine without a token, and nothing is exposed by accident).
@@ -222,6 +230,10 @@ fn finish(
         addr: bind,
         tls: tls.map(|t| &*Box::leak(Box::new(t))),
     };
+    // Before any traffic: a report that cannot be written is found out now,
+    // not after the run.
+    let names: Vec<&str> = specs.iter().map(|s| s.scenario.as_str()).collect();
+    Output::check(&out, &names)?;
     let local_threads = match (threads, workers) {
         (Some(0), _) => return Err(usage("--threads must be at least 1")),
         (Some(t), _) => t,
@@ -240,6 +252,11 @@ fn finish(
         heartbeats: Heartbeats::default(),
         local_threads,
     })
+}
+
+/// A fresh secret for one command's in-process workers: 128 random bits as hex.
+fn run_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// Refuses a listener other hosts can reach unless workers must authenticate

@@ -29,10 +29,51 @@ pub enum CoordinatorError {
     },
     #[error("every worker was lost; the run could not complete (partial report in {out})")]
     AllWorkersLost { out: PathBuf },
-    #[error("cannot write the report to {path}: {source}")]
-    Output {
+    #[error(
+        "--out {}: reports cannot be written there ({source}); choose a directory this user can create and write to (nothing was sent)",
+        path.display()
+    )]
+    OutUnusable {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "cannot write the report to {} ({reason}); it was written to {} instead",
+        wanted.display(),
+        fallback.display()
+    )]
+    ReportMoved {
+        wanted: PathBuf,
+        reason: std::io::Error,
+        fallback: PathBuf,
+    },
+    #[error(
+        "cannot write the report to {} ({reason}) nor to {} ({fallback_reason}); only the summary above is left",
+        wanted.display(),
+        fallback.display()
+    )]
+    ReportLost {
+        wanted: PathBuf,
+        reason: std::io::Error,
+        fallback: PathBuf,
+        fallback_reason: std::io::Error,
+    },
+    #[error(
+        "interrupted: scenario(s) not run: {}; the reports of those that ran and index.json are written",
+        not_run.join(", ")
+    )]
+    Interrupted { not_run: Vec<String> },
+    #[error("interrupted while waiting for workers; nothing was run")]
+    InterruptedWaiting,
+    #[error(
+        "{} of {total} scenarios could not complete (see index.json):\n  {}",
+        failed.len(),
+        failed.join("\n  ")
+    )]
+    ScenariosIncomplete {
+        /// `scenario: why`, one per scenario that could not complete.
+        failed: Vec<String>,
+        total: usize,
     },
     #[error("cannot start the demo target: {0}")]
     Target(std::io::Error),
@@ -46,11 +87,16 @@ impl CoordinatorError {
         match self {
             CoordinatorError::Scenario(_)
             | CoordinatorError::Usage(_)
-            | CoordinatorError::TlsFile { .. } => Exit::InvalidInput,
+            | CoordinatorError::TlsFile { .. }
+            | CoordinatorError::OutUnusable { .. } => Exit::InvalidInput,
             CoordinatorError::Bind { .. }
             | CoordinatorError::NoWorkers { .. }
             | CoordinatorError::AllWorkersLost { .. }
-            | CoordinatorError::Output { .. }
+            | CoordinatorError::ReportMoved { .. }
+            | CoordinatorError::ReportLost { .. }
+            | CoordinatorError::Interrupted { .. }
+            | CoordinatorError::InterruptedWaiting
+            | CoordinatorError::ScenariosIncomplete { .. }
             | CoordinatorError::Target(_)
             | CoordinatorError::Internal(_) => Exit::Incomplete,
         }

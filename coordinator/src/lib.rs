@@ -7,6 +7,7 @@ mod config;
 mod controller;
 pub mod demo;
 mod error;
+mod interrupt;
 mod listener;
 mod local;
 mod report;
@@ -24,6 +25,7 @@ pub use error::CoordinatorError;
 
 use crate::cluster::Cluster;
 use crate::demo::DemoTarget;
+use crate::interrupt::Interrupts;
 use crate::report::Output;
 
 /// What a successful command concluded.
@@ -115,6 +117,7 @@ async fn serve_target(bind: std::net::SocketAddr) -> Result<Verdict, Coordinator
 }
 
 async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
+    let mut interrupts = Interrupts::watch();
     let mut cluster = Cluster::start(cfg.bind, cfg.token.clone(), cfg.heartbeats).await?;
     let wanted = match cfg.workers {
         Workers::Remote(n) => {
@@ -130,50 +133,119 @@ async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
             n
         }
         Workers::Local(n) => {
+            eprintln!(
+                "coordinator listening on {} for {n} local worker(s)",
+                cluster.addr()
+            );
             local::spawn(n, cluster.addr(), cfg.token.clone(), cfg.local_threads);
             n
         }
     };
-    let result = run_all(&mut cluster, &cfg, wanted).await;
+    let result = run_all(&mut cluster, &cfg, wanted, &mut interrupts).await;
     if matches!(cfg.workers, Workers::Local(_)) {
         cluster.shutdown_all("the coordinator is done");
     }
     result
 }
 
+/// Runs every scenario in turn. One that cannot complete does not stop the
+/// others (its failure is listed in index.json and decides the exit code); an
+/// interrupt does: the run it falls in stops gracefully and keeps its report,
+/// an interrupt between runs or while a report is written lets that write
+/// finish, and the scenarios not yet started are listed as not run.
 async fn run_all(
     cluster: &mut Cluster,
     cfg: &RunConfig,
     wanted: usize,
+    interrupts: &mut Interrupts,
 ) -> Result<Verdict, CoordinatorError> {
-    cluster.wait_for(wanted, cfg.wait_timeout).await?;
+    tokio::select! {
+        waited = cluster.wait_for(wanted, cfg.wait_timeout) => waited?,
+        () = interrupts.arrived() => return Err(CoordinatorError::InterruptedWaiting),
+    }
+    let several = cfg.specs.len() > 1;
+    let mut output = Output::new(&cfg.out, several);
     let mut verdict = Verdict::Passed;
-    let mut output = Output::new(&cfg.out, cfg.specs.len() > 1);
-    for spec in &cfg.specs {
+    let mut failed: Vec<(String, CoordinatorError)> = Vec::new();
+    let mut not_run: Vec<String> = Vec::new();
+    for (i, spec) in cfg.specs.iter().enumerate() {
+        if interrupts.any() {
+            not_run = cfg.specs[i..].iter().map(|s| s.scenario.clone()).collect();
+            break;
+        }
         if cluster.is_empty() {
-            return Err(CoordinatorError::NoWorkers {
-                wanted,
-                attached: 0,
-                waited: std::time::Duration::ZERO,
-            });
+            // Every worker was lost in the previous scenario: give remote
+            // workers the usual time to come back.
+            tokio::select! {
+                waited = cluster.wait_for(wanted, cfg.wait_timeout) => {
+                    if let Err(e) = waited {
+                        output.record_failure(&spec.scenario, &e);
+                        failed.push((spec.scenario.clone(), e));
+                        continue;
+                    }
+                }
+                () = interrupts.arrived() => {
+                    not_run = cfg.specs[i..].iter().map(|s| s.scenario.clone()).collect();
+                    break;
+                }
+            }
         }
-        let result = controller::run_scenario(
-            cluster,
-            spec,
-            controller::RunOptions {
-                headless: cfg.headless,
-                rebalance: cfg.rebalance,
-            },
-        )
-        .await?;
-        let dir = output.publish(&result.report)?;
-        if result.all_lost {
-            return Err(CoordinatorError::AllWorkersLost { out: dir });
-        }
-        if !result.report.passed {
-            verdict = Verdict::Failed;
+        match run_one(cluster, cfg, spec, &mut output).await {
+            Ok(Verdict::Passed) => {}
+            Ok(Verdict::Failed) => verdict = Verdict::Failed,
+            Err(e) => {
+                if several {
+                    eprintln!("error: scenario {}: {e}", spec.scenario);
+                }
+                output.record_failure(&spec.scenario, &e);
+                failed.push((spec.scenario.clone(), e));
+            }
         }
     }
-    output.finish()?;
+    if let Err(e) = output.finish(&not_run) {
+        failed.push(("index.json".to_owned(), e));
+    }
+    if !several && let Some((_, e)) = failed.pop() {
+        return Err(e);
+    }
+    if !not_run.is_empty() {
+        return Err(CoordinatorError::Interrupted { not_run });
+    }
+    if !failed.is_empty() {
+        return Err(CoordinatorError::ScenariosIncomplete {
+            total: cfg.specs.len(),
+            failed: failed
+                .iter()
+                .map(|(name, e)| format!("{name}: {e}"))
+                .collect(),
+        });
+    }
     Ok(verdict)
+}
+
+/// One scenario on the attached workers, its summary printed and its report written.
+async fn run_one(
+    cluster: &mut Cluster,
+    cfg: &RunConfig,
+    spec: &squall_common::RunSpec,
+    output: &mut Output,
+) -> Result<Verdict, CoordinatorError> {
+    let result = controller::run_scenario(
+        cluster,
+        spec,
+        controller::RunOptions {
+            headless: cfg.headless,
+            rebalance: cfg.rebalance,
+        },
+    )
+    .await?;
+    let dir = output.publish(&result.report)?;
+    if result.all_lost {
+        return Err(CoordinatorError::AllWorkersLost { out: dir });
+    }
+    Ok(if result.report.passed {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    })
 }

@@ -16,7 +16,7 @@ pub use memory::peak_rss_bytes;
 pub use netns::{NetHost, SealedHost};
 pub use pki::{leaf, new_ca};
 pub use port::ReservedPort;
-pub use process::{Proc, bin, coordinator, worker};
+pub use process::{Proc, bin, coordinator, coordinator_with_file_size_limit, worker};
 pub use report::{has_event, read_report, sample_count, worker_entry};
 pub use run::{TestRun, write_file};
 pub use target::CountingTarget;

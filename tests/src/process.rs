@@ -142,15 +142,18 @@ impl Proc {
         Duration::from_millis(ticks * 10)
     }
 
-    /// Sends the signal `sig` (as `kill` spells it, e.g. `-TERM`) to the process.
-    pub fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("the process is running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
+    /// Sends `signal` (a `kill` name such as `TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .id()
+            .unwrap_or_else(|| panic!("{} has already exited", self.name))
+            .to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
             .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill {sig} {pid} failed");
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -{signal} {pid} failed");
     }
 
     /// How many lines of stderr contain `needle`.
@@ -181,6 +184,21 @@ fn rand_suffix() -> u64 {
 
 pub fn coordinator(args: &[&str], dir: &Path) -> Proc {
     Proc::spawn("coordinator", &bin("coordinator"), args, dir)
+}
+
+/// The coordinator unable to write any file beyond `kib` KiB (`ulimit -f`,
+/// with SIGXFSZ ignored so a write fails with EFBIG as on a full disk). Its
+/// stdout and stderr, together, go through a pipe to the stdout file, which
+/// the limit does not cover; the exit code is the coordinator's.
+pub fn coordinator_with_file_size_limit(args: &[&str], dir: &Path, kib: u64) -> Proc {
+    let program = bin("coordinator");
+    let script =
+        r#"set -o pipefail; lim=$1; shift; (trap "" XFSZ; ulimit -f "$lim"; exec "$@") 2>&1 | cat"#;
+    let kib = kib.to_string();
+    let mut all = vec!["-c", script, "squall-file-size-limit", &kib];
+    all.push(program.to_str().expect("utf8 path"));
+    all.extend_from_slice(args);
+    Proc::spawn("coordinator", Path::new("/bin/bash"), &all, dir)
 }
 
 pub fn worker(args: &[&str], dir: &Path) -> Proc {

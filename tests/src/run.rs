@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::netns::NetHost;
-use crate::process::{Proc, bin, coordinator, worker};
+use crate::process::{Proc, bin, coordinator, coordinator_with_file_size_limit, worker};
 
 /// Writes `text` to `name` in `dir` and returns the path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -122,6 +122,24 @@ impl TestRun {
     /// The coordinator with `workers` in-process local workers, headless, against `host`.
     pub fn local(&self, workers: usize, host: &str) -> Proc {
         self.headless(host, &["--local-workers", &workers.to_string()])
+    }
+
+    /// [`TestRun::local`] with no file allowed beyond `kib` KiB, so that
+    /// writing the report fails as on a full disk.
+    pub fn local_with_file_size_limit(&self, workers: usize, host: &str, kib: u64) -> Proc {
+        let count = workers.to_string();
+        let args = [
+            "-f",
+            utf8(&self.file),
+            "--host",
+            host,
+            "--out",
+            utf8(&self.out),
+            "--headless",
+            "--local-workers",
+            &count,
+        ];
+        coordinator_with_file_size_limit(&args, self.dir(), kib)
     }
 
     /// The coordinator waiting for `workers` remote workers, headless, against

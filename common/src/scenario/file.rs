@@ -26,8 +26,12 @@ pub struct ScenarioFile {
     /// How an `https://` host's certificate is checked.
     #[serde(default)]
     pub tls: Option<TlsDef>,
-    /// Named load shapes, in file order.
-    #[serde(with = "ordered")]
+    /// Named load shapes, in file order; each name is a directory name under
+    /// `--out` with `--all`, so [`scenario_name`] checks it as one.
+    #[serde(
+        deserialize_with = "ordered::deserialize_scenarios",
+        serialize_with = "ordered::serialize"
+    )]
     pub scenarios: Vec<(String, ScenarioDef)>,
     /// Named user behaviours, in file order.
     #[serde(with = "ordered")]
@@ -196,9 +200,39 @@ impl ScenarioFile {
     }
 }
 
+/// Longest scenario name: a file name component may have 255 bytes (NAME_MAX).
+pub const MAX_SCENARIO_NAME_BYTES: usize = 255;
+
+/// Checks that a scenario name can be a directory name under `--out` (it is
+/// one with `--all`): not empty, no path separator, not `.` or `..` (which
+/// would write outside its own directory), no control characters (which
+/// would also reach the terminal), not `index.json` (the index beside it),
+/// at most [`MAX_SCENARIO_NAME_BYTES`] bytes.
+pub fn scenario_name(name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_SCENARIO_NAME_BYTES {
+        "is longer than 255 bytes"
+    } else if name.contains(['/', '\\']) {
+        "contains a path separator (`/` or `\\`)"
+    } else if name == "." || name == ".." {
+        "is `.` or `..`"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else if name == "index.json" {
+        "is `index.json`, the name of the index written beside the scenarios' directories"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "scenario name {:?} {problem}: a scenario name is used as a directory name under --out with --all, so use letters, digits, `-`, `_` or `.`",
+        name.chars().take(64).collect::<String>()
+    ))
+}
+
 /// YAML mappings whose order matters (scenarios, user classes), kept as ordered pairs.
 mod ordered {
-    use serde::de::{DeserializeOwned, Error, MapAccess, Visitor};
+    use serde::de::{DeserializeOwned, DeserializeSeed, Error, MapAccess, Visitor};
     use serde::ser::SerializeMap;
     use serde::{Deserializer, Serialize, Serializer};
     use std::fmt;
@@ -209,25 +243,65 @@ mod ordered {
         D: Deserializer<'de>,
         V: DeserializeOwned,
     {
-        struct Ordered<V>(PhantomData<V>);
-        impl<'de, V: DeserializeOwned> Visitor<'de> for Ordered<V> {
-            type Value = Vec<(String, V)>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping of names to definitions")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(String, V)> = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if out.iter().any(|(k, _)| *k == key) {
-                        return Err(A::Error::custom(format!("`{key}` is defined twice")));
-                    }
-                    let value = map.next_value::<V>()?;
-                    out.push((key, value));
-                }
-                Ok(out)
-            }
+        d.deserialize_map(Ordered(|_: &str| Ok(()), PhantomData))
+    }
+
+    /// [`deserialize`] with every key checked by [`super::scenario_name`] as it
+    /// is read, so the error points at the name.
+    pub fn deserialize_scenarios<'de, D, V>(d: D) -> Result<Vec<(String, V)>, D::Error>
+    where
+        D: Deserializer<'de>,
+        V: DeserializeOwned,
+    {
+        d.deserialize_map(Ordered(super::scenario_name, PhantomData))
+    }
+
+    /// The visitor: keys in order, duplicates refused, each key checked by `.0`.
+    struct Ordered<C, V>(C, PhantomData<V>);
+
+    /// A key checked as it is read, so that its error carries the key's own line and column.
+    struct Key<'c, C>(&'c C);
+
+    impl<'de, C: Fn(&str) -> Result<(), String>> DeserializeSeed<'de> for Key<'_, C> {
+        type Value = String;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            // Checked inside the visitor: the parser then tags the error with
+            // the key's position rather than the mapping's.
+            d.deserialize_string(self)
         }
-        d.deserialize_map(Ordered(PhantomData))
+    }
+
+    impl<'de, C: Fn(&str) -> Result<(), String>> Visitor<'de> for Key<'_, C> {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a name")
+        }
+        fn visit_str<E: Error>(self, key: &str) -> Result<String, E> {
+            (self.0)(key).map_err(E::custom)?;
+            Ok(key.to_owned())
+        }
+    }
+
+    impl<'de, C, V> Visitor<'de> for Ordered<C, V>
+    where
+        C: Fn(&str) -> Result<(), String>,
+        V: DeserializeOwned,
+    {
+        type Value = Vec<(String, V)>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping of names to definitions")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<(String, V)> = Vec::new();
+            while let Some(key) = map.next_key_seed(Key(&self.0))? {
+                if out.iter().any(|(k, _)| *k == key) {
+                    return Err(A::Error::custom(format!("`{key}` is defined twice")));
+                }
+                let value = map.next_value::<V>()?;
+                out.push((key, value));
+            }
+            Ok(out)
+        }
     }
 
     pub fn serialize<S: Serializer, V: Serialize>(
@@ -239,5 +313,44 @@ mod ordered {
             m.serialize_entry(k, val)?;
         }
         m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_named(name: &str) -> Result<ScenarioFile, ScenarioError> {
+        let text = format!(
+            "host: http://x\nscenarios:\n  ok: {{ users: 1, duration: 1s }}\n  {name}: {{ users: 1, duration: 1s }}\nuser_classes:\n  u: {{ tasks: [ {{ get: / }} ] }}\n"
+        );
+        ScenarioFile::parse("f.yaml", &text)
+    }
+
+    #[test]
+    fn scenario_names_that_are_not_directory_names_are_refused_with_their_line() {
+        for (name, why) in [
+            ("\"a/b\"", "path separator"),
+            ("\"..\\\\up\"", "path separator"),
+            ("\"..\"", "`.` or `..`"),
+            ("\".\"", "`.` or `..`"),
+            ("\"\"", "is empty"),
+            ("\"bell\\u0007\"", "control character"),
+            ("\"tab\\there\"", "control character"),
+            ("index.json", "index.json"),
+        ] {
+            let err = parse_named(name).expect_err(name).to_string();
+            assert!(err.starts_with("f.yaml:4:"), "{name}: {err}");
+            assert!(err.contains(why), "{name}: {err}");
+            assert!(err.contains("--all"), "{name}: {err}");
+        }
+        let long = "x".repeat(MAX_SCENARIO_NAME_BYTES + 1);
+        assert!(parse_named(&long).is_err());
+        for fine in ["smoke", "spike-2", "a.b", "a..b", "v1_api", "ünïcode"] {
+            assert!(parse_named(fine).is_ok(), "{fine}");
+        }
+        // User class names are not directory names: only scenarios are checked.
+        let text = "host: http://x\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  \"a/b\": { tasks: [ { get: / } ] }\n";
+        assert!(ScenarioFile::parse("f.yaml", text).is_ok());
     }
 }

@@ -11,5 +11,6 @@ mod load_models;
 mod merge;
 mod network;
 mod partition;
+mod reports;
 mod security;
 mod wedged;

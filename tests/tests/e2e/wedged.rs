@@ -87,7 +87,7 @@ async fn sigterm_ends_a_run_beside_a_worker_that_stops_reading() {
     // coordinator drops the fake; a wedged coordinator stops reading it).
     wait_until(Duration::from_secs(10), || flood.is_finished()).await;
 
-    c.signal("-TERM");
+    c.signal("TERM");
     let signalled = Instant::now();
     c.wait(Duration::from_secs(5)).await;
     assert!(signalled.elapsed() < Duration::from_secs(5));
