@@ -23,7 +23,7 @@ async fn attach_stuck(run: &TestRun) -> (FakeWorker, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_that_stops_reading_is_disconnected_and_the_run_goes_on() {
+async fn a_worker_that_stops_reading_and_floods_is_dropped_and_the_run_goes_on() {
     let target = CountingTarget::start().await;
     let run = TestRun::new(STEADY).live_view();
     let mut c = run.coordinator(2, &target.url(), &[]).await;
@@ -58,8 +58,11 @@ async fn a_worker_that_stops_reading_is_disconnected_and_the_run_goes_on() {
 
     let report = run.report();
     assert_eq!(worker_entry(&report, "stuck")["lost"], true);
+    // Its flood is refused (seq numbers ahead of the run, issue 12 item 1), so
+    // the coordinator has nothing to acknowledge and never backs up on it: the
+    // full-queue disconnect itself is `cluster::tests::a_worker_that_stops_reading_is_disconnected`.
     assert!(
-        c.stderr().contains("stuck") && c.stderr().contains("stopped reading"),
+        c.stderr().contains("worker stuck lost"),
         "no word on why `stuck` was dropped\n{}",
         c.output()
     );
