@@ -406,6 +406,19 @@ mod tests {
             .expect("valid")
     }
 
+    fn report(agg: &Aggregator, spec: &RunSpec) -> squall_common::Report {
+        build(
+            agg,
+            ReportMeta {
+                spec,
+                started_at: "now".into(),
+                partial: false,
+                broke_at: None,
+            },
+        )
+        .expect("report")
+    }
+
     fn snap(seq: u64, requests: u64) -> Snapshot {
         one_endpoint_second("r", seq, 1, requests)
     }
@@ -438,16 +451,7 @@ mod tests {
         agg.expect("w1", 2);
         agg.mark_lost("w2", 1.0);
         assert!(agg.complete());
-        let r = build(
-            &agg,
-            ReportMeta {
-                spec: &spec,
-                started_at: "now".into(),
-                partial: false,
-                broke_at: None,
-            },
-        )
-        .expect("report");
+        let r = report(&agg, &spec);
         assert_eq!(r.totals.requests, 3);
         assert_eq!(r.endpoints[0].requests, 3);
         assert_eq!(r.timeline.len(), 2);
@@ -516,16 +520,7 @@ mod tests {
         }
         assert_eq!(agg.totals(), (u64::MAX, u64::MAX));
         agg.expect("w1", 3);
-        let r = build(
-            &agg,
-            ReportMeta {
-                spec: &spec,
-                started_at: "now".into(),
-                partial: false,
-                broke_at: None,
-            },
-        )
-        .expect("report");
+        let r = report(&agg, &spec);
         assert_eq!(r.totals.requests, u64::MAX);
         assert_eq!(r.totals.dropped_iterations, u64::MAX);
         assert_eq!(r.endpoints[0].errors["connect"], u64::MAX);

@@ -39,6 +39,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A plaintext cluster on an ephemeral loopback port, without a token, for unit tests.
+    #[cfg(test)]
+    pub(crate) async fn loopback() -> Cluster {
+        let listen = Listen {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+        };
+        Cluster::start(listen, None, Heartbeats::default())
+            .await
+            .unwrap_or_else(|e| panic!("start: {e}"))
+    }
+
     /// Binds the gRPC listener (TLS when configured) and starts serving `Attach` in the background.
     pub async fn start(
         listen: Listen,
@@ -247,13 +259,7 @@ mod tests {
     /// and closes its connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_worker_that_stops_reading_is_disconnected() {
-        let listen = Listen {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tls: None,
-        };
-        let mut cluster = Cluster::start(listen, None, Heartbeats::default())
-            .await
-            .unwrap_or_else(|e| panic!("start: {e}"));
+        let mut cluster = Cluster::loopback().await;
         let channel = Endpoint::from_shared(format!("http://{}", cluster.addr()))
             .unwrap_or_else(|e| panic!("endpoint: {e}"))
             .initial_stream_window_size(1024)

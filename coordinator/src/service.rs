@@ -312,7 +312,6 @@ mod tests {
     use squall_proto::{CoordinatorClient, pb};
 
     use crate::cluster::Cluster;
-    use crate::config::Listen;
 
     fn hello(id: &str) -> pb::WorkerMessage {
         let h = WorkerMessage::Hello(Hello {
@@ -338,13 +337,7 @@ mod tests {
     /// under another id or sends snapshots (which carry no worker id).
     #[tokio::test]
     async fn messages_are_attributed_to_the_stream_not_to_their_claims() {
-        let listen = Listen {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tls: None,
-        };
-        let mut cluster = Cluster::start(listen, None, Heartbeats::default())
-            .await
-            .unwrap_or_else(|e| panic!("start: {e}"));
+        let mut cluster = Cluster::loopback().await;
         let mut client = CoordinatorClient::connect(format!("http://{}", cluster.addr()))
             .await
             .unwrap_or_else(|e| panic!("connect: {e}"));
