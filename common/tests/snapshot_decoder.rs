@@ -84,12 +84,26 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// A valid encoding with one whole header field (cookie, payload length,
+/// offset, significant digits, or a word of the bounds) set to any value:
+/// byte edits rarely produce the large lengths that once cost gigabytes.
+fn forged_header() -> impl Strategy<Value = Vec<u8>> {
+    (encoded(), 0usize..10, any::<u32>()).prop_map(|(mut bytes, field, value)| {
+        let at = field * 4;
+        if bytes.len() >= at + 4 {
+            bytes[at..at + 4].copy_from_slice(&value.to_be_bytes());
+        }
+        bytes
+    })
+}
+
 /// Arbitrary bytes, valid encodings, and mutations of valid encodings.
 fn input() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..256),
         encoded(),
         mutated(),
+        forged_header(),
     ]
 }
 
