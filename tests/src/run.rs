@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::netns::NetHost;
+use crate::netns::{NetHost, spawn_in};
 use crate::process::{Proc, bin, coordinator, coordinator_with_file_size_limit, worker};
 
 /// Writes `text` to `name` in `dir` and returns the path.
@@ -31,6 +31,8 @@ pub struct TestRun {
     fd_limit: Option<u32>,
     /// Whether the coordinator prints its live line (all runs are headless otherwise).
     live: bool,
+    /// The network namespace the coordinator and [`TestRun::worker`]s run in, when not this one.
+    netns: Option<String>,
     /// The address the last coordinator started with [`TestRun::coordinator`] printed.
     listening: Mutex<Option<String>>,
 }
@@ -53,6 +55,7 @@ impl TestRun {
             token: None,
             fd_limit: None,
             live: false,
+            netns: None,
             listening: Mutex::new(None),
         }
     }
@@ -72,6 +75,12 @@ impl TestRun {
     /// Starts the coordinator with at most `n` open files (soft and hard limit).
     pub fn fd_limit(mut self, n: u32) -> TestRun {
         self.fd_limit = Some(n);
+        self
+    }
+
+    /// Runs the coordinator and the workers of [`TestRun::worker`] in network namespace `ns`.
+    pub fn in_namespace(mut self, ns: &str) -> TestRun {
+        self.netns = Some(ns.to_owned());
         self
     }
 
@@ -96,7 +105,10 @@ impl TestRun {
         let mut all = vec!["-f", utf8(&self.file)];
         all.extend_from_slice(args);
         match self.fd_limit {
-            None => coordinator(&all, self.dir()),
+            None => match &self.netns {
+                None => coordinator(&all, self.dir()),
+                Some(ns) => spawn_in(ns, "coordinator", &bin("coordinator"), &all, self.dir()),
+            },
             Some(n) => {
                 // prlimit sets the limits and then execs the coordinator: same pid.
                 let limit = format!("--nofile={n}:{n}");
@@ -191,10 +203,17 @@ impl TestRun {
     /// A worker process named `id` dialling this run's coordinator.
     pub fn worker(&self, id: &str, extra: &[&str]) -> Proc {
         let args = self.worker_args(id, extra);
-        worker(
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-            self.dir(),
-        )
+        let args = args.iter().map(String::as_str).collect::<Vec<_>>();
+        match &self.netns {
+            None => worker(&args, self.dir()),
+            Some(ns) => spawn_in(
+                ns,
+                &format!("{id}-worker"),
+                &bin("worker"),
+                &args,
+                self.dir(),
+            ),
+        }
     }
 
     /// A worker process named `id` on `host`, dialling this run's coordinator.

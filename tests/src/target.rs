@@ -92,8 +92,23 @@ impl CountingTarget {
         Self::start_on("127.0.0.1:0").await
     }
 
-    /// Listens on `addr` (e.g. a veth address that a test host can reach).
+    /// Listens on `addr` in this process's namespace.
     pub async fn start_on(addr: &str) -> CountingTarget {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind target");
+        Self::serve(listener)
+    }
+
+    /// Listens on `addr` inside network namespace `ns` (e.g. a test host's
+    /// veth address), while being served and counted in this process.
+    pub async fn start_in(ns: &str, addr: &str) -> CountingTarget {
+        let listener = tokio::net::TcpListener::from_std(crate::netns::listen_in(ns, addr))
+            .expect("listener into tokio");
+        Self::serve(listener)
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> CountingTarget {
         let counts = Arc::new(Counts::default());
         let started = tokio::time::Instant::now();
         let app = Router::new()
@@ -124,9 +139,6 @@ impl CountingTarget {
             .route("/start/{class}", any(|| async { "started" }))
             .route("/huge/{bytes}", get(huge))
             .layer(middleware::from_fn_with_state(counts.clone(), count));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind target");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -9,12 +9,13 @@ const LONG: &str = "scenarios:\n  net: { users: 10, spawn_rate: 100, duration: 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_shorter_than_the_timeout_loses_nothing_and_counts_nothing_twice() {
     let host = NetHost::create(1);
-    let target = CountingTarget::start_on(&format!("{}:0", host.host_ip)).await;
-    // The coordinator listens on the host's side of the veth pair, where the
-    // namespace can reach it: a fixed address, on any port.
+    let target = CountingTarget::start_in(&host.hub, &format!("{}:0", host.host_ip)).await;
+    // The coordinator runs on the hub and listens on its side of the veth
+    // pair, where the remote host can reach it: a fixed address, on any port.
     let run = TestRun::new(LONG)
         .bind(&format!("{}:0", host.host_ip))
-        .token("t0k3n");
+        .token("t0k3n")
+        .in_namespace(&host.hub);
     let mut c = run.coordinator(1, &target.url(), &[]).await;
     let remote = run.worker_on(&host, "remote", &[]);
     assert!(
@@ -46,11 +47,12 @@ async fn a_cut_shorter_than_the_timeout_loses_nothing_and_counts_nothing_twice()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_longer_than_the_timeout_stops_the_remote_load_moves_it_and_loses_no_data() {
     let host = NetHost::create(2);
-    let target = CountingTarget::start_on(&format!("{}:0", host.host_ip)).await;
+    let target = CountingTarget::start_in(&host.hub, &format!("{}:0", host.host_ip)).await;
     // Long enough for the remote worker to reconnect after the cut and resend.
     let run = TestRun::new(&LONG.replace("16s", "26s"))
         .bind(&format!("{}:0", host.host_ip))
-        .token("t0k3n");
+        .token("t0k3n")
+        .in_namespace(&host.hub);
     let samples = run.path("remote.samples");
     let mut c = run.coordinator(2, &target.url(), &[]).await;
     let remote = run.worker_on(
