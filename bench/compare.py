@@ -131,9 +131,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
+def http_get(url: str, timeout: float = 2.0, netns: str | None = None) -> str:
+    """GET `url`; from inside network namespace `netns` when the server is only reachable there."""
+    if netns is None:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read().decode()
+    code = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())"
+    try:
+        p = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code, url, str(timeout)],
+                           capture_output=True, text=True, timeout=timeout + 10)
+    except subprocess.TimeoutExpired as e:
+        raise OSError(f"GET {url} in {netns}: timed out") from e
+    if p.returncode != 0:
+        raise OSError(f"GET {url} in {netns}: {p.stderr.strip().splitlines()[-1:] or p.returncode}")
+    return p.stdout
 
 
 def raise_nofile() -> None:
@@ -210,10 +221,11 @@ def cpu_busy(cpus: tuple[int, int]) -> float:
     return busy / CLK_TCK
 
 
-def established(port: int) -> int:
-    """Established TCP connections whose local (server) port is `port`."""
+def established(port: int, netns: str | None = None) -> int:
+    """Established TCP connections whose local (server) port is `port` (in namespace `netns`)."""
     out = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+        (["ip", "netns", "exec", netns] if netns else [])
+        + ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -384,6 +396,8 @@ class Target:
     url = ""
     port = 0
     member: Member | None = None
+    # The host (network namespace) the target runs on; None: this one.
+    netns: str | None = None
 
     def alive(self) -> None:
         if self.member is None or PROCS.reap(self.member):
@@ -404,7 +418,7 @@ class Target:
         for _ in range(200):
             self.alive()
             try:
-                http_get(self.url + path, timeout=1)
+                http_get(self.url + path, timeout=1, netns=self.netns)
                 return
             except OSError:
                 time.sleep(0.1)
@@ -433,7 +447,8 @@ class NginxTarget(Target):
     name = "nginx"
 
     def __init__(self, nginx: str, cpu: int, out: Path, work: Path, workers: int = 1, connections: int = 4096,
-                 addr: str = "127.0.0.1"):
+                 addr: str = "127.0.0.1", netns: str | None = None):
+        self.netns = netns
         self.port = free_port()
         self.url = f"http://{addr}:{self.port}"
         d = work / f"nginx-{self.port}"
@@ -478,6 +493,7 @@ http {{
             [nginx, "-p", d, "-c", d / "nginx.conf", "-e", d / "error.log"],
             out=out / f"nginx-{self.port}.log",
             cpu=cpu,
+            netns=netns,
         )
         self.wait_ready()
 
@@ -525,7 +541,8 @@ class CpuBudget:
 
 
 class Hosts:
-    """Scenario C's generator hosts: one network namespace per generator process.
+    """Scenario C's hosts: the target's host and one host per generator process,
+    each a network namespace with its own address, joined by a bridge.
 
     Every TCP connection needs its own (source address, source port) towards
     the one target address, and Linux's connect() looks for a free source port
@@ -535,59 +552,80 @@ class Hosts:
     loopback (one source address) 50,000 connections make every generator
     spend its core in the kernel and time its requests out. Real clusters
     give each generator host its own address; this does the same on one
-    machine: namespace i holds veth address 10.201.i.2 (its own port space,
-    the port range widened to 1024-65000) and routes to the root namespace,
-    where the target (and Squall's coordinator) listen on ADDR, an address
-    on lo. Every run gets fresh namespaces, so no run inherits another's
-    TIME_WAIT sockets. Needs root and iproute2; falls back to loopback
-    otherwise."""
+    machine. A switch namespace holds the bridge; the server namespace
+    (nginx, Squall's coordinator, Locust's master) has ADDR; generator
+    namespace i has 10.201.i/250.i%250+2 (its own port space, the port range
+    widened to 1024-65000). Every address is inside a namespace the run made:
+    nothing is added to the machine's own interfaces. The switch and server
+    live for the whole of scenario C; the generator hosts are made fresh for
+    every run, so no run inherits another's TIME_WAIT sockets. Needs root and
+    iproute2; falls back to loopback otherwise."""
 
     ADDR = "10.201.255.1"
 
-    @classmethod
-    def add_target_addr(cls) -> None:
-        cls.del_target_addr()  # left over from an interrupted run
-        try:
-            cls._ip("addr", "add", f"{cls.ADDR}/32", "dev", "lo")
-        except (OSError, subprocess.CalledProcessError) as e:
-            raise BenchError(f"cannot add {cls.ADDR} to lo: {e}") from e
-
-    @classmethod
-    def del_target_addr(cls) -> None:
-        subprocess.run(["ip", "addr", "del", f"{cls.ADDR}/32", "dev", "lo"], capture_output=True)
-
-    def __init__(self, n: int):
-        self.names: list[str] = []
+    def __init__(self) -> None:
         tag = os.getpid() % 10000
+        self.prefix = f"sqbench{tag}"
+        self.switch = f"{self.prefix}-sw"
+        self.server = f"{self.prefix}-srv"
+        self.made: list[str] = []
+        self.generators: list[str] = []
         try:
-            for i in range(n):
-                ns, host_if, ns_if = f"sqbench{tag}-{i}", f"sqb{tag}h{i}", f"sqb{tag}n{i}"
-                self._ip("netns", "add", ns)
-                self.names.append(ns)
-                self._ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-                self._ip("link", "set", ns_if, "netns", ns)
-                self._ip("addr", "add", f"10.201.{i}.1/24", "dev", host_if)
-                self._ip("link", "set", host_if, "up")
-                self._ip("-n", ns, "addr", "add", f"10.201.{i}.2/24", "dev", ns_if)
-                self._ip("-n", ns, "link", "set", ns_if, "up")
-                self._ip("-n", ns, "link", "set", "lo", "up")
-                self._ip("-n", ns, "route", "add", "default", "via", f"10.201.{i}.1")
-                self._ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
+            self._namespace(self.switch)
+            self._ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            self._ip("-n", self.switch, "link", "set", "br0", "up")
+            self._join(self.server, "srv", self.ADDR)
         except (OSError, subprocess.CalledProcessError) as e:
             self.close()
+            raise BenchError(f"cannot make the target's host (network namespaces): {e}") from e
+
+    def _namespace(self, ns: str) -> None:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # left over from an interrupted run
+        self._ip("netns", "add", ns)
+        self.made.append(ns)
+        self._ip("-n", ns, "link", "set", "lo", "up")
+
+    def _join(self, ns: str, port: str, addr: str) -> None:
+        """Makes host `ns` with address `addr`, cabled to the bridge through veth `port`."""
+        self._namespace(ns)
+        # The pair is made inside the switch and one end moved to the host:
+        # neither end is ever in the root namespace.
+        self._ip("-n", self.switch, "link", "add", f"{port}b", "type", "veth", "peer", "name", f"{port}n")
+        self._ip("-n", self.switch, "link", "set", f"{port}n", "netns", ns)
+        self._ip("-n", self.switch, "link", "set", f"{port}b", "master", "br0")
+        self._ip("-n", self.switch, "link", "set", f"{port}b", "up")
+        self._ip("-n", ns, "addr", "add", f"{addr}/16", "dev", f"{port}n")
+        self._ip("-n", ns, "link", "set", f"{port}n", "up")
+        self._ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
+
+    def add_generators(self, n: int) -> None:
+        try:
+            for i in range(n):
+                ns = f"{self.prefix}-{i}"
+                self._join(ns, f"g{i}", f"10.201.{i // 250}.{i % 250 + 2}")
+                self.generators.append(ns)
+        except (OSError, subprocess.CalledProcessError) as e:
+            self.remove_generators()
             raise BenchError(f"cannot make the generator hosts (network namespaces): {e}") from e
+
+    def remove_generators(self) -> None:
+        for ns in self.generators:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # takes its veth pair along
+            self.made.remove(ns)
+        self.generators = []
 
     @staticmethod
     def _ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
     def ns(self, i: int) -> str:
-        return self.names[i % len(self.names)]
+        return self.generators[i % len(self.generators)]
 
     def close(self) -> None:
-        for ns in self.names:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # takes its veth pair along
-        self.names = []
+        for ns in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.made = []
+        self.generators = []
 
 
 # ------------------------------------------------------------- tool outputs ---
@@ -1107,11 +1145,13 @@ class Bench:
     def scenario_c(self) -> None:
         a = self.a
         use_hosts = a.c_netns and os.geteuid() == 0 and shutil.which("ip") is not None
+        self.lan = None
         if use_hosts:
-            # The target's address must exist before nginx binds it; the
-            # namespaces themselves are made fresh for every run (run_c).
-            Hosts.add_target_addr()
-            log(f"scenario C: every generator process on its own host (network namespace), target at {Hosts.ADDR}")
+            # The target's host lives for the whole scenario; the generator
+            # hosts are made fresh for every run (run_c).
+            self.lan = Hosts()
+            log(f"scenario C: every generator process on its own host (network namespace), target at {Hosts.ADDR} "
+                "on a host of its own")
         else:
             self.notes.append("Scenario C ran on loopback (no root or no `ip`, or --no-c-netns): above ~30,000 "
                               "connections connect() scans for free ports and the ramp is kernel-bound.")
@@ -1129,7 +1169,8 @@ class Bench:
         try:
             log(f"scenario C: starting nginx (4 workers, reuseport) on CPU {a.target_cpu}")
             target = self.start_target("nginx", workers=4, connections=USERS_PER_PROCESS,
-                                       addr=Hosts.ADDR if use_hosts else "127.0.0.1")
+                                       addr=Hosts.ADDR if use_hosts else "127.0.0.1",
+                                       netns=self.lan.server if self.lan else None)
             try:
                 baselines: dict[tuple[str, int], dict] = {}
                 for rnd in range(1, a.rounds + 1):
@@ -1144,8 +1185,9 @@ class Bench:
             finally:
                 target.stop()
         finally:
-            if use_hosts:
-                Hosts.del_target_addr()
+            if self.lan is not None:
+                self.lan.close()
+                self.lan = None
             if restore is not None:
                 rng.write_text(restore)
                 log(f"restored ip_local_port_range to {restore.split()}")
@@ -1165,18 +1207,20 @@ class Bench:
                "processes": procs, "baseline": baseline, "hosts": procs if use_hosts else 0}
         log(f"C round {rnd}: {tool}, {users} users ({procs} process(es)), {think}s think{' [1-user baseline]' if baseline else ''}")
         gen = a.gen_cpu
-        # The root namespace's side: Squall's coordinator, Locust's master.
+        # The target's host also runs Squall's coordinator and Locust's master.
         here = Hosts.ADDR if use_hosts else "127.0.0.1"
+        server = self.lan.server if use_hosts else None
 
         def ns(i: int) -> str | None:
             return hosts.ns(i) if hosts else None
 
-        # Fresh hosts for every run: the sockets a previous run left in
-        # TIME_WAIT would otherwise hold their ports for 60 s.
+        # Fresh generator hosts for every run: the sockets a previous run left
+        # in TIME_WAIT would otherwise hold their ports for 60 s.
         hosts = None
         try:
             if use_hosts:
-                hosts = Hosts(procs)
+                hosts = self.lan
+                hosts.add_generators(procs)
             if tool == "squall":
                 yaml = self.out / "C-squall.yaml"
                 squall_yaml(yaml, users, spawn, d, "/api/fast", f"{think}s")
@@ -1190,7 +1234,7 @@ class Bench:
                         self.coordinator, "-f", yaml, "--workers", procs, "--bind", f"{here}:{gport}", *token,
                         "--headless", "--out", base, "--host", target.url, "--users", users,
                         "--spawn-rate", spawn, "--duration", f"{d}s", "--wait-timeout", "60s"],
-                        out=Path(f"{base}.log"), cpu=gen)]
+                        out=Path(f"{base}.log"), cpu=gen, netns=server)]
                     for i in range(procs):
                         ms.append(PROCS.start(f"squall-worker-{i}", [
                             self.worker, "--master", f"{here}:{gport}", *token, "--threads", 1,
@@ -1233,7 +1277,8 @@ class Bench:
                     def start():
                         ms = [PROCS.start("locust-master", [
                             self.exe["locust"], "-f", lf, *common, "--master", "--master-bind-host", here,
-                            "--master-bind-port", mport, "--expect-workers", procs], out=Path(f"{base}.log"), cpu=gen)]
+                            "--master-bind-port", mport, "--expect-workers", procs], out=Path(f"{base}.log"), cpu=gen,
+                            netns=server)]
                         for i in range(procs):
                             ms.append(PROCS.start(f"locust-worker-{i}", [
                                 self.exe["locust"], "-f", lf, "--worker", "--master-host", here, "--master-port",
@@ -1246,7 +1291,7 @@ class Bench:
             log(f"C/{tool}/{users} failed: {e}")
         finally:
             if hosts is not None:
-                hosts.close()
+                hosts.remove_generators()
         held = row.get("connections") or 0
         if row.get("rss_kb") and not baseline:
             row["rss_per_user_kb"] = round(row["rss_kb"] / users, 2)
@@ -1281,7 +1326,7 @@ class Bench:
                 if any(PROCS.reap(m) for m in members):
                     raise BenchError(f"{[m.name for m in members if m.ended][0]} exited early "
                                      f"(exit {[m.popen.returncode for m in members if m.ended][0]})")
-                n = established(target.port)
+                n = established(target.port, target.netns)
                 now = time.monotonic()
                 if n >= users:
                     break
@@ -1312,7 +1357,7 @@ class Bench:
                 if time.monotonic() >= hold_end:
                     break
                 time.sleep(1)
-            n_end = established(target.port)
+            n_end = established(target.port, target.netns)
             out = {"connections": min(n, n_end) if n_end else n, "connections_at_end": n_end, "ramp_s": round(up_s, 1),
                    "rss_kb": series[-1][1], "pss_kb": series[-1][2], "rss_max_kb": max(s[1] for s in series),
                    "pids": npids, "rss_by_process_kb": by_member, "rss_series": series}
