@@ -9,8 +9,11 @@
 #   /etc/passwd, /etc/group               root and the non-root user squall (10001:10001)
 #   /etc/nsswitch.conf                    hosts: files dns (glibc >= 2.34 has both built in)
 #   /etc/ssl/certs/ca-certificates.crt    CA roots, for https:// targets and TLS tooling
-#   /tmp, /work                           writable by squall (mount volumes over them
-#                                         when the root filesystem is read-only)
+#   /tmp                                  world-writable (sticky)
+#   /work, /data                          given to squall by the image build (COPY --chown):
+#                                         the working directory and serve mode's --data;
+#                                         mount volumes over them when the root
+#                                         filesystem is read-only
 #
 # No shell, no package manager, no other program.
 set -euo pipefail
@@ -28,7 +31,7 @@ done
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -f "$ca" ] || { echo "rootfs.sh: $ca is missing (install the ca-certificates package)" >&2; exit 2; }
 
-mkdir -p "$out/usr/local/bin" "$out/etc/ssl/certs" "$out/tmp" "$out/work"
+mkdir -p "$out/usr/local/bin" "$out/etc/ssl/certs" "$out/tmp" "$out/work" "$out/data"
 for b in coordinator worker; do
     [ -x "$bin_dir/$b" ] || { echo "rootfs.sh: $bin_dir/$b is missing: build it first" >&2; exit 2; }
     install -m 0755 "$bin_dir/$b" "$out/usr/local/bin/$b"
@@ -67,4 +70,4 @@ hosts:  files dns
 NSS
 cp -L "$ca" "$out/etc/ssl/certs/ca-certificates.crt"
 chmod 1777 "$out/tmp"
-chmod 0755 "$out/work"    # the image build gives it to squall (COPY --chown)
+chmod 0755 "$out/work" "$out/data"    # the image build gives them to squall (COPY --chown)
