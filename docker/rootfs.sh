@@ -42,7 +42,7 @@ done
 # lines are `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or
 # `/lib64/ld-linux-x86-64.so.2 (0x...)`; linux-vdso has no file.
 libs=$(ldd "$bin_dir/coordinator" "$bin_dir/worker" \
-    | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+    | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u)
 if [ -z "$libs" ]; then
     echo "rootfs.sh: ldd listed no libraries; is $bin_dir/coordinator a dynamic ELF binary?" >&2
     exit 2

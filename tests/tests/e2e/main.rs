@@ -2,6 +2,7 @@
 
 mod accounting;
 mod bad_input;
+mod compose;
 mod demo;
 mod faults;
 mod hostile_target;
