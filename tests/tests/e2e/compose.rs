@@ -99,6 +99,7 @@ async fn run_started(compose: &Compose, coordinator: &str, workers: usize) -> In
 fn assert_counted_exactly(report: &serde_json::Value, served: u64) {
     let requests = report["totals"]["requests"].as_u64().expect("totals");
     assert!(requests > 0, "no requests");
+    eprintln!("report totals {requests} requests, the target served {served}");
     assert_eq!(
         requests, served,
         "report totals vs the target's own count"
