@@ -46,7 +46,9 @@ impl ProbeTarget {
             return Err(usage("no host"));
         }
         if authority.contains('@') || path.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(usage("user info, spaces and control characters are not allowed"));
+            return Err(usage(
+                "user info, spaces and control characters are not allowed",
+            ));
         }
         let has_port = match authority.rfind(']') {
             Some(end) => authority[end..].contains(':'),

@@ -63,7 +63,11 @@ impl Files {
 fn served(target: &str) -> u64 {
     let body = exec(
         target,
-        &["coordinator", "probe", "http://127.0.0.1:8080/__squall/stats"],
+        &[
+            "coordinator",
+            "probe",
+            "http://127.0.0.1:8080/__squall/stats",
+        ],
     )
     .unwrap_or_else(|e| panic!("target stats: {e}"));
     let stats: serde_json::Value = serde_json::from_str(body.trim()).expect("stats JSON");
@@ -100,10 +104,7 @@ fn assert_counted_exactly(report: &serde_json::Value, served: u64) {
     let requests = report["totals"]["requests"].as_u64().expect("totals");
     assert!(requests > 0, "no requests");
     eprintln!("report totals {requests} requests, the target served {served}");
-    assert_eq!(
-        requests, served,
-        "report totals vs the target's own count"
-    );
+    assert_eq!(requests, served, "report totals vs the target's own count");
 }
 
 /// A worker's id in the report: the container's hostname (its short id) and pid 1.
@@ -142,14 +143,22 @@ async fn compose_runs_1000_users_over_4_worker_containers_and_counts_exactly_wha
         exec(from, &["coordinator", "probe", url])
             .unwrap_or_else(|e| panic!("{url} does not resolve or answer: {e}"));
     }
-    let unknown = exec(&workers[1], &["coordinator", "probe", "tcp://no-such-service:1"])
-        .expect_err("an unknown name must not resolve");
+    let unknown = exec(
+        &workers[1],
+        &["coordinator", "probe", "tcp://no-such-service:1"],
+    )
+    .expect_err("an unknown name must not resolve");
     assert!(unknown.contains("cannot resolve"), "{unknown}");
 
-    let code = compose.exit_code(&coordinator, Duration::from_secs(90)).await;
+    let code = compose
+        .exit_code(&coordinator, Duration::from_secs(90))
+        .await;
     let logs = compose.logs();
     assert_eq!(code, 0, "{logs}");
-    eprintln!("compose run: {:.1} s from up to the verdict", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "compose run: {:.1} s from up to the verdict",
+        t0.elapsed().as_secs_f64()
+    );
 
     let report = read_report(&files.out);
     assert!(files.out.join("report.html").is_file(), "report.html");
@@ -167,7 +176,11 @@ async fn compose_runs_1000_users_over_4_worker_containers_and_counts_exactly_wha
     );
 
     compose.down();
-    assert_eq!(compose.leftovers(), Vec::<String>::new(), "down -v leaves nothing");
+    assert_eq!(
+        compose.leftovers(),
+        Vec::<String>::new(),
+        "down -v leaves nothing"
+    );
 }
 
 const STEADY: &str = "host: http://target:8080\nscenarios:\n  steady: { users: 300, spawn_rate: 600, duration: 14s }\nuser_classes:\n  u: { wait: { constant: 200ms }, tasks: [ { get: /api/health, expect: { status: 200 } } ] }\n";
@@ -189,7 +202,9 @@ async fn a_stopped_worker_container_has_its_share_moved_and_every_request_counte
     let victim = &workers[1];
     run_ok(Command::new("docker").args(["stop", "-t", "15", victim]));
 
-    let code = compose.exit_code(&coordinator, Duration::from_secs(90)).await;
+    let code = compose
+        .exit_code(&coordinator, Duration::from_secs(90))
+        .await;
     assert_eq!(code, 0, "{}", compose.logs());
     let report = read_report(&files.out);
     assert_counted_exactly(&report, served(&target));
@@ -231,7 +246,9 @@ async fn a_worker_container_added_mid_run_gets_a_share_as_when_an_autoscaler_add
         .find(|id| !before.contains(id))
         .expect("a third worker container");
 
-    let code = compose.exit_code(&coordinator, Duration::from_secs(90)).await;
+    let code = compose
+        .exit_code(&coordinator, Duration::from_secs(90))
+        .await;
     assert_eq!(code, 0, "{}", compose.logs());
     let report = read_report(&files.out);
     assert_counted_exactly(&report, served(&target));
@@ -293,7 +310,10 @@ fn the_image_is_small_non_root_shell_less_and_resolves_names() {
         "etc/nsswitch.conf",
         "etc/passwd",
     ] {
-        assert!(files.iter().any(|f| f == wanted), "{wanted} missing: {files:?}");
+        assert!(
+            files.iter().any(|f| f == wanted),
+            "{wanted} missing: {files:?}"
+        );
     }
     for shell in ["bin/sh", "usr/bin/sh", "bin/bash", "bin/busybox"] {
         assert!(!files.iter().any(|f| f == shell), "{shell} in the image");
@@ -363,4 +383,30 @@ fn the_dockerfile_runtime_stage_is_the_one_build_image_makes() {
         runtime("docker/Dockerfile"),
         runtime("docker/Dockerfile.local")
     );
+}
+
+#[test]
+fn both_compose_files_are_valid_and_publish_nothing_but_serve_http_on_loopback() {
+    if !docker_or_skip("compose files") {
+        return;
+    }
+    for file in [COMPOSE_FILE, "docker/docker-compose.serve.yml"] {
+        let compose = Compose::new("config", &[file], &[]);
+        let config = compose.ok(&["config"]);
+        let published: Vec<&str> = config
+            .lines()
+            .filter(|l| l.trim_start().starts_with("published") || l.contains(":8089"))
+            .collect();
+        if file == COMPOSE_FILE {
+            assert!(published.is_empty(), "{file} publishes {published:?}");
+        } else {
+            assert!(
+                config.contains("127.0.0.1") && !published.is_empty(),
+                "{file}: serve's HTTP port on 127.0.0.1 only:\n{config}"
+            );
+        }
+        assert!(config.contains("read_only: true"), "{file}");
+        assert!(config.contains("no-new-privileges:true"), "{file}");
+        // Nothing was created, so Drop's `down` has nothing to remove.
+    }
 }
