@@ -35,6 +35,14 @@ pub enum Command {
         #[arg(long, env = "SQUALL_TARGET_BIND", default_value = "127.0.0.1:8080")]
         bind: SocketAddr,
     },
+    /// Health check for images without a shell: exit 0 if tcp://HOST:PORT accepts a connection or http://HOST:PORT/PATH answers 2xx (its body is printed).
+    Probe {
+        /// tcp://HOST:PORT or http://HOST[:PORT][/PATH].
+        url: String,
+        /// Give up (exit 3) after this long.
+        #[arg(long, default_value = "2s")]
+        timeout: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]

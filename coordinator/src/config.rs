@@ -11,6 +11,7 @@ use squall_common::scenario::{Loaded, Overrides};
 
 use crate::args::{Args, Command, DemoArgs, RunArgs};
 use crate::error::CoordinatorError;
+use crate::probe::ProbeTarget;
 use crate::report::Output;
 use crate::service::Heartbeats;
 use crate::tls::ServerTls;
@@ -68,6 +69,7 @@ pub enum Config {
     Target(SocketAddr),
     List(PathBuf),
     Validate(PathBuf),
+    Probe(ProbeTarget, Duration),
 }
 
 fn usage(msg: impl Into<String>) -> CoordinatorError {
@@ -89,6 +91,10 @@ impl Config {
             Some(Command::Validate { file }) => Ok(Config::Validate(file)),
             Some(Command::Target { bind }) => Ok(Config::Target(bind)),
             Some(Command::Demo(d)) => demo(d),
+            Some(Command::Probe { url, timeout }) => Ok(Config::Probe(
+                ProbeTarget::parse(&url)?,
+                parse_duration("--timeout", &timeout)?,
+            )),
             None => Ok(Config::Run(run(args.run)?)),
         }
     }

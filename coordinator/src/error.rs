@@ -79,6 +79,8 @@ pub enum CoordinatorError {
     Target(std::io::Error),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("probe failed: {0}")]
+    Probe(String),
 }
 
 impl CoordinatorError {
@@ -98,7 +100,8 @@ impl CoordinatorError {
             | CoordinatorError::InterruptedWaiting
             | CoordinatorError::ScenariosIncomplete { .. }
             | CoordinatorError::Target(_)
-            | CoordinatorError::Internal(_) => Exit::Incomplete,
+            | CoordinatorError::Internal(_)
+            | CoordinatorError::Probe(_) => Exit::Incomplete,
         }
     }
 }

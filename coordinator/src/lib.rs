@@ -10,6 +10,7 @@ mod error;
 mod interrupt;
 mod listener;
 mod local;
+mod probe;
 mod report;
 mod service;
 mod tls;
@@ -42,6 +43,9 @@ pub async fn run(config: Config) -> Result<Verdict, CoordinatorError> {
         Config::List(file) => list(&file),
         Config::Validate(file) => validate(&file),
         Config::Target(bind) => serve_target(bind).await,
+        Config::Probe(target, timeout) => probe::probe(&target, timeout)
+            .await
+            .map(|()| Verdict::Passed),
         Config::Run(run) => run_tests(run).await,
         Config::Demo {
             mut run,

@@ -1,5 +1,6 @@
 //! Shared helpers for Squall's cross-process tests: find the built binaries, start processes and a counting target, wait with deadlines.
 
+mod docker;
 mod fake_worker;
 mod memory;
 mod netns;
@@ -11,6 +12,7 @@ mod run;
 mod target;
 mod wait;
 
+pub use docker::{Compose, TEST_IMAGE, build_image, docker_or_skip, exec, repo_root, run_ok};
 pub use fake_worker::{FakeWorker, Reading};
 pub use memory::peak_rss_bytes;
 pub use netns::{NetHost, SealedHost};

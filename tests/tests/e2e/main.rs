@@ -2,11 +2,13 @@
 
 mod accounting;
 mod bad_input;
+mod compose;
 mod demo;
 mod faults;
 mod hostile_target;
 mod hostile_worker;
 mod https;
+mod kubernetes;
 mod load_models;
 mod merge;
 mod network;
