@@ -345,6 +345,9 @@ mod tests {
             timeline: vec![],
             thresholds: vec![],
             broke_at: None,
+            comparison: None,
+            score: None,
+            recommendations: Vec::new(),
             passed: true,
         }
     }
