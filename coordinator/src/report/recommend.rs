@@ -310,17 +310,17 @@ mod tests {
                 point(t, users, rps, 10.0 + users as f64)
             })
             .collect();
-        r.timeline.push(point(10, 100, 5.0, 500.0)); // the final snapshot: ignored
+        r.timeline.push(point(10, 200, 5.0, 500.0)); // the final snapshot: ignored
         let recs = recommend(&r);
         let k = recs.iter().find(|x| x.kind == "throughput_knee").expect("knee");
         assert_eq!(k.figures["users_at_knee"], 30.0);
         assert_eq!(k.figures["rps_peak"], 300.0);
-        assert_eq!(k.figures["users_max"], 90.0, "the last point is left out");
+        assert_eq!(k.figures["users_max"], 100.0, "the last point is left out");
         let l = recs
             .iter()
             .find(|x| x.kind == "latency_rises_with_users")
             .expect("latency");
-        assert_eq!((l.figures["p95_ms_low"], l.figures["p95_ms_high"]), (20.0, 100.0));
+        assert_eq!((l.figures["p95_ms_low"], l.figures["p95_ms_high"]), (20.0, 110.0));
         // Open models: users follow latency, so neither is read.
         r.load_model = "open".into();
         assert!(kinds(&r).is_empty(), "{:?}", kinds(&r));
