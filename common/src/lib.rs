@@ -6,6 +6,7 @@ pub mod partition;
 pub mod plan;
 pub mod protocol;
 pub mod rate;
+pub mod regression;
 pub mod report;
 pub mod scenario;
 pub mod snapshot;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::report::LatencyMs;
 
-const EXPECTED_FORM: &str = "`[ENDPOINT: ]METRIC OP VALUE[, abort]`, e.g. `p95 < 200ms`, \
+const EXPECTED_FORM: &str = "`[ENDPOINT: ]METRIC OP VALUE[, abort][, warn]`, e.g. `p95 < 200ms`, \
      `error_rate < 1%`, `rps > 100` or `list workflows: p99 <= 1.5s`";
 const EXPECTED_METRIC: &str = "min, mean (or avg), p50 (or med), p90, p95, p99, p999, max, \
      p(N) for those percentiles, error_rate, rps, requests or failures";
@@ -116,6 +116,8 @@ pub struct Threshold {
     pub value: f64,
     /// Stop the run as soon as this threshold fails.
     pub abort: bool,
+    /// A warning level (`, warn` last): reported when crossed, never fails the run.
+    pub warn: bool,
 }
 
 impl fmt::Display for Threshold {
@@ -143,6 +145,11 @@ impl Threshold {
         if full.is_empty() {
             return Err(ThresholdError::Empty);
         }
+        let text = full;
+        let (full, warn) = match full.rsplit_once(',') {
+            Some((body, flag)) if flag.trim().eq_ignore_ascii_case("warn") => (body.trim(), true),
+            _ => (full, false),
+        };
         let (body, abort) = match full.rsplit_once(',') {
             Some((body, flag)) if flag.trim().eq_ignore_ascii_case("abort") => (body.trim(), true),
             _ => (full, false),
@@ -191,12 +198,13 @@ impl Threshold {
                 expected,
             })?;
         Ok(Threshold {
-            expr: full.to_owned(),
+            expr: text.to_owned(),
             endpoint,
             metric,
             op,
             value,
             abort,
+            warn,
         })
     }
 
@@ -282,6 +290,18 @@ mod tests {
         assert_eq!(t.endpoint.as_deref(), Some("list workflows"));
         assert!((t.value - 0.05).abs() < 1e-12);
         assert!(!Threshold::parse("p99 < 200ms").expect("parses").abort);
+    }
+
+    #[test]
+    fn warn_flag_marks_a_warning_level() {
+        let t = Threshold::parse("checkout: p95 < 200ms, warn").expect("parses");
+        assert!(t.warn && !t.abort);
+        assert_eq!(t.endpoint.as_deref(), Some("checkout"));
+        assert_eq!(t.value, 200.0);
+        assert_eq!(t.expr, "checkout: p95 < 200ms, warn");
+        let t = Threshold::parse("p99 < 1s, abort, WARN").expect("parses");
+        assert!(t.warn && t.abort);
+        assert!(!Threshold::parse("p99 < 1s").expect("parses").warn);
     }
 
     #[test]

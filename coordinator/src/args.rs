@@ -29,6 +29,25 @@ pub enum Command {
     },
     /// Run the built-in demo: the demo target, 2 local workers and the demo scenario.
     Demo(DemoArgs),
+    /// Compare two reports (report.json files): prints the comparison; exit 1 on a regression.
+    Compare(CompareArgs),
+    /// Render a report.json again: report.html, summary.txt, summary.md and timeline.csv.
+    Report {
+        /// The report.json to render.
+        report: PathBuf,
+        /// Directory to write the rendered report to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Merge reports of runs of the same scenario into one, exactly from their histograms.
+    Merge {
+        /// The report.json files to merge (two or more).
+        #[arg(num_args = 2.., required = true)]
+        reports: Vec<PathBuf>,
+        /// Directory to write the merged report to.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Serve only the demo target (an HTTP API to aim workers at).
     Target {
         /// Address to listen on.
@@ -94,9 +113,21 @@ pub struct RunArgs {
     /// Extra threshold, e.g. "p99 < 200ms" (repeatable).
     #[arg(long = "threshold", env = "SQUALL_THRESHOLD")]
     pub thresholds: Vec<String>,
-    /// Baseline report to compare against (not supported yet).
-    #[arg(long, env = "SQUALL_BASELINE")]
-    pub baseline: Option<PathBuf>,
+    /// Compare the run with a baseline: a report.json path, or NAME for NAME.json in --baselines-dir; exit 1 on a regression.
+    #[arg(long, env = "SQUALL_BASELINE", value_name = "NAME|FILE")]
+    pub baseline: Option<String>,
+    /// Keep this run's report.json as baseline NAME in --baselines-dir (only when the run passed).
+    #[arg(long, env = "SQUALL_SAVE_BASELINE", value_name = "NAME")]
+    pub save_baseline: Option<String>,
+    /// Where named baselines are kept.
+    #[arg(long, env = "SQUALL_BASELINES_DIR", default_value = ".squall/baselines")]
+    pub baselines_dir: PathBuf,
+    /// When a change against the baseline is a regression: `10%`, or per metric, e.g. `p95=10%, rps=15%, error_rate=0.5%` (default: latency +20%, req/s -20%, error rate +1 point).
+    #[arg(long, env = "SQUALL_REGRESSION", value_name = "RULE")]
+    pub regression: Option<String>,
+    /// Also write the thresholds and the comparison as JUnit XML to this file.
+    #[arg(long, env = "SQUALL_JUNIT", value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Shared secret workers must present; required when --bind is not a loopback address.
     #[arg(long, env = "SQUALL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -139,6 +170,27 @@ pub struct RunArgs {
     /// Engine threads per local worker. Default: cores / local workers.
     #[arg(long, env = "SQUALL_THREADS")]
     pub threads: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The new run's report.json.
+    pub new: PathBuf,
+    /// The baseline: a report.json path, or NAME for NAME.json in --baselines-dir.
+    #[arg(value_name = "BASE")]
+    pub base: String,
+    /// Also write the new report with the comparison (report.json, summary.txt, summary.md, report.html, timeline.csv) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// When a change is a regression (as for a run's --regression).
+    #[arg(long, value_name = "RULE")]
+    pub regression: Option<String>,
+    /// Where named baselines are kept.
+    #[arg(long, default_value = ".squall/baselines")]
+    pub baselines_dir: PathBuf,
+    /// Also write the comparison as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

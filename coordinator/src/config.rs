@@ -4,15 +4,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use squall_common::RunSpec;
+use squall_common::report::RegressionRules;
+use squall_common::{Report, RunSpec};
 use squall_common::duration;
 use squall_common::rate::Rate;
 use squall_common::scenario::{Loaded, Overrides};
 
-use crate::args::{Args, Command, DemoArgs, RunArgs};
+use crate::args::{Args, Command, CompareArgs, DemoArgs, RunArgs};
 use crate::error::CoordinatorError;
 use crate::probe::ProbeTarget;
 use crate::report::Output;
+use crate::report::{Output, baseline};
 use crate::service::Heartbeats;
 use crate::tls::ServerTls;
 
@@ -56,6 +58,19 @@ pub struct RunConfig {
     pub heartbeats: Heartbeats,
     /// Engine threads per local worker.
     pub local_threads: usize,
+    /// Baselines and CI outputs.
+    pub verdicts: Verdicts,
+}
+
+/// What a run is judged against and recorded for besides its thresholds.
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts {
+    /// `--baseline`: as it was given, and the report, read before any traffic.
+    pub baseline: Option<(String, Box<Report>)>,
+    /// `--save-baseline`: the file this run's report is kept in when it passes.
+    pub save_baseline: Option<PathBuf>,
+    /// `--junit FILE`.
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +85,19 @@ pub enum Config {
     List(PathBuf),
     Validate(PathBuf),
     Probe(ProbeTarget, Duration),
+    /// `coordinator compare NEW BASE`.
+    Compare {
+        new: PathBuf,
+        /// BASE as given (a name or a path) and the file it names.
+        base: (String, PathBuf),
+        out: Option<PathBuf>,
+        rules: RegressionRules,
+        junit: Option<PathBuf>,
+    },
+    /// `coordinator report REPORT.json --out DIR`.
+    Render { report: PathBuf, out: PathBuf },
+    /// `coordinator merge A.json B.json... --out DIR`.
+    Merge { reports: Vec<PathBuf>, out: PathBuf },
 }
 
 fn usage(msg: impl Into<String>) -> CoordinatorError {
@@ -95,6 +123,9 @@ impl Config {
                 ProbeTarget::parse(&url)?,
                 parse_duration("--timeout", &timeout)?,
             )),
+            Some(Command::Compare(c)) => compare(c),
+            Some(Command::Report { report, out }) => Ok(Config::Render { report, out }),
+            Some(Command::Merge { reports, out }) => Ok(Config::Merge { reports, out }),
             None => Ok(Config::Run(run(args.run)?)),
         }
     }
@@ -110,10 +141,96 @@ struct Access {
     tls_client_ca: Option<PathBuf>,
 }
 
-fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
-    if a.baseline.is_some() {
-        return Err(usage("--baseline is not supported by this version yet"));
+fn compare(c: CompareArgs) -> Result<Config, CoordinatorError> {
+    let rules = match &c.regression {
+        Some(rule) => RegressionRules::parse(rule).map_err(|e| usage(format!("--regression: {e}")))?,
+        None => RegressionRules::default(),
+    };
+    if let Some(path) = &c.junit {
+        Output::check_junit(path)?;
     }
+    let base_path = baseline::locate(&c.base, &c.baselines_dir);
+    Ok(Config::Compare {
+        new: c.new,
+        base: (c.base, base_path),
+        out: c.out,
+        rules,
+        junit: c.junit,
+    })
+}
+
+/// The run flags [`verdicts`] reads.
+struct VerdictArgs<'a> {
+    baseline: &'a Option<String>,
+    save_baseline: &'a Option<String>,
+    baselines_dir: &'a PathBuf,
+    regression: &'a Option<String>,
+    junit: &'a Option<PathBuf>,
+}
+
+/// `--baseline`, `--save-baseline`, `--regression` and `--junit`, checked
+/// before any traffic: a baseline that cannot be read, a bad name or rule,
+/// or a file that cannot be written is invalid input.
+fn verdicts(a: &VerdictArgs<'_>, specs: &mut [RunSpec]) -> Result<Verdicts, CoordinatorError> {
+    if let Some(rule) = &a.regression {
+        for spec in specs.iter_mut() {
+            spec.regression
+                .apply(rule)
+                .map_err(|e| usage(format!("--regression: {e}")))?;
+        }
+    }
+    if specs.len() > 1 && (a.baseline.is_some() || a.save_baseline.is_some()) {
+        return Err(usage(
+            "--baseline and --save-baseline compare or keep one scenario's report: run the scenarios one at a time (--scenario NAME)",
+        ));
+    }
+    let baseline = match &a.baseline {
+        None => None,
+        Some(arg) => {
+            let path = baseline::locate(arg, a.baselines_dir);
+            let report = baseline::read_report(&path).map_err(|e| match e {
+                CoordinatorError::ReportFile { path, reason } => CoordinatorError::ReportFile {
+                    path,
+                    reason: format!("{reason} (--baseline {arg}; nothing was sent)"),
+                },
+                e => e,
+            })?;
+            if let Some(spec) = specs.first()
+                && spec.scenario != report.scenario
+            {
+                eprintln!(
+                    "warning: baseline {arg} is a report of scenario `{}`, this run is `{}`; comparing the endpoints they share",
+                    report.scenario, spec.scenario
+                );
+            }
+            Some((arg.clone(), Box::new(report)))
+        }
+    };
+    let save_baseline = match &a.save_baseline {
+        None => None,
+        Some(name) => {
+            baseline::check_name(name)?;
+            std::fs::create_dir_all(a.baselines_dir).map_err(|source| {
+                CoordinatorError::FileUnusable {
+                    flag: "--baselines-dir",
+                    path: a.baselines_dir.clone(),
+                    source,
+                }
+            })?;
+            Some(a.baselines_dir.join(format!("{name}.json")))
+        }
+    };
+    if let Some(path) = &a.junit {
+        Output::check_junit(path)?;
+    }
+    Ok(Verdicts {
+        baseline,
+        save_baseline,
+        junit: a.junit.clone(),
+    })
+}
+
+fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
     let overrides = Overrides {
         host: a.host,
         users: a.users,
@@ -140,10 +257,20 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
     } else {
         vec![loaded.pick(a.scenario.as_deref())?.to_owned()]
     };
-    let specs = names
+    let mut specs = names
         .iter()
         .map(|n| loaded.resolve(n, &overrides, false))
         .collect::<Result<Vec<_>, _>>()?;
+    let verdicts = verdicts(
+        &VerdictArgs {
+            baseline: &a.baseline,
+            save_baseline: &a.save_baseline,
+            baselines_dir: &a.baselines_dir,
+            regression: &a.regression,
+            junit: &a.junit,
+        },
+        &mut specs,
+    )?;
     let workers = match (a.workers, a.local_workers) {
         (Some(0), _) => return Err(usage("--workers must be at least 1")),
         (_, Some(0)) => return Err(usage("--local-workers must be at least 1")),
@@ -169,6 +296,7 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
         a.threads,
     )?;
     cfg.rebalance = !a.no_rebalance;
+    cfg.verdicts = verdicts;
     Ok(cfg)
 }
 
@@ -257,6 +385,7 @@ fn finish(
         wait_timeout,
         heartbeats: Heartbeats::default(),
         local_threads,
+        verdicts: Verdicts::default(),
     })
 }
 

@@ -75,6 +75,24 @@ pub enum CoordinatorError {
         failed: Vec<String>,
         total: usize,
     },
+    #[error("report file {}: {reason}", path.display())]
+    ReportFile { path: PathBuf, reason: String },
+    #[error(
+        "{flag} {}: cannot be written there ({source}); nothing was sent",
+        path.display()
+    )]
+    FileUnusable {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFailed {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot merge: {0}")]
+    Merge(String),
     #[error("cannot start the demo target: {0}")]
     Target(std::io::Error),
     #[error("internal error: {0}")]
@@ -90,7 +108,10 @@ impl CoordinatorError {
             CoordinatorError::Scenario(_)
             | CoordinatorError::Usage(_)
             | CoordinatorError::TlsFile { .. }
-            | CoordinatorError::OutUnusable { .. } => Exit::InvalidInput,
+            | CoordinatorError::OutUnusable { .. }
+            | CoordinatorError::ReportFile { .. }
+            | CoordinatorError::FileUnusable { .. }
+            | CoordinatorError::Merge(_) => Exit::InvalidInput,
             CoordinatorError::Bind { .. }
             | CoordinatorError::NoWorkers { .. }
             | CoordinatorError::AllWorkersLost { .. }
@@ -99,6 +120,7 @@ impl CoordinatorError {
             | CoordinatorError::Interrupted { .. }
             | CoordinatorError::InterruptedWaiting
             | CoordinatorError::ScenariosIncomplete { .. }
+            | CoordinatorError::WriteFailed { .. }
             | CoordinatorError::Target(_)
             | CoordinatorError::Internal(_)
             | CoordinatorError::Probe(_) => Exit::Incomplete,

@@ -47,6 +47,15 @@ pub async fn run(config: Config) -> Result<Verdict, CoordinatorError> {
             .await
             .map(|()| Verdict::Passed),
         Config::Run(run) => run_tests(run).await,
+        Config::Compare {
+            new,
+            base,
+            out,
+            rules,
+            junit,
+        } => compare(&new, &base, out.as_deref(), &rules, junit.as_deref()),
+        Config::Render { report, out } => render(&report, &out),
+        Config::Merge { reports, out } => merge(&reports, &out),
         Config::Demo {
             mut run,
             target_bind,
@@ -103,6 +112,70 @@ fn validate(file: &Path) -> Result<Verdict, CoordinatorError> {
         spec.endpoints().len()
     );
     Ok(Verdict::Passed)
+}
+
+/// `coordinator compare NEW BASE`: prints the comparison, optionally writes
+/// the new report with it and a JUnit file; the verdict is the comparison's
+/// alone (the new run's thresholds were judged when it ran).
+fn compare(
+    new: &Path,
+    base: &(String, std::path::PathBuf),
+    out: Option<&Path>,
+    rules: &squall_common::report::RegressionRules,
+    junit: Option<&Path>,
+) -> Result<Verdict, CoordinatorError> {
+    let base_report = report::baseline::read_report(&base.1)?;
+    let mut new_report = report::baseline::read_report(new)?;
+    report::baseline::attach(&mut new_report, &base_report, &base.0, rules);
+    let regressed = new_report
+        .comparison
+        .as_ref()
+        .is_some_and(|c| c.regressed);
+    if let Some(c) = &new_report.comparison {
+        print!("{}", report::render::comparison_text(c));
+    }
+    if let Some(dir) = out {
+        report::write_report(dir, &new_report)?;
+        println!("report written to {}", dir.display());
+    }
+    if let Some(path) = junit {
+        report::write_file(path, &report::render::junit(&[&new_report]))?;
+        println!("JUnit results written to {}", path.display());
+    }
+    Ok(if regressed {
+        Verdict::Failed
+    } else {
+        Verdict::Passed
+    })
+}
+
+/// `coordinator report REPORT.json --out DIR`: the files of a run rendered
+/// again from its JSON (score and recommendations recomputed, so reports
+/// from before they existed get them too).
+fn render(path: &Path, out: &Path) -> Result<Verdict, CoordinatorError> {
+    let mut r = report::baseline::read_report(path)?;
+    report::verdict::conclude(&mut r);
+    report::write_report(out, &r)?;
+    println!("report written to {}", out.display());
+    Ok(Verdict::Passed)
+}
+
+/// `coordinator merge A.json B.json --out DIR`: one report from several runs
+/// of one scenario; its verdict is the merged report's.
+fn merge(paths: &[std::path::PathBuf], out: &Path) -> Result<Verdict, CoordinatorError> {
+    let reports = paths
+        .iter()
+        .map(|p| report::baseline::read_report(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let merged = report::merge::merge(&reports)?;
+    println!("{}", report::render::summary_text(&merged));
+    report::write_report(out, &merged)?;
+    println!("report written to {}", out.display());
+    Ok(if merged.passed {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
+    })
 }
 
 async fn serve_target(bind: std::net::SocketAddr) -> Result<Verdict, CoordinatorError> {
@@ -168,7 +241,7 @@ async fn run_all(
         () = interrupts.arrived() => return Err(CoordinatorError::InterruptedWaiting),
     }
     let several = cfg.specs.len() > 1;
-    let mut output = Output::new(&cfg.out, several);
+    let mut output = Output::new(&cfg.out, several).with_junit(cfg.verdicts.junit.clone());
     let mut verdict = Verdict::Passed;
     let mut failed: Vec<(String, CoordinatorError)> = Vec::new();
     let mut not_run: Vec<String> = Vec::new();
@@ -243,11 +316,18 @@ async fn run_one(
         },
     )
     .await?;
-    let dir = output.publish(&result.report)?;
+    let mut report = result.report;
+    if let Some((source, base)) = &cfg.verdicts.baseline {
+        report::baseline::attach(&mut report, base, source, &spec.regression);
+    }
+    let dir = output.publish(&report)?;
     if result.all_lost {
         return Err(CoordinatorError::AllWorkersLost { out: dir });
     }
-    Ok(if result.report.passed {
+    if let Some(path) = &cfg.verdicts.save_baseline {
+        report::baseline::save_if_passed(path, &report)?;
+    }
+    Ok(if report.passed {
         Verdict::Passed
     } else {
         Verdict::Failed

@@ -16,7 +16,9 @@ fn main() -> ExitCode {
     let argv = match config_file::with_config_file(
         std::env::args_os().collect(),
         &Args::command(),
-        &["list", "validate", "demo", "target", "probe", "help"],
+        &[
+            "list", "validate", "demo", "target", "probe", "help", "compare", "report", "merge",
+        ],
     ) {
         Ok(argv) => argv,
         Err(e) => {

@@ -86,6 +86,9 @@ pub struct ScenarioDef {
     /// the run stops and the report records where the target broke.
     #[serde(default)]
     pub stop_when: Vec<String>,
+    /// When a comparison with a baseline counts as a regression (`--regression` syntax, e.g. `p95=10%, rps=15%`).
+    #[serde(default)]
+    pub regression: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -170,7 +170,14 @@ impl Loaded {
             return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
         }
         let tls = self.resolve_tls()?;
+        let mut regression = crate::report::RegressionRules::default();
+        if let Some(rule) = &sc.regression {
+            regression
+                .apply(rule)
+                .map_err(|e| self.invalid(format!("{at}.regression"), e.to_string()))?;
+        }
         Ok(RunSpec {
+            regression,
             tls,
             iterations: sc.iterations,
             iterations_per_user: sc.iterations_per_user,

@@ -39,6 +39,9 @@ pub struct RunSpec {
     /// Checked against every second's figures: the first that holds stops the run.
     #[serde(default)]
     pub stop_when: Vec<Threshold>,
+    /// The scenario's regression rule for comparisons with a baseline (the coordinator's alone).
+    #[serde(default)]
+    pub regression: crate::report::RegressionRules,
 }
 
 fn default_max_capture_body() -> u64 {

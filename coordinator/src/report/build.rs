@@ -68,6 +68,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
                 .last()
                 .map_or_else(|| "ready".to_owned(), |s| s.state.clone()),
             states: w.states.clone(),
+            cores: 0,
+            cpu_percent_mean: 0.0,
+            cpu_percent_max: 0.0,
         })
         .collect();
     let mut report = Report {
@@ -85,6 +88,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         timeline,
         thresholds: Vec::new(),
         broke_at: meta.broke_at,
+        comparison: None,
+        score: None,
+        recommendations: Vec::new(),
         passed: true,
     };
     report.totals.dropped_iterations = intervals
@@ -98,8 +104,8 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         .iter()
         .map(|t| verdict::evaluate(t, &report))
         .collect();
-    report.passed = results.iter().all(|r| r.passed);
     report.thresholds = results;
+    verdict::conclude(&mut report);
     Ok(report)
 }
 

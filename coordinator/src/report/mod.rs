@@ -1,11 +1,16 @@
-//! The run report's one home: built from the aggregator's merged stats, shown live, rendered (summary, timeline CSV, HTML) and written to disk.
+//! The run report's one home: built from the aggregator's merged stats, judged (thresholds, comparison with a baseline, score, recommendations), shown live, rendered (summary, Markdown, timeline CSV, HTML, JUnit), written to disk, and read back to compare, re-render or merge.
 
+pub mod baseline;
 mod build;
+pub mod compare;
 pub mod live;
-mod render;
-mod verdict;
+pub mod merge;
+mod recommend;
+pub mod render;
+mod score;
+pub mod verdict;
 mod write;
 
 pub use build::{ReportMeta, build};
 pub use live::LiveLine;
-pub use write::Output;
+pub use write::{Output, write_file, write_report};

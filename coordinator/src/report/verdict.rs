@@ -1,7 +1,19 @@
-//! The verdict: each threshold judged against the finished report.
+//! The verdict: each threshold judged against the finished report, and whether the run passed.
 
-use squall_common::report::{LatencyMs, Report, ThresholdResult};
+use squall_common::report::{self, LatencyMs, Report, ThresholdResult};
 use squall_common::threshold::{Metric, Threshold};
+
+use super::{recommend, score};
+
+/// Decides `passed` (no critical threshold failed, no regression against the
+/// baseline) and fills the score and the recommendations; called again after
+/// a comparison is attached.
+pub fn conclude(report: &mut Report) {
+    report.passed = report.thresholds.iter().all(|t| !t.fails_run())
+        && !report.comparison.as_ref().is_some_and(|c| c.regressed);
+    report.score = Some(score::score(report));
+    report.recommendations = recommend::recommend(report);
+}
 
 /// An endpoint threshold must hold for every endpoint with that name (one
 /// per method); `actual` is the first failing one's value, and a name
@@ -51,7 +63,22 @@ pub fn evaluate(t: &Threshold, report: &Report) -> ThresholdResult {
         expr: t.expr.clone(),
         passed,
         actual,
+        level: if t.warn {
+            report::LEVEL_WARNING
+        } else {
+            report::LEVEL_CRITICAL
+        }
+        .to_owned(),
+        target: t.value,
+        deviation: deviation(actual, t.value),
     }
+}
+
+/// How far `actual` is from `target`, relative to it (0.25 = 25 % above);
+/// none for a zero target, where no relative figure exists.
+pub fn deviation(actual: f64, target: f64) -> Option<f64> {
+    (target != 0.0 && actual.is_finite())
+        .then(|| ((actual - target) / target.abs() * 10_000.0).round() / 10_000.0)
 }
 
 fn pick(
@@ -125,6 +152,9 @@ mod tests {
     fn report() -> Report {
         Report {
             broke_at: None,
+            comparison: None,
+            score: None,
+            recommendations: Vec::new(),
             schema: squall_common::report::SCHEMA.into(),
             run_id: "r".into(),
             scenario: "s".into(),
@@ -206,6 +236,22 @@ mod tests {
         // Same name, two methods: all must pass; actual is the failing one.
         assert_eq!(eval("twice: p95 < 100ms"), (false, 500.0));
         assert_eq!(eval("twice: p95 < 1s"), (true, 50.0));
+    }
+
+    #[test]
+    fn results_carry_level_target_and_deviation() {
+        let r = evaluate(
+            &Threshold::parse("p95 < 40ms, warn").expect("parses"),
+            &report(),
+        );
+        assert_eq!((r.passed, r.actual, r.target), (false, 50.0, 40.0));
+        assert_eq!(r.level, "warning");
+        assert_eq!(r.deviation, Some(0.25));
+        assert!(!r.fails_run(), "a crossed warning does not fail the run");
+        let r = evaluate(&Threshold::parse("failures == 0").expect("parses"), &report());
+        assert_eq!(r.level, "critical");
+        assert_eq!(r.deviation, None);
+        assert!(r.fails_run());
     }
 
     #[test]

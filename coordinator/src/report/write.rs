@@ -1,4 +1,4 @@
-//! Where finished runs' reports go: one directory per run (report.json, summary.txt, timeline.csv, report.html), the summary on stdout, and index.json when a command runs several scenarios.
+//! Where finished runs' reports go: one directory per run (report.json, summary.txt, summary.md, timeline.csv, report.html), the summary on stdout, and index.json when a command runs several scenarios.
 //!
 //! A report is never lost to a bad `--out` or a full disk: [`Output::check`]
 //! refuses an unusable `--out` before any traffic, the summary is printed
@@ -59,6 +59,8 @@ pub struct Output {
     /// The fallback directory, once one was needed: every later report of
     /// this command that fails goes there too.
     fallback: Option<PathBuf>,
+    /// `--junit FILE`, and the reports it will cover (written by `finish`).
+    junit: Option<(PathBuf, Vec<Report>)>,
 }
 
 impl Output {
@@ -69,7 +71,36 @@ impl Output {
             runs: Vec::new(),
             fallback_base: std::env::temp_dir(),
             fallback: None,
+            junit: None,
         }
+    }
+
+    /// Also writes a JUnit file covering every published report, at `finish`.
+    pub fn with_junit(mut self, path: Option<PathBuf>) -> Self {
+        self.junit = path.map(|p| (p, Vec::new()));
+        self
+    }
+
+    /// Checks before any traffic that `--junit FILE` can be written: its
+    /// directory is created and a probe written beside it.
+    pub fn check_junit(path: &Path) -> Result<(), CoordinatorError> {
+        let unusable = |source| CoordinatorError::FileUnusable {
+            flag: "--junit",
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.is_dir() {
+            return Err(unusable(std::io::Error::other("it is a directory")));
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(unusable)?;
+        let staging = Staging::create(dir).map_err(unusable)?;
+        let probe = staging.write("probe", b"squall checks that --junit can be written here\n");
+        staging.discard();
+        probe.map_err(unusable)
     }
 
     /// Checks before any traffic that reports can be written under `root`
@@ -119,6 +150,9 @@ impl Output {
             requests: report.totals.requests,
             error: None,
         };
+        if let Some((_, reports)) = &mut self.junit {
+            reports.push(report.clone());
+        }
         let result = match write_dir(&wanted, report, &summary) {
             Ok(()) => {
                 println!("report written to {}", wanted.display());
@@ -206,6 +240,11 @@ impl Output {
     /// Writes index.json once the scenarios have run (only when there were
     /// several), listing the runs and those left out by an interrupt.
     pub fn finish(mut self, not_run: &[String]) -> Result<(), CoordinatorError> {
+        if let Some((path, reports)) = self.junit.take() {
+            let all: Vec<&Report> = reports.iter().collect();
+            write_file(&path, &render::junit(&all))?;
+            println!("JUnit results written to {}", path.display());
+        }
         if !self.several {
             return Ok(());
         }
@@ -250,7 +289,7 @@ impl Output {
     }
 }
 
-/// A run's four files into `dir`, as a whole or not at all.
+/// A run's five files into `dir`, as a whole or not at all.
 fn write_dir(dir: &Path, report: &Report, summary: &str) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
     // report.json last: whoever finds the new report.json finds the new rest.
@@ -258,11 +297,41 @@ fn write_dir(dir: &Path, report: &Report, summary: &str) -> std::io::Result<()> 
         dir,
         &[
             ("summary.txt", summary),
+            ("summary.md", &render::summary_md(report)),
             ("timeline.csv", &render::timeline_csv(report)),
             ("report.html", &render::html(report)),
             ("report.json", &json),
         ],
     )
+}
+
+/// Writes a report's directory for `report`, `merge` and `compare --out`:
+/// the same files as a run, as a whole or not at all; no fallback, since
+/// nothing is lost (the inputs are still there).
+pub fn write_report(dir: &Path, report: &Report) -> Result<(), CoordinatorError> {
+    write_dir(dir, report, &render::summary_text(report)).map_err(|source| {
+        CoordinatorError::WriteFailed {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// One file, written whole beside its place and renamed into it.
+pub fn write_file(path: &Path, content: &str) -> Result<(), CoordinatorError> {
+    let failed = |source| CoordinatorError::WriteFailed {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| failed(std::io::Error::other("not a file name")))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    write_files(dir, &[(name, content)]).map_err(failed)
 }
 
 /// Writes every file to a staging directory inside `dir`, each synced to
@@ -345,6 +414,9 @@ mod tests {
             timeline: vec![],
             thresholds: vec![],
             broke_at: None,
+            comparison: None,
+            score: None,
+            recommendations: Vec::new(),
             passed: true,
         }
     }
@@ -372,7 +444,13 @@ mod tests {
         let mut out = Output::new(&root, false);
         let dir = out.publish(&report("s", 7)).expect("written");
         assert_eq!(dir, root);
-        for name in ["report.json", "summary.txt", "timeline.csv", "report.html"] {
+        for name in [
+            "report.json",
+            "summary.txt",
+            "summary.md",
+            "timeline.csv",
+            "report.html",
+        ] {
             assert_ne!(read(&root.join(name)), "old", "{name}");
         }
         let json: serde_json::Value =

@@ -15,4 +15,5 @@ mod network;
 mod partition;
 mod reports;
 mod security;
+mod verdicts;
 mod wedged;

@@ -4,11 +4,11 @@ use squall_common::report::{
     EndpointReport, LatencyMs, Report, SCHEMA, ThresholdResult, TimelinePoint, Totals, WorkerReport,
 };
 
-pub(super) const TARGET: &str = "https://shop.example.com";
-pub(super) const LONG_NAME: &str = "/api/v2/catalogue/products/{product_id}/reviews/summary";
-pub(super) const SCRIPT_NAME: &str = "/search?q=<script>alert(1)</script>";
+pub(crate) const TARGET: &str = "https://shop.example.com";
+pub(crate) const LONG_NAME: &str = "/api/v2/catalogue/products/{product_id}/reviews/summary";
+pub(crate) const SCRIPT_NAME: &str = "/search?q=<script>alert(1)</script>";
 
-pub(super) fn latency(base: f64) -> LatencyMs {
+pub(crate) fn latency(base: f64) -> LatencyMs {
     LatencyMs {
         min: base * 0.2,
         mean: base * 1.1,
@@ -47,7 +47,7 @@ fn endpoint(
     }
 }
 
-pub(super) fn sample() -> Report {
+pub(crate) fn sample() -> Report {
     let endpoints = vec![
         endpoint("GET", "/", 6000, 0, 12.5, &[("200", 6000)], &[]),
         endpoint(
@@ -94,6 +94,9 @@ pub(super) fn sample() -> Report {
         .collect();
     Report {
         broke_at: None,
+        comparison: None,
+        score: None,
+        recommendations: Vec::new(),
         schema: SCHEMA.to_owned(),
         run_id: "run-7f3a".to_owned(),
         scenario: "checkout <flow>".to_owned(),
@@ -111,6 +114,9 @@ pub(super) fn sample() -> Report {
                 users_per_class: vec![40, 10],
                 state: String::new(),
                 states: Vec::new(),
+                cores: 8,
+                cpu_percent_mean: 0.0,
+                cpu_percent_max: 0.0,
             },
             WorkerReport {
                 id: "worker-b".to_owned(),
@@ -120,6 +126,9 @@ pub(super) fn sample() -> Report {
                 users_per_class: vec![40, 10],
                 state: String::new(),
                 states: Vec::new(),
+                cores: 8,
+                cpu_percent_mean: 0.0,
+                cpu_percent_max: 0.0,
             },
         ],
         totals: Totals {
@@ -141,11 +150,17 @@ pub(super) fn sample() -> Report {
                 expr: "p95 < 200ms".to_owned(),
                 passed: true,
                 actual: 30.8,
+                level: "critical".to_owned(),
+                target: 200.0,
+                deviation: Some(-0.846),
             },
             ThresholdResult {
                 expr: "error_rate < 0.1%".to_owned(),
                 passed: false,
                 actual: 0.003_763,
+                level: "critical".to_owned(),
+                target: 0.001,
+                deviation: Some(2.763),
             },
         ],
         passed: false,
@@ -153,7 +168,7 @@ pub(super) fn sample() -> Report {
 }
 
 /// The sample with nothing recorded: no endpoints, workers, timeline or thresholds.
-pub(super) fn empty() -> Report {
+pub(crate) fn empty() -> Report {
     let mut r = sample();
     r.endpoints.clear();
     r.workers.clear();

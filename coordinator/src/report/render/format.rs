@@ -1,6 +1,6 @@
 //! Number, duration and size formatting shared by the renderers.
 
-use squall_common::report::Report;
+use squall_common::report::{MetricChange, Report, ThresholdResult};
 
 /// `v`, or 0 when it is NaN or infinite (reports should never hold those,
 /// but a renderer must not print "NaN" or draw off the chart).
@@ -103,12 +103,70 @@ pub(super) fn verdict(r: &Report) -> &'static str {
 /// A one-line description of the thresholds' outcome.
 pub(super) fn thresholds_outcome(r: &Report) -> String {
     let total = r.thresholds.len();
-    let failed = r.thresholds.iter().filter(|t| !t.passed).count();
-    match (total, failed) {
-        (0, _) => "no thresholds defined".to_owned(),
-        (1, 0) => "the threshold passed".to_owned(),
-        (_, 0) => format!("all {total} thresholds passed"),
-        _ => format!("{failed} of {total} thresholds failed"),
+    let failed = r.thresholds.iter().filter(|t| t.fails_run()).count();
+    let warned = r
+        .thresholds
+        .iter()
+        .filter(|t| !t.passed && !t.fails_run())
+        .count();
+    let mut out = match (total, failed, warned) {
+        (0, _, _) => "no thresholds defined".to_owned(),
+        (1, 0, 0) => "the threshold passed".to_owned(),
+        (_, 0, 0) => format!("all {total} thresholds passed"),
+        (_, 0, w) => format!("no critical threshold failed, {w} warning(s) crossed"),
+        (_, f, 0) => format!("{f} of {total} thresholds failed"),
+        (_, f, w) => format!("{f} of {total} thresholds failed, {w} warning(s) crossed"),
+    };
+    if let Some(c) = &r.comparison {
+        match c.regressions {
+            0 => out.push_str("; no regression against the baseline"),
+            n => out.push_str(&format!("; {n} regression(s) against the baseline")),
+        }
+    }
+    out
+}
+
+/// PASS, FAIL, or WARN for a crossed warning level.
+pub(super) fn threshold_result(t: &ThresholdResult) -> &'static str {
+    match (t.passed, t.fails_run()) {
+        (true, _) => "PASS",
+        (false, true) => "FAIL",
+        (false, false) => "WARN",
+    }
+}
+
+/// A signed relative figure as a percentage (`+30.0%`); `-` when there is none.
+pub(super) fn signed_percent(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{:+.1}%", v * 100.0),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A compared metric's value in its unit (ms, req/s or a percentage).
+pub(super) fn metric_value(metric: &str, v: f64) -> String {
+    match metric {
+        "error_rate" => percent(v),
+        "rps" => rps(v),
+        _ => ms(v),
+    }
+}
+
+/// A compared metric's change: relative for latencies and rps, in points for the error rate.
+pub(super) fn change(m: &MetricChange) -> String {
+    if m.metric == "error_rate" {
+        format!("{:+.2} pt", finite(m.change) * 100.0)
+    } else {
+        signed_percent(Some(m.change))
+    }
+}
+
+/// A compared metric's name with its unit, for table rows.
+pub(super) fn metric_label(metric: &str) -> String {
+    match metric {
+        "error_rate" => "error rate".to_owned(),
+        "rps" => "req/s".to_owned(),
+        m => format!("{m} ms"),
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt::{self, Write as _};
 
 use super::chart::{Chart, Series, clock};
 use super::format::{self as f, count};
-use squall_common::report::{LatencyMs, Report, TimelinePoint};
+use squall_common::report::{LatencyMs, MetricChange, Report, TimelinePoint};
 
 /// Renders the HTML report. Every piece of user-provided text is escaped; the
 /// page fetches nothing (no CDN, fonts, images or scripts) and the target URL
@@ -66,6 +66,7 @@ td.name{overflow-wrap:anywhere;min-width:12em}
 .bad{color:var(--fail);font-weight:600}.good{color:var(--pass);font-weight:600}
 .tag{display:inline-block;border-radius:4px;padding:0 6px;font-size:12px;font-weight:700}
 .tag.pass{background:var(--pass-bg);color:var(--pass)}.tag.fail{background:var(--fail-bg);color:var(--fail)}
+.tag.warn{background:var(--warn-bg);color:var(--warn)}
 .chips span{display:inline-block;margin:0 10px 0 0;white-space:nowrap}
 .note{color:var(--muted);font-size:13px;margin:6px 0}
 .charts{display:grid;grid-template-columns:1fr;gap:16px}
@@ -141,10 +142,12 @@ fn write_page(out: &mut String, r: &Report) -> fmt::Result {
         )?;
     }
 
+    write_recommendations(out, r)?;
     write_cards(out, r)?;
     write_charts(out, r)?;
     write_endpoints(out, r)?;
     write_thresholds(out, r)?;
+    write_comparison(out, r)?;
     write_workers(out, r)?;
     write_events(out, &r.timeline)?;
 
@@ -438,22 +441,114 @@ fn write_thresholds(out: &mut String, r: &Report) -> fmt::Result {
     }
     writeln!(
         out,
-        "<div class=\"scroll\"><table>\n<thead><tr><th>Result</th><th>Threshold</th><th class=\"n\">Actual</th></tr></thead>\n<tbody>"
+        "<div class=\"scroll\"><table>\n<thead><tr><th>Result</th><th>Level</th><th>Threshold</th><th class=\"n\">Target</th><th class=\"n\">Actual</th><th class=\"n\">Deviation</th></tr></thead>\n<tbody>"
     )?;
     for t in &r.thresholds {
-        let (class, word) = if t.passed {
-            ("pass", "PASS")
-        } else {
-            ("fail", "FAIL")
+        let word = f::threshold_result(t);
+        let class = match word {
+            "PASS" => "pass",
+            "WARN" => "warn",
+            _ => "fail",
         };
         writeln!(
             out,
-            "<tr><td><span class=\"tag {class}\">{word}</span></td><td class=\"mono\">{}</td><td class=\"n\">{}</td></tr>",
+            "<tr><td><span class=\"tag {class}\">{word}</span></td><td>{}</td><td class=\"mono\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&t.level),
             esc(&t.expr),
-            f::number(t.actual)
+            f::number(t.target),
+            f::number(t.actual),
+            f::signed_percent(t.deviation)
         )?;
     }
     writeln!(out, "</tbody>\n</table></div>")
+}
+
+fn write_comparison(out: &mut String, r: &Report) -> fmt::Result {
+    let Some(c) = &r.comparison else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "<h2>Comparison with baseline <code>{}</code></h2>",
+        esc(&c.baseline.source)
+    )?;
+    let rules = &c.rules;
+    writeln!(
+        out,
+        "<p class=\"note\">Baseline run <code>{}</code> of {} ({}). {}. A regression is latency up more than {} (p95), throughput down more than {}, or the error rate up more than {} points; latencies under {} ms in both runs and endpoints with fewer than {} requests are not judged.</p>",
+        esc(&c.baseline.run_id),
+        esc(&c.baseline.started_at),
+        esc(&c.baseline.scenario),
+        match c.regressions {
+            0 => "No regression".to_owned(),
+            n => format!("<span class=\"bad\">{n} regression(s)</span>"),
+        },
+        f::percent(rules.p95),
+        f::percent(rules.rps),
+        f::number(rules.error_rate * 100.0),
+        f::number(rules.floor_ms),
+        rules.min_requests
+    )?;
+    writeln!(
+        out,
+        "<div class=\"scroll\"><table>\n<thead><tr><th>Endpoint</th><th>Metric</th><th class=\"n\">Base</th><th class=\"n\">New</th><th class=\"n\">Change</th><th>Verdict</th></tr></thead>\n<tbody>"
+    )?;
+    let mut rows = |name: &str, metrics: &[MetricChange]| -> fmt::Result {
+        for (i, m) in metrics.iter().enumerate() {
+            let verdict = match m.verdict.as_str() {
+                "regression" => "<span class=\"tag fail\">REGRESSION</span>".to_owned(),
+                "improvement" => "<span class=\"good\">improvement</span>".to_owned(),
+                v => esc(v),
+            };
+            writeln!(
+                out,
+                "<tr><td class=\"name mono\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{verdict}</td></tr>",
+                if i == 0 { esc(name) } else { String::new() },
+                esc(&f::metric_label(&m.metric)),
+                f::metric_value(&m.metric, m.base),
+                f::metric_value(&m.metric, m.new),
+                f::change(m)
+            )?;
+        }
+        Ok(())
+    };
+    rows("TOTAL", &c.total)?;
+    for e in &c.endpoints {
+        rows(&format!("{} {}", e.method, e.name), &e.metrics)?;
+    }
+    writeln!(out, "</tbody>\n</table></div>")?;
+    for (which, list) in [
+        ("Only in the baseline", &c.only_in_baseline),
+        ("Only in this run", &c.only_in_new),
+    ] {
+        if !list.is_empty() {
+            let names: Vec<String> = list.iter().map(|n| format!("<code>{}</code>", esc(n))).collect();
+            writeln!(out, "<p class=\"note\">{which} (not compared): {}</p>", names.join(", "))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_recommendations(out: &mut String, r: &Report) -> fmt::Result {
+    if let Some(s) = &r.score {
+        writeln!(
+            out,
+            "<p class=\"note\"><strong>Score {}/100</strong>: thresholds {}/40, errors {}/30, regressions {}/20, latency {}/10.</p>",
+            s.value,
+            f::number(s.thresholds),
+            f::number(s.errors),
+            f::number(s.regressions),
+            f::number(s.latency)
+        )?;
+    }
+    if r.recommendations.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "<h2>Recommendations</h2>\n<ul>")?;
+    for rec in &r.recommendations {
+        writeln!(out, "<li>{}</li>", esc(&rec.message))?;
+    }
+    writeln!(out, "</ul>")
 }
 
 fn write_workers(out: &mut String, r: &Report) -> fmt::Result {

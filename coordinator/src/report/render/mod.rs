@@ -3,12 +3,16 @@
 mod chart;
 mod format;
 mod html;
+mod junit;
+mod markdown;
 mod summary;
 mod timeline;
 
 pub use html::html;
-pub use summary::summary_text;
+pub use junit::junit;
+pub use markdown::summary_md;
+pub use summary::{comparison_text, summary_text};
 pub use timeline::timeline_csv;
 
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;

@@ -3,7 +3,7 @@
 use std::fmt::{self, Write as _};
 
 use super::format::{self as f, count};
-use squall_common::report::{EndpointReport, Report};
+use squall_common::report::{Comparison, EndpointReport, MetricChange, Report};
 
 /// Endpoint names longer than this many characters are cut with an ellipsis.
 const NAME_WIDTH: usize = 32;
@@ -178,18 +178,49 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
         writeln!(out, "Thresholds")?;
         let mut table = Table::new(&[
             ("result", Align::Left),
+            ("level", Align::Left),
             ("threshold", Align::Left),
-            ("actual", Align::Left),
-        ])
-        .without_header();
+            ("target", Align::Right),
+            ("actual", Align::Right),
+            ("deviation", Align::Right),
+        ]);
         for th in &r.thresholds {
             table.row(vec![
-                if th.passed { "PASS" } else { "FAIL" }.to_owned(),
+                f::threshold_result(th).to_owned(),
+                clean(&th.level),
                 clean(&th.expr),
-                format!("actual {}", f::number(th.actual)),
+                f::number(th.target),
+                f::number(th.actual),
+                f::signed_percent(th.deviation),
             ]);
         }
         out.push_str(&table.render());
+    }
+
+    if let Some(c) = &r.comparison {
+        writeln!(out)?;
+        write_comparison(out, c)?;
+    }
+
+    if let Some(score) = &r.score {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Score: {}/100 (thresholds {}/40, errors {}/30, regressions {}/20, latency {}/10)",
+            score.value,
+            f::number(score.thresholds),
+            f::number(score.errors),
+            f::number(score.regressions),
+            f::number(score.latency)
+        )?;
+    }
+
+    if !r.recommendations.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Recommendations")?;
+        for rec in &r.recommendations {
+            writeln!(out, "  - {}", clean(&rec.message))?;
+        }
     }
 
     writeln!(out)?;
@@ -199,6 +230,84 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
         f::thresholds_outcome(r),
         if r.partial { "; partial run" } else { "" }
     )
+}
+
+/// The comparison with a baseline: every compared metric of the totals and
+/// of each endpoint, then the endpoints only one run has. Also what
+/// `coordinator compare` prints.
+pub fn comparison_text(c: &Comparison) -> String {
+    let mut out = String::new();
+    write_comparison(&mut out, c).expect("writing to a String cannot fail");
+    out
+}
+
+fn write_comparison(out: &mut String, c: &Comparison) -> fmt::Result {
+    writeln!(
+        out,
+        "Comparison with baseline {} (run {}, {}): {}",
+        clean(&c.baseline.source),
+        clean(&c.baseline.run_id),
+        clean(&c.baseline.started_at),
+        match c.regressions {
+            0 => "no regression".to_owned(),
+            n => format!("{n} REGRESSION(S)"),
+        }
+    )?;
+    let r = &c.rules;
+    writeln!(
+        out,
+        "  rule: latency p50 +{}, p95 +{}, p99 +{}, mean +{}; req/s -{}; error rate +{} pt; not judged below {} ms or {} requests",
+        f::percent(r.p50),
+        f::percent(r.p95),
+        f::percent(r.p99),
+        f::percent(r.mean),
+        f::percent(r.rps),
+        f::number(r.error_rate * 100.0),
+        f::number(r.floor_ms),
+        r.min_requests
+    )?;
+    let mut table = Table::new(&[
+        ("endpoint", Align::Left),
+        ("metric", Align::Left),
+        ("base", Align::Right),
+        ("new", Align::Right),
+        ("change", Align::Right),
+        ("verdict", Align::Left),
+    ]);
+    let mut rows = |name: String, metrics: &[MetricChange]| {
+        for (i, m) in metrics.iter().enumerate() {
+            table.row(vec![
+                if i == 0 { name.clone() } else { String::new() },
+                f::metric_label(&m.metric),
+                f::metric_value(&m.metric, m.base),
+                f::metric_value(&m.metric, m.new),
+                f::change(m),
+                if m.verdict == "regression" {
+                    "REGRESSION".to_owned()
+                } else {
+                    clean(&m.verdict)
+                },
+            ]);
+        }
+    };
+    rows("TOTAL".to_owned(), &c.total);
+    for e in &c.endpoints {
+        rows(
+            truncate(&clean(&format!("{} {}", e.method, e.name)), NAME_WIDTH),
+            &e.metrics,
+        );
+    }
+    out.push_str(&table.render());
+    for (which, list) in [
+        ("only in the baseline", &c.only_in_baseline),
+        ("only in this run", &c.only_in_new),
+    ] {
+        if !list.is_empty() {
+            let names: Vec<String> = list.iter().map(|n| clean(n)).collect();
+            writeln!(out, "  not compared, {which}: {}", names.join(", "))?;
+        }
+    }
+    Ok(())
 }
 
 /// The per-endpoint latency table with a TOTAL row.
@@ -519,7 +628,7 @@ mod tests {
             .find(|l| l.contains("p95 < 200ms"))
             .expect("threshold");
         assert!(
-            pass.trim_start().starts_with("PASS") && pass.ends_with("actual 30.8"),
+            pass.trim_start().starts_with("PASS") && pass.contains("200") && pass.contains("30.8"),
             "{pass}"
         );
         let fail = s
@@ -527,7 +636,7 @@ mod tests {
             .find(|l| l.contains("error_rate < 0.1%"))
             .expect("threshold");
         assert!(
-            fail.trim_start().starts_with("FAIL") && fail.ends_with("actual 0.003763"),
+            fail.trim_start().starts_with("FAIL") && fail.contains("0.003763") && fail.contains("+276.3%"),
             "{fail}"
         );
     }
