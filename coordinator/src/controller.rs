@@ -6,15 +6,17 @@
 
 use std::time::{Duration, Instant};
 
-use squall_common::protocol::{CoordinatorMessage, Start, Status, WorkerMessage, WorkerState};
-use squall_common::report::BreakPoint;
+use squall_common::protocol::{
+    CoordinatorMessage, Heartbeat, Start, Status, WorkerMessage, WorkerState,
+};
+use squall_common::report::{Aborted, BreakPoint};
 use squall_common::threshold::{Metric, Threshold};
 use squall_common::{LoadModel, Report, RunSpec, Snapshot, partition};
 
 use crate::aggregator::{Added, Aggregator};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::report::{LiveLine, ReportMeta, build, live};
+use crate::report::{LiveLine, ReportMeta, abort, build, live};
 use crate::service::ClusterEvent;
 use crate::worker_text;
 
@@ -56,6 +58,8 @@ impl Effects {
 const FINAL_SNAPSHOT_SLACK: Duration = Duration::from_secs(5);
 /// Workers end the plan on their own clocks; the controller's Stop is a fallback this long after.
 const FALLBACK_STOP_AFTER: Duration = Duration::from_secs(3);
+/// A worker busier than this (percent of its machine) may be the bottleneck rather than the target.
+pub const BUSY_CPU_PERCENT: f32 = 90.0;
 
 /// One run's state. Times are the run's elapsed time, passed in by the caller.
 pub struct RunController<'a> {
@@ -76,7 +80,11 @@ pub struct RunController<'a> {
     abandoned: bool,
     partial: bool,
     broke_at: Option<BreakPoint>,
+    /// The `abort` threshold that stopped the run.
+    aborted: Option<Aborted>,
     checked_second: Option<u64>,
+    /// Workers already warned about as too busy (once each per run).
+    busy: std::collections::BTreeSet<String>,
     /// Workers whose snapshots were refused at least once (the first refusal is logged as a warning).
     refused: std::collections::BTreeSet<String>,
 }
@@ -130,7 +138,9 @@ impl<'a> RunController<'a> {
             abandoned: false,
             partial: false,
             broke_at: None,
+            aborted: None,
             checked_second: None,
+            busy: Default::default(),
             refused: Default::default(),
         };
         for (i, (id, share)) in workers.iter().zip(&shares).enumerate() {
@@ -213,8 +223,33 @@ impl<'a> RunController<'a> {
             WorkerMessage::Status(st) if st.run_id == self.run_id => {
                 self.on_status(worker, st, elapsed)
             }
+            WorkerMessage::Heartbeat(hb) => self.on_heartbeat(worker, hb, elapsed),
             _ => Effects::default(),
         }
+    }
+
+    /// A running worker's CPU: kept for the report, and a warning (once) when
+    /// it is so busy that the generator, not the target, may set the numbers.
+    fn on_heartbeat(&mut self, worker: &str, hb: &Heartbeat, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        if hb.state != WorkerState::Running || !self.running.iter().any(|id| id == worker) {
+            return fx;
+        }
+        self.agg.record_cpu(worker, hb.cpu_percent);
+        if hb.cpu_percent >= BUSY_CPU_PERCENT
+            && hb.cpu_percent.is_finite()
+            && self.busy.insert(worker.to_owned())
+        {
+            let pct = hb.cpu_percent.min(100.0);
+            fx.note(format!(
+                "warning: worker {worker} is using {pct:.0}% of its machine's CPU: it may be the bottleneck, not the target (add workers or cores)"
+            ));
+            self.agg.event(
+                elapsed.as_secs(),
+                format!("worker {worker} CPU at {pct:.0}%"),
+            );
+        }
+        fx
     }
 
     fn on_snapshot(&mut self, worker: &str, snap: &Snapshot, elapsed: Duration) -> Effects {
@@ -306,6 +341,20 @@ impl<'a> RunController<'a> {
                 self.stop_all(&mut fx, elapsed);
             }
         }
+        // Live abort: `abort` thresholds on the whole run so far, while the plan goes on.
+        if !self.stopping()
+            && elapsed < self.spec.load.duration()
+            && let Some(breach) = abort::breach(&self.agg, self.spec, elapsed)
+        {
+            let text = format!(
+                "threshold `{}` failed at {}s ({:.3}): run aborted",
+                breach.threshold, breach.t, breach.actual
+            );
+            fx.note(text.clone());
+            self.agg.event(breach.t, text);
+            self.aborted = Some(breach);
+            self.stop_all(&mut fx, elapsed);
+        }
         if !self.stopping() && elapsed >= self.spec.load.duration() + FALLBACK_STOP_AFTER {
             self.stop_all(&mut fx, elapsed);
         }
@@ -365,6 +414,7 @@ impl<'a> RunController<'a> {
                 started_at,
                 partial: self.partial,
                 broke_at: self.broke_at,
+                aborted: self.aborted,
             },
         )
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
@@ -515,7 +565,7 @@ mod tests {
     use squall_common::scenario::Loaded;
 
     fn spec(scenario: &str) -> RunSpec {
-        let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 4, spawn_rate: 4, duration: 10s }\n  stress: { users: 4, duration: 10s, stop_when: [\"requests > 5\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
+        let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 4, spawn_rate: 4, duration: 10s }\n  stress: { users: 4, duration: 10s, stop_when: [\"requests > 5\"] }\n  guarded: { users: 4, duration: 10s, thresholds: [\"requests < 5, abort after 2s\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
         Loaded::from_str("t.yaml", text)
             .and_then(|l| l.resolve(scenario, &Default::default(), false))
             .expect("valid")
@@ -753,5 +803,71 @@ mod tests {
         assert!(w2[0].len() < 1_000 && !w2[0].contains('\x1b'), "{}", w2[0]);
         let w2 = report.workers.iter().find(|w| w.id == "w2").expect("w2");
         assert_eq!(w2.states.iter().filter(|s| s.state == "lost").count(), 1);
+    }
+
+    #[test]
+    fn an_abort_threshold_stops_the_run_and_fails_it() {
+        let spec = spec("guarded");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1"]), OPTIONS, "r".into(), 7);
+        run.on_message("w1", &snap("r", 0, 9), secs(1));
+        // Not judged before its delay.
+        assert!(run.on_tick(secs(1)).sends.is_empty());
+        let fx = run.on_tick(secs(2));
+        assert_eq!(sent(&fx), vec![("w1".into(), "stop", 0, 0)]);
+        assert!(
+            fx.notes
+                .iter()
+                .any(|n| n.contains("threshold `requests < 5, abort after 2s` failed at 2s")),
+            "{:?}",
+            fx.notes
+        );
+        // Stop goes out once.
+        assert!(run.on_tick(secs(3)).sends.is_empty());
+        run.on_message("w1", &snap("r", 1, 1), secs(3));
+        run.on_message("w1", &status("r", WorkerState::Stopped, 2), secs(3));
+        assert!(run.over(secs(3)).is_some());
+        let report = run.finish("now".into()).expect("report").report;
+        let aborted = report.aborted.expect("aborted");
+        assert_eq!(
+            (aborted.t, aborted.threshold.as_str(), aborted.actual),
+            (2, "requests < 5, abort after 2s", 9.0)
+        );
+        assert!(!report.passed);
+        assert_eq!(report.totals.requests, 10);
+        assert!(!report.thresholds[0].passed);
+        assert!(
+            report
+                .timeline
+                .iter()
+                .any(|p| p.event.as_deref().is_some_and(|e| e.contains("run aborted")))
+        );
+    }
+
+    #[test]
+    fn heartbeats_record_cpu_and_warn_once_when_busy() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
+        let hb = |state, cpu_percent| {
+            WorkerMessage::Heartbeat(Heartbeat {
+                state,
+                active_users: 2,
+                cpu_percent,
+            })
+        };
+        // Idle heartbeats (before the run reached the worker) do not count.
+        assert!(run.on_message("w1", &hb(WorkerState::Ready, 80.0), secs(0)).notes.is_empty());
+        assert!(run.on_message("w1", &hb(WorkerState::Running, 30.0), secs(1)).notes.is_empty());
+        let fx = run.on_message("w1", &hb(WorkerState::Running, 95.0), secs(2));
+        assert!(
+            fx.notes[0].contains("worker w1 is using 95% of its machine's CPU"),
+            "{:?}",
+            fx.notes
+        );
+        assert!(run.on_message("w1", &hb(WorkerState::Running, 97.0), secs(3)).notes.is_empty());
+        run.on_message("w2", &hb(WorkerState::Running, 10.0), secs(1));
+        let cpu = &run.agg.workers()["w1"].cpu;
+        assert_eq!(cpu.max(), Some(97.0));
+        assert!((cpu.mean().expect("mean") - 74.0).abs() < 1e-3);
+        assert_eq!(run.agg.workers()["w2"].cpu.max(), Some(10.0));
     }
 }

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use squall_common::report::{
-    self, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals,
+    self, Aborted, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals,
     WorkerReport,
 };
 use squall_common::snapshot::{HistogramError, encode_v2_deflate};
@@ -18,18 +18,63 @@ pub struct ReportMeta<'a> {
     pub started_at: String,
     pub partial: bool,
     pub broke_at: Option<BreakPoint>,
+    /// The `abort` threshold that stopped the run, if one did.
+    pub aborted: Option<Aborted>,
 }
 
-/// Builds the final report; thresholds decide `passed`.
-pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramError> {
+/// Whether endpoint reports carry their encoded histogram (the final report) or not (a live judgement).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Histograms {
+    Encoded,
+    Left,
+}
+
+/// The whole run's numbers so far, for judging `abort` thresholds live with
+/// the same [`verdict::evaluate`] as the final verdict: totals and endpoints
+/// exactly as the final report computes them, without what no threshold
+/// reads (histogram encodings, the timeline, workers, schedule lag).
+pub fn interim(agg: &Aggregator, spec: &RunSpec) -> Result<Report, HistogramError> {
+    let (totals, endpoints) = figures(agg, Histograms::Left)?;
+    Ok(Report {
+        schema: report::SCHEMA.to_owned(),
+        run_id: agg.run_id().to_owned(),
+        scenario: spec.scenario.clone(),
+        target: spec.host.clone(),
+        load_model: spec.load.name().to_owned(),
+        started_at: String::new(),
+        duration_s: agg.duration_us() as f64 / 1e6,
+        partial: true,
+        workers: Vec::new(),
+        totals,
+        endpoints,
+        timeline: Vec::new(),
+        thresholds: Vec::new(),
+        broke_at: None,
+        aborted: None,
+        passed: true,
+    })
+}
+
+/// Totals and per-endpoint reports over everything merged so far.
+fn figures(
+    agg: &Aggregator,
+    histograms: Histograms,
+) -> Result<(Totals, Vec<EndpointReport>), HistogramError> {
     let duration_s = agg.duration_us() as f64 / 1e6;
     let mut all = EndpointStats::new();
     let mut endpoints = Vec::new();
     for (key, sum) in agg.endpoints() {
         let s = sum.to_stats();
         all.merge(&s)?;
-        endpoints.push(endpoint(&key.name, &key.method, &s, duration_s)?);
+        endpoints.push(endpoint(&key.name, &key.method, &s, duration_s, histograms)?);
     }
+    Ok((totals(&all, duration_s), endpoints))
+}
+
+/// Builds the final report; thresholds decide `passed`.
+pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramError> {
+    let duration_s = agg.duration_us() as f64 / 1e6;
+    let (totals, endpoints) = figures(agg, Histograms::Encoded)?;
     let intervals = agg.intervals();
     let last = intervals.keys().next_back().copied();
     let mut timeline = Vec::new();
@@ -80,11 +125,12 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         duration_s: (duration_s * 1000.0).round() / 1000.0,
         partial: meta.partial,
         workers,
-        totals: totals(&all, duration_s),
+        totals,
         endpoints,
         timeline,
         thresholds: Vec::new(),
         broke_at: meta.broke_at,
+        aborted: meta.aborted,
         passed: true,
     };
     report.totals.dropped_iterations = intervals
@@ -92,13 +138,21 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         .fold(0u64, |n, iv| n.saturating_add(iv.dropped));
     let lag = agg.schedule_lag();
     report.totals.schedule_lag_ms = (!lag.is_empty()).then(|| latency_ms(&lag.to_histogram()));
-    let results: Vec<ThresholdResult> = meta
+    let mut results: Vec<ThresholdResult> = meta
         .spec
         .thresholds
         .iter()
         .map(|t| verdict::evaluate(t, &report))
         .collect();
-    report.passed = results.iter().all(|r| r.passed);
+    // The threshold that aborted the run failed, even if the numbers of the
+    // few seconds until the workers stopped happen to pass it.
+    if let Some(a) = &report.aborted
+        && let Some(r) = results.iter_mut().find(|r| r.expr == a.threshold && r.passed)
+    {
+        r.passed = false;
+        r.actual = a.actual;
+    }
+    report.passed = report.aborted.is_none() && results.iter().all(|r| r.passed);
     report.thresholds = results;
     Ok(report)
 }
@@ -167,6 +221,7 @@ fn endpoint(
     method: &str,
     s: &EndpointStats,
     duration_s: f64,
+    histograms: Histograms,
 ) -> Result<EndpointReport, HistogramError> {
     let totals = totals(s, duration_s);
     Ok(EndpointReport {
@@ -182,7 +237,12 @@ fn endpoint(
         bytes_received: totals.bytes_received,
         status: s.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         errors: s.errors.clone(),
-        histogram: base64::engine::general_purpose::STANDARD.encode(encode_v2_deflate(&s.latency)?),
+        histogram: match histograms {
+            Histograms::Encoded => {
+                base64::engine::general_purpose::STANDARD.encode(encode_v2_deflate(&s.latency)?)
+            }
+            Histograms::Left => String::new(),
+        },
     })
 }
 
@@ -231,7 +291,7 @@ mod tests {
         for v in [100, 200, 300] {
             record_micros(&mut s.latency, v);
         }
-        let r = endpoint("x", "GET", &s, 1.0).expect("encodes");
+        let r = endpoint("x", "GET", &s, 1.0, Histograms::Encoded).expect("encodes");
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&r.histogram)
             .expect("base64");

@@ -1,5 +1,6 @@
 //! The run report's one home: built from the aggregator's merged stats, shown live, rendered (summary, timeline CSV, HTML) and written to disk.
 
+pub mod abort;
 mod build;
 pub mod live;
 mod render;

@@ -125,6 +125,7 @@ mod tests {
     fn report() -> Report {
         Report {
             broke_at: None,
+            aborted: None,
             schema: squall_common::report::SCHEMA.into(),
             run_id: "r".into(),
             scenario: "s".into(),
