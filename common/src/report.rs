@@ -70,6 +70,16 @@ pub struct WorkerReport {
     /// Every state change, in order.
     #[serde(default)]
     pub states: Vec<StateChange>,
+    /// Logical cores of the worker's machine: what its CPU percentages are out of.
+    #[serde(default)]
+    pub cores: u32,
+    /// Mean CPU use of the worker's whole machine over the run, percent (0–100); 0 until measured.
+    /// Above ~90 % the generator, not the target, may have been the bottleneck.
+    #[serde(default)]
+    pub cpu_percent_mean: f64,
+    /// Highest CPU use seen in one sample, percent of the whole machine (0–100).
+    #[serde(default)]
+    pub cpu_percent_max: f64,
 }
 
 /// A worker's state change during a run.

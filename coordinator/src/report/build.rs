@@ -113,6 +113,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
                 .last()
                 .map_or_else(|| "ready".to_owned(), |s| s.state.clone()),
             states: w.states.clone(),
+            cores: 0,
+            cpu_percent_mean: 0.0,
+            cpu_percent_max: 0.0,
         })
         .collect();
     let mut report = Report {

@@ -111,6 +111,9 @@ pub(super) fn sample() -> Report {
                 users_per_class: vec![40, 10],
                 state: String::new(),
                 states: Vec::new(),
+                cores: 8,
+                cpu_percent_mean: 0.0,
+                cpu_percent_max: 0.0,
             },
             WorkerReport {
                 id: "worker-b".to_owned(),
@@ -120,6 +123,9 @@ pub(super) fn sample() -> Report {
                 users_per_class: vec![40, 10],
                 state: String::new(),
                 states: Vec::new(),
+                cores: 8,
+                cpu_percent_mean: 0.0,
+                cpu_percent_max: 0.0,
             },
         ],
         totals: Totals {
