@@ -67,6 +67,8 @@ pub struct WorkerAgg {
     expected: Option<u64>,
     pub users_per_class: Vec<u64>,
     pub states: Vec<StateChange>,
+    /// Logical cores of its machine, as its Hello said: what its CPU percentages are out of.
+    pub cores: u32,
     /// The CPU its heartbeats reported while it ran this run.
     pub cpu: CpuRecord,
 }
@@ -300,6 +302,13 @@ impl Aggregator {
                 t: (t * 1000.0).round() / 1000.0,
                 state: state.to_owned(),
             });
+        }
+    }
+
+    /// The cores a member's machine has (from its Hello).
+    pub fn set_cores(&mut self, worker: &str, cores: u32) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.cores = cores;
         }
     }
 

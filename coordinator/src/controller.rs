@@ -205,6 +205,11 @@ impl<'a> RunController<'a> {
         fx
     }
 
+    /// The cores a worker's Hello announced, for the report's CPU figures.
+    pub fn set_cores(&mut self, worker: &str, cores: u32) {
+        self.agg.set_cores(worker, cores);
+    }
+
     /// A worker's stream ended (it was lost, or left).
     pub fn on_left(&mut self, worker: &str, reason: &str, elapsed: Duration) -> Effects {
         let mut fx = Effects::default();
@@ -504,7 +509,8 @@ pub async fn run_scenario(
     spec: &RunSpec,
     options: RunOptions,
 ) -> Result<RunResult, CoordinatorError> {
-    let workers: Vec<String> = cluster.links().into_iter().map(|l| l.id).collect();
+    let links = cluster.links();
+    let workers: Vec<String> = links.iter().map(|l| l.id.clone()).collect();
     if workers.is_empty() {
         return Err(CoordinatorError::NoWorkers {
             wanted: 1,
@@ -517,6 +523,9 @@ pub async fn run_scenario(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let (mut run, fx) = RunController::new(spec, &workers, options, run_id, rand::random());
+    for l in &links {
+        run.set_cores(&l.id, l.hello.cores);
+    }
     apply(cluster, fx);
 
     let t0 = Instant::now();
@@ -532,7 +541,11 @@ pub async fn run_scenario(
         let fx = tokio::select! {
             ev = cluster.next() => match ev {
                 None => return Err(CoordinatorError::Internal("event channel closed".into())),
-                Some(ClusterEvent::Joined(link)) => run.on_joined(&link.id, t0.elapsed()),
+                Some(ClusterEvent::Joined(link)) => {
+                    let fx = run.on_joined(&link.id, t0.elapsed());
+                    run.set_cores(&link.id, link.hello.cores);
+                    fx
+                }
                 Some(ClusterEvent::Left { worker, reason }) => run.on_left(&worker, &reason, t0.elapsed()),
                 Some(ClusterEvent::Message { worker, msg }) => run.on_message(&worker, &msg, t0.elapsed()),
             },

@@ -113,9 +113,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
                 .last()
                 .map_or_else(|| "ready".to_owned(), |s| s.state.clone()),
             states: w.states.clone(),
-            cores: 0,
-            cpu_percent_mean: 0.0,
-            cpu_percent_max: 0.0,
+            cores: w.cores,
+            cpu_percent_mean: w.cpu.mean().map_or(0.0, |m| (m * 10.0).round() / 10.0),
+            cpu_percent_max: w.cpu.max().map_or(0.0, |m| (m * 10.0).round() / 10.0),
         })
         .collect();
     let mut report = Report {

@@ -345,6 +345,7 @@ mod tests {
             timeline: vec![],
             thresholds: vec![],
             broke_at: None,
+            aborted: None,
             passed: true,
         }
     }

@@ -20,10 +20,18 @@ pub(super) struct CpuMeter {
     last: Option<(Instant, Duration)>,
 }
 
+/// The cores this process may run on: what its CPU percentages are out of,
+/// and what `Hello.cores` tells the coordinator.
+pub(super) fn machine_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl CpuMeter {
     pub(super) fn new() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut meter = CpuMeter { cores, last: None };
+        let mut meter = CpuMeter {
+            cores: machine_cores(),
+            last: None,
+        };
         meter.sample();
         meter
     }

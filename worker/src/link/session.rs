@@ -15,7 +15,7 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 use super::config::AgentConfig;
-use super::cpu::CpuMeter;
+use super::cpu::{CpuMeter, machine_cores};
 use super::outbox::Outbox;
 use super::wire::encode;
 use crate::engine::{RunHandle, RunOutput, SampleLog};
@@ -195,7 +195,7 @@ async fn attach(
         worker_id: cfg.id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol_version: PROTOCOL_VERSION,
-        cores: u32::try_from(cfg.threads).unwrap_or(u32::MAX),
+        cores: u32::try_from(machine_cores()).unwrap_or(u32::MAX),
         labels: cfg.labels.clone(),
     });
     if let Some(w) = encode(&hello) {

@@ -94,6 +94,7 @@ pub(super) fn sample() -> Report {
         .collect();
     Report {
         broke_at: None,
+        aborted: None,
         schema: SCHEMA.to_owned(),
         run_id: "run-7f3a".to_owned(),
         scenario: "checkout <flow>".to_owned(),
