@@ -1,5 +1,6 @@
 //! Cross-process tests: the real `coordinator` and `worker` binaries over real gRPC, against real HTTP targets.
 
+mod abort;
 mod accounting;
 mod bad_input;
 mod demo;
@@ -14,3 +15,4 @@ mod partition;
 mod reports;
 mod security;
 mod wedged;
+mod worker_cpu;
