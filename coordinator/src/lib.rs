@@ -236,6 +236,7 @@ async fn run_one(
         controller::RunOptions {
             headless: cfg.headless,
             rebalance: cfg.rebalance,
+            live: None,
         },
     )
     .await?;
