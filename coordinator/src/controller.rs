@@ -4,6 +4,8 @@
 //! send, lines to print), so the same object can be driven by the one-shot
 //! command here, by serve mode, and by unit tests without gRPC.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use squall_common::protocol::{
@@ -16,7 +18,8 @@ use squall_common::{LoadModel, Report, RunSpec, Snapshot, partition};
 use crate::aggregator::{Added, Aggregator};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::report::{LiveLine, ReportMeta, abort, build, live};
+use crate::report::live::{HeartbeatFigures, ViewMeta};
+use crate::report::{LiveLine, LiveSender, LiveView, Phase, ReportMeta, abort, build, live};
 use crate::service::ClusterEvent;
 use crate::worker_text;
 
@@ -29,12 +32,16 @@ pub struct RunResult {
 }
 
 /// How the run treats the people watching it and the workers that come and go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// No live line every second.
     pub headless: bool,
     /// Move a lost worker's share to the others and give newcomers a share.
     pub rebalance: bool,
+    /// Where the run's [`LiveView`] is published every second (the dashboard,
+    /// REST status, `/metrics` and the terminal view watch it); the plain
+    /// progress line is printed either way unless `headless`.
+    pub live: Option<LiveSender>,
 }
 
 /// What a handler wants done, in order: messages for workers and lines for the terminal.
@@ -87,6 +94,8 @@ pub struct RunController<'a> {
     busy: std::collections::BTreeSet<String>,
     /// Workers whose snapshots were refused at least once (the first refusal is logged as a warning).
     refused: std::collections::BTreeSet<String>,
+    /// The latest heartbeat of each worker (users, CPU), for the live view.
+    heartbeats: BTreeMap<String, HeartbeatFigures>,
 }
 
 impl<'a> RunController<'a> {
@@ -142,6 +151,7 @@ impl<'a> RunController<'a> {
             checked_second: None,
             busy: Default::default(),
             refused: Default::default(),
+            heartbeats: BTreeMap::new(),
         };
         for (i, (id, share)) in workers.iter().zip(&shares).enumerate() {
             fx.note(format!(
@@ -228,7 +238,20 @@ impl<'a> RunController<'a> {
             WorkerMessage::Status(st) if st.run_id == self.run_id => {
                 self.on_status(worker, st, elapsed)
             }
-            WorkerMessage::Heartbeat(hb) => self.on_heartbeat(worker, hb, elapsed),
+            WorkerMessage::Heartbeat(h) if self.agg.is_member(worker) => {
+                self.heartbeats.insert(
+                    worker.to_owned(),
+                    HeartbeatFigures {
+                        active_users: h.active_users,
+                        cpu_percent: if h.cpu_percent.is_finite() {
+                            h.cpu_percent.clamp(0.0, 100_000.0)
+                        } else {
+                            0.0
+                        },
+                    },
+                );
+                self.on_heartbeat(worker, h, elapsed)
+            }
             _ => Effects::default(),
         }
     }
@@ -409,6 +432,37 @@ impl<'a> RunController<'a> {
         None
     }
 
+    /// Where the run is: starting until a worker reports a second, stopping once Stop is sent.
+    pub fn phase(&self) -> Phase {
+        if self.stopping() {
+            Phase::Stopping
+        } else if self.agg.intervals().is_empty() {
+            Phase::Starting
+        } else {
+            Phase::Running
+        }
+    }
+
+    /// The run's whole live state at `elapsed` (`Phase::Done` once the run is over).
+    pub fn live_view(&self, elapsed: Duration, done: bool) -> LiveView {
+        live::view(
+            &self.agg,
+            ViewMeta {
+                spec: self.spec,
+                phase: if done { Phase::Done } else { self.phase() },
+                elapsed,
+                heartbeats: &self.heartbeats,
+            },
+        )
+    }
+
+    /// Sends the live view to whoever watches, if anyone does.
+    fn publish(&self, elapsed: Duration, done: bool) {
+        if let Some(tx) = &self.options.live {
+            tx.send_replace(Some(Arc::new(self.live_view(elapsed, done))));
+        }
+    }
+
     /// The merged report of the run.
     pub fn finish(self, started_at: String) -> Result<RunResult, CoordinatorError> {
         let all_lost = self.agg.all_lost();
@@ -529,6 +583,7 @@ pub async fn run_scenario(
     apply(cluster, fx);
 
     let t0 = Instant::now();
+    run.publish(Duration::ZERO, false);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = squall_worker::cli::signal::interrupted();
@@ -549,7 +604,11 @@ pub async fn run_scenario(
                 Some(ClusterEvent::Left { worker, reason }) => run.on_left(&worker, &reason, t0.elapsed()),
                 Some(ClusterEvent::Message { worker, msg }) => run.on_message(&worker, &msg, t0.elapsed()),
             },
-            _ = tick.tick() => run.on_tick(t0.elapsed()),
+            _ = tick.tick() => {
+                let fx = run.on_tick(t0.elapsed());
+                run.publish(t0.elapsed(), false);
+                fx
+            }
             _ = &mut ctrl_c => {
                 ctrl_c.set(squall_worker::cli::signal::interrupted());
                 run.on_interrupt(t0.elapsed())
@@ -557,6 +616,7 @@ pub async fn run_scenario(
         };
         apply(cluster, fx);
     }
+    run.publish(t0.elapsed(), true);
     run.finish(started_at)
 }
 
@@ -565,7 +625,7 @@ pub async fn run_scenario(
 /// [`Cluster::send`]), so the loop always gets to its tick and to interrupts.
 fn apply(cluster: &mut Cluster, fx: Effects) {
     for line in fx.notes {
-        eprintln!("{line}");
+        crate::terminal::note(&line);
     }
     for (worker, msg) in fx.sends {
         cluster.send(&worker, msg);
@@ -587,6 +647,7 @@ mod tests {
     const OPTIONS: RunOptions = RunOptions {
         headless: true,
         rebalance: true,
+        live: None,
     };
 
     fn ids(names: &[&str]) -> Vec<String> {
@@ -882,5 +943,56 @@ mod tests {
         assert_eq!(cpu.max(), Some(97.0));
         assert!((cpu.mean().expect("mean") - 74.0).abs() < 1e-3);
         assert_eq!(run.agg.workers()["w2"].cpu.max(), Some(10.0));
+    }
+
+    /// The live view follows the run: starting, running with the latest
+    /// second's figures and cumulative endpoints, stopping, done; heartbeats
+    /// give each worker's users and CPU.
+    #[test]
+    fn the_live_view_follows_the_run() {
+        let spec = spec("s");
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let options = RunOptions {
+            live: Some(tx),
+            ..OPTIONS
+        };
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), options, "r".into(), 7);
+        assert_eq!(run.live_view(secs(0), false).phase, Phase::Starting);
+        run.on_message(
+            "w1",
+            &WorkerMessage::Heartbeat(squall_common::protocol::Heartbeat {
+                state: WorkerState::Running,
+                active_users: 2,
+                cpu_percent: 12.5,
+            }),
+            secs(1),
+        );
+        for w in ["w1", "w2"] {
+            run.on_message(w, &snap("r", 0, 3), secs(1));
+            run.on_message(w, &snap("r", 1, 5), secs(2));
+        }
+        run.on_tick(secs(2));
+        run.publish(secs(2), false);
+        let v = rx.borrow().clone().expect("published");
+        assert_eq!(v.phase, Phase::Running);
+        assert_eq!((v.run_id.as_str(), v.scenario.as_str()), ("r", "s"));
+        assert_eq!(v.t, Some(1));
+        assert!(v.complete);
+        assert_eq!(v.users, 4);
+        assert_eq!(v.rps, 10.0);
+        assert_eq!((v.total_requests, v.total_failures), (16, 0));
+        assert_eq!(v.planned_s, 10.0);
+        assert_eq!(v.users_planned, 4);
+        assert!(v.p99_ms > 0.0);
+        assert_eq!(v.endpoints.len(), 1);
+        assert_eq!(v.endpoints[0].requests, 16);
+        assert_eq!(v.endpoints[0].rps, 8.0);
+        let w1 = &v.workers[0];
+        assert_eq!((w1.id.as_str(), w1.cpu_percent, w1.users), ("w1", 12.5, 2));
+        let json = serde_json::to_value(&*v).expect("serialises");
+        assert_eq!(json["phase"], "running");
+        run.on_interrupt(secs(3));
+        assert_eq!(run.live_view(secs(3), false).phase, Phase::Stopping);
+        assert_eq!(run.live_view(secs(3), true).phase, Phase::Done);
     }
 }

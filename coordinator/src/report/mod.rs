@@ -8,5 +8,5 @@ mod verdict;
 mod write;
 
 pub use build::{ReportMeta, build};
-pub use live::LiveLine;
+pub use live::{LiveLine, LiveSender, LiveView, Phase};
 pub use write::Output;
