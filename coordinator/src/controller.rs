@@ -909,12 +909,11 @@ mod tests {
         assert!(!report.passed);
         assert_eq!(report.totals.requests, 10);
         assert!(!report.thresholds[0].passed);
-        assert!(
-            report
-                .timeline
-                .iter()
-                .any(|p| p.event.as_deref().is_some_and(|e| e.contains("run aborted")))
-        );
+        assert!(report.timeline.iter().any(|p| {
+            p.event
+                .as_deref()
+                .is_some_and(|e| e.contains("run aborted"))
+        }));
     }
 
     #[test]
@@ -929,15 +928,27 @@ mod tests {
             })
         };
         // Idle heartbeats (before the run reached the worker) do not count.
-        assert!(run.on_message("w1", &hb(WorkerState::Ready, 80.0), secs(0)).notes.is_empty());
-        assert!(run.on_message("w1", &hb(WorkerState::Running, 30.0), secs(1)).notes.is_empty());
+        assert!(
+            run.on_message("w1", &hb(WorkerState::Ready, 80.0), secs(0))
+                .notes
+                .is_empty()
+        );
+        assert!(
+            run.on_message("w1", &hb(WorkerState::Running, 30.0), secs(1))
+                .notes
+                .is_empty()
+        );
         let fx = run.on_message("w1", &hb(WorkerState::Running, 95.0), secs(2));
         assert!(
             fx.notes[0].contains("worker w1 is using 95% of its machine's CPU"),
             "{:?}",
             fx.notes
         );
-        assert!(run.on_message("w1", &hb(WorkerState::Running, 97.0), secs(3)).notes.is_empty());
+        assert!(
+            run.on_message("w1", &hb(WorkerState::Running, 97.0), secs(3))
+                .notes
+                .is_empty()
+        );
         run.on_message("w2", &hb(WorkerState::Running, 10.0), secs(1));
         let cpu = &run.agg.workers()["w1"].cpu;
         assert_eq!(cpu.max(), Some(97.0));

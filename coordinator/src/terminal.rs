@@ -21,8 +21,6 @@ use crate::worker_text;
 const MAX_ENDPOINT_ROWS: usize = 12;
 /// Worker rows shown before the rest are counted by state.
 const MAX_WORKER_ROWS: usize = 8;
-/// Used when the terminal does not say how wide it is.
-const DEFAULT_WIDTH: usize = 100;
 
 /// The view being drawn, if any: lines printed meanwhile go above it.
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
@@ -56,7 +54,8 @@ impl LiveTerminal {
         let (sender, rx) = watch::channel(None);
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
         bar.set_style(
-            ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ProgressStyle::with_template("{msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         if let Ok(mut a) = ACTIVE.lock() {
             *a = Some(bar.clone());
@@ -97,11 +96,10 @@ async fn draw(bar: ProgressBar, mut rx: watch::Receiver<Option<Arc<LiveView>>>) 
     bar.finish();
 }
 
-/// The terminal's width in columns, read again for every frame so a resized window is followed.
+/// The terminal's width in columns, read again for every frame so a resized
+/// window is followed; the same reading indicatif lays the frame out by.
 fn width() -> usize {
-    console::Term::stderr()
-        .size_checked()
-        .map_or(DEFAULT_WIDTH, |(_, cols)| usize::from(cols).max(20))
+    usize::from(console::Term::stderr().size().1).max(20)
 }
 
 /// One frame of the view, every line at most `width` characters.
@@ -156,7 +154,11 @@ pub fn render(v: &LiveView, width: usize) -> String {
             v.p50_ms,
             v.p95_ms,
             v.p99_ms,
-            if v.complete { "" } else { ", not every worker yet" }
+            if v.complete {
+                ""
+            } else {
+                ", not every worker yet"
+            }
         ),
         None => "latency  waiting for the first second".to_owned(),
     });
@@ -190,7 +192,10 @@ pub fn render(v: &LiveView, width: usize) -> String {
         ));
     }
     line(String::new());
-    line(format!("{:<28} {:<9} {:>8} {:>6}", "worker", "state", "users", "cpu"));
+    line(format!(
+        "{:<28} {:<9} {:>8} {:>6}",
+        "worker", "state", "users", "cpu"
+    ));
     for w in v.workers.iter().take(MAX_WORKER_ROWS) {
         line(format!(
             "{:<28} {:<9} {:>8} {:>5.0}%",
@@ -317,7 +322,10 @@ mod tests {
         assert!(f.contains("users 98 / 100 planned"), "{f}");
         assert!(f.contains("rps 812.0"), "{f}");
         assert!(f.contains("errors 12 (0.12%, 2.0/s)"), "{f}");
-        assert!(f.contains("p50 23.10 ms   p95 61.20 ms   p99 79.00 ms"), "{f}");
+        assert!(
+            f.contains("p50 23.10 ms   p95 61.20 ms   p99 79.00 ms"),
+            "{f}"
+        );
         let row = f
             .lines()
             .find(|l| l.starts_with("list workflows"))
@@ -325,8 +333,14 @@ mod tests {
         for cell in ["GET", "9812", "12", "817.7", "23.10", "61.20", "79.00"] {
             assert!(row.contains(cell), "{cell} missing from {row}");
         }
-        let w = f.lines().find(|l| l.starts_with("w1 ")).expect("worker row");
-        assert!(w.contains("running") && w.contains("98") && w.contains("42%"), "{w}");
+        let w = f
+            .lines()
+            .find(|l| l.starts_with("w1 "))
+            .expect("worker row");
+        assert!(
+            w.contains("running") && w.contains("98") && w.contains("42%"),
+            "{w}"
+        );
         assert!(!f.ends_with('\n'));
     }
 
@@ -363,7 +377,10 @@ mod tests {
             })
             .collect();
         let f = render(&v, 120);
-        assert!(f.contains("… and 8 more endpoint(s): 80 requests, 8 failures"), "{f}");
+        assert!(
+            f.contains("… and 8 more endpoint(s): 80 requests, 8 failures"),
+            "{f}"
+        );
         assert!(f.contains("… and 22 more: 7 lost 15 running"), "{f}");
         assert_eq!(f.lines().count(), 5 + 1 + 12 + 1 + 1 + 1 + 8 + 1);
     }

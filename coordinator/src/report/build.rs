@@ -3,8 +3,8 @@
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use squall_common::report::{
-    self, Aborted, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals,
-    WorkerReport,
+    self, Aborted, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint,
+    Totals, WorkerReport,
 };
 use squall_common::snapshot::{HistogramError, encode_v2_deflate};
 use squall_common::{EndpointStats, RunSpec};
@@ -66,7 +66,13 @@ fn figures(
     for (key, sum) in agg.endpoints() {
         let s = sum.to_stats();
         all.merge(&s)?;
-        endpoints.push(endpoint(&key.name, &key.method, &s, duration_s, histograms)?);
+        endpoints.push(endpoint(
+            &key.name,
+            &key.method,
+            &s,
+            duration_s,
+            histograms,
+        )?);
     }
     Ok((totals(&all, duration_s), endpoints))
 }
@@ -150,7 +156,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
     // The threshold that aborted the run failed, even if the numbers of the
     // few seconds until the workers stopped happen to pass it.
     if let Some(a) = &report.aborted
-        && let Some(r) = results.iter_mut().find(|r| r.expr == a.threshold && r.passed)
+        && let Some(r) = results
+            .iter_mut()
+            .find(|r| r.expr == a.threshold && r.passed)
     {
         r.passed = false;
         r.actual = a.actual;

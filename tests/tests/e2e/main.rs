@@ -8,6 +8,7 @@ mod faults;
 mod hostile_target;
 mod hostile_worker;
 mod https;
+mod live_view;
 mod load_models;
 mod merge;
 mod network;

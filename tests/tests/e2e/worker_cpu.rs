@@ -44,7 +44,10 @@ async fn a_busy_worker_reports_its_cpu() {
     let mean = w1["cpu_percent_mean"].as_f64().expect("cpu_percent_mean");
     let max = w1["cpu_percent_max"].as_f64().expect("cpu_percent_max");
     eprintln!("worker w1 on one core: CPU mean {mean}%, max {max}%");
-    assert!(mean > 5.0, "a worker sending flat out used {mean}% of its core");
+    assert!(
+        mean > 5.0,
+        "a worker sending flat out used {mean}% of its core"
+    );
     assert!(mean <= max && max <= 100.0, "{w1}");
     // The worker stays attached to wait for the next coordinator; dropping it kills it.
     drop(w);
