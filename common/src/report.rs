@@ -36,8 +36,22 @@ pub struct Report {
     /// What a performance engineer would point out, with the figures behind each.
     #[serde(default)]
     pub recommendations: Vec<Recommendation>,
+    /// Set when a threshold marked `abort` failed while the run went on and stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<Aborted>,
     /// No critical threshold failed and the comparison (if any) found no regression.
     pub passed: bool,
+}
+
+/// The live judgement that stopped a run: which `abort` threshold failed, when, and on what value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aborted {
+    /// Seconds since the start when the breach was seen.
+    pub t: u64,
+    /// The threshold as written (its `expr`).
+    pub threshold: String,
+    /// Its value on the whole run's numbers up to then, in the metric's unit.
+    pub actual: f64,
 }
 
 /// The moment a stress run's stop condition was met.

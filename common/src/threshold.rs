@@ -1,11 +1,12 @@
 //! k6-style pass/fail thresholds (`p99 < 200ms`, `error_rate < 1%`): parsing, and the check of one value against one.
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::report::LatencyMs;
 
-const EXPECTED_FORM: &str = "`[ENDPOINT: ]METRIC OP VALUE[, abort][, warn]`, e.g. `p95 < 200ms`, \
+const EXPECTED_FORM: &str = "`[ENDPOINT: ]METRIC OP VALUE[, abort [after DURATION]][, warn]`, e.g. `p95 < 200ms`, \
      `error_rate < 1%`, `rps > 100` or `list workflows: p99 <= 1.5s`";
 const EXPECTED_METRIC: &str = "min, mean (or avg), p50 (or med), p90, p95, p99, p999, max, \
      p(N) for those percentiles, error_rate, rps, requests or failures";
@@ -30,6 +31,10 @@ pub enum ThresholdError {
     MissingOperator { expr: String },
     #[error("unknown metric `{metric}` in threshold `{expr}`: expected {EXPECTED_METRIC}")]
     UnknownMetric { metric: String, expr: String },
+    #[error(
+        "bad abort flag `{flag}` in threshold `{expr}`: expected `abort` or `abort after DURATION` (e.g. `abort after 10s`)"
+    )]
+    BadAbort { flag: String, expr: String },
     #[error("bad value `{value}` in threshold `{expr}`: expected {expected}")]
     BadValue {
         value: String,
@@ -118,6 +123,8 @@ pub struct Threshold {
     pub abort: bool,
     /// A warning level (`, warn` last): reported when crossed, never fails the run.
     pub warn: bool,
+    /// With `abort`: how long into the run before it is judged live (`abort after 10s`), so a warm-up does not abort.
+    pub abort_after: Duration,
 }
 
 impl fmt::Display for Threshold {
@@ -150,9 +157,18 @@ impl Threshold {
             Some((body, flag)) if flag.trim().eq_ignore_ascii_case("warn") => (body.trim(), true),
             _ => (full, false),
         };
-        let (body, abort) = match full.rsplit_once(',') {
-            Some((body, flag)) if flag.trim().eq_ignore_ascii_case("abort") => (body.trim(), true),
-            _ => (full, false),
+        let (body, abort, abort_after) = match full.rsplit_once(',') {
+            Some((body, flag)) => match abort_flag(flag) {
+                Some(Ok(after)) => (body.trim(), true, after),
+                Some(Err(())) => {
+                    return Err(ThresholdError::BadAbort {
+                        flag: flag.trim().to_owned(),
+                        expr: text.to_owned(),
+                    });
+                }
+                None => (full, false, Duration::ZERO),
+            },
+            None => (full, false, Duration::ZERO),
         };
         let (endpoint, cond) = match body.rsplit_once(": ") {
             Some((name, cond)) => {
@@ -205,6 +221,7 @@ impl Threshold {
             value,
             abort,
             warn,
+            abort_after,
         })
     }
 
@@ -212,6 +229,26 @@ impl Threshold {
     pub fn check(&self, actual: f64) -> bool {
         actual.is_finite() && self.op.holds(actual, self.value)
     }
+}
+
+/// The text after a threshold's last comma: `None` when it is no abort flag
+/// at all, else the delay of `abort` (zero), `abort_on_fail` (k6's name, the
+/// same) or `abort after DURATION`, or `Err` for a malformed one.
+fn abort_flag(flag: &str) -> Option<Result<Duration, ()>> {
+    let lower = flag.trim().to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("abort_on_fail")
+        .or_else(|| lower.strip_prefix("abort"))?;
+    let rest = rest.trim();
+    if rest.is_empty() {
+        return Some(Ok(Duration::ZERO));
+    }
+    Some(
+        rest.strip_prefix("after")
+            .filter(|d| d.starts_with(char::is_whitespace))
+            .ok_or(())
+            .and_then(|d| crate::duration::parse(d).map_err(|_| ())),
+    )
 }
 
 fn parse_metric(text: &str) -> Option<Metric> {
@@ -290,6 +327,34 @@ mod tests {
         assert_eq!(t.endpoint.as_deref(), Some("list workflows"));
         assert!((t.value - 0.05).abs() < 1e-12);
         assert!(!Threshold::parse("p99 < 200ms").expect("parses").abort);
+        assert_eq!(t.abort_after, Duration::ZERO);
+    }
+
+    #[test]
+    fn abort_delay() {
+        let t = Threshold::parse("p95 < 10ms, abort after 10s").expect("parses");
+        assert!(t.abort);
+        assert_eq!(t.abort_after, Duration::from_secs(10));
+        assert_eq!(t.value, 10.0);
+        assert_eq!(t.expr, "p95 < 10ms, abort after 10s");
+        let t = Threshold::parse("rps > 5, Abort After 1m30s").expect("parses");
+        assert_eq!(t.abort_after, Duration::from_secs(90));
+        let t = Threshold::parse("error_rate < 1%, abort_on_fail").expect("parses");
+        assert!(t.abort && t.abort_after.is_zero());
+        for bad in [
+            "p95 < 10ms, abort after",
+            "p95 < 10ms, abort after soon",
+            "p95 < 10ms, abort later",
+            "p95 < 10ms, aborting",
+            "p95 < 10ms, abort after10s",
+        ] {
+            let err = Threshold::parse(bad).expect_err(bad);
+            assert!(
+                matches!(err, ThresholdError::BadAbort { .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("abort after DURATION"), "{err}");
+        }
     }
 
     #[test]

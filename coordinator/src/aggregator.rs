@@ -67,6 +67,42 @@ pub struct WorkerAgg {
     expected: Option<u64>,
     pub users_per_class: Vec<u64>,
     pub states: Vec<StateChange>,
+    /// Logical cores of its machine, as its Hello said: what its CPU percentages are out of.
+    pub cores: u32,
+    /// The CPU its heartbeats reported while it ran this run.
+    pub cpu: CpuRecord,
+}
+
+/// A worker's CPU use during a run, from its heartbeats: percent of its whole machine.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CpuRecord {
+    samples: u64,
+    sum: f64,
+    max: f64,
+}
+
+impl CpuRecord {
+    /// Counts one heartbeat's reading; a worker's number is untrusted, so
+    /// anything not finite is ignored and the rest is held to 0..=100.
+    pub fn add(&mut self, percent: f32) {
+        if !percent.is_finite() {
+            return;
+        }
+        let p = f64::from(percent).clamp(0.0, 100.0);
+        self.samples = self.samples.saturating_add(1);
+        self.sum += p;
+        self.max = self.max.max(p);
+    }
+
+    /// The mean of the readings, `None` before the first.
+    pub fn mean(&self) -> Option<f64> {
+        (self.samples > 0).then(|| self.sum / self.samples as f64)
+    }
+
+    /// The highest reading, `None` before the first.
+    pub fn max(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.max)
+    }
 }
 
 /// A snapshot's histograms, checked; one per endpoint, in the snapshot's order.
@@ -269,6 +305,22 @@ impl Aggregator {
         }
     }
 
+    /// The cores a member's machine has (from its Hello).
+    pub fn set_cores(&mut self, worker: &str, cores: u32) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.cores = cores;
+        }
+    }
+
+    /// A heartbeat's CPU reading for a member of the run (others are ignored).
+    pub fn record_cpu(&mut self, worker: &str, percent: f32) {
+        if let Some(w) = self.workers.get_mut(worker)
+            && !w.lost
+        {
+            w.cpu.add(percent);
+        }
+    }
+
     /// Workers per current state, e.g. `2 running, 1 lost`.
     pub fn states_summary(&self) -> String {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -414,6 +466,7 @@ mod tests {
                 started_at: "now".into(),
                 partial: false,
                 broke_at: None,
+                aborted: None,
             },
         )
         .expect("report")
@@ -502,6 +555,22 @@ mod tests {
         // The same seq, well-formed, is still new.
         assert_eq!(agg.add("w1", &snap(0, 5), now).ok(), Some(Added::Ack(1)));
         assert_eq!(agg.add("w1", &snap(11, 1), now).ok(), Some(Added::Ack(1)));
+    }
+
+    #[test]
+    fn cpu_mean_and_max_per_worker() {
+        let spec = spec();
+        let mut agg = Aggregator::new("r", &spec, &[("w1".into(), vec![1])]);
+        assert_eq!(agg.workers()["w1"].cpu.mean(), None);
+        for p in [20.0, 40.0, f32::NAN, f32::INFINITY, 90.0, 250.0, -5.0] {
+            agg.record_cpu("w1", p);
+        }
+        agg.record_cpu("stranger", 99.0);
+        let cpu = &agg.workers()["w1"].cpu;
+        // 20, 40, 90, 100 (held), 0 (held): mean 50, max 100.
+        assert_eq!(cpu.mean(), Some(50.0));
+        assert_eq!(cpu.max(), Some(100.0));
+        assert!(!agg.is_member("stranger"));
     }
 
     /// Counts a worker makes up saturate instead of wrapping or panicking.

@@ -4,17 +4,22 @@
 //! send, lines to print), so the same object can be driven by the one-shot
 //! command here, by serve mode, and by unit tests without gRPC.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use squall_common::protocol::{CoordinatorMessage, Start, Status, WorkerMessage, WorkerState};
-use squall_common::report::BreakPoint;
+use squall_common::protocol::{
+    CoordinatorMessage, Heartbeat, Start, Status, WorkerMessage, WorkerState,
+};
+use squall_common::report::{Aborted, BreakPoint};
 use squall_common::threshold::{Metric, Threshold};
 use squall_common::{LoadModel, Report, RunSpec, Snapshot, partition};
 
 use crate::aggregator::{Added, Aggregator};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
-use crate::report::{LiveLine, ReportMeta, build, live};
+use crate::report::live::{HeartbeatFigures, ViewMeta};
+use crate::report::{LiveLine, LiveSender, LiveView, Phase, ReportMeta, abort, build, live};
 use crate::service::ClusterEvent;
 use crate::worker_text;
 
@@ -27,12 +32,16 @@ pub struct RunResult {
 }
 
 /// How the run treats the people watching it and the workers that come and go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// No live line every second.
     pub headless: bool,
     /// Move a lost worker's share to the others and give newcomers a share.
     pub rebalance: bool,
+    /// Where the run's [`LiveView`] is published every second (the dashboard,
+    /// REST status, `/metrics` and the terminal view watch it); the plain
+    /// progress line is printed either way unless `headless`.
+    pub live: Option<LiveSender>,
 }
 
 /// What a handler wants done, in order: messages for workers and lines for the terminal.
@@ -56,6 +65,8 @@ impl Effects {
 const FINAL_SNAPSHOT_SLACK: Duration = Duration::from_secs(5);
 /// Workers end the plan on their own clocks; the controller's Stop is a fallback this long after.
 const FALLBACK_STOP_AFTER: Duration = Duration::from_secs(3);
+/// A worker busier than this (percent of its machine) may be the bottleneck rather than the target.
+pub const BUSY_CPU_PERCENT: f32 = 90.0;
 
 /// One run's state. Times are the run's elapsed time, passed in by the caller.
 pub struct RunController<'a> {
@@ -76,9 +87,15 @@ pub struct RunController<'a> {
     abandoned: bool,
     partial: bool,
     broke_at: Option<BreakPoint>,
+    /// The `abort` threshold that stopped the run.
+    aborted: Option<Aborted>,
     checked_second: Option<u64>,
+    /// Workers already warned about as too busy (once each per run).
+    busy: std::collections::BTreeSet<String>,
     /// Workers whose snapshots were refused at least once (the first refusal is logged as a warning).
     refused: std::collections::BTreeSet<String>,
+    /// The latest heartbeat of each worker (users, CPU), for the live view.
+    heartbeats: BTreeMap<String, HeartbeatFigures>,
 }
 
 impl<'a> RunController<'a> {
@@ -130,8 +147,11 @@ impl<'a> RunController<'a> {
             abandoned: false,
             partial: false,
             broke_at: None,
+            aborted: None,
             checked_second: None,
+            busy: Default::default(),
             refused: Default::default(),
+            heartbeats: BTreeMap::new(),
         };
         for (i, (id, share)) in workers.iter().zip(&shares).enumerate() {
             fx.note(format!(
@@ -195,6 +215,11 @@ impl<'a> RunController<'a> {
         fx
     }
 
+    /// The cores a worker's Hello announced, for the report's CPU figures.
+    pub fn set_cores(&mut self, worker: &str, cores: u32) {
+        self.agg.set_cores(worker, cores);
+    }
+
     /// A worker's stream ended (it was lost, or left).
     pub fn on_left(&mut self, worker: &str, reason: &str, elapsed: Duration) -> Effects {
         let mut fx = Effects::default();
@@ -213,8 +238,46 @@ impl<'a> RunController<'a> {
             WorkerMessage::Status(st) if st.run_id == self.run_id => {
                 self.on_status(worker, st, elapsed)
             }
+            WorkerMessage::Heartbeat(h) if self.agg.is_member(worker) => {
+                self.heartbeats.insert(
+                    worker.to_owned(),
+                    HeartbeatFigures {
+                        active_users: h.active_users,
+                        cpu_percent: if h.cpu_percent.is_finite() {
+                            h.cpu_percent.clamp(0.0, 100_000.0)
+                        } else {
+                            0.0
+                        },
+                    },
+                );
+                self.on_heartbeat(worker, h, elapsed)
+            }
             _ => Effects::default(),
         }
+    }
+
+    /// A running worker's CPU: kept for the report, and a warning (once) when
+    /// it is so busy that the generator, not the target, may set the numbers.
+    fn on_heartbeat(&mut self, worker: &str, hb: &Heartbeat, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        if hb.state != WorkerState::Running || !self.running.iter().any(|id| id == worker) {
+            return fx;
+        }
+        self.agg.record_cpu(worker, hb.cpu_percent);
+        if hb.cpu_percent >= BUSY_CPU_PERCENT
+            && hb.cpu_percent.is_finite()
+            && self.busy.insert(worker.to_owned())
+        {
+            let pct = hb.cpu_percent.min(100.0);
+            fx.note(format!(
+                "warning: worker {worker} is using {pct:.0}% of its machine's CPU: it may be the bottleneck, not the target (add workers or cores)"
+            ));
+            self.agg.event(
+                elapsed.as_secs(),
+                format!("worker {worker} CPU at {pct:.0}%"),
+            );
+        }
+        fx
     }
 
     fn on_snapshot(&mut self, worker: &str, snap: &Snapshot, elapsed: Duration) -> Effects {
@@ -306,6 +369,20 @@ impl<'a> RunController<'a> {
                 self.stop_all(&mut fx, elapsed);
             }
         }
+        // Live abort: `abort` thresholds on the whole run so far, while the plan goes on.
+        if !self.stopping()
+            && elapsed < self.spec.load.duration()
+            && let Some(breach) = abort::breach(&self.agg, self.spec, elapsed)
+        {
+            let text = format!(
+                "threshold `{}` failed at {}s ({:.3}): run aborted",
+                breach.threshold, breach.t, breach.actual
+            );
+            fx.note(text.clone());
+            self.agg.event(breach.t, text);
+            self.aborted = Some(breach);
+            self.stop_all(&mut fx, elapsed);
+        }
         if !self.stopping() && elapsed >= self.spec.load.duration() + FALLBACK_STOP_AFTER {
             self.stop_all(&mut fx, elapsed);
         }
@@ -355,6 +432,37 @@ impl<'a> RunController<'a> {
         None
     }
 
+    /// Where the run is: starting until a worker reports a second, stopping once Stop is sent.
+    pub fn phase(&self) -> Phase {
+        if self.stopping() {
+            Phase::Stopping
+        } else if self.agg.intervals().is_empty() {
+            Phase::Starting
+        } else {
+            Phase::Running
+        }
+    }
+
+    /// The run's whole live state at `elapsed` (`Phase::Done` once the run is over).
+    pub fn live_view(&self, elapsed: Duration, done: bool) -> LiveView {
+        live::view(
+            &self.agg,
+            ViewMeta {
+                spec: self.spec,
+                phase: if done { Phase::Done } else { self.phase() },
+                elapsed,
+                heartbeats: &self.heartbeats,
+            },
+        )
+    }
+
+    /// Sends the live view to whoever watches, if anyone does.
+    fn publish(&self, elapsed: Duration, done: bool) {
+        if let Some(tx) = &self.options.live {
+            tx.send_replace(Some(Arc::new(self.live_view(elapsed, done))));
+        }
+    }
+
     /// The merged report of the run.
     pub fn finish(self, started_at: String) -> Result<RunResult, CoordinatorError> {
         let all_lost = self.agg.all_lost();
@@ -365,6 +473,7 @@ impl<'a> RunController<'a> {
                 started_at,
                 partial: self.partial,
                 broke_at: self.broke_at,
+                aborted: self.aborted,
             },
         )
         .map_err(|e| CoordinatorError::Internal(e.to_string()))?;
@@ -454,7 +563,8 @@ pub async fn run_scenario(
     spec: &RunSpec,
     options: RunOptions,
 ) -> Result<RunResult, CoordinatorError> {
-    let workers: Vec<String> = cluster.links().into_iter().map(|l| l.id).collect();
+    let links = cluster.links();
+    let workers: Vec<String> = links.iter().map(|l| l.id.clone()).collect();
     if workers.is_empty() {
         return Err(CoordinatorError::NoWorkers {
             wanted: 1,
@@ -467,9 +577,13 @@ pub async fn run_scenario(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let (mut run, fx) = RunController::new(spec, &workers, options, run_id, rand::random());
+    for l in &links {
+        run.set_cores(&l.id, l.hello.cores);
+    }
     apply(cluster, fx);
 
     let t0 = Instant::now();
+    run.publish(Duration::ZERO, false);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = squall_worker::cli::signal::interrupted();
@@ -482,11 +596,19 @@ pub async fn run_scenario(
         let fx = tokio::select! {
             ev = cluster.next() => match ev {
                 None => return Err(CoordinatorError::Internal("event channel closed".into())),
-                Some(ClusterEvent::Joined(link)) => run.on_joined(&link.id, t0.elapsed()),
+                Some(ClusterEvent::Joined(link)) => {
+                    let fx = run.on_joined(&link.id, t0.elapsed());
+                    run.set_cores(&link.id, link.hello.cores);
+                    fx
+                }
                 Some(ClusterEvent::Left { worker, reason }) => run.on_left(&worker, &reason, t0.elapsed()),
                 Some(ClusterEvent::Message { worker, msg }) => run.on_message(&worker, &msg, t0.elapsed()),
             },
-            _ = tick.tick() => run.on_tick(t0.elapsed()),
+            _ = tick.tick() => {
+                let fx = run.on_tick(t0.elapsed());
+                run.publish(t0.elapsed(), false);
+                fx
+            }
             _ = &mut ctrl_c => {
                 ctrl_c.set(squall_worker::cli::signal::interrupted());
                 run.on_interrupt(t0.elapsed())
@@ -494,6 +616,7 @@ pub async fn run_scenario(
         };
         apply(cluster, fx);
     }
+    run.publish(t0.elapsed(), true);
     run.finish(started_at)
 }
 
@@ -502,7 +625,7 @@ pub async fn run_scenario(
 /// [`Cluster::send`]), so the loop always gets to its tick and to interrupts.
 fn apply(cluster: &mut Cluster, fx: Effects) {
     for line in fx.notes {
-        eprintln!("{line}");
+        crate::terminal::note(&line);
     }
     for (worker, msg) in fx.sends {
         cluster.send(&worker, msg);
@@ -515,7 +638,7 @@ mod tests {
     use squall_common::scenario::Loaded;
 
     fn spec(scenario: &str) -> RunSpec {
-        let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 4, spawn_rate: 4, duration: 10s }\n  stress: { users: 4, duration: 10s, stop_when: [\"requests > 5\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
+        let text = "host: http://127.0.0.1:1\nscenarios:\n  s: { users: 4, spawn_rate: 4, duration: 10s }\n  stress: { users: 4, duration: 10s, stop_when: [\"requests > 5\"] }\n  guarded: { users: 4, duration: 10s, thresholds: [\"requests < 5, abort after 2s\"] }\nuser_classes:\n  u: { tasks: [ { name: a, get: /a } ] }\n";
         Loaded::from_str("t.yaml", text)
             .and_then(|l| l.resolve(scenario, &Default::default(), false))
             .expect("valid")
@@ -524,6 +647,7 @@ mod tests {
     const OPTIONS: RunOptions = RunOptions {
         headless: true,
         rebalance: true,
+        live: None,
     };
 
     fn ids(names: &[&str]) -> Vec<String> {
@@ -753,5 +877,133 @@ mod tests {
         assert!(w2[0].len() < 1_000 && !w2[0].contains('\x1b'), "{}", w2[0]);
         let w2 = report.workers.iter().find(|w| w.id == "w2").expect("w2");
         assert_eq!(w2.states.iter().filter(|s| s.state == "lost").count(), 1);
+    }
+
+    #[test]
+    fn an_abort_threshold_stops_the_run_and_fails_it() {
+        let spec = spec("guarded");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1"]), OPTIONS, "r".into(), 7);
+        run.on_message("w1", &snap("r", 0, 9), secs(1));
+        // Not judged before its delay.
+        assert!(run.on_tick(secs(1)).sends.is_empty());
+        let fx = run.on_tick(secs(2));
+        assert_eq!(sent(&fx), vec![("w1".into(), "stop", 0, 0)]);
+        assert!(
+            fx.notes
+                .iter()
+                .any(|n| n.contains("threshold `requests < 5, abort after 2s` failed at 2s")),
+            "{:?}",
+            fx.notes
+        );
+        // Stop goes out once.
+        assert!(run.on_tick(secs(3)).sends.is_empty());
+        run.on_message("w1", &snap("r", 1, 1), secs(3));
+        run.on_message("w1", &status("r", WorkerState::Stopped, 2), secs(3));
+        assert!(run.over(secs(3)).is_some());
+        let report = run.finish("now".into()).expect("report").report;
+        let aborted = report.aborted.expect("aborted");
+        assert_eq!(
+            (aborted.t, aborted.threshold.as_str(), aborted.actual),
+            (2, "requests < 5, abort after 2s", 9.0)
+        );
+        assert!(!report.passed);
+        assert_eq!(report.totals.requests, 10);
+        assert!(!report.thresholds[0].passed);
+        assert!(report.timeline.iter().any(|p| {
+            p.event
+                .as_deref()
+                .is_some_and(|e| e.contains("run aborted"))
+        }));
+    }
+
+    #[test]
+    fn heartbeats_record_cpu_and_warn_once_when_busy() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
+        let hb = |state, cpu_percent| {
+            WorkerMessage::Heartbeat(Heartbeat {
+                state,
+                active_users: 2,
+                cpu_percent,
+            })
+        };
+        // Idle heartbeats (before the run reached the worker) do not count.
+        assert!(
+            run.on_message("w1", &hb(WorkerState::Ready, 80.0), secs(0))
+                .notes
+                .is_empty()
+        );
+        assert!(
+            run.on_message("w1", &hb(WorkerState::Running, 30.0), secs(1))
+                .notes
+                .is_empty()
+        );
+        let fx = run.on_message("w1", &hb(WorkerState::Running, 95.0), secs(2));
+        assert!(
+            fx.notes[0].contains("worker w1 is using 95% of its machine's CPU"),
+            "{:?}",
+            fx.notes
+        );
+        assert!(
+            run.on_message("w1", &hb(WorkerState::Running, 97.0), secs(3))
+                .notes
+                .is_empty()
+        );
+        run.on_message("w2", &hb(WorkerState::Running, 10.0), secs(1));
+        let cpu = &run.agg.workers()["w1"].cpu;
+        assert_eq!(cpu.max(), Some(97.0));
+        assert!((cpu.mean().expect("mean") - 74.0).abs() < 1e-3);
+        assert_eq!(run.agg.workers()["w2"].cpu.max(), Some(10.0));
+    }
+
+    /// The live view follows the run: starting, running with the latest
+    /// second's figures and cumulative endpoints, stopping, done; heartbeats
+    /// give each worker's users and CPU.
+    #[test]
+    fn the_live_view_follows_the_run() {
+        let spec = spec("s");
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let options = RunOptions {
+            live: Some(tx),
+            ..OPTIONS
+        };
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), options, "r".into(), 7);
+        assert_eq!(run.live_view(secs(0), false).phase, Phase::Starting);
+        run.on_message(
+            "w1",
+            &WorkerMessage::Heartbeat(squall_common::protocol::Heartbeat {
+                state: WorkerState::Running,
+                active_users: 2,
+                cpu_percent: 12.5,
+            }),
+            secs(1),
+        );
+        for w in ["w1", "w2"] {
+            run.on_message(w, &snap("r", 0, 3), secs(1));
+            run.on_message(w, &snap("r", 1, 5), secs(2));
+        }
+        run.on_tick(secs(2));
+        run.publish(secs(2), false);
+        let v = rx.borrow().clone().expect("published");
+        assert_eq!(v.phase, Phase::Running);
+        assert_eq!((v.run_id.as_str(), v.scenario.as_str()), ("r", "s"));
+        assert_eq!(v.t, Some(1));
+        assert!(v.complete);
+        assert_eq!(v.users, 4);
+        assert_eq!(v.rps, 10.0);
+        assert_eq!((v.total_requests, v.total_failures), (16, 0));
+        assert_eq!(v.planned_s, 10.0);
+        assert_eq!(v.users_planned, 4);
+        assert!(v.p99_ms > 0.0);
+        assert_eq!(v.endpoints.len(), 1);
+        assert_eq!(v.endpoints[0].requests, 16);
+        assert_eq!(v.endpoints[0].rps, 8.0);
+        let w1 = &v.workers[0];
+        assert_eq!((w1.id.as_str(), w1.cpu_percent, w1.users), ("w1", 12.5, 2));
+        let json = serde_json::to_value(&*v).expect("serialises");
+        assert_eq!(json["phase"], "running");
+        run.on_interrupt(secs(3));
+        assert_eq!(run.live_view(secs(3), false).phase, Phase::Stopping);
+        assert_eq!(run.live_view(secs(3), true).phase, Phase::Done);
     }
 }

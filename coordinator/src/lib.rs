@@ -13,6 +13,7 @@ mod local;
 mod probe;
 mod report;
 mod service;
+pub mod terminal;
 mod tls;
 mod worker_text;
 
@@ -307,15 +308,22 @@ async fn run_one(
     spec: &squall_common::RunSpec,
     output: &mut Output,
 ) -> Result<Verdict, CoordinatorError> {
+    // In a terminal the live view is redrawn in place instead of the plain line every second.
+    let view = terminal::wanted(cfg.headless).then(terminal::LiveTerminal::start);
     let result = controller::run_scenario(
         cluster,
         spec,
         controller::RunOptions {
-            headless: cfg.headless,
+            headless: cfg.headless || view.is_some(),
             rebalance: cfg.rebalance,
+            live: view.as_ref().map(terminal::LiveTerminal::sender),
         },
     )
-    .await?;
+    .await;
+    if let Some(view) = view {
+        view.finish().await;
+    }
+    let result = result?;
     let mut report = result.report;
     if let Some((source, base)) = &cfg.verdicts.baseline {
         report::baseline::attach(&mut report, base, source, &spec.regression);

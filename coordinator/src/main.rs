@@ -11,7 +11,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
-        .with_writer(std::io::stderr)
+        // Logs go above the live view while one is drawn.
+        .with_writer(squall_coordinator::terminal::LogWriter)
         .init();
     let argv = match config_file::with_config_file(
         std::env::args_os().collect(),

@@ -3,8 +3,8 @@
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use squall_common::report::{
-    self, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint, Totals,
-    WorkerReport,
+    self, Aborted, BreakPoint, EndpointReport, LatencyMs, Report, ThresholdResult, TimelinePoint,
+    Totals, WorkerReport,
 };
 use squall_common::snapshot::{HistogramError, encode_v2_deflate};
 use squall_common::{EndpointStats, RunSpec};
@@ -18,18 +18,69 @@ pub struct ReportMeta<'a> {
     pub started_at: String,
     pub partial: bool,
     pub broke_at: Option<BreakPoint>,
+    /// The `abort` threshold that stopped the run, if one did.
+    pub aborted: Option<Aborted>,
 }
 
-/// Builds the final report; thresholds decide `passed`.
-pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramError> {
+/// Whether endpoint reports carry their encoded histogram (the final report) or not (a live judgement).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Histograms {
+    Encoded,
+    Left,
+}
+
+/// The whole run's numbers so far, for judging `abort` thresholds live with
+/// the same [`verdict::evaluate`] as the final verdict: totals and endpoints
+/// exactly as the final report computes them, without what no threshold
+/// reads (histogram encodings, the timeline, workers, schedule lag).
+pub fn interim(agg: &Aggregator, spec: &RunSpec) -> Result<Report, HistogramError> {
+    let (totals, endpoints) = figures(agg, Histograms::Left)?;
+    Ok(Report {
+        schema: report::SCHEMA.to_owned(),
+        run_id: agg.run_id().to_owned(),
+        scenario: spec.scenario.clone(),
+        target: spec.host.clone(),
+        load_model: spec.load.name().to_owned(),
+        started_at: String::new(),
+        duration_s: agg.duration_us() as f64 / 1e6,
+        partial: true,
+        workers: Vec::new(),
+        totals,
+        endpoints,
+        timeline: Vec::new(),
+        thresholds: Vec::new(),
+        broke_at: None,
+        aborted: None,
+        passed: true,
+    })
+}
+
+/// Totals and per-endpoint reports over everything merged so far.
+fn figures(
+    agg: &Aggregator,
+    histograms: Histograms,
+) -> Result<(Totals, Vec<EndpointReport>), HistogramError> {
     let duration_s = agg.duration_us() as f64 / 1e6;
     let mut all = EndpointStats::new();
     let mut endpoints = Vec::new();
     for (key, sum) in agg.endpoints() {
         let s = sum.to_stats();
         all.merge(&s)?;
-        endpoints.push(endpoint(&key.name, &key.method, &s, duration_s)?);
+        endpoints.push(endpoint(
+            &key.name,
+            &key.method,
+            &s,
+            duration_s,
+            histograms,
+        )?);
     }
+    Ok((totals(&all, duration_s), endpoints))
+}
+
+/// Builds the final report; thresholds decide `passed`.
+pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramError> {
+    let duration_s = agg.duration_us() as f64 / 1e6;
+    let (totals, endpoints) = figures(agg, Histograms::Encoded)?;
     let intervals = agg.intervals();
     let last = intervals.keys().next_back().copied();
     let mut timeline = Vec::new();
@@ -68,9 +119,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
                 .last()
                 .map_or_else(|| "ready".to_owned(), |s| s.state.clone()),
             states: w.states.clone(),
-            cores: 0,
-            cpu_percent_mean: 0.0,
-            cpu_percent_max: 0.0,
+            cores: w.cores,
+            cpu_percent_mean: w.cpu.mean().map_or(0.0, |m| (m * 10.0).round() / 10.0),
+            cpu_percent_max: w.cpu.max().map_or(0.0, |m| (m * 10.0).round() / 10.0),
         })
         .collect();
     let mut report = Report {
@@ -83,7 +134,7 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         duration_s: (duration_s * 1000.0).round() / 1000.0,
         partial: meta.partial,
         workers,
-        totals: totals(&all, duration_s),
+        totals,
         endpoints,
         timeline,
         thresholds: Vec::new(),
@@ -91,6 +142,7 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         comparison: None,
         score: None,
         recommendations: Vec::new(),
+        aborted: meta.aborted,
         passed: true,
     };
     report.totals.dropped_iterations = intervals
@@ -98,12 +150,22 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         .fold(0u64, |n, iv| n.saturating_add(iv.dropped));
     let lag = agg.schedule_lag();
     report.totals.schedule_lag_ms = (!lag.is_empty()).then(|| latency_ms(&lag.to_histogram()));
-    let results: Vec<ThresholdResult> = meta
+    let mut results: Vec<ThresholdResult> = meta
         .spec
         .thresholds
         .iter()
         .map(|t| verdict::evaluate(t, &report))
         .collect();
+    // The threshold that aborted the run failed, even if the numbers of the
+    // few seconds until the workers stopped happen to pass it.
+    if let Some(a) = &report.aborted
+        && let Some(r) = results
+            .iter_mut()
+            .find(|r| r.expr == a.threshold && r.passed)
+    {
+        r.passed = false;
+        r.actual = a.actual;
+    }
     report.thresholds = results;
     verdict::conclude(&mut report);
     Ok(report)
@@ -173,6 +235,7 @@ fn endpoint(
     method: &str,
     s: &EndpointStats,
     duration_s: f64,
+    histograms: Histograms,
 ) -> Result<EndpointReport, HistogramError> {
     let totals = totals(s, duration_s);
     Ok(EndpointReport {
@@ -188,7 +251,12 @@ fn endpoint(
         bytes_received: totals.bytes_received,
         status: s.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         errors: s.errors.clone(),
-        histogram: base64::engine::general_purpose::STANDARD.encode(encode_v2_deflate(&s.latency)?),
+        histogram: match histograms {
+            Histograms::Encoded => {
+                base64::engine::general_purpose::STANDARD.encode(encode_v2_deflate(&s.latency)?)
+            }
+            Histograms::Left => String::new(),
+        },
     })
 }
 
@@ -237,7 +305,7 @@ mod tests {
         for v in [100, 200, 300] {
             record_micros(&mut s.latency, v);
         }
-        let r = endpoint("x", "GET", &s, 1.0).expect("encodes");
+        let r = endpoint("x", "GET", &s, 1.0, Histograms::Encoded).expect("encodes");
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&r.histogram)
             .expect("base64");

@@ -1,7 +1,12 @@
-//! The live view of a run: the latest second's figures, printed every second and checked by `stop_when`.
+//! The live view of a run: the latest second's figures (`LiveLine`, printed every second and checked by
+//! `stop_when`) and the whole live state (`LiveView`, published every second for the dashboard, the REST
+//! API, `/metrics` and the terminal view).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::Serialize;
+use squall_common::RunSpec;
 use squall_common::report::LatencyMs;
 
 use super::build::{latency_ms, rate};
@@ -50,6 +55,193 @@ pub fn latest(agg: &Aggregator) -> Option<LiveLine> {
         failures: iv.failures,
         latency,
     })
+}
+
+/// Where a run is in its life, as the live view shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Started, but no worker has reported a second yet.
+    #[default]
+    Starting,
+    Running,
+    /// Stop was sent (plan over, stop condition, interrupt or a stop request): collecting the last snapshots.
+    Stopping,
+    /// The report is built; the figures are final.
+    Done,
+}
+
+/// The whole live state of a run, rebuilt from the aggregator every second and
+/// shared (as JSON) with whoever watches: the terminal view, the dashboard over
+/// SSE, the REST status and `/metrics`. The per-second figures are those of the
+/// latest second (see [`LiveLine`]); the endpoint table is cumulative since the
+/// start, because the aggregator merges endpoints over the whole run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveView {
+    pub run_id: String,
+    pub scenario: String,
+    pub phase: Phase,
+    /// Seconds since the run started, by the coordinator's clock.
+    pub elapsed_s: f64,
+    /// The plan's duration in seconds.
+    pub planned_s: f64,
+    /// The second the per-second figures are for (`None` before the first report).
+    pub t: Option<u64>,
+    /// Whether every live worker has reported that second.
+    pub complete: bool,
+    /// Users the plan wants now (closed and staged models; the pool size for open models).
+    pub users_planned: u64,
+    /// Arrivals per second the plan wants now (open models only).
+    pub rate_planned: Option<f64>,
+    /// Active users the workers reported for that second.
+    pub users: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub errors_per_s: f64,
+    /// Since the start of the run.
+    pub total_requests: u64,
+    pub total_failures: u64,
+    pub error_rate: f64,
+    pub endpoints: Vec<LiveEndpoint>,
+    pub workers: Vec<LiveWorker>,
+}
+
+/// One endpoint's figures since the start of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveEndpoint {
+    pub name: String,
+    pub method: String,
+    pub requests: u64,
+    pub failures: u64,
+    /// Requests per second averaged over the run so far.
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// Responses by status code.
+    pub status: BTreeMap<u16, u64>,
+    /// Failures by kind (`connect`, `timeout`, `status`, ...).
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// One member of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveWorker {
+    pub id: String,
+    /// The latest state it reported (`ready`, `spawning`, `running`, `stopping`, `stopped`, `failed`, `lost`).
+    pub state: String,
+    /// Active users in its latest heartbeat or snapshot.
+    pub users: u64,
+    /// CPU use in its latest heartbeat (workers report 0 until they measure it).
+    pub cpu_percent: f32,
+    pub lost: bool,
+}
+
+/// Where the controller publishes the live view: every second, and once more
+/// when the run is done. `None` until the first publication.
+pub type LiveSender = tokio::sync::watch::Sender<Option<std::sync::Arc<LiveView>>>;
+
+/// What the workers' heartbeats said last, which the aggregator does not keep.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeartbeatFigures {
+    pub active_users: u64,
+    pub cpu_percent: f32,
+}
+
+/// Facts about the run the aggregator does not know.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewMeta<'a> {
+    pub spec: &'a RunSpec,
+    pub phase: Phase,
+    pub elapsed: Duration,
+    pub heartbeats: &'a BTreeMap<String, HeartbeatFigures>,
+}
+
+/// The run's live state now.
+pub fn view(agg: &Aggregator, meta: ViewMeta<'_>) -> LiveView {
+    let line = latest(agg);
+    let elapsed_s = meta.elapsed.as_secs_f64();
+    let load = &meta.spec.load;
+    let run_s = agg.duration_us() as f64 / 1e6;
+    let endpoints = agg
+        .endpoints()
+        .map(|(key, sum)| {
+            let l = if sum.latency.is_empty() {
+                LatencyMs::default()
+            } else {
+                latency_ms(&sum.latency.to_histogram())
+            };
+            LiveEndpoint {
+                name: key.name.clone(),
+                method: key.method.clone(),
+                requests: sum.requests,
+                failures: sum.failures,
+                rps: rate(sum.requests, (run_s * 1e6) as u64),
+                p50_ms: l.p50,
+                p95_ms: l.p95,
+                p99_ms: l.p99,
+                status: sum.status.clone(),
+                errors: sum.errors.clone(),
+            }
+        })
+        .collect();
+    let latest_users = line
+        .as_ref()
+        .and_then(|l| agg.intervals().get(&l.t))
+        .map(|iv| &iv.users);
+    let workers = agg
+        .workers()
+        .iter()
+        .map(|(id, w)| {
+            let hb = meta.heartbeats.get(id).copied().unwrap_or_default();
+            let users = if w.lost {
+                0
+            } else {
+                hb.active_users
+                    .max(latest_users.and_then(|u| u.get(id)).copied().unwrap_or(0))
+            };
+            LiveWorker {
+                id: id.clone(),
+                state: w
+                    .states
+                    .last()
+                    .map_or_else(|| "ready".to_owned(), |s| s.state.clone()),
+                users,
+                cpu_percent: hb.cpu_percent,
+                lost: w.lost,
+            }
+        })
+        .collect();
+    let (total_requests, total_failures) = agg.totals();
+    let l = line.unwrap_or_default();
+    let window = agg
+        .intervals()
+        .get(&l.t)
+        .map_or(1_000_000, |iv| iv.window_us);
+    LiveView {
+        run_id: agg.run_id().to_owned(),
+        scenario: meta.spec.scenario.clone(),
+        phase: meta.phase,
+        elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,
+        planned_s: load.duration().as_secs_f64(),
+        t: agg.latest_second().map(|(t, _, _)| t),
+        complete: l.complete,
+        users_planned: load.users_at(elapsed_s).or(load.max_users()).unwrap_or(0),
+        rate_planned: load.rate_at(elapsed_s),
+        users: l.users,
+        rps: l.rps,
+        p50_ms: l.p50_ms,
+        p95_ms: l.p95_ms,
+        p99_ms: l.p99_ms,
+        errors_per_s: rate(l.failures, window),
+        total_requests,
+        total_failures,
+        error_rate: squall_common::report::ratio(total_failures, total_requests),
+        endpoints,
+        workers,
+    }
 }
 
 /// One line: elapsed, users, rps, p50/p95/p99 and errors of the latest complete second.

@@ -1,5 +1,6 @@
 //! The run report's one home: built from the aggregator's merged stats, judged (thresholds, comparison with a baseline, score, recommendations), shown live, rendered (summary, Markdown, timeline CSV, HTML, JUnit), written to disk, and read back to compare, re-render or merge.
 
+pub mod abort;
 pub mod baseline;
 mod build;
 pub mod compare;
@@ -12,5 +13,5 @@ pub mod verdict;
 mod write;
 
 pub use build::{ReportMeta, build};
-pub use live::LiveLine;
+pub use live::{LiveLine, LiveSender, LiveView, Phase};
 pub use write::{Output, write_file, write_report};

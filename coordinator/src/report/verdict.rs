@@ -9,7 +9,8 @@ use super::{recommend, score};
 /// baseline) and fills the score and the recommendations; called again after
 /// a comparison is attached.
 pub fn conclude(report: &mut Report) {
-    report.passed = report.thresholds.iter().all(|t| !t.fails_run())
+    report.passed = report.aborted.is_none()
+        && report.thresholds.iter().all(|t| !t.fails_run())
         && !report.comparison.as_ref().is_some_and(|c| c.regressed);
     report.score = Some(score::score(report));
     report.recommendations = recommend::recommend(report);
@@ -155,6 +156,7 @@ mod tests {
             comparison: None,
             score: None,
             recommendations: Vec::new(),
+            aborted: None,
             schema: squall_common::report::SCHEMA.into(),
             run_id: "r".into(),
             scenario: "s".into(),

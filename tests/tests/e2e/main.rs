@@ -1,5 +1,6 @@
 //! Cross-process tests: the real `coordinator` and `worker` binaries over real gRPC, against real HTTP targets.
 
+mod abort;
 mod accounting;
 mod bad_input;
 mod compose;
@@ -9,6 +10,7 @@ mod hostile_target;
 mod hostile_worker;
 mod https;
 mod kubernetes;
+mod live_view;
 mod load_models;
 mod merge;
 mod network;
@@ -17,3 +19,4 @@ mod reports;
 mod security;
 mod verdicts;
 mod wedged;
+mod worker_cpu;

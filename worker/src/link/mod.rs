@@ -2,6 +2,7 @@
 
 mod agent;
 mod config;
+mod cpu;
 mod outbox;
 mod session;
 mod tls;

@@ -15,6 +15,7 @@ use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 use super::config::AgentConfig;
+use super::cpu::{CpuMeter, machine_cores};
 use super::outbox::Outbox;
 use super::wire::encode;
 use crate::engine::{RunHandle, RunOutput, SampleLog};
@@ -125,6 +126,7 @@ pub(super) async fn session(
         outbox,
         out,
         current: None,
+        cpu: CpuMeter::new(),
     };
     // Safety: silence from the coordinator for the heartbeat timeout ends the
     // session (and its load), even while the TCP connection looks alive.
@@ -193,7 +195,7 @@ async fn attach(
         worker_id: cfg.id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol_version: PROTOCOL_VERSION,
-        cores: u32::try_from(cfg.threads).unwrap_or(u32::MAX),
+        cores: u32::try_from(machine_cores()).unwrap_or(u32::MAX),
         labels: cfg.labels.clone(),
     });
     if let Some(w) = encode(&hello) {
@@ -225,6 +227,8 @@ struct Session<'a> {
     /// This session's stream to the coordinator.
     out: mpsc::Sender<pb::WorkerMessage>,
     current: Option<RunHandle>,
+    /// This process's CPU use between heartbeats.
+    cpu: CpuMeter,
 }
 
 impl Session<'_> {
@@ -317,7 +321,7 @@ impl Session<'_> {
         self.send(w).await
     }
 
-    /// Tells the coordinator this worker is alive, and how many users it runs.
+    /// Tells the coordinator this worker is alive, how many users it runs and how busy its machine's cores are with it.
     async fn on_heartbeat(&mut self) -> Option<SessionEnd> {
         let (state, users) = match &self.current {
             Some(r) => (WorkerState::Running, r.active_users()),
@@ -326,7 +330,7 @@ impl Session<'_> {
         let hb = WorkerMessage::Heartbeat(Heartbeat {
             state,
             active_users: users,
-            cpu_percent: 0.0,
+            cpu_percent: self.cpu.sample(),
         });
         let w = encode(&hb)?;
         self.send(w).await
@@ -403,6 +407,7 @@ mod tests {
             outbox,
             out,
             current: None,
+            cpu: CpuMeter::new(),
         };
         (s, rx)
     }

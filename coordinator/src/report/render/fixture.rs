@@ -97,6 +97,7 @@ pub(crate) fn sample() -> Report {
         comparison: None,
         score: None,
         recommendations: Vec::new(),
+        aborted: None,
         schema: SCHEMA.to_owned(),
         run_id: "run-7f3a".to_owned(),
         scenario: "checkout <flow>".to_owned(),

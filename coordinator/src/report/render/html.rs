@@ -142,6 +142,17 @@ fn write_page(out: &mut String, r: &Report) -> fmt::Result {
         )?;
     }
 
+    if let Some(a) = &r.aborted {
+        writeln!(
+            out,
+            "<div class=\"banner warn\"><strong>Aborted at {}s.</strong> Threshold <code>{}</code> \
+             failed while the run went on (actual {}), so the run was stopped early.</div>",
+            a.t,
+            esc(&a.threshold),
+            a.actual
+        )?;
+    }
+
     write_recommendations(out, r)?;
     write_cards(out, r)?;
     write_charts(out, r)?;

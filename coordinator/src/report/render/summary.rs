@@ -93,6 +93,15 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
             f::rps(b.rps)
         )?;
     }
+    if let Some(a) = &r.aborted {
+        writeln!(
+            out,
+            "Aborted at {}s: threshold `{}` failed (actual {}); the run was stopped early",
+            a.t,
+            clean(&a.threshold),
+            a.actual
+        )?;
+    }
 
     writeln!(out)?;
     writeln!(out, "Endpoints (latency in ms)")?;
