@@ -13,7 +13,6 @@ use squall_common::scenario::{Loaded, Overrides};
 use crate::args::{Args, Command, CompareArgs, DemoArgs, RunArgs};
 use crate::error::CoordinatorError;
 use crate::probe::ProbeTarget;
-use crate::report::Output;
 use crate::report::{Output, baseline};
 use crate::service::Heartbeats;
 use crate::tls::ServerTls;

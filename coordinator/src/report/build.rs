@@ -50,6 +50,9 @@ pub fn interim(agg: &Aggregator, spec: &RunSpec) -> Result<Report, HistogramErro
         timeline: Vec::new(),
         thresholds: Vec::new(),
         broke_at: None,
+        comparison: None,
+        score: None,
+        recommendations: Vec::new(),
         aborted: None,
         passed: true,
     })

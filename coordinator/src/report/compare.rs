@@ -254,6 +254,7 @@ mod tests {
             comparison: None,
             score: None,
             recommendations: Vec::new(),
+            aborted: None,
             passed: true,
         }
     }

@@ -118,6 +118,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, CoordinatorError> {
         comparison: None,
         score: None,
         recommendations: Vec::new(),
+        aborted: None,
         passed: true,
     };
     let mut exprs: Vec<&str> = Vec::new();
