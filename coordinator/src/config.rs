@@ -9,7 +9,7 @@ use squall_common::duration;
 use squall_common::rate::Rate;
 use squall_common::scenario::{Loaded, Overrides};
 
-use crate::args::{Args, Command, DemoArgs, RunArgs};
+use crate::args::{Args, Command, DemoArgs, RunArgs, ServeArgs};
 use crate::error::CoordinatorError;
 use crate::report::Output;
 use crate::service::Heartbeats;
@@ -55,6 +55,20 @@ pub struct RunConfig {
     pub heartbeats: Heartbeats,
     /// Engine threads per local worker.
     pub local_threads: usize,
+    /// Where `/metrics` is served during the run (`--metrics-bind`).
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+/// `coordinator serve`: a standing cluster driven over HTTP.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub bind: Listen,
+    pub http: SocketAddr,
+    pub token: Option<String>,
+    pub data: PathBuf,
+    /// The `-f` file, whose scenarios can be started by name.
+    pub loaded: Option<Loaded>,
+    pub heartbeats: Heartbeats,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +80,7 @@ pub enum Config {
         target_bind: SocketAddr,
     },
     Target(SocketAddr),
+    Serve(ServeConfig),
     List(PathBuf),
     Validate(PathBuf),
 }
@@ -89,6 +104,7 @@ impl Config {
             Some(Command::Validate { file }) => Ok(Config::Validate(file)),
             Some(Command::Target { bind }) => Ok(Config::Target(bind)),
             Some(Command::Demo(d)) => demo(d),
+            Some(Command::Serve(s)) => serve(s).map(Config::Serve),
             None => Ok(Config::Run(run(args.run)?)),
         }
     }
@@ -163,7 +179,63 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
         a.threads,
     )?;
     cfg.rebalance = !a.no_rebalance;
+    if let Some(addr) = a.metrics_bind {
+        check_http_exposure(
+            "--metrics-bind",
+            addr,
+            cfg.token.is_some() && matches!(cfg.workers, Workers::Remote(_)),
+        )?;
+        cfg.metrics_bind = Some(addr);
+    }
     Ok(cfg)
+}
+
+fn serve(a: ServeArgs) -> Result<ServeConfig, CoordinatorError> {
+    check_token(a.token.as_deref())?;
+    check_exposure(a.bind, a.token.is_some(), false, false)?;
+    check_http_exposure("--http", a.http, a.token.is_some())?;
+    let loaded = a.file.as_deref().map(Loaded::from_path).transpose()?;
+    if let Some(l) = &loaded {
+        // Every scenario of the file must resolve now, not when someone starts it.
+        for name in l.scenario_names() {
+            l.resolve(name, &Overrides::default(), false)?;
+        }
+    }
+    Ok(ServeConfig {
+        bind: Listen {
+            addr: a.bind,
+            tls: None,
+        },
+        http: a.http,
+        token: a.token,
+        data: a.data,
+        loaded,
+        heartbeats: Heartbeats::default(),
+    })
+}
+
+fn check_token(token: Option<&str>) -> Result<(), CoordinatorError> {
+    if let Some(t) = token
+        && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(usage(
+            "--token must be non-empty printable ASCII without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP listeners follow the worker port's rule: one other hosts can reach
+/// needs the token (as a bearer token), or anyone could start runs against any
+/// host from this cluster, stop them, or read the reports.
+fn check_http_exposure(flag: &str, addr: SocketAddr, token: bool) -> Result<(), CoordinatorError> {
+    if is_loopback(addr.ip()) || token {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "refusing to serve HTTP on {addr} ({flag}) without a token: it is not a loopback address, so any host that reaches it could use it. Either set --token T (clients then send `Authorization: Bearer T`; for a one-shot run with --metrics-bind this needs --workers N) or bind a loopback address ({flag} 127.0.0.1:{})",
+        addr.port()
+    )))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -178,13 +250,7 @@ fn finish(
     threads: Option<usize>,
 ) -> Result<RunConfig, CoordinatorError> {
     let token = access.token;
-    if let Some(t) = &token
-        && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(usage(
-            "--token must be non-empty printable ASCII without spaces",
-        ));
-    }
+    check_token(token.as_deref())?;
     // In-process workers need no shared secret from the user, but the
     // listener is a real port that any process on the machine can reach (a
     // shared CI runner): a random token per run keeps strangers out.
@@ -251,6 +317,7 @@ fn finish(
         wait_timeout,
         heartbeats: Heartbeats::default(),
         local_threads,
+        metrics_bind: None,
     })
 }
 
@@ -345,5 +412,17 @@ mod tests {
             assert!(check_exposure(addr(bind), false, true, false).is_ok());
             assert!(check_exposure(addr(bind), false, false, true).is_ok());
         }
+    }
+
+    #[test]
+    fn exposed_http_needs_a_token() {
+        assert!(check_http_exposure("--http", addr("127.0.0.1:8089"), false).is_ok());
+        assert!(check_http_exposure("--http", addr("0.0.0.0:8089"), true).is_ok());
+        let e = check_http_exposure("--http", addr("0.0.0.0:8089"), false).err();
+        let (code, msg) = e
+            .map(|e| (e.exit_code().code(), e.to_string()))
+            .unwrap_or_default();
+        assert_eq!(code, 2);
+        assert!(msg.contains("--http") && msg.contains("--token"), "{msg}");
     }
 }

@@ -10,7 +10,9 @@ mod error;
 mod interrupt;
 mod listener;
 mod local;
+mod metrics;
 mod report;
+mod serve;
 mod service;
 mod tls;
 mod worker_text;
@@ -42,6 +44,7 @@ pub async fn run(config: Config) -> Result<Verdict, CoordinatorError> {
         Config::List(file) => list(&file),
         Config::Validate(file) => validate(&file),
         Config::Target(bind) => serve_target(bind).await,
+        Config::Serve(cfg) => serve::serve(cfg).await,
         Config::Run(run) => run_tests(run).await,
         Config::Demo {
             mut run,
@@ -141,7 +144,24 @@ async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
             n
         }
     };
-    let result = run_all(&mut cluster, &cfg, wanted, &mut interrupts).await;
+    let live = match cfg.metrics_bind {
+        Some(addr) => {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            let src = metrics::MetricsSource {
+                live: rx,
+                members: None,
+                verdicts: std::sync::Arc::default(),
+            };
+            let token = matches!(cfg.workers, Workers::Remote(_))
+                .then(|| cfg.token.clone())
+                .flatten();
+            let at = metrics::serve(addr, token, src).await?;
+            eprintln!("metrics on http://{at}/metrics");
+            Some(tx)
+        }
+        None => None,
+    };
+    let result = run_all(&mut cluster, &cfg, wanted, &mut interrupts, live.as_ref()).await;
     if matches!(cfg.workers, Workers::Local(_)) {
         cluster.shutdown_all("the coordinator is done");
     }
@@ -158,6 +178,7 @@ async fn run_all(
     cfg: &RunConfig,
     wanted: usize,
     interrupts: &mut Interrupts,
+    live: Option<&report::LiveSender>,
 ) -> Result<Verdict, CoordinatorError> {
     tokio::select! {
         waited = cluster.wait_for(wanted, cfg.wait_timeout) => waited?,
@@ -190,7 +211,7 @@ async fn run_all(
                 }
             }
         }
-        match run_one(cluster, cfg, spec, &mut output).await {
+        match run_one(cluster, cfg, spec, &mut output, live).await {
             Ok(Verdict::Passed) => {}
             Ok(Verdict::Failed) => verdict = Verdict::Failed,
             Err(e) => {
@@ -229,6 +250,7 @@ async fn run_one(
     cfg: &RunConfig,
     spec: &squall_common::RunSpec,
     output: &mut Output,
+    live: Option<&report::LiveSender>,
 ) -> Result<Verdict, CoordinatorError> {
     let result = controller::run_scenario(
         cluster,
@@ -236,7 +258,9 @@ async fn run_one(
         controller::RunOptions {
             headless: cfg.headless,
             rebalance: cfg.rebalance,
-            live: None,
+            live: live.cloned(),
+            run_id: None,
+            stop: None,
         },
     )
     .await?;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let argv = match config_file::with_config_file(
         std::env::args_os().collect(),
         &Args::command(),
-        &["list", "validate", "demo", "target", "help"],
+        &["list", "validate", "demo", "target", "serve", "help"],
     ) {
         Ok(argv) => argv,
         Err(e) => {

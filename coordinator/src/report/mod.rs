@@ -8,4 +8,4 @@ mod write;
 
 pub use build::{ReportMeta, build};
 pub use live::{LiveLine, LiveSender, LiveView, Phase};
-pub use write::Output;
+pub use write::{Output, write_quietly};
