@@ -13,4 +13,5 @@ mod network;
 mod partition;
 mod reports;
 mod security;
+mod serve;
 mod wedged;
