@@ -512,3 +512,115 @@ async fn a_headless_run_serves_metrics_on_metrics_bind() {
         c.output()
     );
 }
+
+/// Percent-encodes a PromQL query for a URL.
+fn query_param(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A real Prometheus server scrapes serve every second (with the bearer token) during a steady
+/// run; its request rate agrees with the report's requests/s within 5 %, and its counters end
+/// at the report's total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_agrees_with_the_report() {
+    let prometheus = require_tool("prometheus", "prometheus");
+    let target = CountingTarget::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let serve = Served::start(tmp.path(), &data, "127.0.0.1:0", Some(TOKEN), &[]).await;
+    let _workers = workers(1, &serve.master, tmp.path());
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: squall\n    authorization:\n      type: Bearer\n      credentials: {TOKEN}\n    static_configs:\n      - targets: [\"{}\"]\n",
+        serve.http
+    );
+    let config = write_file(tmp.path(), "prometheus.yml", &config);
+    let port = ReservedPort::loopback();
+    let listen = port.addr();
+    let _prom = Proc::spawn(
+        "prometheus",
+        &prometheus,
+        &[
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()),
+            &format!("--web.listen-address={listen}"),
+        ],
+        tmp.path(),
+    );
+    let prom = ApiClient::new(&listen, None);
+    eventually(Duration::from_secs(60), "Prometheus ready", || {
+        let prom = prom.clone();
+        let listen = listen.clone();
+        async move {
+            // Not listening yet: a refused connection, not a failure.
+            tokio::net::TcpStream::connect(&listen).await.ok()?;
+            (prom.get("/-/ready").await.status == 200).then_some(())
+        }
+    })
+    .await;
+    serve.wait_for_workers(1).await;
+    let plan = PLAN.replace(
+        "steady: { users: 4, spawn_rate: 4, duration: 5s,",
+        "steady: { users: 4, spawn_rate: 100, duration: 30s,",
+    );
+    let started = serve
+        .api
+        .post_json(
+            "/api/runs",
+            &json!({"file": plan, "scenario": "steady", "host": target.url()}),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text());
+    let id = started.json()["run_id"].as_str().expect("id").to_owned();
+    let api = &serve.api;
+    eventually(Duration::from_secs(60), "25 s into the run", || {
+        let path = format!("/api/runs/{id}");
+        async move {
+            let s = api.get(&path).await.json();
+            (s["live"]["elapsed_s"].as_f64().unwrap_or(0.0) >= 25.0).then_some(())
+        }
+    })
+    .await;
+    let query = |q: &str| {
+        let path = format!("/api/v1/query?query={}", query_param(q));
+        let prom = prom.clone();
+        async move {
+            let r = prom.get(&path).await.json();
+            r["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no value for {path}: {r}"))
+        }
+    };
+    let prom_rps = query("sum(rate(squall_requests_total[20s]))").await;
+    let done = serve
+        .wait_until_finished(&id, Duration::from_secs(60))
+        .await;
+    assert_eq!(done["state"], "done", "{done}");
+    let report = api.get(&format!("/api/runs/{id}/report.json")).await.json();
+    let report_rps = report["totals"]["rps"].as_f64().expect("rps");
+    let requests = report["totals"]["requests"].as_u64().expect("requests");
+    eprintln!("Prometheus rate {prom_rps:.1}/s, report {report_rps:.1}/s");
+    assert!(
+        (prom_rps - report_rps).abs() <= 0.05 * report_rps,
+        "Prometheus says {prom_rps:.1} requests/s, the report {report_rps:.1}"
+    );
+    // Once scraped after the end, the counters hold the report's total.
+    let total = eventually(
+        Duration::from_secs(30),
+        "the final total in Prometheus",
+        || {
+            let query = &query;
+            async move {
+                let v = query("sum(squall_requests_total)").await as u64;
+                (v == requests).then_some(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(total, target.total());
+}
