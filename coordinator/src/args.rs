@@ -48,6 +48,8 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// A long-lived coordinator: workers stay attached between runs, which are started and watched over HTTP (REST API, dashboard, /metrics).
+    Serve(ServeArgs),
     /// Serve only the demo target (an HTTP API to aim workers at).
     Target {
         /// Address to listen on.
@@ -120,7 +122,11 @@ pub struct RunArgs {
     #[arg(long, env = "SQUALL_SAVE_BASELINE", value_name = "NAME")]
     pub save_baseline: Option<String>,
     /// Where named baselines are kept.
-    #[arg(long, env = "SQUALL_BASELINES_DIR", default_value = ".squall/baselines")]
+    #[arg(
+        long,
+        env = "SQUALL_BASELINES_DIR",
+        default_value = ".squall/baselines"
+    )]
     pub baselines_dir: PathBuf,
     /// When a change against the baseline is a regression: `10%`, or per metric, e.g. `p95=10%, rps=15%, error_rate=0.5%` (default: latency +20%, req/s -20%, error rate +1 point).
     #[arg(long, env = "SQUALL_REGRESSION", value_name = "RULE")]
@@ -170,6 +176,28 @@ pub struct RunArgs {
     /// Engine threads per local worker. Default: cores / local workers.
     #[arg(long, env = "SQUALL_THREADS")]
     pub threads: Option<usize>,
+    /// Serve Prometheus /metrics (OpenMetrics) on this address while the run goes on; a non-loopback address needs --token (sent as a bearer token).
+    #[arg(long, env = "SQUALL_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// gRPC listen address for workers.
+    #[arg(long, env = "SQUALL_BIND", default_value = "127.0.0.1:5557")]
+    pub bind: SocketAddr,
+    /// HTTP listen address for the REST API, the dashboard and /metrics.
+    #[arg(long, env = "SQUALL_HTTP", default_value = "127.0.0.1:8089")]
+    pub http: SocketAddr,
+    /// Shared secret: workers present it, and HTTP clients send it as `Authorization: Bearer T`. Required when --bind or --http is not a loopback address.
+    #[arg(long, env = "SQUALL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where runs and baselines are kept (listed again after a restart).
+    #[arg(long, env = "SQUALL_DATA", default_value = ".squall/serve")]
+    pub data: PathBuf,
+    /// A scenario file whose scenarios can be started by name.
+    #[arg(short = 'f', long = "file", env = "SQUALL_FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

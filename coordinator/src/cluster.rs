@@ -10,6 +10,7 @@ use squall_proto::link::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_MESSAGE_BYTE
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::watch;
 
 use crate::config::Listen;
 use crate::error::CoordinatorError;
@@ -27,6 +28,21 @@ pub struct Member {
     pub link: WorkerLink,
     pub state: WorkerState,
     pub active_users: u64,
+    pub cpu_percent: f32,
+}
+
+/// An attached worker as HTTP clients see it (serve mode's worker list, `/metrics`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct MemberView {
+    pub id: String,
+    /// Its latest heartbeat or status: ready, spawning, running, stopping, stopped or failed.
+    pub state: &'static str,
+    pub active_users: u64,
+    pub cpu_percent: f32,
+    pub cores: u32,
+    pub version: String,
+    /// The address it attached from.
+    pub peer: Option<String>,
 }
 
 /// The coordinator's view of its workers; the single owner of membership state.
@@ -36,6 +52,8 @@ pub struct Cluster {
     /// Events the cluster produced itself (a disconnected worker's Left), delivered before the service's.
     pending: VecDeque<ClusterEvent>,
     addr: SocketAddr,
+    /// Where the members are published when they change, for whoever watches (serve mode).
+    roster: Option<watch::Sender<Vec<MemberView>>>,
 }
 
 impl Cluster {
@@ -102,6 +120,7 @@ impl Cluster {
             members: BTreeMap::new(),
             pending: VecDeque::new(),
             addr,
+            roster: None,
         })
     }
 
@@ -120,6 +139,50 @@ impl Cluster {
         v
     }
 
+    /// The members, published again whenever one joins, leaves, or changes state or users.
+    pub fn watch_members(&mut self) -> watch::Receiver<Vec<MemberView>> {
+        let (tx, rx) = watch::channel(self.members_view());
+        self.roster = Some(tx);
+        rx
+    }
+
+    /// Attached workers in attach order, as clients see them.
+    pub fn members_view(&self) -> Vec<MemberView> {
+        let mut v: Vec<(u32, MemberView)> = self
+            .members
+            .values()
+            .map(|m| {
+                (
+                    m.link.index,
+                    MemberView {
+                        id: m.link.id.clone(),
+                        state: m.state.as_str(),
+                        active_users: m.active_users,
+                        cpu_percent: m.cpu_percent,
+                        cores: m.link.hello.cores,
+                        version: m.link.hello.version.clone(),
+                        peer: m.link.peer.map(|p| p.to_string()),
+                    },
+                )
+            })
+            .collect();
+        v.sort_by_key(|(i, _)| *i);
+        v.into_iter().map(|(_, m)| m).collect()
+    }
+
+    fn publish_members(&self) {
+        if let Some(tx) = &self.roster {
+            let now = self.members_view();
+            tx.send_if_modified(|old| {
+                let changed = *old != now;
+                if changed {
+                    *old = now;
+                }
+                changed
+            });
+        }
+    }
+
     /// The next cluster event, with membership already updated for it.
     /// What a disconnected worker said or did after its disconnection is not news.
     pub async fn next(&mut self) -> Option<ClusterEvent> {
@@ -129,6 +192,17 @@ impl Cluster {
         loop {
             let ev = self.events.recv().await?;
             if self.update(&ev) {
+                if self.roster.is_some()
+                    && !matches!(
+                        ev,
+                        ClusterEvent::Message {
+                            msg: WorkerMessage::Snapshot(_),
+                            ..
+                        }
+                    )
+                {
+                    self.publish_members();
+                }
                 return Some(ev);
             }
         }
@@ -151,6 +225,7 @@ impl Cluster {
                         link: link.clone(),
                         state: WorkerState::Ready,
                         active_users: 0,
+                        cpu_percent: 0.0,
                     },
                 );
             }
@@ -168,6 +243,11 @@ impl Cluster {
                     WorkerMessage::Heartbeat(h) => {
                         m.state = h.state;
                         m.active_users = h.active_users;
+                        m.cpu_percent = if h.cpu_percent.is_finite() {
+                            h.cpu_percent.clamp(0.0, 100_000.0)
+                        } else {
+                            0.0
+                        };
                     }
                     WorkerMessage::Status(s) => m.state = s.state,
                     WorkerMessage::Hello(_) | WorkerMessage::Snapshot(_) => {}
@@ -232,6 +312,7 @@ impl Cluster {
                 worker: worker.to_owned(),
                 reason,
             });
+            self.publish_members();
         }
     }
 

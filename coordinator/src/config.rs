@@ -4,13 +4,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use squall_common::report::RegressionRules;
-use squall_common::{Report, RunSpec};
 use squall_common::duration;
 use squall_common::rate::Rate;
+use squall_common::report::RegressionRules;
 use squall_common::scenario::{Loaded, Overrides};
+use squall_common::{Report, RunSpec};
 
-use crate::args::{Args, Command, CompareArgs, DemoArgs, RunArgs};
+use crate::args::{Args, Command, CompareArgs, DemoArgs, RunArgs, ServeArgs};
 use crate::error::CoordinatorError;
 use crate::probe::ProbeTarget;
 use crate::report::{Output, baseline};
@@ -59,6 +59,8 @@ pub struct RunConfig {
     pub local_threads: usize,
     /// Baselines and CI outputs.
     pub verdicts: Verdicts,
+    /// Where `/metrics` is served during the run (`--metrics-bind`).
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// What a run is judged against and recorded for besides its thresholds.
@@ -72,6 +74,18 @@ pub struct Verdicts {
     pub junit: Option<PathBuf>,
 }
 
+/// `coordinator serve`: a standing cluster driven over HTTP.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub bind: Listen,
+    pub http: SocketAddr,
+    pub token: Option<String>,
+    pub data: PathBuf,
+    /// The `-f` file, whose scenarios can be started by name.
+    pub loaded: Option<Loaded>,
+    pub heartbeats: Heartbeats,
+}
+
 #[derive(Debug, Clone)]
 pub enum Config {
     Run(RunConfig),
@@ -81,6 +95,7 @@ pub enum Config {
         target_bind: SocketAddr,
     },
     Target(SocketAddr),
+    Serve(ServeConfig),
     List(PathBuf),
     Validate(PathBuf),
     Probe(ProbeTarget, Duration),
@@ -94,9 +109,15 @@ pub enum Config {
         junit: Option<PathBuf>,
     },
     /// `coordinator report REPORT.json --out DIR`.
-    Render { report: PathBuf, out: PathBuf },
+    Render {
+        report: PathBuf,
+        out: PathBuf,
+    },
     /// `coordinator merge A.json B.json... --out DIR`.
-    Merge { reports: Vec<PathBuf>, out: PathBuf },
+    Merge {
+        reports: Vec<PathBuf>,
+        out: PathBuf,
+    },
 }
 
 fn usage(msg: impl Into<String>) -> CoordinatorError {
@@ -125,6 +146,7 @@ impl Config {
             Some(Command::Compare(c)) => compare(c),
             Some(Command::Report { report, out }) => Ok(Config::Render { report, out }),
             Some(Command::Merge { reports, out }) => Ok(Config::Merge { reports, out }),
+            Some(Command::Serve(s)) => serve(s).map(Config::Serve),
             None => Ok(Config::Run(run(args.run)?)),
         }
     }
@@ -142,7 +164,9 @@ struct Access {
 
 fn compare(c: CompareArgs) -> Result<Config, CoordinatorError> {
     let rules = match &c.regression {
-        Some(rule) => RegressionRules::parse(rule).map_err(|e| usage(format!("--regression: {e}")))?,
+        Some(rule) => {
+            RegressionRules::parse(rule).map_err(|e| usage(format!("--regression: {e}")))?
+        }
         None => RegressionRules::default(),
     };
     if let Some(path) = &c.junit {
@@ -296,7 +320,63 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
     )?;
     cfg.rebalance = !a.no_rebalance;
     cfg.verdicts = verdicts;
+    if let Some(addr) = a.metrics_bind {
+        check_http_exposure(
+            "--metrics-bind",
+            addr,
+            cfg.token.is_some() && matches!(cfg.workers, Workers::Remote(_)),
+        )?;
+        cfg.metrics_bind = Some(addr);
+    }
     Ok(cfg)
+}
+
+fn serve(a: ServeArgs) -> Result<ServeConfig, CoordinatorError> {
+    check_token(a.token.as_deref())?;
+    check_exposure(a.bind, a.token.is_some(), false, false)?;
+    check_http_exposure("--http", a.http, a.token.is_some())?;
+    let loaded = a.file.as_deref().map(Loaded::from_path).transpose()?;
+    if let Some(l) = &loaded {
+        // Every scenario of the file must resolve now, not when someone starts it.
+        for name in l.scenario_names() {
+            l.resolve(name, &Overrides::default(), false)?;
+        }
+    }
+    Ok(ServeConfig {
+        bind: Listen {
+            addr: a.bind,
+            tls: None,
+        },
+        http: a.http,
+        token: a.token,
+        data: a.data,
+        loaded,
+        heartbeats: Heartbeats::default(),
+    })
+}
+
+fn check_token(token: Option<&str>) -> Result<(), CoordinatorError> {
+    if let Some(t) = token
+        && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(usage(
+            "--token must be non-empty printable ASCII without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP listeners follow the worker port's rule: one other hosts can reach
+/// needs the token (as a bearer token), or anyone could start runs against any
+/// host from this cluster, stop them, or read the reports.
+fn check_http_exposure(flag: &str, addr: SocketAddr, token: bool) -> Result<(), CoordinatorError> {
+    if is_loopback(addr.ip()) || token {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "refusing to serve HTTP on {addr} ({flag}) without a token: it is not a loopback address, so any host that reaches it could use it. Either set --token T (clients then send `Authorization: Bearer T`; for a one-shot run with --metrics-bind this needs --workers N) or bind a loopback address ({flag} 127.0.0.1:{})",
+        addr.port()
+    )))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -311,13 +391,7 @@ fn finish(
     threads: Option<usize>,
 ) -> Result<RunConfig, CoordinatorError> {
     let token = access.token;
-    if let Some(t) = &token
-        && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(usage(
-            "--token must be non-empty printable ASCII without spaces",
-        ));
-    }
+    check_token(token.as_deref())?;
     // In-process workers need no shared secret from the user, but the
     // listener is a real port that any process on the machine can reach (a
     // shared CI runner): a random token per run keeps strangers out.
@@ -385,6 +459,7 @@ fn finish(
         heartbeats: Heartbeats::default(),
         local_threads,
         verdicts: Verdicts::default(),
+        metrics_bind: None,
     })
 }
 
@@ -479,5 +554,17 @@ mod tests {
             assert!(check_exposure(addr(bind), false, true, false).is_ok());
             assert!(check_exposure(addr(bind), false, false, true).is_ok());
         }
+    }
+
+    #[test]
+    fn exposed_http_needs_a_token() {
+        assert!(check_http_exposure("--http", addr("127.0.0.1:8089"), false).is_ok());
+        assert!(check_http_exposure("--http", addr("0.0.0.0:8089"), true).is_ok());
+        let e = check_http_exposure("--http", addr("0.0.0.0:8089"), false).err();
+        let (code, msg) = e
+            .map(|e| (e.exit_code().code(), e.to_string()))
+            .unwrap_or_default();
+        assert_eq!(code, 2);
+        assert!(msg.contains("--http") && msg.contains("--token"), "{msg}");
     }
 }

@@ -42,6 +42,10 @@ pub struct RunOptions {
     /// REST status, `/metrics` and the terminal view watch it); the plain
     /// progress line is printed either way unless `headless`.
     pub live: Option<LiveSender>,
+    /// The run's id when the caller chose it (serve mode answers the start request with it); random otherwise.
+    pub run_id: Option<String>,
+    /// A stop request from outside (serve mode's REST stop): handled like a first interrupt.
+    pub stop: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What a handler wants done, in order: messages for workers and lines for the terminal.
@@ -407,6 +411,22 @@ impl<'a> RunController<'a> {
         fx
     }
 
+    /// A stop request (serve mode): like a first interrupt, but a second one does not abandon the run.
+    pub fn on_stop_request(&mut self, elapsed: Duration) -> Effects {
+        let mut fx = Effects::default();
+        if self.stopping() {
+            return fx;
+        }
+        self.partial = true;
+        fx.note(format!(
+            "run {}: stop requested; collecting the last snapshots",
+            self.run_id
+        ));
+        self.agg.event(elapsed.as_secs(), "stop requested".into());
+        self.stop_all(&mut fx, elapsed);
+        fx
+    }
+
     /// `Some` once the run is over (with what to say about it): every snapshot is in,
     /// every worker is lost, the wait for final snapshots ran out, or a second interrupt.
     pub fn over(&mut self, elapsed: Duration) -> Option<Effects> {
@@ -572,7 +592,8 @@ pub async fn run_scenario(
             waited: Duration::ZERO,
         });
     }
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
+    let stop = options.stop.clone();
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -613,11 +634,25 @@ pub async fn run_scenario(
                 ctrl_c.set(squall_worker::cli::signal::interrupted());
                 run.on_interrupt(t0.elapsed())
             }
+            () = stop_requested(stop.as_deref()) => run.on_stop_request(t0.elapsed()),
         };
         apply(cluster, fx);
     }
     run.publish(t0.elapsed(), true);
     run.finish(started_at)
+}
+
+/// A fresh run id: 12 lowercase hex digits (what serve mode accepts in its paths).
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Resolves when a stop is requested from outside; never without a way to request one.
+async fn stop_requested(stop: Option<&tokio::sync::Notify>) {
+    match stop {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Prints the handler's lines and queues its messages, in order, without
@@ -648,6 +683,8 @@ mod tests {
         headless: true,
         rebalance: true,
         live: None,
+        run_id: None,
+        stop: None,
     };
 
     fn ids(names: &[&str]) -> Vec<String> {

@@ -10,8 +10,10 @@ mod error;
 mod interrupt;
 mod listener;
 mod local;
+mod metrics;
 mod probe;
 mod report;
+mod serve;
 mod service;
 pub mod terminal;
 mod tls;
@@ -47,6 +49,7 @@ pub async fn run(config: Config) -> Result<Verdict, CoordinatorError> {
         Config::Probe(target, timeout) => probe::probe(&target, timeout)
             .await
             .map(|()| Verdict::Passed),
+        Config::Serve(cfg) => serve::serve(cfg).await,
         Config::Run(run) => run_tests(run).await,
         Config::Compare {
             new,
@@ -128,10 +131,7 @@ fn compare(
     let base_report = report::baseline::read_report(&base.1)?;
     let mut new_report = report::baseline::read_report(new)?;
     report::baseline::attach(&mut new_report, &base_report, &base.0, rules);
-    let regressed = new_report
-        .comparison
-        .as_ref()
-        .is_some_and(|c| c.regressed);
+    let regressed = new_report.comparison.as_ref().is_some_and(|c| c.regressed);
     if let Some(c) = &new_report.comparison {
         print!("{}", report::render::comparison_text(c));
     }
@@ -219,7 +219,24 @@ async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
             n
         }
     };
-    let result = run_all(&mut cluster, &cfg, wanted, &mut interrupts).await;
+    let live = match cfg.metrics_bind {
+        Some(addr) => {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            let src = metrics::MetricsSource {
+                live: rx,
+                members: None,
+                verdicts: std::sync::Arc::default(),
+            };
+            let token = matches!(cfg.workers, Workers::Remote(_))
+                .then(|| cfg.token.clone())
+                .flatten();
+            let at = metrics::serve(addr, token, src).await?;
+            eprintln!("metrics on http://{at}/metrics");
+            Some(tx)
+        }
+        None => None,
+    };
+    let result = run_all(&mut cluster, &cfg, wanted, &mut interrupts, live.as_ref()).await;
     if matches!(cfg.workers, Workers::Local(_)) {
         cluster.shutdown_all("the coordinator is done");
     }
@@ -236,6 +253,7 @@ async fn run_all(
     cfg: &RunConfig,
     wanted: usize,
     interrupts: &mut Interrupts,
+    live: Option<&report::LiveSender>,
 ) -> Result<Verdict, CoordinatorError> {
     tokio::select! {
         waited = cluster.wait_for(wanted, cfg.wait_timeout) => waited?,
@@ -268,7 +286,7 @@ async fn run_all(
                 }
             }
         }
-        match run_one(cluster, cfg, spec, &mut output).await {
+        match run_one(cluster, cfg, spec, &mut output, live).await {
             Ok(Verdict::Passed) => {}
             Ok(Verdict::Failed) => verdict = Verdict::Failed,
             Err(e) => {
@@ -307,16 +325,25 @@ async fn run_one(
     cfg: &RunConfig,
     spec: &squall_common::RunSpec,
     output: &mut Output,
+    live: Option<&report::LiveSender>,
 ) -> Result<Verdict, CoordinatorError> {
     // In a terminal the live view is redrawn in place instead of the plain line every second.
-    let view = terminal::wanted(cfg.headless).then(terminal::LiveTerminal::start);
+    // With --metrics-bind the view watches the same published state as /metrics.
+    let view = terminal::wanted(cfg.headless).then(|| match live {
+        Some(shared) => terminal::LiveTerminal::watch(shared),
+        None => terminal::LiveTerminal::start(),
+    });
     let result = controller::run_scenario(
         cluster,
         spec,
         controller::RunOptions {
             headless: cfg.headless || view.is_some(),
             rebalance: cfg.rebalance,
-            live: view.as_ref().map(terminal::LiveTerminal::sender),
+            live: live
+                .cloned()
+                .or_else(|| view.as_ref().map(terminal::LiveTerminal::sender)),
+            run_id: None,
+            stop: None,
         },
     )
     .await;

@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         std::env::args_os().collect(),
         &Args::command(),
         &[
-            "list", "validate", "demo", "target", "probe", "help", "compare", "report", "merge",
+            "list", "validate", "demo", "target", "probe", "serve", "help", "compare", "report",
+            "merge",
         ],
     ) {
         Ok(argv) => argv,

@@ -149,7 +149,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Compares without an early exit, so timing reveals nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or(0);

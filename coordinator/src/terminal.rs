@@ -52,6 +52,15 @@ impl LiveTerminal {
     /// Starts drawing whatever is published on the returned view's [`LiveTerminal::sender`].
     pub fn start() -> LiveTerminal {
         let (sender, rx) = watch::channel(None);
+        Self::draw_from(sender, rx)
+    }
+
+    /// Draws what is published on `shared`, which others (`/metrics`) also read.
+    pub fn watch(shared: &LiveSender) -> LiveTerminal {
+        Self::draw_from(shared.clone(), shared.subscribe())
+    }
+
+    fn draw_from(sender: LiveSender, rx: watch::Receiver<Option<Arc<LiveView>>>) -> LiveTerminal {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
         bar.set_style(
             ProgressStyle::with_template("{msg}")
@@ -70,9 +79,17 @@ impl LiveTerminal {
     }
 
     /// Draws the last state and leaves it on screen; later lines go below it.
-    pub async fn finish(self) {
+    /// The drawing ends on the run's `Done` view, or when nobody publishes
+    /// any more; a shared sender outlives the run, so a run that ended
+    /// without a `Done` view gets a second before the drawing is cut off.
+    pub async fn finish(mut self) {
         drop(self.sender);
-        let _ = self.task.await;
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
         if let Ok(mut a) = ACTIVE.lock() {
             *a = None;
         }

@@ -58,7 +58,7 @@ pub fn latest(agg: &Aggregator) -> Option<LiveLine> {
 }
 
 /// Where a run is in its life, as the live view shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Started, but no worker has reported a second yet.
@@ -76,7 +76,7 @@ pub enum Phase {
 /// SSE, the REST status and `/metrics`. The per-second figures are those of the
 /// latest second (see [`LiveLine`]); the endpoint table is cumulative since the
 /// start, because the aggregator merges endpoints over the whole run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LiveView {
     pub run_id: String,
     pub scenario: String,
@@ -106,10 +106,20 @@ pub struct LiveView {
     pub error_rate: f64,
     pub endpoints: Vec<LiveEndpoint>,
     pub workers: Vec<LiveWorker>,
+    /// Active users per user class: the latest second's users split over the
+    /// classes by weight, exactly as the plan splits them (largest remainder).
+    pub classes: Vec<LiveClass>,
+}
+
+/// Active users of one user class.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct LiveClass {
+    pub name: String,
+    pub users: u64,
 }
 
 /// One endpoint's figures since the start of the run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LiveEndpoint {
     pub name: String,
     pub method: String,
@@ -124,10 +134,44 @@ pub struct LiveEndpoint {
     pub status: BTreeMap<u16, u64>,
     /// Failures by kind (`connect`, `timeout`, `status`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// Requests per latency bucket of [`DURATION_BUCKETS_S`] (the last one is
+    /// everything above), counted from the merged HDR histogram: `/metrics`
+    /// exports them as `squall_request_duration_seconds`.
+    #[serde(skip)]
+    pub duration_buckets: Vec<u64>,
+    /// The sum of all latencies in seconds, for the same histogram.
+    #[serde(skip)]
+    pub duration_sum_s: f64,
+}
+
+/// Upper bounds (seconds) of the latency buckets `/metrics` exports; HDR
+/// histograms keep far finer buckets, these are what dashboards need.
+pub const DURATION_BUCKETS_S: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Counts per bucket of [`DURATION_BUCKETS_S`] plus one for the rest, and the
+/// sum in seconds. A value counts in a bucket when its HDR bucket's highest
+/// equivalent value is within the bound.
+fn duration_buckets(h: &hdrhistogram::Histogram<u64>) -> (Vec<u64>, f64) {
+    let mut counts = vec![0u64; DURATION_BUCKETS_S.len() + 1];
+    let mut sum_us = 0.0;
+    for v in h.iter_recorded() {
+        let us = v.value_iterated_to();
+        let n = v.count_at_value();
+        sum_us += h.median_equivalent(us) as f64 * n as f64;
+        let secs = us as f64 / 1e6;
+        let i = DURATION_BUCKETS_S
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS_S.len());
+        counts[i] = counts[i].saturating_add(n);
+    }
+    (counts, sum_us / 1e6)
 }
 
 /// One member of the run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LiveWorker {
     pub id: String,
     /// The latest state it reported (`ready`, `spawning`, `running`, `stopping`, `stopped`, `failed`, `lost`).
@@ -168,11 +212,13 @@ pub fn view(agg: &Aggregator, meta: ViewMeta<'_>) -> LiveView {
     let endpoints = agg
         .endpoints()
         .map(|(key, sum)| {
-            let l = if sum.latency.is_empty() {
+            let h = sum.latency.to_histogram();
+            let l = if h.is_empty() {
                 LatencyMs::default()
             } else {
-                latency_ms(&sum.latency.to_histogram())
+                latency_ms(&h)
             };
+            let (duration_buckets, duration_sum_s) = duration_buckets(&h);
             LiveEndpoint {
                 name: key.name.clone(),
                 method: key.method.clone(),
@@ -184,6 +230,8 @@ pub fn view(agg: &Aggregator, meta: ViewMeta<'_>) -> LiveView {
                 p99_ms: l.p99,
                 status: sum.status.clone(),
                 errors: sum.errors.clone(),
+                duration_buckets,
+                duration_sum_s,
             }
         })
         .collect();
@@ -241,7 +289,25 @@ pub fn view(agg: &Aggregator, meta: ViewMeta<'_>) -> LiveView {
         error_rate: squall_common::report::ratio(total_failures, total_requests),
         endpoints,
         workers,
+        classes: classes(meta.spec, l.users),
     }
+}
+
+/// `users` split over the spec's classes by weight, as the plan does.
+fn classes(spec: &RunSpec, users: u64) -> Vec<LiveClass> {
+    let split = squall_common::partition::split(users, &spec.class_weights(), 1, 0.0);
+    let per_class = split
+        .first()
+        .map(|s| s.users_per_class.clone())
+        .unwrap_or_default();
+    spec.classes
+        .iter()
+        .zip(per_class.into_iter().chain(std::iter::repeat(0)))
+        .map(|(c, users)| LiveClass {
+            name: c.name.clone(),
+            users,
+        })
+        .collect()
 }
 
 /// One line: elapsed, users, rps, p50/p95/p99 and errors of the latest complete second.

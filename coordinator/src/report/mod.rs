@@ -14,4 +14,4 @@ mod write;
 
 pub use build::{ReportMeta, build};
 pub use live::{LiveLine, LiveSender, LiveView, Phase};
-pub use write::{Output, write_file, write_report};
+pub use write::{Output, write_file, write_quietly, write_report};

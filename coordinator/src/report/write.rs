@@ -289,6 +289,11 @@ impl Output {
     }
 }
 
+/// A run's files into `dir` without printing anything (serve mode keeps each run this way).
+pub fn write_quietly(dir: &Path, report: &Report) -> std::io::Result<()> {
+    write_dir(dir, report, &render::summary_text(report))
+}
+
 /// A run's five files into `dir`, as a whole or not at all.
 fn write_dir(dir: &Path, report: &Report, summary: &str) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;

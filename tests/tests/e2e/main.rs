@@ -17,6 +17,7 @@ mod network;
 mod partition;
 mod reports;
 mod security;
+mod serve;
 mod verdicts;
 mod wedged;
 mod worker_cpu;

@@ -533,8 +533,15 @@ fn write_comparison(out: &mut String, r: &Report) -> fmt::Result {
         ("Only in this run", &c.only_in_new),
     ] {
         if !list.is_empty() {
-            let names: Vec<String> = list.iter().map(|n| format!("<code>{}</code>", esc(n))).collect();
-            writeln!(out, "<p class=\"note\">{which} (not compared): {}</p>", names.join(", "))?;
+            let names: Vec<String> = list
+                .iter()
+                .map(|n| format!("<code>{}</code>", esc(n)))
+                .collect();
+            writeln!(
+                out,
+                "<p class=\"note\">{which} (not compared): {}</p>",
+                names.join(", ")
+            )?;
         }
     }
     Ok(())

@@ -645,7 +645,9 @@ mod tests {
             .find(|l| l.contains("error_rate < 0.1%"))
             .expect("threshold");
         assert!(
-            fail.trim_start().starts_with("FAIL") && fail.contains("0.003763") && fail.contains("+276.3%"),
+            fail.trim_start().starts_with("FAIL")
+                && fail.contains("0.003763")
+                && fail.contains("+276.3%"),
             "{fail}"
         );
     }
