@@ -184,6 +184,8 @@ async fn compose_runs_1000_users_over_4_worker_containers_and_counts_exactly_wha
 }
 
 const STEADY: &str = "host: http://target:8080\nscenarios:\n  steady: { users: 300, spawn_rate: 600, duration: 14s }\nuser_classes:\n  u: { wait: { constant: 200ms }, tasks: [ { get: /api/health, expect: { status: 200 } } ] }\n";
+/// Longer: `docker-compose up --scale` on a busy machine takes seconds before the new container even starts.
+const LONGER: &str = "host: http://target:8080\nscenarios:\n  longer: { users: 300, spawn_rate: 600, duration: 24s }\nuser_classes:\n  u: { wait: { constant: 200ms }, tasks: [ { get: /api/health, expect: { status: 200 } } ] }\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_container_has_its_share_moved_and_every_request_counted_once() {
@@ -232,19 +234,42 @@ async fn a_worker_container_added_mid_run_gets_a_share_as_when_an_autoscaler_add
         return;
     }
     let files = Files::new();
-    let compose = Compose::new("e2e-scale", &[COMPOSE_FILE], &files.env(2, Some(STEADY)));
+    let compose = Compose::new("e2e-scale", &[COMPOSE_FILE], &files.env(2, Some(LONGER)));
     compose.ok(&["up", "-d", "--scale", "worker=2"]);
     let coordinator = compose.container("coordinator");
     let target = compose.container("target");
     let before = compose.containers("worker");
     run_started(&compose, &coordinator, 2).await;
-    traffic(&compose, &target, 2000).await;
-    compose.ok(&["up", "-d", "--no-recreate", "--scale", "worker=3"]);
+    traffic(&compose, &target, 500).await;
+    let scaling = Instant::now();
+    compose.ok(&[
+        "up",
+        "-d",
+        "--no-deps",
+        "--no-recreate",
+        "--scale",
+        "worker=3",
+        "worker",
+    ]);
     let after = compose.containers("worker");
     let newcomer = after
         .iter()
         .find(|id| !before.contains(id))
         .expect("a third worker container");
+    let joined = wait_until(Duration::from_secs(30), || {
+        let out = Command::new("docker")
+            .args(["logs", &coordinator])
+            .output()
+            .expect("docker logs");
+        String::from_utf8_lossy(&out.stdout).contains("joined")
+            || String::from_utf8_lossy(&out.stderr).contains("joined")
+    })
+    .await;
+    eprintln!(
+        "scale-up to the join: {:.1} s",
+        scaling.elapsed().as_secs_f64()
+    );
+    assert!(joined, "the third worker never joined\n{}", compose.logs());
 
     let code = compose
         .exit_code(&coordinator, Duration::from_secs(90))
