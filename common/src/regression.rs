@@ -85,14 +85,18 @@ mod tests {
     #[test]
     fn one_percentage_sets_latency_and_throughput() {
         let r = RegressionRules::parse("10%").expect("parses");
-        assert_eq!((r.p50, r.p95, r.p99, r.mean, r.rps), (0.1, 0.1, 0.1, 0.1, 0.1));
+        assert_eq!(
+            (r.p50, r.p95, r.p99, r.mean, r.rps),
+            (0.1, 0.1, 0.1, 0.1, 0.1)
+        );
         assert_eq!(r.error_rate, 0.01, "error rate keeps its default");
     }
 
     #[test]
     fn per_metric_items_layer_over_the_defaults() {
         let mut r = RegressionRules::default();
-        r.apply("p95=10%, rps: 0.05, error_rate=0.5%").expect("parses");
+        r.apply("p95=10%, rps: 0.05, error_rate=0.5%")
+            .expect("parses");
         assert_eq!(r.p95, 0.1);
         assert_eq!(r.p99, 0.2);
         assert_eq!(r.rps, 0.05);
@@ -105,7 +109,15 @@ mod tests {
 
     #[test]
     fn bad_rules_say_what_is_expected() {
-        for bad in ["", "ten", "-5%", "p75=10%", "p95=", "min_requests=1.5", "10%,"] {
+        for bad in [
+            "",
+            "ten",
+            "-5%",
+            "p75=10%",
+            "p95=",
+            "min_requests=1.5",
+            "10%,",
+        ] {
             let msg = RegressionRules::parse(bad).expect_err(bad).to_string();
             assert!(msg.contains("expected `10%`"), "{bad}: {msg}");
         }

@@ -112,7 +112,11 @@ pub struct RunArgs {
     #[arg(long, env = "SQUALL_SAVE_BASELINE", value_name = "NAME")]
     pub save_baseline: Option<String>,
     /// Where named baselines are kept.
-    #[arg(long, env = "SQUALL_BASELINES_DIR", default_value = ".squall/baselines")]
+    #[arg(
+        long,
+        env = "SQUALL_BASELINES_DIR",
+        default_value = ".squall/baselines"
+    )]
     pub baselines_dir: PathBuf,
     /// When a change against the baseline is a regression: `10%`, or per metric, e.g. `p95=10%, rps=15%, error_rate=0.5%` (default: latency +20%, req/s -20%, error rate +1 point).
     #[arg(long, env = "SQUALL_REGRESSION", value_name = "RULE")]

@@ -4,11 +4,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use squall_common::report::RegressionRules;
-use squall_common::{Report, RunSpec};
 use squall_common::duration;
 use squall_common::rate::Rate;
+use squall_common::report::RegressionRules;
 use squall_common::scenario::{Loaded, Overrides};
+use squall_common::{Report, RunSpec};
 
 use crate::args::{Args, Command, CompareArgs, DemoArgs, RunArgs};
 use crate::error::CoordinatorError;
@@ -92,9 +92,15 @@ pub enum Config {
         junit: Option<PathBuf>,
     },
     /// `coordinator report REPORT.json --out DIR`.
-    Render { report: PathBuf, out: PathBuf },
+    Render {
+        report: PathBuf,
+        out: PathBuf,
+    },
     /// `coordinator merge A.json B.json... --out DIR`.
-    Merge { reports: Vec<PathBuf>, out: PathBuf },
+    Merge {
+        reports: Vec<PathBuf>,
+        out: PathBuf,
+    },
 }
 
 fn usage(msg: impl Into<String>) -> CoordinatorError {
@@ -136,7 +142,9 @@ struct Access {
 
 fn compare(c: CompareArgs) -> Result<Config, CoordinatorError> {
     let rules = match &c.regression {
-        Some(rule) => RegressionRules::parse(rule).map_err(|e| usage(format!("--regression: {e}")))?,
+        Some(rule) => {
+            RegressionRules::parse(rule).map_err(|e| usage(format!("--regression: {e}")))?
+        }
         None => RegressionRules::default(),
     };
     if let Some(path) = &c.junit {

@@ -123,10 +123,7 @@ fn compare(
     let base_report = report::baseline::read_report(&base.1)?;
     let mut new_report = report::baseline::read_report(new)?;
     report::baseline::attach(&mut new_report, &base_report, &base.0, rules);
-    let regressed = new_report
-        .comparison
-        .as_ref()
-        .is_some_and(|c| c.regressed);
+    let regressed = new_report.comparison.as_ref().is_some_and(|c| c.regressed);
     if let Some(c) = &new_report.comparison {
         print!("{}", report::render::comparison_text(c));
     }

@@ -63,8 +63,11 @@ pub fn read_report(path: &Path) -> Result<Report, CoordinatorError> {
             MAX_REPORT_BYTES / 1024 / 1024
         )));
     }
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| bad(format!("not valid JSON: {e} (expected a Squall report.json)")))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "not valid JSON: {e} (expected a Squall report.json)"
+        ))
+    })?;
     match value.get("schema").and_then(|s| s.as_str()) {
         Some(SCHEMA) => {}
         Some(other) => {
@@ -160,8 +163,16 @@ mod tests {
         let cases = [
             ("missing.json", None, "cannot open it"),
             ("garbage.json", Some("{\n  \"schema\": "), "line 2 column"),
-            ("other.json", Some(r#"{"schema": "k6/v1"}"#), "schema `k6/v1`"),
-            ("partial.json", Some(r#"{"schema": "squall.report/v1"}"#), "missing field"),
+            (
+                "other.json",
+                Some(r#"{"schema": "k6/v1"}"#),
+                "schema `k6/v1`",
+            ),
+            (
+                "partial.json",
+                Some(r#"{"schema": "squall.report/v1"}"#),
+                "missing field",
+            ),
         ];
         for (name, content, expected) in cases {
             let path = dir.join(name);

@@ -271,8 +271,15 @@ mod tests {
         assert_eq!(verdict(&c.total, "p95"), (0.3, REGRESSION.to_owned()));
         assert_eq!(verdict(&c.endpoints[0].metrics, "p50").1, REGRESSION);
         assert!(c.regressed);
-        assert_eq!(c.regressions, 8, "four latency metrics, totals and endpoint");
-        let c = compare(&base, &report(vec![endpoint("a", 1000, 0, 11.0)]), &RegressionRules::default());
+        assert_eq!(
+            c.regressions, 8,
+            "four latency metrics, totals and endpoint"
+        );
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 1000, 0, 11.0)]),
+            &RegressionRules::default(),
+        );
         assert_eq!(verdict(&c.total, "p95"), (0.1, OK.to_owned()));
         assert!(!c.regressed);
         // --regression 5%: the same 10 % is now a regression.
@@ -283,9 +290,17 @@ mod tests {
     #[test]
     fn exactly_at_the_limit_is_not_a_regression_and_faster_is_an_improvement() {
         let base = report(vec![endpoint("a", 1000, 0, 10.0)]);
-        let c = compare(&base, &report(vec![endpoint("a", 1000, 0, 12.0)]), &RegressionRules::default());
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 1000, 0, 12.0)]),
+            &RegressionRules::default(),
+        );
         assert_eq!(verdict(&c.total, "p50"), (0.2, OK.to_owned()));
-        let c = compare(&base, &report(vec![endpoint("a", 1000, 0, 5.0)]), &RegressionRules::default());
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 1000, 0, 5.0)]),
+            &RegressionRules::default(),
+        );
         assert_eq!(verdict(&c.total, "p50"), (-0.5, IMPROVEMENT.to_owned()));
         assert!(!c.regressed);
     }
@@ -293,12 +308,27 @@ mod tests {
     #[test]
     fn throughput_down_and_error_points_up_regress() {
         let base = report(vec![endpoint("a", 1000, 0, 10.0)]);
-        let c = compare(&base, &report(vec![endpoint("a", 700, 0, 10.0)]), &RegressionRules::default());
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 700, 0, 10.0)]),
+            &RegressionRules::default(),
+        );
         assert_eq!(verdict(&c.total, "rps"), (-0.3, REGRESSION.to_owned()));
         // 0 % to 1.5 % errors: 1.5 points, above the 1 point default.
-        let c = compare(&base, &report(vec![endpoint("a", 1000, 15, 10.0)]), &RegressionRules::default());
-        assert_eq!(verdict(&c.total, "error_rate"), (0.015, REGRESSION.to_owned()));
-        let c = compare(&base, &report(vec![endpoint("a", 1000, 5, 10.0)]), &RegressionRules::default());
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 1000, 15, 10.0)]),
+            &RegressionRules::default(),
+        );
+        assert_eq!(
+            verdict(&c.total, "error_rate"),
+            (0.015, REGRESSION.to_owned())
+        );
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 1000, 5, 10.0)]),
+            &RegressionRules::default(),
+        );
         assert_eq!(verdict(&c.total, "error_rate"), (0.005, OK.to_owned()));
     }
 
@@ -306,21 +336,35 @@ mod tests {
     fn below_the_noise_floor_nothing_is_judged() {
         // Both under 1 ms: +100 % is noise.
         let base = report(vec![endpoint("a", 1000, 0, 0.2)]);
-        let c = compare(&base, &report(vec![endpoint("a", 1000, 0, 0.4)]), &RegressionRules::default());
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 1000, 0, 0.4)]),
+            &RegressionRules::default(),
+        );
         assert_eq!(verdict(&c.total, "p50"), (1.0, NOISE.to_owned()));
         // p99 is 1.2 ms in the new run: above the floor, so judged.
         assert_eq!(verdict(&c.total, "p99").1, REGRESSION);
         // Too few requests in one run: every metric is noise.
         let base = report(vec![endpoint("a", 99, 0, 10.0)]);
-        let c = compare(&base, &report(vec![endpoint("a", 1000, 50, 50.0)]), &RegressionRules::default());
+        let c = compare(
+            &base,
+            &report(vec![endpoint("a", 1000, 50, 50.0)]),
+            &RegressionRules::default(),
+        );
         assert!(c.total.iter().all(|m| m.verdict == NOISE), "{:?}", c.total);
         assert!(!c.regressed);
     }
 
     #[test]
     fn endpoints_in_one_run_only_are_listed_not_compared() {
-        let base = report(vec![endpoint("a", 1000, 0, 10.0), endpoint("gone", 500, 0, 10.0)]);
-        let new = report(vec![endpoint("new", 500, 0, 10.0), endpoint("a", 1000, 0, 10.0)]);
+        let base = report(vec![
+            endpoint("a", 1000, 0, 10.0),
+            endpoint("gone", 500, 0, 10.0),
+        ]);
+        let new = report(vec![
+            endpoint("new", 500, 0, 10.0),
+            endpoint("a", 1000, 0, 10.0),
+        ]);
         let c = compare(&base, &new, &RegressionRules::default());
         assert_eq!(c.endpoints.len(), 1);
         assert_eq!(c.endpoints[0].name, "a");

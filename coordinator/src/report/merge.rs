@@ -74,19 +74,32 @@ pub fn merge(reports: &[Report]) -> Result<Report, CoordinatorError> {
         error_rate: report::ratio(failures, requests),
         rps: per_second(requests, duration_s),
         service_ms: combine(
-            reports
-                .iter()
-                .map(|r| (&r.totals.service_ms, &r.totals.latency_ms, r.totals.requests)),
+            reports.iter().map(|r| {
+                (
+                    &r.totals.service_ms,
+                    &r.totals.latency_ms,
+                    r.totals.requests,
+                )
+            }),
             &latency,
         ),
-        ttfb_ms: combine_approx(reports.iter().map(|r| (&r.totals.ttfb_ms, r.totals.requests))),
+        ttfb_ms: combine_approx(
+            reports
+                .iter()
+                .map(|r| (&r.totals.ttfb_ms, r.totals.requests)),
+        ),
         latency_ms: latency,
         bytes_received: sum(reports.iter().map(|r| r.totals.bytes_received)),
         dropped_iterations: sum(reports.iter().map(|r| r.totals.dropped_iterations)),
         schedule_lag_ms: {
             let lags: Vec<_> = reports
                 .iter()
-                .filter_map(|r| r.totals.schedule_lag_ms.as_ref().map(|l| (l, r.totals.requests)))
+                .filter_map(|r| {
+                    r.totals
+                        .schedule_lag_ms
+                        .as_ref()
+                        .map(|l| (l, r.totals.requests))
+                })
                 .collect();
             (!lags.is_empty()).then(|| combine_approx(lags.into_iter()))
         },
@@ -200,8 +213,8 @@ fn endpoint(
         }
     }
     let latency = latency_ms(h);
-    let encoded = encode_v2_deflate(h)
-        .map_err(|err| fail(format!("{} {}: {err}", key.1, key.0)))?;
+    let encoded =
+        encode_v2_deflate(h).map_err(|err| fail(format!("{} {}: {err}", key.1, key.0)))?;
     Ok(EndpointReport {
         name: key.0.clone(),
         method: key.1.clone(),
@@ -249,7 +262,10 @@ fn combine_approx<'a>(parts: impl Iterator<Item = (&'a LatencyMs, u64)>) -> Late
     let n: f64 = parts.iter().map(|(_, n)| *n as f64).sum();
     let max = |f: fn(&LatencyMs) -> f64| parts.iter().map(|(l, _)| f(l)).fold(0.0, f64::max);
     LatencyMs {
-        min: parts.iter().map(|(l, _)| l.min).fold(f64::INFINITY, f64::min),
+        min: parts
+            .iter()
+            .map(|(l, _)| l.min)
+            .fold(f64::INFINITY, f64::min),
         mean: (parts.iter().map(|(l, c)| l.mean * *c as f64).sum::<f64>() / n * 1000.0).round()
             / 1000.0,
         p50: max(|l| l.p50),
@@ -320,8 +336,14 @@ mod tests {
 
     #[test]
     fn counts_add_and_percentiles_come_from_the_merged_histograms() {
-        let a = with_histogram(fixture::sample(), &(1..=1000).map(|v| v * 10).collect::<Vec<_>>());
-        let b = with_histogram(fixture::sample(), &(1..=1000).map(|v| 10_000 + v * 10).collect::<Vec<_>>());
+        let a = with_histogram(
+            fixture::sample(),
+            &(1..=1000).map(|v| v * 10).collect::<Vec<_>>(),
+        );
+        let b = with_histogram(
+            fixture::sample(),
+            &(1..=1000).map(|v| 10_000 + v * 10).collect::<Vec<_>>(),
+        );
         let m = merge(&[a.clone(), b.clone()]).expect("merges");
         assert_eq!(m.totals.requests, a.totals.requests + b.totals.requests);
         assert_eq!(m.endpoints.len(), 4);
@@ -329,8 +351,16 @@ mod tests {
         assert_eq!(e.requests, 2000);
         assert_eq!(e.status["200"], 12_000, "status counts add up");
         // 2000 values 10 µs .. 20 ms evenly: p50 = 10 ms, p99 = 19.8 ms.
-        assert!((e.latency_ms.p50 - 10.0).abs() <= 0.01, "{:?}", e.latency_ms);
-        assert!((e.latency_ms.p99 - 19.8).abs() <= 0.02, "{:?}", e.latency_ms);
+        assert!(
+            (e.latency_ms.p50 - 10.0).abs() <= 0.01,
+            "{:?}",
+            e.latency_ms
+        );
+        assert!(
+            (e.latency_ms.p99 - 19.8).abs() <= 0.02,
+            "{:?}",
+            e.latency_ms
+        );
         assert_eq!(m.totals.latency_ms.max, e.latency_ms.max);
         assert_eq!(m.timeline[0].requests, a.timeline[0].requests * 2);
         assert_eq!(m.thresholds.len(), 2, "thresholds judged again");

@@ -254,7 +254,9 @@ mod tests {
     fn a_healthy_run_gets_none() {
         let mut r = fixture::sample();
         // The sample's timeline grows users and rps together with flat latency.
-        r.timeline = (0..10).map(|t| point(t, (t + 1) * 10, (t + 1) as f64 * 100.0, 20.0)).collect();
+        r.timeline = (0..10)
+            .map(|t| point(t, (t + 1) * 10, (t + 1) as f64 * 100.0, 20.0))
+            .collect();
         assert!(kinds(&r).is_empty(), "{:?}", recommend(&r));
     }
 
@@ -265,7 +267,11 @@ mod tests {
         let recs = recommend(&r);
         let slow: Vec<_> = recs.iter().filter(|x| x.kind == "slow_p95").collect();
         assert_eq!(slow.len(), 1);
-        assert!(slow[0].message.contains("POST /login"), "{}", slow[0].message);
+        assert!(
+            slow[0].message.contains("POST /login"),
+            "{}",
+            slow[0].message
+        );
         assert_eq!(slow[0].figures["p95_ms"], 1500.0);
     }
 
@@ -275,12 +281,18 @@ mod tests {
         r.totals.failures = 600;
         r.totals.error_rate = 0.06;
         let recs = recommend(&r);
-        let e = recs.iter().find(|x| x.kind == "high_errors").expect("high_errors");
+        let e = recs
+            .iter()
+            .find(|x| x.kind == "high_errors")
+            .expect("high_errors");
         assert!(e.message.contains("6.00 %"), "{}", e.message);
         assert!(e.message.contains("unexpected status 500"), "{}", e.message);
         assert_eq!(e.figures["error_rate"], 0.06);
         r.totals.error_rate = 0.05;
-        assert!(!kinds(&r).contains(&"high_errors".to_owned()), "5 % exactly is not above 5 %");
+        assert!(
+            !kinds(&r).contains(&"high_errors".to_owned()),
+            "5 % exactly is not above 5 %"
+        );
     }
 
     #[test]
@@ -295,7 +307,10 @@ mod tests {
             deviation: Some(-0.72),
         });
         let recs = recommend(&r);
-        let e = recs.iter().find(|x| x.kind == "below_target_rps").expect("rec");
+        let e = recs
+            .iter()
+            .find(|x| x.kind == "below_target_rps")
+            .expect("rec");
         assert_eq!((e.figures["rps"], e.figures["target_rps"]), (140.0, 500.0));
     }
 
@@ -312,7 +327,10 @@ mod tests {
             .collect();
         r.timeline.push(point(10, 200, 5.0, 500.0)); // the final snapshot: ignored
         let recs = recommend(&r);
-        let k = recs.iter().find(|x| x.kind == "throughput_knee").expect("knee");
+        let k = recs
+            .iter()
+            .find(|x| x.kind == "throughput_knee")
+            .expect("knee");
         assert_eq!(k.figures["users_at_knee"], 30.0);
         assert_eq!(k.figures["rps_peak"], 300.0);
         assert_eq!(k.figures["users_max"], 100.0, "the last point is left out");
@@ -320,7 +338,10 @@ mod tests {
             .iter()
             .find(|x| x.kind == "latency_rises_with_users")
             .expect("latency");
-        assert_eq!((l.figures["p95_ms_low"], l.figures["p95_ms_high"]), (20.0, 110.0));
+        assert_eq!(
+            (l.figures["p95_ms_low"], l.figures["p95_ms_high"]),
+            (20.0, 110.0)
+        );
         // Open models: users follow latency, so neither is read.
         r.load_model = "open".into();
         assert!(kinds(&r).is_empty(), "{:?}", kinds(&r));
@@ -333,7 +354,10 @@ mod tests {
         r.workers[1].cpu_percent_mean = 93.0;
         r.workers[1].cpu_percent_max = 99.0;
         let recs = recommend(&r);
-        let g: Vec<_> = recs.iter().filter(|x| x.kind == "generator_saturated").collect();
+        let g: Vec<_> = recs
+            .iter()
+            .filter(|x| x.kind == "generator_saturated")
+            .collect();
         assert_eq!(g.len(), 1);
         assert!(g[0].message.contains("worker-b"), "{}", g[0].message);
         assert_eq!(g[0].figures["cores"], 4.0);

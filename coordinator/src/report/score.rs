@@ -103,7 +103,10 @@ mod tests {
         ];
         // weights 2 + 2 + 1 = 5, failed 3: 40 * 2/5 = 16
         let s = score(&r);
-        assert_eq!((s.thresholds, s.errors, s.regressions, s.latency), (16.0, 24.0, 20.0, 5.0));
+        assert_eq!(
+            (s.thresholds, s.errors, s.regressions, s.latency),
+            (16.0, 24.0, 20.0, 5.0)
+        );
         assert_eq!(s.value, 65);
     }
 

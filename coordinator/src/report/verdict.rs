@@ -248,7 +248,10 @@ mod tests {
         assert_eq!(r.level, "warning");
         assert_eq!(r.deviation, Some(0.25));
         assert!(!r.fails_run(), "a crossed warning does not fail the run");
-        let r = evaluate(&Threshold::parse("failures == 0").expect("parses"), &report());
+        let r = evaluate(
+            &Threshold::parse("failures == 0").expect("parses"),
+            &report(),
+        );
         assert_eq!(r.level, "critical");
         assert_eq!(r.deviation, None);
         assert!(r.fails_run());

@@ -32,10 +32,24 @@ async fn demo_target(dir: &Path) -> (Proc, String) {
 }
 
 /// Runs `yaml` against `host` into `out` with `extra` flags; returns the exit code and the output.
-async fn run(dir: &Path, name: &str, yaml: &str, host: &str, extra: &[&str]) -> (i32, String, PathBuf) {
+async fn run(
+    dir: &Path,
+    name: &str,
+    yaml: &str,
+    host: &str,
+    extra: &[&str],
+) -> (i32, String, PathBuf) {
     let file = write_file(dir, &format!("{name}.yaml"), yaml);
     let out = dir.join(name);
-    let mut args = vec!["-f", utf8(&file), "--host", host, "--out", utf8(&out), "--headless"];
+    let mut args = vec![
+        "-f",
+        utf8(&file),
+        "--host",
+        host,
+        "--out",
+        utf8(&out),
+        "--headless",
+    ];
     args.extend_from_slice(extra);
     let mut c = coordinator(&args, dir);
     let code = c.exit_code(DEADLINE).await;
@@ -94,8 +108,14 @@ async fn a_slower_target_regresses_against_a_saved_baseline_in_every_output() {
     let b = utf8(&baselines);
 
     // The baseline: 100 ms per request, saved by name.
-    let (code, said, base_out) =
-        run(dir, "base", &delayed(100), &url, &["--save-baseline", "main", "--baselines-dir", b]).await;
+    let (code, said, base_out) = run(
+        dir,
+        "base",
+        &delayed(100),
+        &url,
+        &["--save-baseline", "main", "--baselines-dir", b],
+    )
+    .await;
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("baseline saved to"), "{said}");
     let saved: serde_json::Value =
@@ -109,7 +129,14 @@ async fn a_slower_target_regresses_against_a_saved_baseline_in_every_output() {
         "slow",
         &delayed(130),
         &url,
-        &["--baseline", "main", "--baselines-dir", b, "--junit", utf8(&junit_path)],
+        &[
+            "--baseline",
+            "main",
+            "--baselines-dir",
+            b,
+            "--junit",
+            utf8(&junit_path),
+        ],
     )
     .await;
     assert_eq!(code, 1, "a regression fails the run: {said}");
@@ -129,27 +156,45 @@ async fn a_slower_target_regresses_against_a_saved_baseline_in_every_output() {
     let endpoint = &c["endpoints"][0];
     assert_eq!(endpoint["name"], "delayed");
     assert!(
-        endpoint["metrics"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["metric"] == "mean" && m["verdict"] == "regression")),
+        endpoint["metrics"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["metric"] == "mean" && m["verdict"] == "regression")),
         "{endpoint}"
     );
     assert!(report["score"]["regressions"].as_f64().expect("score") < 20.0);
     let summary = read(&slow_out.join("summary.txt"));
-    assert!(summary.contains("Comparison with baseline main"), "{summary}");
+    assert!(
+        summary.contains("Comparison with baseline main"),
+        "{summary}"
+    );
     assert!(summary.contains("REGRESSION"), "{summary}");
-    assert!(said.contains("Comparison with baseline main"), "printed too: {said}");
+    assert!(
+        said.contains("Comparison with baseline main"),
+        "printed too: {said}"
+    );
     let md = read(&slow_out.join("summary.md"));
     assert!(md.contains("### Comparison with baseline main"), "{md}");
-    assert!(md.contains("| TOTAL | p50 ms |") && md.contains("**REGRESSION**"), "{md}");
+    assert!(
+        md.contains("| TOTAL | p50 ms |") && md.contains("**REGRESSION**"),
+        "{md}"
+    );
     let html = read(&slow_out.join("report.html"));
-    assert!(html.contains("Comparison with baseline <code>main</code>"), "{html}");
+    assert!(
+        html.contains("Comparison with baseline <code>main</code>"),
+        "{html}"
+    );
     assert!(html.contains("REGRESSION"));
     let (cases, failures, failed) = junit(&junit_path);
     // One threshold, six metrics for the totals and six for the endpoint.
     assert_eq!(cases, 13, "{}", read(&junit_path));
-    assert!(failures >= 2 && failed.contains(&"TOTAL p50".to_owned()), "{failed:?}");
-    assert!(!failed.contains(&"p95 < 2s".to_owned()), "the threshold passed: {failed:?}");
+    assert!(
+        failures >= 2 && failed.contains(&"TOTAL p50".to_owned()),
+        "{failed:?}"
+    );
+    assert!(
+        !failed.contains(&"p95 < 2s".to_owned()),
+        "the threshold passed: {failed:?}"
+    );
 
     // 10 % slower: not a regression. The median, mean and throughput are
     // judged by the default 20 % rule; the tail gets room, since on a shared
@@ -226,11 +271,18 @@ async fn a_bad_baseline_is_refused_before_any_traffic() {
     let run = TestRun::new(
         "scenarios:\n  s: { users: 2, spawn_rate: 10, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n",
     );
-    let garbage = write_file(run.dir(), "garbage.json", "{\n  \"schema\": \"squall.report/v1\",\n  \"run_id\": 7\n}\n");
+    let garbage = write_file(
+        run.dir(),
+        "garbage.json",
+        "{\n  \"schema\": \"squall.report/v1\",\n  \"run_id\": 7\n}\n",
+    );
     let dir = run.path("baselines");
     let cases: [(&[&str], &str); 5] = [
         (&["--baseline", "nope"], "nope.json"),
-        (&["--baseline", "missing/report.json"], "missing/report.json"),
+        (
+            &["--baseline", "missing/report.json"],
+            "missing/report.json",
+        ),
         (&["--baseline", utf8(&garbage)], "line 3 column"),
         (&["--save-baseline", "../escape"], "--save-baseline"),
         (&["--regression", "fast"], "--regression"),
@@ -294,7 +346,11 @@ async fn merged_reports_add_up_and_have_the_percentiles_of_both_runs_samples() {
         run.dir(),
     );
     assert_eq!(m.exit_code(DEADLINE).await, 0, "{}", m.output());
-    let (a, b, report) = (read_report(&outs[0]), read_report(&outs[1]), read_report(&merged));
+    let (a, b, report) = (
+        read_report(&outs[0]),
+        read_report(&outs[1]),
+        read_report(&merged),
+    );
     let total = |r: &serde_json::Value| r["totals"]["requests"].as_u64().expect("requests");
     assert_eq!(total(&report), total(&a) + total(&b));
     assert_eq!(total(&report), all.len() as u64, "one sample per request");
@@ -302,8 +358,17 @@ async fn merged_reports_add_up_and_have_the_percentiles_of_both_runs_samples() {
     assert_eq!(report["workers"].as_array().map(Vec::len), Some(2));
     assert_eq!(report["thresholds"][0]["expr"], "p99 < 5s");
     all.sort_unstable();
-    for lat in [&report["totals"]["latency_ms"], &report["endpoints"][0]["latency_ms"]] {
-        for (field, q) in [("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)] {
+    for lat in [
+        &report["totals"]["latency_ms"],
+        &report["endpoints"][0]["latency_ms"],
+    ] {
+        for (field, q) in [
+            ("p50", 0.5),
+            ("p90", 0.9),
+            ("p95", 0.95),
+            ("p99", 0.99),
+            ("max", 1.0),
+        ] {
             let want = exact(&all, q) as f64;
             let got = lat[field].as_f64().expect("percentile") * 1000.0;
             // 3 significant digits: never below the exact value, at most 0.1 % above.
@@ -320,12 +385,20 @@ async fn merged_reports_add_up_and_have_the_percentiles_of_both_runs_samples() {
     // `report` renders the merged JSON again, the same figures.
     let again = run.path("again");
     let mut r = coordinator(
-        &["report", utf8(&merged.join("report.json")), "--out", utf8(&again)],
+        &[
+            "report",
+            utf8(&merged.join("report.json")),
+            "--out",
+            utf8(&again),
+        ],
         run.dir(),
     );
     assert_eq!(r.exit_code(DEADLINE).await, 0, "{}", r.output());
     assert_eq!(read_report(&again)["totals"], report["totals"]);
-    assert_eq!(read(&again.join("summary.txt")), read(&merged.join("summary.txt")));
+    assert_eq!(
+        read(&again.join("summary.txt")),
+        read(&merged.join("summary.txt"))
+    );
     assert!(read(&again.join("report.html")).contains("<svg"));
 
     // Reports of another scenario are not merged.
@@ -343,6 +416,10 @@ async fn merged_reports_add_up_and_have_the_percentiles_of_both_runs_samples() {
         run.dir(),
     );
     assert_eq!(refused.exit_code(DEADLINE).await, 2, "{}", refused.output());
-    assert!(refused.stderr().contains("different scenarios"), "{}", refused.output());
+    assert!(
+        refused.stderr().contains("different scenarios"),
+        "{}",
+        refused.output()
+    );
     assert!(!run.path("never").exists());
 }

@@ -156,8 +156,14 @@ mod tests {
     fn one_case_per_threshold_and_failures_marked() {
         let r = fixture::sample();
         let x = junit(&[&r]);
-        assert!(x.contains(r#"<testsuites name="squall" tests="2" failures="1" skipped="0">"#), "{x}");
-        assert!(x.contains(r#"name="p95 &lt; 200ms" time="0"></testcase>"#), "{x}");
+        assert!(
+            x.contains(r#"<testsuites name="squall" tests="2" failures="1" skipped="0">"#),
+            "{x}"
+        );
+        assert!(
+            x.contains(r#"name="p95 &lt; 200ms" time="0"></testcase>"#),
+            "{x}"
+        );
         assert!(x.contains(r#"name="error_rate &lt; 0.1%" time="0"><failure message="actual 0.003763 (target 0.001, deviation +276.3%)" type="threshold">"#), "{x}");
     }
 
@@ -167,9 +173,16 @@ mod tests {
         r.scenario = "a\"b<c>\u{1b}".into();
         let mut base = fixture::sample();
         base.totals.latency_ms.p95 /= 2.0;
-        r.comparison = Some(crate::report::compare::compare(&base, &r, &Default::default()));
+        r.comparison = Some(crate::report::compare::compare(
+            &base,
+            &r,
+            &Default::default(),
+        ));
         let x = junit(&[&r]);
-        assert!(x.contains(r#"<testsuite name="squall.a&quot;b&lt;c&gt; ""#), "{x}");
+        assert!(
+            x.contains(r#"<testsuite name="squall.a&quot;b&lt;c&gt; ""#),
+            "{x}"
+        );
         assert!(x.contains(r#"name="TOTAL p95" time="0"><failure"#), "{x}");
         assert!(x.contains("&lt;script&gt;"), "{x}");
         // 2 thresholds + 6 metrics for the totals and for each of 4 endpoints.

@@ -114,7 +114,14 @@ fn write_md(out: &mut String, r: &Report) -> fmt::Result {
             .collect();
         table(
             out,
-            &["result", "level", "threshold", "target", "actual", "deviation"],
+            &[
+                "result",
+                "level",
+                "threshold",
+                "target",
+                "actual",
+                "deviation",
+            ],
             &rows,
         )?;
     }
@@ -217,7 +224,10 @@ mod tests {
     fn tables_have_one_cell_per_column_and_names_are_inert() {
         let s = summary_md(&fixture::sample());
         assert!(s.starts_with("## ❌ Squall run FAILED"), "{s}");
-        assert!(s.contains("| FAIL | critical | error\\_rate &lt; 0.1% | 0.001 | 0.003763 | +276.3% |"), "{s}");
+        assert!(
+            s.contains("| FAIL | critical | error\\_rate &lt; 0.1% | 0.001 | 0.003763 | +276.3% |"),
+            "{s}"
+        );
         assert!(s.contains("&lt;script&gt;"), "{s}");
         assert!(!s.contains("<script>"));
         let mut previous: Option<usize> = None;
@@ -236,9 +246,16 @@ mod tests {
         let mut r = fixture::sample();
         let mut base = fixture::sample();
         base.totals.latency_ms.p95 /= 2.0;
-        r.comparison = Some(crate::report::compare::compare(&base, &r, &Default::default()));
+        r.comparison = Some(crate::report::compare::compare(
+            &base,
+            &r,
+            &Default::default(),
+        ));
         let s = summary_md(&r);
         assert!(s.contains("### Comparison with baseline"), "{s}");
-        assert!(s.contains("| TOTAL | p95 ms | 15.4 | 30.8 | +100.0% | **REGRESSION** |"), "{s}");
+        assert!(
+            s.contains("| TOTAL | p95 ms | 15.4 | 30.8 | +100.0% | **REGRESSION** |"),
+            "{s}"
+        );
     }
 }

@@ -256,12 +256,12 @@ fn write_comparison(out: &mut String, c: &Comparison) -> fmt::Result {
     let r = &c.rules;
     writeln!(
         out,
-        "  rule: latency p50 +{}, p95 +{}, p99 +{}, mean +{}; req/s -{}; error rate +{} pt; not judged below {} ms or {} requests",
-        f::percent(r.p50),
-        f::percent(r.p95),
-        f::percent(r.p99),
-        f::percent(r.mean),
-        f::percent(r.rps),
+        "  rule: latency p50 +{}%, p95 +{}%, p99 +{}%, mean +{}%; req/s -{}%; error rate +{} pt; not judged below {} ms or {} requests",
+        f::number(r.p50 * 100.0),
+        f::number(r.p95 * 100.0),
+        f::number(r.p99 * 100.0),
+        f::number(r.mean * 100.0),
+        f::number(r.rps * 100.0),
         f::number(r.error_rate * 100.0),
         f::number(r.floor_ms),
         r.min_requests
@@ -636,7 +636,9 @@ mod tests {
             .find(|l| l.contains("error_rate < 0.1%"))
             .expect("threshold");
         assert!(
-            fail.trim_start().starts_with("FAIL") && fail.contains("0.003763") && fail.contains("+276.3%"),
+            fail.trim_start().starts_with("FAIL")
+                && fail.contains("0.003763")
+                && fail.contains("+276.3%"),
             "{fail}"
         );
     }
