@@ -224,6 +224,17 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
     }
 
     writeln!(out)?;
+    for (what, level_failed) in [("Failed", true), ("Warnings crossed", false)] {
+        let names: Vec<String> = r
+            .thresholds
+            .iter()
+            .filter(|t| !t.passed && t.fails_run() == level_failed)
+            .map(|t| format!("`{}`", clean(&t.expr)))
+            .collect();
+        if !names.is_empty() {
+            writeln!(out, "{what}: {}", names.join(", "))?;
+        }
+    }
     writeln!(
         out,
         "Result: {verdict} ({}{})",
