@@ -108,6 +108,28 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_carries_its_rule_and_a_bad_one_is_refused_with_its_key() {
+        let file = |rule: &str| {
+            format!(
+                "host: http://127.0.0.1:1\nscenarios:\n  s: {{ users: 1, duration: 1s, regression: \"{rule}\" }}\nuser_classes:\n  u: {{ tasks: [ {{ get: /a }} ] }}\n"
+            )
+        };
+        let spec = crate::scenario::Loaded::from_str("t.yaml", &file("p95=10%, rps=5%"))
+            .and_then(|l| l.resolve("s", &Default::default(), false))
+            .expect("valid");
+        assert_eq!((spec.regression.p95, spec.regression.rps), (0.1, 0.05));
+        assert_eq!(spec.regression.p99, 0.2);
+        let err = crate::scenario::Loaded::from_str("t.yaml", &file("p95=lots"))
+            .and_then(|l| l.resolve("s", &Default::default(), false))
+            .expect_err("bad rule")
+            .to_string();
+        assert!(
+            err.contains("scenarios.s.regression") && err.contains("p95=lots"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_rules_say_what_is_expected() {
         for bad in [
             "",

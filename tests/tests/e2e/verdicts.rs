@@ -423,3 +423,70 @@ async fn merged_reports_add_up_and_have_the_percentiles_of_both_runs_samples() {
     );
     assert!(!run.path("never").exists());
 }
+
+/// A target with a fixed capacity: at most 4 requests are served at once,
+/// each for 20 ms, so it saturates at 200 requests/s and further users only
+/// queue. Returns its URL; it stops with the test's runtime.
+async fn saturating_target() -> String {
+    use std::sync::Arc;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(4));
+    let app = axum::Router::new().route(
+        "/busy",
+        axum::routing::get(move || {
+            let permits = permits.clone();
+            async move {
+                let Ok(_permit) = permits.acquire().await else {
+                    return "closed";
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the saturating target");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturating_target_gets_the_knee_and_rising_latency_recommendations() {
+    let url = saturating_target().await;
+    // 4 more users every second up to 32: throughput stops near 200/s at
+    // about 10 users, and from there latency grows with the queue.
+    let run = TestRun::new(
+        "scenarios:\n  ramp: { stages: [ { duration: 8s, users: 32 }, { duration: 2s, users: 32 } ] }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { name: busy, get: /busy } ] }\n",
+    );
+    let mut c = run.local(1, &url);
+    assert_eq!(c.exit_code(DEADLINE).await, 0, "{}", c.output());
+    let report = run.report();
+    let recs = report["recommendations"]
+        .as_array()
+        .expect("recommendations");
+    let find = |kind: &str| {
+        recs.iter()
+            .find(|r| r["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {recs:?}\ntimeline: {}", report["timeline"]))
+    };
+    let knee = find("throughput_knee");
+    let at = knee["figures"]["users_at_knee"].as_f64().expect("users");
+    assert!((8.0..=20.0).contains(&at), "{knee}");
+    let peak = knee["figures"]["rps_peak"].as_f64().expect("peak");
+    assert!((150.0..=205.0).contains(&peak), "{knee}");
+    let rising = find("latency_rises_with_users");
+    assert!(
+        rising["figures"]["p95_ms_high"].as_f64().expect("high") > 60.0,
+        "{rising}"
+    );
+    let summary = read(&run.out.join("summary.txt"));
+    assert!(
+        summary.contains("Recommendations") && summary.contains("throughput stopped growing"),
+        "{summary}"
+    );
+    assert!(read(&run.out.join("report.html")).contains("<h2>Recommendations</h2>"));
+}

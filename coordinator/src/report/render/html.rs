@@ -486,7 +486,7 @@ fn write_comparison(out: &mut String, r: &Report) -> fmt::Result {
     let rules = &c.rules;
     writeln!(
         out,
-        "<p class=\"note\">Baseline run <code>{}</code> of {} ({}). {}. A regression is latency up more than {} (p95), throughput down more than {}, or the error rate up more than {} points; latencies under {} ms in both runs and endpoints with fewer than {} requests are not judged.</p>",
+        "<p class=\"note\">Baseline run <code>{}</code> of {} ({}). {}. A regression is latency up more than {}% (p95), throughput down more than {}%, or the error rate up more than {} percentage point(s); latencies under {} ms in both runs and endpoints with fewer than {} requests are not judged.</p>",
         esc(&c.baseline.run_id),
         esc(&c.baseline.started_at),
         esc(&c.baseline.scenario),
@@ -494,8 +494,8 @@ fn write_comparison(out: &mut String, r: &Report) -> fmt::Result {
             0 => "No regression".to_owned(),
             n => format!("<span class=\"bad\">{n} regression(s)</span>"),
         },
-        f::percent(rules.p95),
-        f::percent(rules.rps),
+        f::number(rules.p95 * 100.0),
+        f::number(rules.rps * 100.0),
         f::number(rules.error_rate * 100.0),
         f::number(rules.floor_ms),
         rules.min_requests

@@ -69,6 +69,18 @@ fn write_md(out: &mut String, r: &Report) -> fmt::Result {
     }
     writeln!(out, "{}", facts.join(" · "))?;
     writeln!(out)?;
+    for (what, level_failed) in [("Failed", true), ("Warnings crossed", false)] {
+        let names: Vec<String> = r
+            .thresholds
+            .iter()
+            .filter(|t| !t.passed && t.fails_run() == level_failed)
+            .map(|t| md(&t.expr))
+            .collect();
+        if !names.is_empty() {
+            writeln!(out, "**{what}:** {}", names.join("; "))?;
+            writeln!(out)?;
+        }
+    }
     let t = &r.totals;
     table(
         out,

@@ -233,6 +233,17 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
     }
 
     writeln!(out)?;
+    for (what, level_failed) in [("Failed", true), ("Warnings crossed", false)] {
+        let names: Vec<String> = r
+            .thresholds
+            .iter()
+            .filter(|t| !t.passed && t.fails_run() == level_failed)
+            .map(|t| format!("`{}`", clean(&t.expr)))
+            .collect();
+        if !names.is_empty() {
+            writeln!(out, "{what}: {}", names.join(", "))?;
+        }
+    }
     writeln!(
         out,
         "Result: {verdict} ({}{})",
@@ -265,12 +276,12 @@ fn write_comparison(out: &mut String, c: &Comparison) -> fmt::Result {
     let r = &c.rules;
     writeln!(
         out,
-        "  rule: latency p50 +{}, p95 +{}, p99 +{}, mean +{}; req/s -{}; error rate +{} pt; not judged below {} ms or {} requests",
-        f::percent(r.p50),
-        f::percent(r.p95),
-        f::percent(r.p99),
-        f::percent(r.mean),
-        f::percent(r.rps),
+        "  rule: latency p50 +{}%, p95 +{}%, p99 +{}%, mean +{}%; req/s -{}%; error rate +{} pt; not judged below {} ms or {} requests",
+        f::number(r.p50 * 100.0),
+        f::number(r.p95 * 100.0),
+        f::number(r.p99 * 100.0),
+        f::number(r.mean * 100.0),
+        f::number(r.rps * 100.0),
         f::number(r.error_rate * 100.0),
         f::number(r.floor_ms),
         r.min_requests
