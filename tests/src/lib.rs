@@ -1,6 +1,7 @@
 //! Shared helpers for Squall's cross-process tests: find the built binaries, start processes and a counting target, wait with deadlines.
 
 mod api_client;
+mod devtools;
 mod fake_worker;
 mod memory;
 mod netns;
@@ -14,6 +15,7 @@ mod target;
 mod wait;
 
 pub use api_client::{ApiClient, Reply};
+pub use devtools::Browser;
 pub use fake_worker::{FakeWorker, Reading};
 pub use memory::peak_rss_bytes;
 pub use netns::{NetHost, SealedHost};
