@@ -116,8 +116,26 @@ impl ApiClient {
         s.write_all(head.as_bytes()).await.expect("write head");
         // The server may answer (413) before reading a large body: a failed write is not the test's failure.
         let _ = s.write_all(body).await;
+        // To the end of the connection, or of Content-Length when the server keeps it open.
         let mut raw = Vec::new();
-        let _ = s.read_to_end(&mut raw).await;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length = head.lines().find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                });
+                if length.is_some_and(|len| raw.len() >= end + 4 + len) {
+                    break;
+                }
+            }
+        }
         let split = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

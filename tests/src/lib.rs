@@ -1,6 +1,7 @@
 //! Shared helpers for Squall's cross-process tests: find the built binaries, start processes and a counting target, wait with deadlines.
 
 mod api_client;
+mod devtools;
 mod docker;
 mod fake_worker;
 mod memory;
@@ -15,6 +16,7 @@ mod target;
 mod wait;
 
 pub use api_client::{ApiClient, Reply};
+pub use devtools::Browser;
 pub use docker::{Compose, TEST_IMAGE, build_image, docker_or_skip, exec, repo_root, run_ok};
 pub use fake_worker::{FakeWorker, Reading};
 pub use memory::peak_rss_bytes;

@@ -37,6 +37,42 @@ struct Args {
     /// The coordinator binary (default: next to this one).
     #[arg(long)]
     coordinator: Option<PathBuf>,
+    /// Measure `coordinator serve` instead of a headless run: the run is
+    /// started over REST, one client follows the live SSE stream (as an open
+    /// dashboard does) and `/metrics` is scraped every second.
+    #[arg(long)]
+    serve: bool,
+}
+
+/// One HTTP/1.1 request to serve's API (`Connection: close`); the status and body.
+async fn http(addr: &str, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
+}
+
+/// Follows the SSE stream like an open dashboard, reading and dropping every event.
+async fn follow_events(addr: String) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(&addr).await?;
+    s.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    while s.read(&mut buf).await? > 0 {}
+    Ok(())
 }
 
 fn cpu_ticks(pid: u32) -> Result<u64> {
@@ -79,6 +115,22 @@ fn snapshot(run_id: &str, seq: u64, endpoints: usize, requests: u64) -> Snapshot
         schedule_lag: Vec::new(),
         endpoints,
     }
+}
+
+/// `text` as a JSON string literal.
+fn serde_json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn wire(m: &WorkerMessage) -> Result<pb::WorkerMessage> {
@@ -158,30 +210,56 @@ async fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("squall-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let scenario = dir.join("fleet.yaml");
-    std::fs::write(
-        &scenario,
-        "host: http://127.0.0.1:9\nscenarios:\n  fleet: { users: 1, duration: 1h }\nuser_classes:\n  u: { tasks: [ { get: / } ] }\n",
-    )?;
+    // The scenario names the endpoints the simulated workers report, so their snapshots are merged, not refused.
+    let tasks: Vec<String> = (0..args.endpoints)
+        .map(|e| format!("{{ name: endpoint {e}, get: /e{e} }}"))
+        .collect();
+    let scenario_text = format!(
+        "host: http://127.0.0.1:9\nscenarios:\n  fleet: {{ users: 1, duration: 1h }}\nuser_classes:\n  u: {{ tasks: [ {} ] }}\n",
+        tasks.join(", ")
+    );
+    std::fs::write(&scenario, &scenario_text)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let bind = format!("127.0.0.1:{port}");
-    let mut child = tokio::process::Command::new(&coordinator)
-        .args([
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let data = dir.join("data");
+    let workers = args.workers.to_string();
+    let secs = format!("{}s", duration.as_secs());
+    let out = dir.join("out");
+    let command: Vec<&str> = if args.serve {
+        vec![
+            "serve",
+            "--bind",
+            &bind,
+            "--http",
+            &http_addr,
+            "--data",
+            data.to_str().context("utf8")?,
+        ]
+    } else {
+        vec![
             "-f",
             scenario.to_str().context("utf8")?,
             "--workers",
-            &args.workers.to_string(),
+            &workers,
             "--bind",
             &bind,
             "--duration",
-            &format!("{}s", duration.as_secs()),
+            &secs,
             "--headless",
             "--wait-timeout",
             "120s",
             "--out",
-            dir.join("out").to_str().context("utf8")?,
-        ])
+            out.to_str().context("utf8")?,
+        ]
+    };
+    let mut child = tokio::process::Command::new(&coordinator)
+        .args(&command)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -199,6 +277,43 @@ async fn main() -> Result<()> {
             }
         });
     }
+    let mut run_id = String::new();
+    if args.serve {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, body) = http(&http_addr, "GET", "/api/workers", "").await?;
+            if body.matches("\"id\"").count() >= args.workers {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the simulated workers did not all attach to serve within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let start = format!(
+            "{{\"file\": {}, \"duration\": \"{secs}\"}}",
+            serde_json_string(&scenario_text)
+        );
+        let (status, body) = http(&http_addr, "POST", "/api/runs", &start).await?;
+        if status != 202 {
+            bail!("serve refused the run: {status} {body}");
+        }
+        run_id = body
+            .split("\"run_id\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .context("run id")?
+            .to_owned();
+        tokio::spawn(follow_events(http_addr.clone()));
+        let scrape_addr = http_addr.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let _ = http(&scrape_addr, "GET", "/metrics", "").await;
+            }
+        });
+    }
     // Skip the attach storm and the first seconds, then measure a steady window.
     let warmup = Duration::from_secs(5).min(duration / 3);
     tokio::time::sleep(warmup + Duration::from_secs(2)).await;
@@ -210,11 +325,35 @@ async fn main() -> Result<()> {
     let (t_b, c_b) = (Instant::now(), cpu_ticks(pid)?);
     let hz = 100.0; // USER_HZ on Linux
     let cpu = (c_b - c_a) as f64 / hz / (t_b - t_a).as_secs_f64();
-    let status = tokio::time::timeout(duration + Duration::from_secs(60), child.wait()).await;
-    let report = std::fs::read_to_string(dir.join("out/report.json")).unwrap_or_default();
+    let (status, report) = if args.serve {
+        let path = format!("/api/runs/{run_id}");
+        let deadline = Instant::now() + duration + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let (_, body) = http(&http_addr, "GET", &path, "").await?;
+            if !body.contains("\"state\":\"running\"") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let report = std::fs::read_to_string(data.join("runs").join(&run_id).join("report.json"))
+            .unwrap_or_default();
+        let _ = child.kill().await;
+        (Ok(child.wait().await), report)
+    } else {
+        let status = tokio::time::timeout(duration + Duration::from_secs(60), child.wait()).await;
+        (
+            status,
+            std::fs::read_to_string(dir.join("out/report.json")).unwrap_or_default(),
+        )
+    };
     let merged = report.contains("\"requests\"");
     println!(
-        "{} workers x {} endpoints x {} requests/endpoint, 1 snapshot/s each: coordinator CPU {:.1}% of one core (steady {:.0}s window; attach took {:.1}s; run exit {:?}; report written: {merged})",
+        "{}{} workers x {} endpoints x {} requests/endpoint, 1 snapshot/s each: coordinator CPU {:.1}% of one core (steady {:.0}s window; attach took {:.1}s; run exit {:?}; report written: {merged})",
+        if args.serve {
+            "serve (SSE client, /metrics every 1 s): "
+        } else {
+            "headless: "
+        },
         args.workers,
         args.endpoints,
         args.requests,

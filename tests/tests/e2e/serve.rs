@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use squall_tests::{
-    ApiClient, CountingTarget, Proc, ReservedPort, Served, TestRun, coordinator, eventually,
-    require_tool, worker, write_file,
+    ApiClient, Browser, CountingTarget, Proc, ReservedPort, Served, TestRun, coordinator,
+    eventually, require_tool, worker, write_file,
 };
 
 const PLAN: &str = r#"host: http://127.0.0.1:1
@@ -365,118 +365,115 @@ async fn serve_refuses_an_exposed_http_port_without_a_token() {
     assert!(!tmp.path().join("d").exists(), "nothing should be created");
 }
 
-/// The dashboard in real headless Chromium during a run: the live numbers and the charts are
-/// filled from the SSE stream, with no script errors; a screenshot is kept under target/.
+/// The dashboard in real headless Chromium (driven over the DevTools protocol): the page starts
+/// a run through its form, the live numbers and the charts follow the SSE stream, the Stop
+/// button stops it, the run history links its report, and the page logs no error of any kind.
+/// A screenshot is kept as target/ci/test-artefacts/serve-dashboard.png.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_the_live_run_in_chromium() {
-    let chromium = require_tool("chromium", "chromium");
+async fn the_dashboard_starts_and_shows_a_run_in_chromium() {
     let target = CountingTarget::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let serve = Served::start(tmp.path(), &data, "127.0.0.1:0", Some(TOKEN), &[]).await;
     let _workers = workers(1, &serve.master, tmp.path());
     serve.wait_for_workers(1).await;
-    let plan = PLAN.replace("duration: 5s", "duration: 30s");
-    let started = serve
-        .api
-        .post_json(
-            "/api/runs",
-            &json!({"file": plan, "scenario": "steady", "host": target.url()}),
-        )
-        .await;
-    assert_eq!(started.status, 202, "{}", started.text());
-    let id = started.json()["run_id"].as_str().expect("id").to_owned();
-    let api = &serve.api;
-    eventually(Duration::from_secs(30), "two seconds of live data", || {
-        let path = format!("/api/runs/{id}");
-        async move {
-            let s = api.get(&path).await.json();
-            (s["live"]["t"].as_u64().unwrap_or(0) >= 1).then_some(())
-        }
-    })
-    .await;
     // The token travels in the fragment (never sent to the server in a URL).
-    let url = format!("http://{}/#token={TOKEN}", serve.http);
+    let mut page =
+        Browser::open(&format!("http://{}/#token={TOKEN}", serve.http), tmp.path()).await;
+    let ready = "document.readyState === 'complete' && document.getElementById('conn').textContent === 'live' && document.querySelector('#workers tbody').textContent.includes('w1')";
+    let mut loaded = false;
+    for _ in 0..100 {
+        if page.eval(ready).await == true {
+            loaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(loaded, "the dashboard did not connect: {:?}", page.errors);
+    let plan = serde_json::to_string(&PLAN.replace("duration: 5s", "duration: 60s")).expect("JSON");
+    let host = serde_json::to_string(&target.url()).expect("JSON");
+    page.eval(&format!(
+        "const f = document.getElementById('start'); f.elements.scenario.value = 'steady'; f.elements.host.value = {host}; f.elements.file.value = {plan}; document.getElementById('start-button').click(); true"
+    ))
+    .await;
+    let state = "JSON.stringify({ id: document.getElementById('run-id').textContent, phase: document.getElementById('phase').textContent, rps: Number(document.getElementById('rps').textContent), requests: Number(document.getElementById('requests').textContent), users: document.getElementById('users').textContent, points: (document.querySelector('#chart-rps polyline')?.getAttribute('points') || '').split(' ').filter(Boolean).length, endpoint: document.querySelector('#endpoints tbody').textContent, message: document.getElementById('message').textContent, scriptErrors: document.getElementById('script-errors').textContent })";
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..300 {
+        let v: serde_json::Value =
+            serde_json::from_str(page.eval(state).await.as_str().unwrap_or("{}"))
+                .expect("state JSON");
+        let live = v["phase"] == "running"
+            && v["rps"].as_f64().unwrap_or(0.0) > 0.0
+            && v["points"].as_u64().unwrap_or(0) >= 3;
+        seen = v;
+        if live {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen["phase"], "running", "{seen} {:?}", page.errors);
+    assert!(
+        seen["points"].as_u64().unwrap_or(0) >= 3,
+        "the chart did not update: {seen}"
+    );
+    assert!(seen["requests"].as_u64().unwrap_or(0) > 0, "{seen}");
+    assert_eq!(seen["users"], "4", "{seen}");
+    assert!(
+        seen["endpoint"].as_str().unwrap_or("").contains("ok"),
+        "{seen}"
+    );
+    let id = seen["id"].as_str().expect("run id").to_owned();
+    let status = serve.api.get(&format!("/api/runs/{id}")).await.json();
+    assert_eq!(
+        status["state"], "running",
+        "the page's run is the server's: {status}"
+    );
+
     let artefacts = squall_tests::bin("coordinator")
         .parent()
         .expect("target dir")
         .join("test-artefacts");
     std::fs::create_dir_all(&artefacts).expect("artefacts dir");
     let shot = artefacts.join("serve-dashboard.png");
-    let chrome = |extra: Vec<String>| {
-        let chromium = chromium.clone();
-        let profile = tmp.path().join("chrome-profile");
-        async move {
-            let mut args = vec![
-                "--headless".to_owned(),
-                "--no-sandbox".to_owned(),
-                "--disable-gpu".to_owned(),
-                "--disable-dev-shm-usage".to_owned(),
-                "--no-first-run".to_owned(),
-                format!("--user-data-dir={}", profile.display()),
-                "--virtual-time-budget=4000".to_owned(),
-                "--window-size=1280,1500".to_owned(),
-            ];
-            args.extend(extra);
-            let out = tokio::time::timeout(
-                Duration::from_secs(90),
-                tokio::process::Command::new(chromium)
-                    .args(&args)
-                    .kill_on_drop(true)
-                    .output(),
-            )
-            .await
-            .expect("chromium finished within 90 s")
-            .expect("chromium ran");
-            assert!(
-                out.status.success(),
-                "chromium: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out
-        }
-    };
-    let dom = String::from_utf8_lossy(&chrome(vec!["--dump-dom".into(), url.clone()]).await.stdout)
-        .into_owned();
-    let field = |id: &str| -> String {
-        let start = format!("id=\"{id}\">");
-        dom.split_once(&start)
-            .and_then(|(_, rest)| rest.split_once('<'))
-            .map(|(v, _)| v.to_owned())
-            .unwrap_or_else(|| panic!("no #{id} in the DOM:\n{dom}"))
-    };
-    assert_eq!(field("run-id"), id, "{dom}");
-    assert_eq!(field("phase"), "running");
-    assert!(
-        field("rps").parse::<f64>().is_ok_and(|v| v > 0.0),
-        "rps {}",
-        field("rps")
-    );
-    assert!(
-        field("requests").parse::<u64>().is_ok_and(|v| v > 0),
-        "requests {}",
-        field("requests")
-    );
-    assert_eq!(field("users"), "4");
-    assert!(dom.contains("<polyline"), "no chart lines:\n{dom}");
-    assert!(dom.contains("<td>ok</td>"), "no endpoint row:\n{dom}");
-    assert!(dom.contains("<td>w1</td>"), "no worker row:\n{dom}");
-    assert!(
-        dom.contains("<pre id=\"script-errors\" hidden=\"\"></pre>"),
-        "script errors:\n{dom}"
-    );
-    chrome(vec![format!("--screenshot={}", shot.display()), url]).await;
+    page.screenshot(&shot).await;
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
         "no screenshot"
     );
     eprintln!("dashboard screenshot: {}", shot.display());
-    let _ = api
-        .post(&format!("/api/runs/{id}/stop"), "application/json", b"")
+
+    page.eval("document.getElementById('stop-button').click(); true")
         .await;
-    serve
+    let done = serve
         .wait_until_finished(&id, Duration::from_secs(60))
         .await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["partial"], true, "stopped from the page: {done}");
+    let mut linked = false;
+    for _ in 0..150 {
+        let links = page
+            .eval("Array.from(document.querySelectorAll('#runs a')).map(a => a.getAttribute('href')).join(' ')")
+            .await;
+        if links
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("/api/runs/{id}/report.html"))
+        {
+            linked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(linked, "the run history does not link the report");
+    let script_errors = page
+        .eval("document.getElementById('script-errors').textContent")
+        .await;
+    assert_eq!(script_errors, "", "script errors in the page");
+    assert!(
+        page.errors.is_empty(),
+        "the page logged errors: {:#?}",
+        page.errors
+    );
 }
 
 /// A one-shot run serves `/metrics` on `--metrics-bind` while it goes on, behind the token.
