@@ -27,7 +27,9 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
     let mut endpoints = Vec::new();
     for (key, sum) in agg.endpoints() {
         let s = sum.to_stats();
-        all.merge(&s)?;
+        if key.method != squall_common::scenario::FLOW_METHOD {
+            all.merge(&s)?;
+        }
         endpoints.push(endpoint(&key.name, &key.method, &s, duration_s)?);
     }
     let intervals = agg.intervals();

@@ -10,11 +10,14 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use squall_common::check::Observed;
 use squall_common::scenario::Wait;
 use squall_common::template::Vars;
 use tokio::sync::{Notify, watch};
 
-use super::prepared::{PreparedRequest, PreparedRun};
+use super::prepared::{
+    Capture, PreparedClass, PreparedFlow, PreparedRequest, PreparedRun, PreparedTask, Until,
+};
 use super::recorder::SharedRecorder;
 use crate::http::connection::{self, Body, Connection, ReadBuffer};
 use crate::http::{ErrorKind, Outcome};
@@ -103,6 +106,8 @@ struct UserState {
     conn: Option<Connection>,
     captured: HashMap<String, String>,
     rng: SmallRng,
+    /// The `sequence()` counter.
+    sequence: Cell<u64>,
     /// Rendered template parts and the request they make; both stay
     /// unallocated for a scenario without templates.
     scratch: String,
@@ -163,6 +168,7 @@ fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
         conn: None,
         captured: HashMap::new(),
         rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        sequence: Cell::new(0),
         scratch: String::new(),
         wire: Vec::new(),
     }
@@ -183,12 +189,13 @@ pub async fn run_user(
     };
     let mut stop = ctx.stop.clone();
     let mut user = new_user(&ctx, user_id);
+    set_vars(&ctx, &mut user, class);
     let ended = |stop: &watch::Receiver<bool>| *stop.borrow() || ctl.retired.get();
     for req in &class.on_start {
         if ended(&stop) {
             return;
         }
-        execute(&ctx, &mut user, req, None).await;
+        execute(&ctx, &mut user, req, None, None).await;
     }
     let per_user = ctx.run.spec.iterations_per_user.unwrap_or(u64::MAX);
     let pacing = match class.wait {
@@ -203,8 +210,10 @@ pub async fn run_user(
         if ended(&stop) || !ctx.take_iteration() {
             return;
         }
-        let req = class.pick(&mut user.rng);
-        execute(&ctx, &mut user, req, pacing.map(|_| due)).await;
+        let task = class.pick(&mut user.rng);
+        if run_task(&ctx, &mut user, task, pacing.map(|_| due), &mut stop).await {
+            return;
+        }
         done += 1;
         let pause_until = match (class.wait, pacing) {
             (_, Some(p)) => {
@@ -252,11 +261,12 @@ pub async fn run_open_user(
     };
     let mut stop = ctx.stop.clone();
     let mut user = new_user(&ctx, user_id);
+    set_vars(&ctx, &mut user, class);
     for req in &class.on_start {
         if *stop.borrow() {
             return;
         }
-        execute(&ctx, &mut user, req, None).await;
+        execute(&ctx, &mut user, req, None, None).await;
     }
     let slot = Rc::new(OpenSlot::default());
     let mut intended = first;
@@ -266,8 +276,10 @@ pub async fn run_open_user(
         if *stop.borrow() {
             return;
         }
-        let req = class.pick(&mut user.rng);
-        execute(&ctx, &mut user, req, Some(intended)).await;
+        let task = class.pick(&mut user.rng);
+        if run_task(&ctx, &mut user, task, Some(intended), &mut stop).await {
+            return;
+        }
         done += 1;
         if done >= per_user || closed.get() {
             return;
@@ -289,15 +301,150 @@ pub async fn run_open_user(
     }
 }
 
+/// Sets the class's `vars:` for a new user, in order.
+fn set_vars(ctx: &ThreadCtx, user: &mut UserState, class: &PreparedClass) {
+    for (name, t) in &class.vars {
+        let mut out = String::new();
+        let vars = Vars {
+            user_id: user.user_id,
+            worker_index: ctx.worker_index,
+            captured: &user.captured,
+            sequence: Some(&user.sequence),
+        };
+        // Validated at load time; a var that still cannot render is left unset,
+        // and the requests using it fail visibly as `template`.
+        if t.render(&vars, &mut user.rng, &mut out).is_ok() {
+            user.captured.insert(name.clone(), out);
+        }
+    }
+}
+
+/// Runs one iteration's task; true when the run stopped during it.
+async fn run_task(
+    ctx: &ThreadCtx,
+    user: &mut UserState,
+    task: &PreparedTask,
+    intended: Option<Instant>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    match task {
+        PreparedTask::Request(req) => {
+            execute(ctx, user, req, intended, None).await;
+            false
+        }
+        PreparedTask::Flow(flow) => run_flow(ctx, user, flow, intended, stop).await,
+    }
+}
+
+/// Sleeps until `t` unless the run stops first (then true).
+async fn pause(t: Instant, stop: &mut watch::Receiver<bool>) -> bool {
+    if t <= Instant::now() {
+        return *stop.borrow();
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(t.into()) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+/// Runs a flow's steps in order and records the flow's own row (its whole
+/// duration, failed with the first failing step's kind); true when the run
+/// stopped during it, in which case the row is recorded as `interrupted`.
+async fn run_flow(
+    ctx: &ThreadCtx,
+    user: &mut UserState,
+    flow: &PreparedFlow,
+    intended: Option<Instant>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let start = Instant::now();
+    let since = intended.filter(|i| *i < start).unwrap_or(start);
+    if intended.is_some() {
+        ctx.recorder.borrow_mut().record_lag(micros(start - since));
+    }
+    let mut error = None;
+    let mut stopped = false;
+    'steps: for step in &flow.steps {
+        if let Some(req) = &step.request {
+            let failed = match &step.poll {
+                None => execute(ctx, user, req, None, None).await.0,
+                Some(poll) => {
+                    let mut attempt = 1;
+                    loop {
+                        let last = attempt >= poll.max;
+                        let (kind, met) =
+                            execute(ctx, user, req, None, Some((&poll.until, last))).await;
+                        if met {
+                            break None;
+                        }
+                        if last {
+                            break Some(kind.unwrap_or(ErrorKind::PollLimit));
+                        }
+                        attempt += 1;
+                        if pause(Instant::now() + poll.every, stop).await {
+                            stopped = true;
+                            break 'steps;
+                        }
+                    }
+                }
+            };
+            if let Some(kind) = failed {
+                error.get_or_insert(kind);
+                if !flow.continue_on_failure {
+                    break;
+                }
+            }
+        }
+        if *stop.borrow() {
+            stopped = true;
+            break;
+        }
+        if let Some(w) = step.think {
+            let until = match w {
+                Wait::Constant(d) | Wait::Pacing(d) => Instant::now() + d,
+                Wait::Between(lo, hi) => {
+                    let span = micros(hi.saturating_sub(lo));
+                    let jitter = rand::Rng::random_range(&mut user.rng, 0..=span);
+                    Instant::now() + lo + Duration::from_micros(jitter)
+                }
+            };
+            if pause(until, stop).await {
+                stopped = true;
+                break;
+            }
+        }
+    }
+    if stopped {
+        error = Some(ErrorKind::Interrupted);
+    }
+    let end = Instant::now();
+    ctx.recorder.borrow_mut().record(
+        flow.endpoint,
+        &Outcome {
+            status: None,
+            error,
+            latency_us: micros(end - since),
+            service_us: micros(end - start),
+            ttfb_us: None,
+            bytes: 0,
+        },
+    );
+    stopped
+}
+
 /// Sends one request and records its outcome exactly once.
 /// `intended` is when the request was due (open model, pacing): latency is
-/// measured from it, service time from the actual send.
+/// measured from it, service time from the actual send. `until` is a poll's
+/// stop condition (and whether this is its last attempt, which then fails
+/// as `poll_limit` when the condition does not hold). Returns the error kind,
+/// if the request failed, and whether `until` held.
 async fn execute(
     ctx: &ThreadCtx,
     user: &mut UserState,
     req: &PreparedRequest,
     intended: Option<Instant>,
-) {
+    until: Option<(&Until, bool)>,
+) -> (Option<ErrorKind>, bool) {
     let start = Instant::now();
     let since = intended.filter(|i| *i < start).unwrap_or(start);
     if intended.is_some() {
@@ -313,12 +460,16 @@ async fn execute(
         user_id: user.user_id,
         worker_index: ctx.worker_index,
         captured: &user.captured,
+        sequence: Some(&user.sequence),
     };
     let encoded = ctx
         .run
         .encode(req, &vars, &mut user.rng, &mut user.scratch, &mut user.wire);
-    let want_body = !req.captures.is_empty();
+    let until_checks = until.map(|(u, _)| &u.checks);
+    let want_body = req.needs_body || until_checks.is_some_and(|c| c.needs_body());
+    let keep_headers = req.keep_headers || until_checks.is_some_and(|c| c.needs_headers());
     let mut body = want_body.then(Vec::new);
+    let mut headers = Vec::new();
     let outcome = match encoded {
         Err(_) => failure(ErrorKind::Template, since, start),
         Ok(request) => {
@@ -336,6 +487,7 @@ async fn execute(
                         buf,
                         limit: ctx.run.spec.max_capture_body,
                     }),
+                    keep_headers,
                 ),
             )
             .await;
@@ -347,6 +499,7 @@ async fn execute(
                 Ok(Err(kind)) => failure(kind, since, start),
                 Ok(Ok(resp)) => {
                     let error = (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status);
+                    headers = resp.headers;
                     // One clock reading serves both latency and service time.
                     let end = Instant::now();
                     Outcome {
@@ -363,23 +516,63 @@ async fn execute(
     };
     guard.armed = false;
     let mut outcome = outcome;
-    // `body` is there only when the request captures from it.
-    if let Some(body) = body.filter(|_| outcome.error.is_none())
-        && !capture(req, &body, &mut user.captured)
-    {
-        outcome.error = Some(ErrorKind::Check);
+    let mut met = false;
+    if let Some(status) = outcome.status {
+        // The body is parsed once, for checks, captures and the poll condition.
+        let body = body.as_deref().unwrap_or_default();
+        let needs_json = req.needs_json || until_checks.is_some_and(|c| c.needs_json());
+        let json = needs_json
+            .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .flatten();
+        let observed = Observed {
+            headers: &headers,
+            body,
+            json: json.as_ref(),
+            latency_us: outcome.latency_us,
+        };
+        if outcome.error.is_none()
+            && (!req.checks.passes(&observed) || !capture(req, &observed, &mut user.captured))
+        {
+            outcome.error = Some(ErrorKind::Check);
+        }
+        if let Some((u, last)) = until {
+            met = u.spec.status_ok(status) && u.checks.passes(&observed);
+            if !met && last && outcome.error.is_none() {
+                outcome.error = Some(ErrorKind::PollLimit);
+            }
+        }
     }
     ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
+    (outcome.error, met)
 }
 
-/// Stores the request's captures from a JSON body; false when one is missing.
-fn capture(req: &PreparedRequest, body: &[u8], into: &mut HashMap<String, String>) -> bool {
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
+/// Stores the request's captures; false when one finds nothing.
+fn capture(req: &PreparedRequest, o: &Observed<'_>, into: &mut HashMap<String, String>) -> bool {
     let mut all = true;
-    for (var, path) in &req.captures {
-        match path.extract(&json) {
+    for (var, c) in &req.captures {
+        let value = match c {
+            Capture::Json(path) => o.json.and_then(|j| path.extract(j)),
+            Capture::Header(name) => o
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            Capture::Regex(re) => {
+                let text = String::from_utf8_lossy(o.body);
+                re.captures(&text)
+                    .and_then(|m| m.get(1).or_else(|| m.get(0)).map(|g| g.as_str().to_owned()))
+            }
+            Capture::Cookie(name) => o
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+                .find_map(|(_, v)| {
+                    let pair = v.split(';').next()?;
+                    let (n, value) = pair.split_once('=')?;
+                    (n.trim() == name).then(|| value.trim().to_owned())
+                }),
+        };
+        match value {
             Some(v) => {
                 into.insert(var.clone(), v);
             }

@@ -71,6 +71,9 @@ pub struct ResponseReader {
     pub keep_alive: bool,
     /// Body bytes after transfer decoding.
     pub body_bytes: u64,
+    /// The final head's header fields, kept only when asked for (checks,
+    /// header captures, cookies): a plain request copies none.
+    pub headers: Option<Vec<(String, String)>>,
 }
 
 impl ResponseReader {
@@ -85,7 +88,13 @@ impl ResponseReader {
             status: 0,
             keep_alive: true,
             body_bytes: 0,
+            headers: None,
         }
+    }
+
+    /// Keeps the final head's header fields in [`ResponseReader::headers`].
+    pub fn keep_headers(&mut self) {
+        self.headers = Some(Vec::new());
     }
 
     /// Consumes `input`. `pending` keeps a head split across reads; `body`,
@@ -188,6 +197,15 @@ impl ResponseReader {
                 return Err(ParseError::Malformed);
             }
             return Ok(Some(n));
+        }
+        if let Some(kept) = &mut self.headers {
+            kept.clear();
+            kept.extend(res.headers.iter().map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            }));
         }
         let http10 = res.version == Some(0);
         let mut length: Option<u64> = None;
