@@ -271,6 +271,7 @@ impl ScenarioFile {
                 message.truncate(idx);
             }
             message.push_str(&unknown_name_hint(&message));
+            let message = untagged_hint(message);
             ScenarioError::Syntax {
                 file: file.to_owned(),
                 line,
@@ -279,6 +280,39 @@ impl ScenarioFile {
             }
         })
     }
+}
+
+/// Says what an untagged value (a capture, a status, a think time) may be,
+/// instead of serde's "data did not match any variant".
+fn untagged_hint(message: String) -> String {
+    const WHAT: [(&str, &str); 5] = [
+        (
+            "CaptureSpec",
+            "expected a JSON path such as `$.id`, or one of `{ json: PATH }`, `{ header: NAME }`, `{ regex: PATTERN }`, `{ cookie: NAME }`",
+        ),
+        (
+            "StatusSet",
+            "expected a status such as `200`, `2xx` or `200-299`, or a list of them",
+        ),
+        ("OneOrMany", "expected a string or a list of strings"),
+        (
+            "ThinkDef",
+            "expected a duration such as `1s`, or `{ constant: 1s }`, `{ between: [1s, 3s] }`",
+        ),
+        (
+            "StatusItem",
+            "expected a status such as `200`, `2xx` or `200-299`",
+        ),
+    ];
+    for (name, what) in WHAT {
+        if message.contains(&format!(
+            "did not match any variant of untagged enum {name}"
+        )) {
+            let lead = message.split("data did not match").next().unwrap_or("");
+            return format!("{lead}{what}");
+        }
+    }
+    message
 }
 
 /// "Did you mean" for serde's `unknown field `X`, expected one of `a`, `b``

@@ -693,11 +693,12 @@ impl Loaded {
             Some(StatusSet::Many(v)) => v.clone(),
         };
         for item in items {
-            let range = match item {
-                StatusItem::Code(c) => crate::check::status_range(&c.to_string()),
-                StatusItem::Text(t) => crate::check::status_range(&t),
-            }
-            .map_err(|m| self.invalid(format!("{at}.status"), m))?;
+            let text = match item {
+                StatusItem::Code(c) => c.to_string(),
+                StatusItem::Text(t) => t,
+            };
+            let range = crate::check::status_range(&text)
+                .map_err(|m| self.located(format!("{at}.status"), &text, m))?;
             status.push(range);
         }
         let cond = |path: String, v: &serde_json::Value| -> Result<Cond, ScenarioError> {
@@ -802,7 +803,8 @@ impl Loaded {
                 "give exactly one of get, post, put, patch, delete, head, options",
             ));
         }
-        if !path.starts_with('/') {
+        // A path that is all template (a captured `Location`) is checked when rendered.
+        if !path.starts_with('/') && !path.starts_with("{{") {
             return Err(self.located(
                 at,
                 path,

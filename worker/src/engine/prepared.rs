@@ -261,7 +261,7 @@ fn write_request<R: Rng>(
             scratch.clear();
             scratch.push_str(base_path);
             t.render(vars, rng, scratch)?;
-            if !valid_target(scratch) {
+            if !valid_target(scratch) || !scratch[base_path.len()..].starts_with('/') {
                 return Err(RenderError::Invalid(format!(
                     "valid path (got `{scratch}`)"
                 )));
