@@ -48,6 +48,9 @@ pub struct Defaults {
     /// The most of a response body kept for `capture:` (16MiB when absent).
     #[serde(default)]
     pub max_capture_body: Option<ByteSize>,
+    /// A cookie jar per user, like a browser session (on when absent).
+    #[serde(default)]
+    pub cookies: Option<bool>,
 }
 
 /// One named scenario: a load shape plus its thresholds.
@@ -165,6 +168,9 @@ pub struct RequestDef {
     /// Flow steps: a pause after the step (`1s`, `{ constant: 1s }`, `{ between: [1s, 3s] }`).
     #[serde(default)]
     pub think: Option<ThinkDef>,
+    /// This request's timeout, instead of `defaults.timeout`.
+    #[serde(default, with = "duration::human_opt")]
+    pub timeout: Option<Duration>,
 }
 
 /// `poll: { every: 500ms, max: 20, until: { json: { "$.status": done } } }`.

@@ -261,6 +261,7 @@ impl Loaded {
             host,
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
             graceful_stop: sc.graceful_stop.unwrap_or(Duration::from_secs(10)),
+            cookies: self.def.defaults.cookies.unwrap_or(true),
             max_capture_body: self
                 .def
                 .defaults
@@ -911,6 +912,12 @@ impl Loaded {
             body,
             expect_status,
             expect,
+            timeout: match r.timeout {
+                Some(d) if d.is_zero() => {
+                    return Err(self.invalid(format!("{at}.timeout"), "must be above 0"));
+                }
+                t => t,
+            },
             capture: r.capture.clone().into_iter().collect(),
         })
     }

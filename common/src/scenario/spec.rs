@@ -29,6 +29,9 @@ pub struct RunSpec {
     /// of such a response fails it as `body_too_large`.
     #[serde(default = "default_max_capture_body")]
     pub max_capture_body: u64,
+    /// A cookie jar per user: `Set-Cookie` answers are sent back as `Cookie`.
+    #[serde(default = "yes")]
+    pub cookies: bool,
     pub load: LoadModel,
     pub classes: Vec<UserClass>,
     /// Checked against the final report; each serialises as its text.
@@ -40,6 +43,10 @@ pub struct RunSpec {
     /// Checked against every second's figures: the first that holds stops the run.
     #[serde(default)]
     pub stop_when: Vec<Threshold>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_max_capture_body() -> u64 {
@@ -312,6 +319,9 @@ pub struct RequestSpec {
     /// Every check of `expect:` (statuses and ranges, headers, body, JSON, latency).
     #[serde(default)]
     pub expect: ExpectSpec,
+    /// This request's own timeout (the run's `timeout` when absent).
+    #[serde(default, with = "duration::human_opt")]
+    pub timeout: Option<Duration>,
     pub capture: Vec<(String, CaptureSpec)>,
 }
 

@@ -273,3 +273,50 @@ user_classes:
     assert_eq!(count(&report["totals"]["requests"]), demo.served().await);
     assert_eq!(endpoint(&report, "cookie login")["requests"], 2);
 }
+
+/// A session cookie set by a login goes back on the user's next requests,
+/// unless the jar is turned off; a request's own timeout wins over the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_jar_keeps_a_session_and_a_request_timeout_applies() {
+    let demo = Demo::start().await;
+    let scenario = |defaults: &str| {
+        format!(
+            r#"
+defaults: {{ timeout: 5s{defaults} }}
+scenarios:
+  s: {{ users: 2, duration: 30s, iterations: 6 }}
+user_classes:
+  u:
+    on_start:
+      - {{ name: cookie login, post: /api/session/login, json: {{ username: u, password: p }} }}
+    tasks:
+      - {{ name: me, get: /api/session/me }}
+      - {{ name: slow, get: /api/delay/300, timeout: 50ms }}
+"#
+        )
+    };
+    for (defaults, me_ok) in [("", true), (", cookies: false", false)] {
+        let run = TestRun::new(&scenario(defaults));
+        let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+        assert_eq!(
+            c.exit_code(Duration::from_secs(60)).await,
+            0,
+            "{}",
+            c.output()
+        );
+        let report = run.report();
+        let me = endpoint(&report, "me");
+        if me_ok {
+            assert_eq!(me["failures"], 0, "{me}");
+        } else {
+            assert_eq!(me["failures"], me["requests"], "{me}");
+            assert_eq!(count(&me["status"]["401"]), count(&me["requests"]), "{me}");
+        }
+        let slow = endpoint(&report, "slow");
+        assert_eq!(slow["errors"]["timeout"], slow["requests"], "{slow}");
+        assert!(
+            count(&slow["requests"]) + count(&me["requests"]) == 6,
+            "{report}"
+        );
+    }
+}

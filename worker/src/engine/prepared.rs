@@ -35,9 +35,10 @@ pub struct PreparedRequest {
     /// Name, value, and whether an undefined variable drops the header instead of failing.
     headers: Vec<(HeaderName, Part, bool)>,
     body: Option<Part>,
-    /// Whether the scenario sets Host or Content-Length itself.
+    /// Whether the scenario sets Host, Content-Length or Cookie itself.
     own_host: bool,
     own_length: bool,
+    own_cookie: bool,
     /// HEAD responses carry no body whatever their headers say.
     pub head_only: bool,
     pub spec: RequestSpec,
@@ -226,6 +227,8 @@ impl PreparedRun {
 
     /// The request's bytes for one send: the pre-encoded ones when static,
     /// otherwise rendered into `out` (`scratch` holds each rendered part).
+    /// `cookie` is the user's cookie jar as a `Cookie` value (empty when
+    /// it holds none): added unless the request sets its own `Cookie`.
     pub fn encode<'a, R: Rng>(
         &self,
         req: &'a PreparedRequest,
@@ -233,11 +236,27 @@ impl PreparedRun {
         rng: &mut R,
         scratch: &mut String,
         out: &'a mut Vec<u8>,
+        cookie: &str,
     ) -> Result<&'a [u8], RenderError> {
-        if let Some(wire) = &req.wire {
-            return Ok(wire);
+        let with_cookie = !cookie.is_empty() && !req.own_cookie;
+        match &req.wire {
+            Some(wire) if !with_cookie => return Ok(wire),
+            Some(wire) => {
+                out.clear();
+                out.extend_from_slice(wire);
+            }
+            None => write_request(req, &self.host, &self.base_path, vars, rng, scratch, out)?,
         }
-        write_request(req, &self.host, &self.base_path, vars, rng, scratch, out)?;
+        if with_cookie {
+            // After the request line: the head's end is the first blank line.
+            let line_end = out
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(out.len(), |i| i + 2);
+            let mut field = Vec::with_capacity(cookie.len() + 10);
+            header(&mut field, "cookie", cookie);
+            out.splice(line_end..line_end, field);
+        }
         Ok(out)
     }
 }
@@ -414,6 +433,7 @@ fn prepare(
     let own = |h: HeaderName| headers.iter().any(|(n, _, _)| *n == h);
     let own_host = own(http::header::HOST);
     let own_length = own(http::header::CONTENT_LENGTH);
+    let own_cookie = own(http::header::COOKIE);
     let mut req = PreparedRequest {
         endpoint,
         wire: None,
@@ -424,6 +444,7 @@ fn prepare(
         body,
         own_host,
         own_length,
+        own_cookie,
         spec: r.clone(),
         captures,
         checks,
@@ -546,6 +567,7 @@ mod tests {
             &mut SmallRng::seed_from_u64(1),
             &mut String::new(),
             &mut out,
+            "",
         )?;
         Ok(String::from_utf8(bytes.to_vec()).expect("ascii"))
     }

@@ -19,7 +19,7 @@ use super::prepared::{
     Capture, PreparedClass, PreparedFlow, PreparedRequest, PreparedRun, PreparedTask, Until,
 };
 use super::recorder::SharedRecorder;
-use crate::http::connection::{self, Body, Connection, ReadBuffer};
+use crate::http::connection::{self, Body, Connection, Keep, ReadBuffer};
 use crate::http::{ErrorKind, Outcome};
 
 /// What every user on one engine thread shares.
@@ -108,6 +108,10 @@ struct UserState {
     rng: SmallRng,
     /// The `sequence()` counter.
     sequence: Cell<u64>,
+    /// The cookie jar (name, value) and the `Cookie` value it makes; both
+    /// empty (and unallocated) until a response sets a cookie.
+    jar: Vec<(String, String)>,
+    cookie_line: String,
     /// Rendered template parts and the request they make; both stay
     /// unallocated for a scenario without templates.
     scratch: String,
@@ -169,6 +173,8 @@ fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
         captured: HashMap::new(),
         rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         sequence: Cell::new(0),
+        jar: Vec::new(),
+        cookie_line: String::new(),
         scratch: String::new(),
         wire: Vec::new(),
     }
@@ -464,9 +470,14 @@ async fn execute(
         captured: &user.captured,
         sequence: Some(&user.sequence),
     };
-    let encoded = ctx
-        .run
-        .encode(req, &vars, &mut user.rng, &mut user.scratch, &mut user.wire);
+    let encoded = ctx.run.encode(
+        req,
+        &vars,
+        &mut user.rng,
+        &mut user.scratch,
+        &mut user.wire,
+        &user.cookie_line,
+    );
     let until_checks = until.map(|(u, _)| &u.checks);
     let want_body = req.needs_body || until_checks.is_some_and(|c| c.needs_body());
     let keep_headers = req.keep_headers || until_checks.is_some_and(|c| c.needs_headers());
@@ -476,8 +487,9 @@ async fn execute(
         Err(_) => failure(ErrorKind::Template, since, start),
         Ok(request) => {
             // The deadline from the clock reading already taken.
+            let timeout = req.spec.timeout.unwrap_or(ctx.run.spec.timeout);
             let sent = tokio::time::timeout_at(
-                (start + ctx.run.spec.timeout).into(),
+                (start + timeout).into(),
                 connection::send(
                     &mut user.conn,
                     ctx.addr,
@@ -489,7 +501,10 @@ async fn execute(
                         buf,
                         limit: ctx.run.spec.max_capture_body,
                     }),
-                    keep_headers,
+                    Keep {
+                        headers: keep_headers,
+                        cookies: ctx.run.spec.cookies,
+                    },
                 ),
             )
             .await;
@@ -502,6 +517,9 @@ async fn execute(
                 Ok(Ok(resp)) => {
                     let error = (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status);
                     headers = resp.headers;
+                    if !resp.set_cookies.is_empty() {
+                        store_cookies(user, &resp.set_cookies);
+                    }
                     // One clock reading serves both latency and service time.
                     let end = Instant::now();
                     Outcome {
@@ -546,6 +564,54 @@ async fn execute(
     }
     ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
     (outcome.error, met)
+}
+
+/// The most cookies a user keeps, and the longest one: a target sets them,
+/// so they are bounded like any input.
+const MAX_COOKIES: usize = 50;
+const MAX_COOKIE_BYTES: usize = 4096;
+
+/// Puts a response's `Set-Cookie` values into the user's jar (a cookie with
+/// `Max-Age=0` or an empty value is removed) and rebuilds its `Cookie` value.
+/// Domains and paths are not tracked: a user talks to one host.
+fn store_cookies(user: &mut UserState, set: &[String]) {
+    for line in set {
+        let mut parts = line.split(';');
+        let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let valid = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        };
+        if name.is_empty()
+            || !valid(name)
+            || !valid(value)
+            || name.len() + value.len() > MAX_COOKIE_BYTES
+        {
+            continue;
+        }
+        let expired = value.is_empty()
+            || parts.any(|a| {
+                a.trim().split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("max-age") && v.trim().starts_with(['0', '-'])
+                })
+            });
+        user.jar.retain(|(n, _)| n != name);
+        if !expired && user.jar.len() < MAX_COOKIES {
+            user.jar.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    user.cookie_line.clear();
+    for (i, (n, v)) in user.jar.iter().enumerate() {
+        if i > 0 {
+            user.cookie_line.push_str("; ");
+        }
+        user.cookie_line.push_str(n);
+        user.cookie_line.push('=');
+        user.cookie_line.push_str(v);
+    }
 }
 
 /// Stores the request's captures; false when one finds nothing.

@@ -43,6 +43,8 @@ pub struct Response {
     pub bytes: u64,
     /// The header fields, when the request asked for them (empty otherwise).
     pub headers: Vec<(String, String)>,
+    /// `Set-Cookie` values, when a cookie jar asked for them (empty otherwise).
+    pub set_cookies: Vec<String>,
 }
 
 /// Why an exchange failed, and whether the request may be sent again.
@@ -144,7 +146,7 @@ impl Connection {
         head_only: bool,
         buf: &ReadBuffer,
         body: Option<Body<'_>>,
-        keep_headers: bool,
+        want: Keep,
     ) -> Result<(Response, bool), Failed> {
         let stale = self.used;
         let wrote = async {
@@ -159,8 +161,11 @@ impl Connection {
         let limit = body.as_ref().map_or(u64::MAX, |b| b.limit);
         let mut body = body.map(|b| b.buf);
         let mut reader = ResponseReader::new(head_only, limit);
-        if keep_headers {
+        if want.headers {
             reader.keep_headers();
+        }
+        if want.cookies {
+            reader.collect_cookies();
         }
         let mut first_byte = None;
         self.pending.clear();
@@ -231,7 +236,17 @@ fn response(reader: &mut ResponseReader, first_byte: Option<Instant>) -> Respons
         first_byte: first_byte.unwrap_or_else(Instant::now),
         bytes: reader.body_bytes,
         headers: reader.headers.take().unwrap_or_default(),
+        set_cookies: reader.set_cookies.take().unwrap_or_default(),
     }
+}
+
+/// What of a response head to keep beyond its framing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keep {
+    /// Every header field (checks and captures on headers).
+    pub headers: bool,
+    /// `Set-Cookie` values (the user's cookie jar).
+    pub cookies: bool,
 }
 
 /// Where a response body goes when the request captures from it, and the
@@ -263,7 +278,7 @@ pub async fn send(
     head_only: bool,
     buf: &ReadBuffer,
     mut body: Option<Body<'_>>,
-    keep_headers: bool,
+    want: Keep,
 ) -> Result<Response, ErrorKind> {
     loop {
         let c = match conn {
@@ -279,7 +294,7 @@ pub async fn send(
                 head_only,
                 buf,
                 body.as_mut().map(Body::reborrow),
-                keep_headers,
+                want,
             )
             .await
         {

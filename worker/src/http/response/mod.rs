@@ -74,6 +74,9 @@ pub struct ResponseReader {
     /// The final head's header fields, kept only when asked for (checks,
     /// header captures, cookies): a plain request copies none.
     pub headers: Option<Vec<(String, String)>>,
+    /// `Set-Cookie` values of the final head, when collected for a cookie
+    /// jar: allocated only when a response sets one.
+    pub set_cookies: Option<Vec<String>>,
 }
 
 impl ResponseReader {
@@ -89,7 +92,13 @@ impl ResponseReader {
             keep_alive: true,
             body_bytes: 0,
             headers: None,
+            set_cookies: None,
         }
+    }
+
+    /// Collects the final head's `Set-Cookie` values in [`ResponseReader::set_cookies`].
+    pub fn collect_cookies(&mut self) {
+        self.set_cookies = Some(Vec::new());
     }
 
     /// Keeps the final head's header fields in [`ResponseReader::headers`].
@@ -219,6 +228,10 @@ impl ResponseReader {
                     return Err(ParseError::Malformed);
                 }
                 length = Some(v);
+            } else if let Some(jar) = &mut self.set_cookies
+                && h.name.eq_ignore_ascii_case("set-cookie")
+            {
+                jar.push(String::from_utf8_lossy(h.value).into_owned());
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 coding.add(h.value)?;
             } else if h.name.eq_ignore_ascii_case("connection") {
