@@ -54,9 +54,8 @@ impl JsonPath {
         Ok(JsonPath(steps))
     }
 
-    /// Strings come back unquoted, numbers and booleans as their text,
-    /// objects and arrays as compact JSON; a missing value or null is None.
-    pub fn extract(&self, v: &serde_json::Value) -> Option<String> {
+    /// The value the path points at, if any (`null` included).
+    pub fn select<'v>(&self, v: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
         use serde_json::Value;
         let mut cur = v;
         for step in &self.0 {
@@ -75,7 +74,14 @@ impl JsonPath {
                 _ => return None,
             };
         }
-        match cur {
+        Some(cur)
+    }
+
+    /// Strings come back unquoted, numbers and booleans as their text,
+    /// objects and arrays as compact JSON; a missing value or null is None.
+    pub fn extract(&self, v: &serde_json::Value) -> Option<String> {
+        use serde_json::Value;
+        match self.select(v)? {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
             other => Some(other.to_string()),

@@ -1,6 +1,7 @@
 //! The domain coordinator and worker share: the scenario model (with its templates, captures, durations and rates), the plan and its partition, the protocol in domain terms, snapshot encoding, the report schema and threshold parsing.
 
 pub mod capture;
+pub mod check;
 pub mod duration;
 pub mod partition;
 pub mod plan;
@@ -10,6 +11,7 @@ pub mod regression;
 pub mod report;
 pub mod scenario;
 pub mod snapshot;
+pub mod suggest;
 pub mod template;
 pub mod threshold;
 

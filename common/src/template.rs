@@ -1,12 +1,33 @@
 //! Request templates (`{{ expr }}` in paths, headers and bodies): compiled once, rendered per request.
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use rand::Rng;
 
 /// Every form an expression may take, for error messages.
-const EXPECTED_EXPR: &str = "a variable name (`user_id`, `worker_index` or a captured variable), \
-     `uuid()`, `random_int(MIN, MAX)` or `random_choice(\"a\", \"b\", ...)`";
+const EXPECTED_EXPR: &str = "a variable name (`user_id`, `worker_index`, a `vars:` entry or a captured variable), \
+     or a function: `uuid()`, `random_int(MIN, MAX)`, `random_choice(\"a\", \"b\", ...)`, \
+     `random_string(N)`, `sequence()`, `now()`, `base64(...)` or `env(\"NAME\")`";
+
+/// The functions a template may call, for "did you mean".
+pub const FUNCTIONS: [&str; 8] = [
+    "uuid",
+    "random_int",
+    "random_choice",
+    "random_string",
+    "sequence",
+    "now",
+    "base64",
+    "env",
+];
+
+/// The variables every template can use without defining them.
+pub const BUILT_INS: [&str; 2] = ["user_id", "worker_index"];
+
+/// The longest `random_string(N)`: a request body may be large, but one
+/// expression should not be a way to ask a worker for gigabytes.
+pub const MAX_RANDOM_STRING: usize = 1 << 20;
 
 /// Why a template was rejected; each message quotes the offending text so the
 /// scenario author can find it.
@@ -19,9 +40,13 @@ pub enum TemplateError {
     #[error("cannot read expression `{0}`: expected {EXPECTED_EXPR}")]
     BadExpression(String),
     #[error(
-        "unknown function `{name}` in `{text}`: expected `uuid()`, `random_int(MIN, MAX)` or `random_choice(\"a\", \"b\", ...)`"
+        "unknown function `{name}` in `{text}`{hint}: expected one of uuid(), random_int(MIN, MAX), random_choice(\"a\", ...), random_string(N), sequence(), now(), base64(...), env(\"NAME\")"
     )]
-    UnknownFunction { name: String, text: String },
+    UnknownFunction {
+        name: String,
+        text: String,
+        hint: String,
+    },
     #[error("bad arguments in `{text}`: expected {expected}")]
     BadArguments {
         text: String,
@@ -44,6 +69,17 @@ pub struct Vars<'a> {
     pub user_id: u64,
     pub worker_index: u32,
     pub captured: &'a HashMap<String, String>,
+    /// The user's `sequence()` counter (1, 2, 3, ... per user); None counts from 1 every time.
+    pub sequence: Option<&'a Cell<u64>>,
+}
+
+/// One argument of `base64(...)`: pieces joined before encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Arg {
+    Lit(String),
+    Var(String),
+    UserId,
+    WorkerIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,12 +90,23 @@ enum Expr {
     Uuid,
     RandomInt(i64, i64),
     RandomChoice(Vec<String>),
+    RandomString(usize),
+    Sequence,
+    /// Milliseconds since the Unix epoch.
+    Now,
+    Base64(Vec<Arg>),
+    /// Resolved on the coordinator when the file is loaded ([`expand_env`]);
+    /// one left in a template renders as an error.
+    Env(String, Option<String>),
 }
 
 impl Expr {
     /// Numeric expressions may be emitted as bare JSON numbers.
     fn is_numeric(&self) -> bool {
-        matches!(self, Expr::UserId | Expr::WorkerIndex | Expr::RandomInt(..))
+        matches!(
+            self,
+            Expr::UserId | Expr::WorkerIndex | Expr::RandomInt(..) | Expr::Sequence | Expr::Now
+        )
     }
 }
 
@@ -109,10 +156,21 @@ impl Builder {
         if !self.lit.is_empty() {
             self.parts.push(Part::Lit(std::mem::take(&mut self.lit)));
         }
-        if let Expr::Var(name) = &e
-            && !self.vars.contains(name)
-        {
-            self.vars.push(name.clone());
+        let mut note = |name: &String| {
+            if !self.vars.contains(name) {
+                self.vars.push(name.clone());
+            }
+        };
+        match &e {
+            Expr::Var(name) => note(name),
+            Expr::Base64(args) => {
+                for a in args {
+                    if let Arg::Var(name) = a {
+                        note(name);
+                    }
+                }
+            }
+            _ => {}
         }
         self.parts.push(Part::Expr(e, esc));
     }
@@ -277,8 +335,107 @@ fn render_expr<R: Rng>(
             let pick = &choices[rng.random_range(0..choices.len())];
             push_escaped(pick, esc, out);
         }
+        Expr::RandomString(n) => {
+            const ALPHABET: &[u8; 62] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            out.reserve(*n);
+            for _ in 0..*n {
+                out.push(ALPHABET[rng.random_range(0..ALPHABET.len())] as char);
+            }
+        }
+        Expr::Sequence => {
+            let n = match vars.sequence {
+                Some(c) => {
+                    let n = c.get().saturating_add(1);
+                    c.set(n);
+                    n
+                }
+                None => 1,
+            };
+            let _ = write!(out, "{n}");
+        }
+        Expr::Now => {
+            let ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let _ = write!(out, "{ms}");
+        }
+        Expr::Base64(args) => {
+            use base64::Engine as _;
+            let mut raw = String::new();
+            for a in args {
+                match a {
+                    Arg::Lit(s) => raw.push_str(s),
+                    Arg::UserId => {
+                        let _ = write!(raw, "{}", vars.user_id);
+                    }
+                    Arg::WorkerIndex => {
+                        let _ = write!(raw, "{}", vars.worker_index);
+                    }
+                    Arg::Var(name) => raw.push_str(
+                        vars.captured
+                            .get(name.as_str())
+                            .ok_or_else(|| RenderError::Undefined(name.clone()))?,
+                    ),
+                }
+            }
+            // The alphabet needs no JSON escaping.
+            base64::engine::general_purpose::STANDARD.encode_string(raw.as_bytes(), out);
+        }
+        Expr::Env(name, _) => {
+            return Err(RenderError::Undefined(format!("env(\"{name}\")")));
+        }
     }
     Ok(())
+}
+
+/// Replaces every `{{ env("NAME") }}` (or `{{ env("NAME", "default") }}`) in
+/// `text` by the variable's value, looked up with `get`. Runs on the
+/// coordinator when the file is loaded, so workers receive the values and
+/// need no environment of their own. A value holding `{{` is refused: it
+/// would be read as a template.
+pub fn expand_env(text: &str, get: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvError> {
+    if !text.contains("{{") {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let Some(close) = find_close(after) else {
+            out.push_str(&rest[open..]);
+            return Ok(out);
+        };
+        let whole = &rest[open..open + 2 + close + 2];
+        match parse_expr(after[..close].trim(), whole) {
+            Ok(Expr::Env(name, default)) => {
+                let value = get(&name).or(default).ok_or_else(|| EnvError::Unset {
+                    name: name.clone(),
+                    text: whole.to_owned(),
+                })?;
+                if value.contains("{{") {
+                    return Err(EnvError::Template { name });
+                }
+                out.push_str(&value);
+            }
+            _ => out.push_str(whole),
+        }
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Why `{{ env(...) }}` could not be resolved at load time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error(
+        "environment variable `{name}` used in `{text}` is not set: set it before running, or give a default as in `env(\"{name}\", \"value\")`"
+    )]
+    Unset { name: String, text: String },
+    #[error("environment variable `{name}` holds `{{{{`, which would be read as a template")]
+    Template { name: String },
 }
 
 fn push_escaped(s: &str, esc: Escape, out: &mut String) {
@@ -439,12 +596,96 @@ fn parse_expr(inner: &str, whole: &str) -> Result<Expr, TemplateError> {
             }
             Ok(Expr::RandomChoice(choices))
         }
+        "random_string" => {
+            const EXPECTED: &str = "a length from 1 to 1048576, as in `random_string(16)`";
+            let n: usize = args.trim().parse().map_err(|_| bad(EXPECTED))?;
+            if n == 0 || n > MAX_RANDOM_STRING {
+                return Err(bad(EXPECTED));
+            }
+            Ok(Expr::RandomString(n))
+        }
+        "sequence" | "now" => {
+            if !args.trim().is_empty() {
+                return Err(bad("no arguments, as in `sequence()` or `now()`"));
+            }
+            Ok(if name == "now" {
+                Expr::Now
+            } else {
+                Expr::Sequence
+            })
+        }
+        "base64" => {
+            const EXPECTED: &str = "quoted strings and variable names joined before encoding, as in `base64(user, \":\", password)`";
+            let args = parse_args(args).ok_or_else(|| bad(EXPECTED))?;
+            if args.is_empty() {
+                return Err(bad(EXPECTED));
+            }
+            Ok(Expr::Base64(args))
+        }
+        "env" => {
+            const EXPECTED: &str =
+                "a quoted variable name and an optional quoted default, as in `env(\"API_KEY\")`";
+            let list = parse_string_list(args).ok_or_else(|| bad(EXPECTED))?;
+            match list.as_slice() {
+                [name] if !name.is_empty() => Ok(Expr::Env(name.clone(), None)),
+                [name, default] if !name.is_empty() => {
+                    Ok(Expr::Env(name.clone(), Some(default.clone())))
+                }
+                _ => Err(bad(EXPECTED)),
+            }
+        }
         _ if is_ident(name) => Err(TemplateError::UnknownFunction {
             name: name.to_owned(),
             text: whole.to_owned(),
+            hint: crate::suggest::hint(name, FUNCTIONS),
         }),
         _ => Err(TemplateError::BadExpression(whole.to_owned())),
     }
+}
+
+/// Parses `base64`'s arguments: quoted strings and variable names, comma separated.
+fn parse_args(args: &str) -> Option<Vec<Arg>> {
+    let mut out = Vec::new();
+    let mut rest = args.trim();
+    while !rest.is_empty() {
+        if rest.starts_with('"') || rest.starts_with('\'') {
+            // The quoted piece, up to its closing quote (escapes honoured).
+            let quote = rest.chars().next()?;
+            let mut s = String::new();
+            let mut chars = rest.char_indices().skip(1);
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => s.push(chars.next()?.1),
+                    c if c == quote => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => s.push(c),
+                }
+            }
+            out.push(Arg::Lit(s));
+            rest = rest[end?..].trim_start();
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            let name = rest[..end].trim();
+            if !is_ident(name) {
+                return None;
+            }
+            out.push(match name {
+                "user_id" => Arg::UserId,
+                "worker_index" => Arg::WorkerIndex,
+                _ => Arg::Var(name.to_owned()),
+            });
+            rest = &rest[end..];
+        }
+        match rest.strip_prefix(',') {
+            Some(r) => rest = r.trim_start(),
+            None if rest.is_empty() => {}
+            None => return None,
+        }
+    }
+    Some(out)
 }
 
 /// Parses `"a", 'b', ...` (backslash escapes the next character); None if malformed.
@@ -492,6 +733,7 @@ mod tests {
             user_id: 42,
             worker_index: 3,
             captured,
+            sequence: None,
         };
         let mut rng = SmallRng::seed_from_u64(7);
         let mut out = String::from(">");
@@ -546,6 +788,7 @@ mod tests {
             user_id: 1,
             worker_index: 0,
             captured: &HashMap::new(),
+            sequence: None,
         };
         let mut out = String::from("keep");
         let err = t
@@ -563,6 +806,7 @@ mod tests {
             user_id: 0,
             worker_index: 0,
             captured: &HashMap::new(),
+            sequence: None,
         };
         let mut rng = SmallRng::seed_from_u64(99);
         let mut seen = std::collections::HashSet::new();
@@ -597,6 +841,7 @@ mod tests {
             user_id: 0,
             worker_index: 0,
             captured: &HashMap::new(),
+            sequence: None,
         };
         let mut rng = SmallRng::seed_from_u64(5);
         let mut hits = [0u32; 8];
@@ -618,6 +863,7 @@ mod tests {
             user_id: 0,
             worker_index: 0,
             captured: &HashMap::new(),
+            sequence: None,
         };
         let mut rng = SmallRng::seed_from_u64(5);
         let mut seen = std::collections::BTreeSet::new();

@@ -82,6 +82,8 @@ pub enum Metric {
     Rps,
     Requests,
     Failures,
+    /// The share of requests that passed their checks (not failed as `check`), a fraction.
+    Checks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +269,7 @@ fn parse_metric(text: &str) -> Option<Metric> {
         "rps" => return Some(Metric::Rps),
         "requests" => return Some(Metric::Requests),
         "failures" => return Some(Metric::Failures),
+        "checks" => return Some(Metric::Checks),
         _ => return None,
     };
     Some(Metric::Latency(stat))
@@ -295,7 +298,7 @@ fn parse_value(metric: Metric, text: &str) -> Result<f64, &'static str> {
             };
             number(num).map(|v| v * scale).ok_or(EXPECTED_DURATION)
         }
-        Metric::ErrorRate => {
+        Metric::ErrorRate | Metric::Checks => {
             let v = match text.strip_suffix('%') {
                 Some(pct) => number(pct).map(|v| v / 100.0),
                 None => number(text),

@@ -155,6 +155,18 @@ fn check(text: &str) -> Result<(), TestCaseError> {
             prop_assert!(!message.is_empty());
             Ok(())
         }
+        Err(ScenarioError::Located {
+            file,
+            line,
+            column,
+            path,
+            message,
+        }) => {
+            prop_assert_eq!(file, "f.yaml");
+            prop_assert!(line >= 1 && column >= 1, "{}:{}: {}", line, column, message);
+            prop_assert!(!path.is_empty(), "no key path: {}", message);
+            Ok(())
+        }
         Err(ScenarioError::Invalid {
             file,
             path,

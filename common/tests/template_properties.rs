@@ -76,6 +76,7 @@ fn render_checked(
         user_id,
         worker_index,
         captured,
+        sequence: None,
     };
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut out = String::from("prefix");

@@ -208,11 +208,15 @@ impl Aggregator {
             .max(snap.window_end_us - snap.window_start_us);
         let latency = interval.latency.get_or_insert_with(HdrSum::default);
         for ((key, delta), h) in snap.endpoints.iter().zip(&checked.endpoints) {
-            interval.requests = interval.requests.saturating_add(delta.requests);
-            interval.failures = interval.failures.saturating_add(delta.failures);
-            self.total_requests = self.total_requests.saturating_add(delta.requests);
-            self.total_failures = self.total_failures.saturating_add(delta.failures);
-            latency.add(h.latency);
+            // A flow's row times a whole flow, not a request: it has its own
+            // endpoint row but stays out of the totals.
+            if key.method != squall_common::scenario::FLOW_METHOD {
+                interval.requests = interval.requests.saturating_add(delta.requests);
+                interval.failures = interval.failures.saturating_add(delta.failures);
+                self.total_requests = self.total_requests.saturating_add(delta.requests);
+                self.total_failures = self.total_failures.saturating_add(delta.failures);
+                latency.add(h.latency);
+            }
             match self.endpoints.get_mut(key) {
                 Some(sum) => sum.add_checked(delta, h),
                 None => {

@@ -16,6 +16,15 @@ pub enum ScenarioError {
         column: usize,
         message: String,
     },
+    /// A meaning error whose text could be found in the file.
+    #[error("{file}:{line}:{column}: {path}: {message}")]
+    Located {
+        file: String,
+        line: usize,
+        column: usize,
+        path: String,
+        message: String,
+    },
     #[error("{file}: {path}: {message}")]
     Invalid {
         file: String,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ScenarioError;
 use super::size::ByteSize;
-use super::spec::Wait;
+use super::spec::{CaptureSpec, Wait};
 use crate::duration;
 use crate::rate::Rate;
 
@@ -48,6 +48,9 @@ pub struct Defaults {
     /// The most of a response body kept for `capture:` (16MiB when absent).
     #[serde(default)]
     pub max_capture_body: Option<ByteSize>,
+    /// A cookie jar per user, like a browser session (on when absent).
+    #[serde(default)]
+    pub cookies: Option<bool>,
 }
 
 /// One named scenario: a load shape plus its thresholds.
@@ -111,6 +114,9 @@ pub struct UserClassDef {
     pub wait: Option<Wait>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Variables evaluated once per user, in order, before `on_start`.
+    #[serde(default, with = "ordered")]
+    pub vars: Vec<(String, String)>,
     #[serde(default)]
     pub on_start: Vec<RequestDef>,
     pub tasks: Vec<RequestDef>,
@@ -149,9 +155,52 @@ pub struct RequestDef {
     pub body: Option<String>,
     #[serde(default)]
     pub expect: Option<Expect>,
-    /// Variables to capture from a JSON response: `{ token: "$.access_token" }`.
+    /// Variables to capture: `{ token: "$.access_token" }` (a JSON path), or
+    /// `{ json: PATH }`, `{ header: NAME }`, `{ regex: PATTERN }`, `{ cookie: NAME }`.
     #[serde(default)]
-    pub capture: BTreeMap<String, String>,
+    pub capture: BTreeMap<String, CaptureSpec>,
+    /// A task made of steps run in order in one iteration.
+    #[serde(default)]
+    pub flow: Option<Vec<RequestDef>>,
+    /// Flow tasks: go on after a failed step instead of ending the flow there.
+    #[serde(default)]
+    pub continue_on_failure: Option<bool>,
+    /// Flow steps: repeat the request until a condition holds.
+    #[serde(default)]
+    pub poll: Option<PollDef>,
+    /// Flow steps: a pause after the step (`1s`, `{ constant: 1s }`, `{ between: [1s, 3s] }`).
+    #[serde(default)]
+    pub think: Option<ThinkDef>,
+    /// This request's timeout, instead of `defaults.timeout`.
+    #[serde(default, with = "duration::human_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// `poll: { every: 500ms, max: 20, until: { json: { "$.status": done } } }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PollDef {
+    #[serde(with = "duration::human")]
+    pub every: Duration,
+    pub max: u32,
+    pub until: Expect,
+}
+
+/// A pause: a bare duration, or any `wait` form.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ThinkDef {
+    Fixed(#[serde(with = "duration::human")] Duration),
+    Wait(#[serde(with = "serde_yaml_ng::with::singleton_map")] Wait),
+}
+
+impl ThinkDef {
+    pub fn wait(&self) -> Wait {
+        match self {
+            ThinkDef::Fixed(d) => Wait::Constant(*d),
+            ThinkDef::Wait(w) => *w,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -159,14 +208,51 @@ pub struct RequestDef {
 pub struct Expect {
     #[serde(default)]
     pub status: Option<StatusSet>,
+    /// Header name to a value it must equal, or `{ equals | contains | exists | matches: ... }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, serde_json::Value>,
+    /// Text the body must contain (one or a list).
+    #[serde(default)]
+    pub body_contains: Option<OneOrMany>,
+    /// JSON path to a value it must equal, or `{ equals | contains | exists | matches: ... }`.
+    #[serde(default)]
+    pub json: BTreeMap<String, serde_json::Value>,
+    /// The slowest response that still passes.
+    #[serde(default, with = "duration::human_opt")]
+    pub max_latency: Option<Duration>,
 }
 
-/// One expected status or a list of them.
+/// One string or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// One expected status, a class or range (`2xx`, `200-299`), or a list of them.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum StatusSet {
     One(u16),
-    Many(Vec<u16>),
+    Text(String),
+    Many(Vec<StatusItem>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum StatusItem {
+    Code(u16),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -193,6 +279,8 @@ impl ScenarioFile {
             if let Some(idx) = message.rfind(" at line ") {
                 message.truncate(idx);
             }
+            message.push_str(&unknown_name_hint(&message));
+            let message = untagged_hint(message);
             ScenarioError::Syntax {
                 file: file.to_owned(),
                 line,
@@ -201,6 +289,57 @@ impl ScenarioFile {
             }
         })
     }
+}
+
+/// Says what an untagged value (a capture, a status, a think time) may be,
+/// instead of serde's "data did not match any variant".
+fn untagged_hint(message: String) -> String {
+    const WHAT: [(&str, &str); 5] = [
+        (
+            "CaptureSpec",
+            "expected a JSON path such as `$.id`, or one of `{ json: PATH }`, `{ header: NAME }`, `{ regex: PATTERN }`, `{ cookie: NAME }`",
+        ),
+        (
+            "StatusSet",
+            "expected a status such as `200`, `2xx` or `200-299`, or a list of them",
+        ),
+        ("OneOrMany", "expected a string or a list of strings"),
+        (
+            "ThinkDef",
+            "expected a duration such as `1s`, or `{ constant: 1s }`, `{ between: [1s, 3s] }`",
+        ),
+        (
+            "StatusItem",
+            "expected a status such as `200`, `2xx` or `200-299`",
+        ),
+    ];
+    for (name, what) in WHAT {
+        if message.contains(&format!(
+            "did not match any variant of untagged enum {name}"
+        )) {
+            let lead = message.split("data did not match").next().unwrap_or("");
+            return format!("{lead}{what}");
+        }
+    }
+    message
+}
+
+/// "Did you mean" for serde's `unknown field `X`, expected one of `a`, `b``
+/// (and `unknown variant`): the closest expected name, or nothing.
+fn unknown_name_hint(message: &str) -> String {
+    for lead in ["unknown field `", "unknown variant `"] {
+        let Some(at) = message.find(lead) else {
+            continue;
+        };
+        let rest = &message[at + lead.len()..];
+        let Some(end) = rest.find('`') else {
+            continue;
+        };
+        let word = &rest[..end];
+        let expected: Vec<&str> = rest[end + 1..].split('`').skip(1).step_by(2).collect();
+        return crate::suggest::hint(word, expected);
+    }
+    String::new()
 }
 
 /// Longest scenario name: a file name component may have 255 bytes (NAME_MAX).

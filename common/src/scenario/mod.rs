@@ -6,6 +6,7 @@
 //! checks) → [`spec`] (what the coordinator plans with and workers run).
 
 mod ca;
+mod env;
 mod error;
 pub mod file;
 mod resolve;
@@ -15,8 +16,9 @@ pub mod spec;
 pub use ca::MAX_CA_BYTES;
 pub use error::ScenarioError;
 pub use file::ScenarioFile;
-pub use resolve::{Loaded, Overrides, validate_host};
+pub use resolve::{Loaded, MAX_POLL_ATTEMPTS, Overrides, validate_host};
 pub use spec::{
-    Body, LimitError, LoadModel, MAX_USERS, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec,
-    UserClass, UserStage, Wait,
+    Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, LimitError, LoadModel, MAX_USERS,
+    PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec, UserClass, UserStage,
+    Wait,
 };

@@ -1,21 +1,36 @@
 //! Resolution: one named scenario of a parsed file, with command-line overrides
 //! and defaults applied, checked and turned into a [`RunSpec`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
 use super::error::ScenarioError;
-use super::file::{RequestDef, ScenarioDef, ScenarioFile, StageDef, StatusSet, UserClassDef};
+use super::file::{
+    Expect, RequestDef, ScenarioDef, ScenarioFile, StageDef, StatusItem, StatusSet, UserClassDef,
+};
 use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
-    Body, LoadModel, RateStage, RequestSpec, RunSpec, TargetTls, TaskSpec, UserClass, UserStage,
-    Wait,
+    Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, PollSpec, RateStage, RequestSpec, RunSpec,
+    StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait,
 };
 use crate::capture::JsonPath;
+use crate::check::{COND_KEYS, Cond, ExpectSpec};
 use crate::rate::Rate;
-use crate::template::Template;
+use crate::template::{BUILT_INS, Template};
 use crate::threshold::Threshold;
+
+/// The most attempts one `poll:` may make.
+pub const MAX_POLL_ATTEMPTS: u32 = 10_000;
+
+/// The variables a template may use at one place of a class: `strict` for
+/// what is sure to exist there, `all` for what exists somewhere in the class
+/// (inherited headers wait for their variables, so they only need `all`).
+struct Known<'a> {
+    class: &'a str,
+    strict: BTreeSet<String>,
+    all: &'a BTreeSet<String>,
+}
 
 /// Values given on the command line that replace the file's.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +48,8 @@ pub struct Overrides {
 pub struct Loaded {
     pub file: String,
     pub def: ScenarioFile,
+    /// The file's text, to point at the line of a mistake found after parsing.
+    text: String,
 }
 
 impl Loaded {
@@ -47,11 +64,26 @@ impl Loaded {
 
     /// Parses and validates everything that can be checked without overrides.
     pub fn from_str(file: &str, text: &str) -> Result<Self, ScenarioError> {
-        let def = ScenarioFile::parse(file, text)?;
-        let loaded = Loaded {
+        Self::from_str_with_env(file, text, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Loaded::from_str`] with `env` answering `{{ env("NAME") }}`: the
+    /// values are put into the templates here, on the coordinator, so they
+    /// travel to the workers with the scenario.
+    pub fn from_str_with_env(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ScenarioError> {
+        let mut def = ScenarioFile::parse(file, text)?;
+        let mut loaded = Loaded {
             file: file.to_owned(),
-            def,
+            def: def.clone(),
+            text: text.to_owned(),
         };
+        super::env::expand(&mut def, env)
+            .map_err(|(path, needle, message)| loaded.located(&path, &needle, message))?;
+        loaded.def = def;
         for (name, _) in &loaded.def.scenarios {
             loaded.resolve(name, &Overrides::default(), true)?;
         }
@@ -93,6 +125,47 @@ impl Loaded {
             file: self.file.clone(),
             path: path.into(),
             message: message.into(),
+        }
+    }
+
+    /// An error at the first place `needle` appears in the file (after the
+    /// line naming the path's user class, when there is one), or by key path
+    /// when it cannot be found.
+    fn located(
+        &self,
+        path: impl Into<String>,
+        needle: &str,
+        message: impl Into<String>,
+    ) -> ScenarioError {
+        let path = path.into();
+        let message = message.into();
+        let from = path
+            .strip_prefix("user_classes.")
+            .and_then(|rest| rest.split(['.', '[']).next())
+            .and_then(|class| find_key(&self.text, class))
+            .unwrap_or(0);
+        let found = (!needle.is_empty())
+            .then(|| {
+                self.text[from..]
+                    .find(needle)
+                    .map(|i| from + i)
+                    .or_else(|| self.text.find(needle))
+            })
+            .flatten();
+        match found {
+            Some(at) => {
+                let before = &self.text[..at];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                ScenarioError::Located {
+                    file: self.file.clone(),
+                    line,
+                    column,
+                    path,
+                    message,
+                }
+            }
+            None => self.invalid(path, message),
         }
     }
 
@@ -166,6 +239,15 @@ impl Loaded {
             sc.thresholds.iter().chain(&overrides.thresholds),
         )?;
         let stop_when = self.parse_thresholds(&format!("{at}.stop_when"), &sc.stop_when)?;
+        if let Some(i) = stop_when
+            .iter()
+            .position(|t| t.metric == crate::threshold::Metric::Checks)
+        {
+            return Err(self.invalid(
+                format!("{at}.stop_when[{i}]"),
+                "`checks` is judged over the whole run: use it in `thresholds`, not in `stop_when`",
+            ));
+        }
         if sc.iterations == Some(0) || sc.iterations_per_user == Some(0) {
             return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
         }
@@ -186,6 +268,7 @@ impl Loaded {
             host,
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
             graceful_stop: sc.graceful_stop.unwrap_or(Duration::from_secs(10)),
+            cookies: self.def.defaults.cookies.unwrap_or(true),
             max_capture_body: self
                 .def
                 .defaults
@@ -324,22 +407,110 @@ impl Loaded {
                 "the first bound must not exceed the second",
             ));
         }
+        // What the class defines: built-ins, its vars, every capture.
+        let mut all: BTreeSet<String> = BUILT_INS.iter().map(|s| (*s).to_owned()).collect();
+        let mut vars = Vec::new();
+        for (name, text) in &c.vars {
+            let path = format!("{at}.vars.{name}");
+            if !valid_var_name(name) {
+                return Err(self.located(
+                    &path,
+                    name,
+                    format!("`{name}` is not a variable name: use letters, digits, `_` and `-`, starting with a letter or `_`"),
+                ));
+            }
+            if BUILT_INS.contains(&name.as_str()) {
+                return Err(self.located(
+                    &path,
+                    name,
+                    format!("`{name}` is built in and cannot be redefined"),
+                ));
+            }
+            let t =
+                Template::compile(text).map_err(|e| self.located(&path, text, e.to_string()))?;
+            let known = Known {
+                class: cname,
+                strict: all.clone(),
+                all: &all,
+            };
+            self.check_vars(&path, &t, &known, false)?;
+            all.insert(name.clone());
+            vars.push((name.clone(), text.clone()));
+        }
+        let before_captures = all.clone();
+        let captures_of = |r: &RequestDef| -> Vec<String> {
+            r.capture
+                .keys()
+                .cloned()
+                .chain(
+                    r.flow
+                        .iter()
+                        .flatten()
+                        .flat_map(|s| s.capture.keys().cloned()),
+                )
+                .collect()
+        };
+        for r in c.on_start.iter().chain(&c.tasks) {
+            all.extend(captures_of(r));
+        }
         let mut headers = self.def.defaults.headers.clone();
         headers.extend(c.headers.clone());
         let mut on_start = Vec::new();
+        let mut strict = before_captures.clone();
         for (i, r) in c.on_start.iter().enumerate() {
             let path = format!("{at}.on_start[{i}]");
             if r.weight.is_some() {
                 return Err(self.invalid(path, "`weight` only applies to tasks"));
             }
-            on_start.push(self.resolve_request(&path, r, &headers)?);
+            self.refuse_step_keys(&path, r, "on_start requests")?;
+            if r.flow.is_some() || r.continue_on_failure.is_some() {
+                return Err(self.invalid(path, "`flow` only applies to tasks"));
+            }
+            let known = Known {
+                class: cname,
+                strict: strict.clone(),
+                all: &all,
+            };
+            on_start.push(self.resolve_request(&path, r, &headers, &known)?);
+            strict.extend(r.capture.keys().cloned());
         }
+        let after_start = strict;
         let mut tasks = Vec::new();
         for (i, r) in c.tasks.iter().enumerate() {
             let path = format!("{at}.tasks[{i}]");
+            // Another task may have run before this one; this flow's own later steps have not.
+            let mut others = after_start.clone();
+            for (j, o) in c.tasks.iter().enumerate() {
+                if j != i {
+                    others.extend(captures_of(o));
+                }
+            }
+            let weight = r.weight.unwrap_or(1);
+            let Some(steps) = &r.flow else {
+                self.refuse_step_keys(&path, r, "tasks (only flow steps)")?;
+                if r.continue_on_failure.is_some() {
+                    return Err(
+                        self.invalid(path, "`continue_on_failure` only applies to `flow:` tasks")
+                    );
+                }
+                let mut strict = others;
+                strict.extend(r.capture.keys().cloned());
+                let known = Known {
+                    class: cname,
+                    strict,
+                    all: &all,
+                };
+                tasks.push(TaskSpec {
+                    weight,
+                    request: Some(self.resolve_request(&path, r, &headers, &known)?),
+                    flow: None,
+                });
+                continue;
+            };
             tasks.push(TaskSpec {
-                weight: r.weight.unwrap_or(1),
-                request: self.resolve_request(&path, r, &headers)?,
+                weight,
+                request: None,
+                flow: Some(self.resolve_flow(&path, cname, r, steps, &headers, others, &all)?),
             });
         }
         if tasks.iter().all(|t| t.weight == 0) {
@@ -352,8 +523,260 @@ impl Loaded {
             name: cname.to_owned(),
             weight: c.weight,
             wait: c.wait,
+            vars,
             on_start,
             tasks,
+        })
+    }
+
+    /// A `flow:` task: its name, then each step in order (a request, with an
+    /// optional poll, and an optional think time after it).
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_flow(
+        &self,
+        at: &str,
+        cname: &str,
+        r: &RequestDef,
+        steps: &[RequestDef],
+        headers: &BTreeMap<String, String>,
+        mut strict: BTreeSet<String>,
+        all: &BTreeSet<String>,
+    ) -> Result<FlowSpec, ScenarioError> {
+        let methods = [
+            &r.get, &r.post, &r.put, &r.patch, &r.delete, &r.head, &r.options,
+        ];
+        if methods.iter().any(|m| m.is_some())
+            || r.json.is_some()
+            || r.body.is_some()
+            || r.expect.is_some()
+            || !r.capture.is_empty()
+            || !r.headers.is_empty()
+            || r.poll.is_some()
+            || r.think.is_some()
+        {
+            return Err(self.invalid(
+                at,
+                "a `flow:` task has only `name`, `weight`, `continue_on_failure` and `flow`; put requests, checks and captures in its steps",
+            ));
+        }
+        let name = r.name.clone().ok_or_else(|| {
+            self.invalid(
+                at,
+                "a `flow:` task needs a `name` (its duration is reported under it)",
+            )
+        })?;
+        if steps.is_empty() {
+            return Err(self.invalid(format!("{at}.flow"), "needs at least one step"));
+        }
+        let mut out = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let path = format!("{at}.flow[{i}]");
+            if step.weight.is_some() || step.flow.is_some() || step.continue_on_failure.is_some() {
+                return Err(self.invalid(
+                    path,
+                    "a flow step cannot have `weight`, `flow` or `continue_on_failure` (flows do not nest)",
+                ));
+            }
+            let think = match &step.think {
+                None => None,
+                Some(t) => {
+                    let w = t.wait();
+                    if let Wait::Between(lo, hi) = w
+                        && lo > hi
+                    {
+                        return Err(self.invalid(
+                            format!("{path}.think.between"),
+                            "the first bound must not exceed the second",
+                        ));
+                    }
+                    Some(w)
+                }
+            };
+            let has_method = [
+                &step.get,
+                &step.post,
+                &step.put,
+                &step.patch,
+                &step.delete,
+                &step.head,
+                &step.options,
+            ]
+            .iter()
+            .any(|m| m.is_some());
+            let mut request = None;
+            let mut poll = None;
+            if has_method || step.think.is_none() {
+                strict.extend(step.capture.keys().cloned());
+                let known = Known {
+                    class: cname,
+                    strict: strict.clone(),
+                    all,
+                };
+                request = Some(self.resolve_request(&path, step, headers, &known)?);
+                if let Some(p) = &step.poll {
+                    if p.max == 0 || p.max > MAX_POLL_ATTEMPTS {
+                        return Err(self.invalid(
+                            format!("{path}.poll.max"),
+                            format!("must be from 1 to {MAX_POLL_ATTEMPTS} attempts"),
+                        ));
+                    }
+                    poll = Some(PollSpec {
+                        every: p.every,
+                        max: p.max,
+                        until: self.resolve_expect(&format!("{path}.poll.until"), &p.until)?,
+                    });
+                }
+            } else if step.poll.is_some() || !step.capture.is_empty() || step.expect.is_some() {
+                return Err(self.invalid(
+                    path,
+                    "`poll`, `capture` and `expect` need a request in the same step",
+                ));
+            }
+            out.push(StepSpec {
+                request,
+                poll,
+                think,
+            });
+        }
+        Ok(FlowSpec {
+            name,
+            steps: out,
+            continue_on_failure: r.continue_on_failure.unwrap_or(false),
+        })
+    }
+
+    /// Refuses the flow-step keys where they do not apply.
+    fn refuse_step_keys(&self, at: &str, r: &RequestDef, here: &str) -> Result<(), ScenarioError> {
+        if r.poll.is_some() || r.think.is_some() {
+            return Err(self.invalid(
+                at,
+                format!("`poll` and `think` apply to the steps of a `flow:` task, not to {here}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every variable a template uses exists at that place.
+    fn check_vars(
+        &self,
+        at: &str,
+        t: &Template,
+        known: &Known<'_>,
+        inherited: bool,
+    ) -> Result<(), ScenarioError> {
+        for var in t.variables() {
+            let ok = if inherited {
+                known.all.contains(var)
+            } else {
+                known.strict.contains(var)
+            };
+            if ok {
+                continue;
+            }
+            let later = known.all.contains(var);
+            let why = if later {
+                format!(
+                    "variable `{var}` is only captured by a later request of user class `{}`, so it does not exist yet here",
+                    known.class
+                )
+            } else {
+                format!(
+                    "unknown variable `{var}`: it is not built in (user_id, worker_index), not in `vars:` and not captured by any request of user class `{}`{}",
+                    known.class,
+                    crate::suggest::hint(var, known.all.iter().map(String::as_str)),
+                )
+            };
+            return Err(self.located(at, var, why));
+        }
+        Ok(())
+    }
+
+    /// `expect:` as the wire carries it: status ranges, headers, body, JSON, latency.
+    fn resolve_expect(&self, at: &str, e: &Expect) -> Result<ExpectSpec, ScenarioError> {
+        let mut status = Vec::new();
+        let items: Vec<StatusItem> = match &e.status {
+            None => Vec::new(),
+            Some(StatusSet::One(c)) => vec![StatusItem::Code(*c)],
+            Some(StatusSet::Text(t)) => vec![StatusItem::Text(t.clone())],
+            Some(StatusSet::Many(v)) => v.clone(),
+        };
+        for item in items {
+            let text = match item {
+                StatusItem::Code(c) => c.to_string(),
+                StatusItem::Text(t) => t,
+            };
+            let range = crate::check::status_range(&text)
+                .map_err(|m| self.located(format!("{at}.status"), &text, m))?;
+            status.push(range);
+        }
+        let cond = |path: String, v: &serde_json::Value| -> Result<Cond, ScenarioError> {
+            let serde_json::Value::Object(map) = v else {
+                return Ok(Cond::Equals(v.clone()));
+            };
+            let mut entries = map.iter();
+            let (Some((k, val)), None) = (entries.next(), entries.next()) else {
+                return Err(self.invalid(
+                    path,
+                    "expected a value to equal, or one of `{ equals: V }`, `{ contains: TEXT }`, `{ exists: true|false }`, `{ matches: REGEX }`",
+                ));
+            };
+            let text = || -> Result<String, ScenarioError> {
+                val.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| self.invalid(format!("{path}.{k}"), "expected a string"))
+            };
+            Ok(match k.as_str() {
+                "equals" => Cond::Equals(val.clone()),
+                "contains" => Cond::Contains(text()?),
+                "matches" => {
+                    let p = text()?;
+                    crate::check::regex(&p)
+                        .map_err(|e| self.located(format!("{path}.matches"), &p, e.to_string()))?;
+                    Cond::Matches(p)
+                }
+                "exists" => Cond::Exists(val.as_bool().ok_or_else(|| {
+                    self.invalid(format!("{path}.exists"), "expected true or false")
+                })?),
+                other => {
+                    return Err(self.located(
+                        &path,
+                        other,
+                        format!(
+                            "unknown condition `{other}`, expected one of `equals`, `contains`, `exists`, `matches`{}",
+                            crate::suggest::hint(other, COND_KEYS)
+                        ),
+                    ));
+                }
+            })
+        };
+        let mut headers = Vec::new();
+        for (name, v) in &e.headers {
+            if http_token(name).is_none() {
+                return Err(self.invalid(
+                    format!("{at}.headers"),
+                    format!("`{name}` is not a header name"),
+                ));
+            }
+            headers.push((name.clone(), cond(format!("{at}.headers.{name}"), v)?));
+        }
+        let mut json = Vec::new();
+        for (p, v) in &e.json {
+            JsonPath::parse(p)
+                .map_err(|err| self.located(format!("{at}.json"), p, err.to_string()))?;
+            json.push((p.clone(), cond(format!("{at}.json.{p}"), v)?));
+        }
+        Ok(ExpectSpec {
+            status,
+            headers,
+            body_contains: e
+                .body_contains
+                .as_ref()
+                .map(|b| b.to_vec())
+                .unwrap_or_default(),
+            json,
+            max_latency_us: e
+                .max_latency
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         })
     }
 
@@ -362,6 +785,7 @@ impl Loaded {
         at: &str,
         r: &RequestDef,
         inherited: &BTreeMap<String, String>,
+        known: &Known<'_>,
     ) -> Result<RequestSpec, ScenarioError> {
         let methods = [
             ("GET", &r.get),
@@ -387,9 +811,11 @@ impl Loaded {
                 "give exactly one of get, post, put, patch, delete, head, options",
             ));
         }
-        if !path.starts_with('/') {
-            return Err(self.invalid(
+        // A path that is all template (a captured `Location`) is checked when rendered.
+        if !path.starts_with('/') && !path.starts_with("{{") {
+            return Err(self.located(
                 at,
+                path,
                 format!("path `{path}` must start with `/` (the host comes from `host:`)"),
             ));
         }
@@ -400,16 +826,53 @@ impl Loaded {
             .chain(r.headers.values().map(|v| ("header", v.as_str())))
             .chain(r.body.iter().map(|b| ("body", b.as_str())))
         {
-            Template::compile(text)
-                .map_err(|e| self.invalid(format!("{at}.{what}"), e.to_string()))?;
+            let t = Template::compile(text)
+                .map_err(|e| self.located(format!("{at}.{what}"), text, e.to_string()))?;
+            self.check_vars(&format!("{at}.{what}"), &t, known, false)?;
+        }
+        for (name, text) in inherited {
+            if r.headers.contains_key(name) {
+                continue;
+            }
+            let t = Template::compile(text)
+                .map_err(|e| self.located(format!("{at}.headers.{name}"), text, e.to_string()))?;
+            self.check_vars(&format!("{at}.headers.{name}"), &t, known, true)?;
         }
         if let Some(json) = &r.json {
-            Template::compile_json(json)
+            let t = Template::compile_json(json)
                 .map_err(|e| self.invalid(format!("{at}.json"), e.to_string()))?;
+            self.check_vars(&format!("{at}.json"), &t, known, false)?;
         }
-        for (var, expr) in &r.capture {
-            JsonPath::parse(expr)
-                .map_err(|e| self.invalid(format!("{at}.capture.{var}"), e.to_string()))?;
+        for (var, c) in &r.capture {
+            let cat = format!("{at}.capture.{var}");
+            if !valid_var_name(var) {
+                return Err(self.located(&cat, var, format!("`{var}` is not a variable name: use letters, digits, `_` and `-`, starting with a letter or `_`")));
+            }
+            if BUILT_INS.contains(&var.as_str()) {
+                return Err(self.located(
+                    &cat,
+                    var,
+                    format!("`{var}` is built in and cannot be captured into"),
+                ));
+            }
+            match c {
+                CaptureSpec::Path(p) | CaptureSpec::From(CaptureFrom::Json(p)) => {
+                    JsonPath::parse(p).map_err(|e| self.located(&cat, p, e.to_string()))?;
+                }
+                CaptureSpec::From(CaptureFrom::Regex(p)) => {
+                    crate::check::regex(p).map_err(|e| self.located(&cat, p, e.to_string()))?;
+                }
+                CaptureSpec::From(CaptureFrom::Header(h)) => {
+                    if http_token(h).is_none() {
+                        return Err(self.located(&cat, h, format!("`{h}` is not a header name")));
+                    }
+                }
+                CaptureSpec::From(CaptureFrom::Cookie(n)) => {
+                    if n.is_empty() || n.contains([';', '=', ' ']) {
+                        return Err(self.located(&cat, n, format!("`{n}` is not a cookie name")));
+                    }
+                }
+            }
         }
         let optional_headers: Vec<String> = inherited
             .keys()
@@ -431,19 +894,22 @@ impl Loaded {
             (None, Some(b)) => Some(Body::Text(b.clone())),
             (None, None) => None,
         };
-        let expect_status = match r.expect.as_ref().and_then(|e| e.status.clone()) {
-            None => Vec::new(),
-            Some(StatusSet::One(s)) => vec![s],
-            Some(StatusSet::Many(v)) => v,
+        let expect = match &r.expect {
+            None => ExpectSpec::default(),
+            Some(e) => self.resolve_expect(&format!("{at}.expect"), e)?,
         };
-        for s in &expect_status {
-            if !(100..=599).contains(s) {
-                return Err(self.invalid(
-                    format!("{at}.expect.status"),
-                    format!("{s} is not an HTTP status (100-599)"),
-                ));
-            }
-        }
+        let expect_status = expect
+            .status
+            .iter()
+            .filter(|(lo, hi)| lo == hi)
+            .map(|(lo, _)| *lo)
+            .collect::<Vec<_>>();
+        // Old workers read `expect_status` alone: keep it exact when it can be.
+        let expect_status = if expect_status.len() == expect.status.len() {
+            expect_status
+        } else {
+            Vec::new()
+        };
         Ok(RequestSpec {
             name: r.name.clone().unwrap_or_else(|| format!("{method} {path}")),
             method: method.to_owned(),
@@ -452,9 +918,49 @@ impl Loaded {
             optional_headers,
             body,
             expect_status,
+            expect,
+            timeout: match r.timeout {
+                Some(d) if d.is_zero() => {
+                    return Err(self.invalid(format!("{at}.timeout"), "must be above 0"));
+                }
+                t => t,
+            },
             capture: r.capture.clone().into_iter().collect(),
         })
     }
+}
+
+/// Where `key:` is first written as a mapping key in `text` (byte offset).
+fn find_key(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with(':')
+        {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// A capture or `vars:` name: what `{{ name }}` can refer to.
+fn valid_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Some(name) when `name` is an HTTP token (a valid header name).
+fn http_token(name: &str) -> Option<&str> {
+    (!name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)))
+    .then_some(name)
 }
 
 /// A user stage, when the stage gives `users` and no `rate`.
@@ -566,10 +1072,15 @@ user_classes:
                 .contains(&("Content-Type".into(), "application/json".into()))
         );
         assert_eq!(api.tasks[0].weight, 3);
-        assert_eq!(api.tasks[1].request.name, "POST /api/workflows");
+        assert_eq!(
+            api.tasks[1].request.as_ref().expect("a request").name,
+            "POST /api/workflows"
+        );
         assert!(
             api.tasks[0]
                 .request
+                .as_ref()
+                .expect("a request")
                 .headers
                 .contains(&("Authorization".into(), "Bearer {{ token }}".into()))
         );

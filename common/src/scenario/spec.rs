@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::ExpectSpec;
 use crate::duration;
 use crate::rate::Rate;
 use crate::threshold::Threshold;
@@ -28,6 +29,9 @@ pub struct RunSpec {
     /// of such a response fails it as `body_too_large`.
     #[serde(default = "default_max_capture_body")]
     pub max_capture_body: u64,
+    /// A cookie jar per user: `Set-Cookie` answers are sent back as `Cookie`.
+    #[serde(default = "yes")]
+    pub cookies: bool,
     pub load: LoadModel,
     pub classes: Vec<UserClass>,
     /// Checked against the final report; each serialises as its text.
@@ -42,6 +46,10 @@ pub struct RunSpec {
     /// The scenario's regression rule for comparisons with a baseline (the coordinator's alone).
     #[serde(default)]
     pub regression: crate::report::RegressionRules,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_max_capture_body() -> u64 {
@@ -218,14 +226,80 @@ pub struct UserClass {
     pub name: String,
     pub weight: u32,
     pub wait: Option<Wait>,
+    /// Variables set once per user before `on_start`, in order (templates
+    /// that may use the built-ins and the variables before them).
+    #[serde(default)]
+    pub vars: Vec<(String, String)>,
     pub on_start: Vec<RequestSpec>,
     pub tasks: Vec<TaskSpec>,
 }
 
+/// One thing a user may pick per iteration: a request, or a flow of steps.
+/// Exactly one of `request` and `flow` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub weight: u32,
-    pub request: RequestSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowSpec>,
+}
+
+/// The method of a flow's own report row: one per flow run, its whole duration.
+/// Rows with this method are not requests, so totals leave them out.
+pub const FLOW_METHOD: &str = "FLOW";
+
+/// Steps run in order within one iteration; its duration is reported as
+/// endpoint (`name`, [`FLOW_METHOD`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowSpec {
+    pub name: String,
+    pub steps: Vec<StepSpec>,
+    /// Go on with the next step after a failed one (by default the flow ends there).
+    #[serde(default)]
+    pub continue_on_failure: bool,
+}
+
+/// One step of a flow: a request (possibly polled), then an optional pause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSpec {
+    #[serde(default)]
+    pub request: Option<RequestSpec>,
+    #[serde(default)]
+    pub poll: Option<PollSpec>,
+    /// Think time after the step.
+    #[serde(default)]
+    pub think: Option<Wait>,
+}
+
+/// Repeat a request until `until` holds, every `every`, at most `max` times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PollSpec {
+    #[serde(with = "duration::human")]
+    pub every: Duration,
+    pub max: u32,
+    pub until: ExpectSpec,
+}
+
+/// Where a capture takes its value from. A plain string is a JSON path
+/// (the original form, so older specs read the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CaptureSpec {
+    Path(String),
+    From(CaptureFrom),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CaptureFrom {
+    Json(String),
+    /// A response header's value (the first one of that name).
+    Header(String),
+    /// The first group (or the whole match) of a regular expression over the body.
+    Regex(String),
+    /// A cookie the response sets (`Set-Cookie: NAME=value`).
+    Cookie(String),
 }
 
 /// A request with every default applied; templates are still unrendered text.
@@ -243,8 +317,15 @@ pub struct RequestSpec {
     pub optional_headers: Vec<String>,
     pub body: Option<Body>,
     /// Statuses that count as success; empty means any status below 400.
+    /// Single codes only: `expect.status` holds ranges too and wins when set.
     pub expect_status: Vec<u16>,
-    pub capture: Vec<(String, String)>,
+    /// Every check of `expect:` (statuses and ranges, headers, body, JSON, latency).
+    #[serde(default)]
+    pub expect: ExpectSpec,
+    /// This request's own timeout (the run's `timeout` when absent).
+    #[serde(default, with = "duration::human_opt")]
+    pub timeout: Option<Duration>,
+    pub capture: Vec<(String, CaptureSpec)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,7 +338,9 @@ pub enum Body {
 impl RequestSpec {
     /// Whether `status` counts as a success for this request.
     pub fn status_ok(&self, status: u16) -> bool {
-        if self.expect_status.is_empty() {
+        if !self.expect.status.is_empty() {
+            self.expect.status_ok(status)
+        } else if self.expect_status.is_empty() {
             status < 400
         } else {
             self.expect_status.contains(&status)
@@ -270,14 +353,23 @@ impl RunSpec {
     pub fn endpoints(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for class in &self.classes {
-            let requests = class
-                .on_start
-                .iter()
-                .chain(class.tasks.iter().map(|t| &t.request));
-            for r in requests {
-                let key = (r.name.clone(), r.method.clone());
+            let mut add = |key: (String, String)| {
                 if !out.contains(&key) {
                     out.push(key);
+                }
+            };
+            for r in &class.on_start {
+                add((r.name.clone(), r.method.clone()));
+            }
+            for t in &class.tasks {
+                if let Some(r) = &t.request {
+                    add((r.name.clone(), r.method.clone()));
+                }
+                if let Some(f) = &t.flow {
+                    for r in f.steps.iter().filter_map(|s| s.request.as_ref()) {
+                        add((r.name.clone(), r.method.clone()));
+                    }
+                    add((f.name.clone(), FLOW_METHOD.to_owned()));
                 }
             }
         }

@@ -262,6 +262,7 @@ impl Snapshot {
     pub fn requests(&self) -> u64 {
         self.endpoints
             .iter()
+            .filter(|(k, _)| k.method != crate::scenario::FLOW_METHOD)
             .fold(0u64, |n, (_, d)| n.saturating_add(d.requests))
     }
 }

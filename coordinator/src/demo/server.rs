@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::alarm::AlarmClock;
+use super::runs::{POLLS_TO_DONE, RunStore};
 use super::store::{TokenStore, Workflow, WorkflowStore, lock};
 
 /// The stats route; it is the only request the `served` counter ignores, so
@@ -32,7 +33,14 @@ const STATS_PATH: &str = "/__squall/stats";
 
 /// `/api` routes reachable without a token: login must be (it issues them),
 /// health is for probes, and `fast` measures raw throughput without auth cost.
-const PUBLIC_API_PATHS: [&str; 3] = ["/api/health", "/api/auth/login", "/api/fast"];
+const PUBLIC_API_PATHS: [&str; 6] = [
+    "/api/health",
+    "/api/auth/login",
+    "/api/fast",
+    "/api/session/login",
+    "/api/session/me",
+    "/api/redirect",
+];
 /// Also public: `/api/delay/{ms}`, a fixed service time for benchmarks.
 const PUBLIC_API_PREFIX: &str = "/api/delay/";
 
@@ -157,6 +165,8 @@ struct AppState {
     /// Precise waits for `/api/delay/{ms}`; `delays` numbers them.
     alarm: AlarmClock,
     delays: AtomicU64,
+    /// Workflow runs started by `execute`, done after a few polls.
+    runs: RunStore,
 }
 
 impl AppState {
@@ -177,6 +187,7 @@ impl AppState {
             ),
             alarm: AlarmClock::start()?,
             delays: AtomicU64::new(0),
+            runs: RunStore::default(),
         })
     }
 }
@@ -207,6 +218,12 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/workflows", get(list_workflows).post(create_workflow))
         .route("/api/workflows/{id}", get(get_workflow))
         .route("/api/workflows/{id}/execute", post(execute_workflow))
+        .route("/api/runs/{id}", get(run_status))
+        .route("/api/runs/{id}/result", get(run_result))
+        .route("/api/large/{kib}", get(large))
+        .route("/api/session/login", post(session_login))
+        .route("/api/session/me", get(session_me))
+        .route("/api/redirect", get(redirect))
         .route("/api/agents", get(list_agents))
         .route("/api/chat", post(chat))
         .route(STATS_PATH, get(stats))
@@ -373,18 +390,104 @@ async fn get_workflow(State(state): State<Arc<AppState>>, Path(id): Path<String>
     }
 }
 
-/// Accepts any id: execution is only queued, and a load test should not fail
-/// because its workflow was evicted from the bounded store.
-async fn execute_workflow(Path(id): Path<String>) -> Response {
+/// Accepts any id: a run starts, which `GET /api/runs/{run_id}` reports as
+/// `running` until its third poll and `done` from then on; a load test should
+/// not fail because its workflow was evicted from the bounded store.
+async fn execute_workflow(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let run_id = state.runs.start(&id);
     (
         StatusCode::ACCEPTED,
         axum::Json(json!({
-            "execution_id": uuid::Uuid::new_v4().to_string(),
+            "execution_id": run_id,
+            "run_id": run_id,
             "workflow_id": id,
             "status": "queued",
         })),
     )
         .into_response()
+}
+
+/// A run's status; each call counts as a poll.
+async fn run_status(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.runs.poll(&id) {
+        None => error(StatusCode::NOT_FOUND, "run not found"),
+        Some(run) => {
+            let done = run.polls >= POLLS_TO_DONE;
+            axum::Json(json!({
+                "run_id": id,
+                "workflow_id": run.workflow_id,
+                "status": if done { "done" } else { "running" },
+                "polls": run.polls,
+            }))
+            .into_response()
+        }
+    }
+}
+
+/// A finished run's result; 409 while it is still running.
+async fn run_result(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.runs.get(&id) {
+        None => error(StatusCode::NOT_FOUND, "run not found"),
+        Some(run) if run.polls < POLLS_TO_DONE => error(StatusCode::CONFLICT, "run not done"),
+        Some(run) => axum::Json(json!({
+            "run_id": id,
+            "workflow_id": run.workflow_id,
+            "output": "All steps completed.",
+        }))
+        .into_response(),
+    }
+}
+
+/// The largest body `GET /api/large/{kib}` sends: 64 MiB.
+const MAX_LARGE_KIB: usize = 64 * 1024;
+
+/// A body of `kib` KiB of `x` (at most 64 MiB), for volume tests.
+async fn large(Path(kib): Path<usize>) -> Response {
+    let body = vec![b'x'; kib.min(MAX_LARGE_KIB) * 1024];
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+/// A cookie login: any non-empty credentials get a `sid` session cookie.
+async fn session_login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: LoginRequest = match parse_json(&body) {
+        Ok(req) => req,
+        Err(err) => return bad_json(&err),
+    };
+    if non_empty(req.username).is_none() || non_empty(req.password).is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "username and password are required",
+        );
+    }
+    let token = state.tokens.issue();
+    (
+        [(header::SET_COOKIE, format!("sid={token}; Path=/; HttpOnly"))],
+        axum::Json(json!({ "status": "logged in" })),
+    )
+        .into_response()
+}
+
+/// 200 with the session when the `sid` cookie holds a valid session, else 401.
+async fn session_me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let sid = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == "sid")
+        .map(|(_, value)| value.to_owned());
+    match sid {
+        Some(sid) if state.tokens.is_valid(&sid) => {
+            axum::Json(json!({ "session": "valid" })).into_response()
+        }
+        _ => error(StatusCode::UNAUTHORIZED, "no session"),
+    }
+}
+
+/// 302 to `/api/health`, for redirect policies.
+async fn redirect() -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, "/api/health")]).into_response()
 }
 
 #[derive(Deserialize)]

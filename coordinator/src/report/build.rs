@@ -68,7 +68,9 @@ fn figures(
     let mut endpoints = Vec::new();
     for (key, sum) in agg.endpoints() {
         let s = sum.to_stats();
-        all.merge(&s)?;
+        if key.method != squall_common::scenario::FLOW_METHOD {
+            all.merge(&s)?;
+        }
         endpoints.push(endpoint(
             &key.name,
             &key.method,

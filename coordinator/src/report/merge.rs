@@ -60,8 +60,11 @@ pub fn merge(reports: &[Report]) -> Result<Report, CoordinatorError> {
             h.add(&part)
                 .map_err(|err| fail(format!("{} {}: {err}", e.method, e.name)))?;
         }
-        all.add(&h)
-            .map_err(|err| fail(format!("{} {}: {err}", key.1, key.0)))?;
+        // A flow's row times whole flows, not requests: not in the totals.
+        if key.1 != squall_common::scenario::FLOW_METHOD {
+            all.add(&h)
+                .map_err(|err| fail(format!("{} {}: {err}", key.1, key.0)))?;
+        }
         endpoints.push(endpoint(key, group, &h, duration_s)?);
     }
 

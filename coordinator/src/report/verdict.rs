@@ -23,6 +23,12 @@ pub fn evaluate(t: &Threshold, report: &Report) -> ThresholdResult {
     let (passed, actual) = match &t.endpoint {
         None => {
             let all = &report.totals;
+            let checks_failed = report
+                .endpoints
+                .iter()
+                .filter(|e| e.method != squall_common::scenario::FLOW_METHOD)
+                .map(|e| e.errors.get("check").copied().unwrap_or(0))
+                .sum();
             judge(
                 t,
                 pick(
@@ -32,6 +38,7 @@ pub fn evaluate(t: &Threshold, report: &Report) -> ThresholdResult {
                     all.error_rate,
                     all.rps,
                     &all.latency_ms,
+                    checks_failed,
                 ),
             )
         }
@@ -50,6 +57,7 @@ pub fn evaluate(t: &Threshold, report: &Report) -> ThresholdResult {
                             e.error_rate,
                             e.rps,
                             &e.latency_ms,
+                            e.errors.get("check").copied().unwrap_or(0),
                         ),
                     )
                 });
@@ -89,6 +97,7 @@ fn pick(
     error_rate: f64,
     rps: f64,
     l: &LatencyMs,
+    checks_failed: u64,
 ) -> f64 {
     match t.metric {
         Metric::Latency(stat) => stat.of(l),
@@ -96,6 +105,7 @@ fn pick(
         Metric::Rps => rps,
         Metric::Requests => requests as f64,
         Metric::Failures => failures as f64,
+        Metric::Checks => 1.0 - squall_common::report::ratio(checks_failed.min(requests), requests),
     }
 }
 

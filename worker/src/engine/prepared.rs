@@ -5,8 +5,11 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Uri};
 use rand::{Rng, SeedableRng};
 use squall_common::capture::JsonPath;
+use squall_common::check::{Checks, ExpectSpec};
 use squall_common::scenario::size::ByteSize;
-use squall_common::scenario::{Body, RequestSpec, Wait};
+use squall_common::scenario::{
+    Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, RequestSpec, Wait,
+};
 use squall_common::template::{RenderError, Template, Vars};
 use squall_common::{EndpointKey, RunSpec};
 
@@ -32,26 +35,82 @@ pub struct PreparedRequest {
     /// Name, value, and whether an undefined variable drops the header instead of failing.
     headers: Vec<(HeaderName, Part, bool)>,
     body: Option<Part>,
-    /// Whether the scenario sets Host or Content-Length itself.
+    /// Whether the scenario sets Host, Content-Length or Cookie itself.
     own_host: bool,
     own_length: bool,
+    own_cookie: bool,
     /// HEAD responses carry no body whatever their headers say.
     pub head_only: bool,
     pub spec: RequestSpec,
-    pub captures: Vec<(String, JsonPath)>,
+    pub captures: Vec<(String, Capture)>,
+    /// The checks of `expect:` beyond the status.
+    pub checks: Checks,
+    /// What reading the response must keep: the body (captures, body or
+    /// JSON checks), the body parsed as JSON, the header fields. All false
+    /// for a plain request, which then keeps nothing.
+    pub needs_body: bool,
+    pub needs_json: bool,
+    pub keep_headers: bool,
+}
+
+/// Where one capture takes its value from.
+#[derive(Debug)]
+pub enum Capture {
+    Json(JsonPath),
+    Header(String),
+    Regex(regex::Regex),
+    Cookie(String),
+}
+
+/// A poll's stop condition: the status and the checks it must pass.
+#[derive(Debug)]
+pub struct Until {
+    pub spec: ExpectSpec,
+    pub checks: Checks,
+}
+
+#[derive(Debug)]
+pub struct PreparedPoll {
+    pub every: std::time::Duration,
+    pub max: u32,
+    pub until: Until,
+}
+
+#[derive(Debug)]
+pub struct PreparedStep {
+    pub request: Option<PreparedRequest>,
+    pub poll: Option<PreparedPoll>,
+    pub think: Option<Wait>,
+}
+
+#[derive(Debug)]
+pub struct PreparedFlow {
+    /// The flow's own row (name, `FLOW`).
+    pub endpoint: usize,
+    pub steps: Vec<PreparedStep>,
+    pub continue_on_failure: bool,
+}
+
+/// What one iteration runs.
+#[derive(Debug)]
+pub enum PreparedTask {
+    Request(PreparedRequest),
+    Flow(PreparedFlow),
 }
 
 #[derive(Debug)]
 pub struct PreparedClass {
     pub wait: Option<Wait>,
+    /// Set once per user, in order, before `on_start`.
+    pub vars: Vec<(String, Template)>,
     pub on_start: Vec<PreparedRequest>,
-    pub tasks: Vec<PreparedRequest>,
+    pub tasks: Vec<PreparedTask>,
     /// Running sums of task weights, for picking a task with one random draw.
     cumulative: Vec<u64>,
 }
 
 impl PreparedClass {
-    pub fn pick<R: Rng>(&self, rng: &mut R) -> &PreparedRequest {
+    pub fn pick<R: Rng>(&self, rng: &mut R) -> &PreparedTask {
         let total = self.cumulative.last().copied().unwrap_or(0);
         let x = rng.random_range(0..total.max(1));
         let i = self.cumulative.partition_point(|&c| c <= x);
@@ -117,10 +176,26 @@ impl PreparedRun {
         for c in &spec.classes {
             let prep = |r: &RequestSpec| prepare(r, &endpoints, &base_path, &host);
             let on_start = c.on_start.iter().map(prep).collect::<Result<Vec<_>, _>>()?;
-            let tasks = c
-                .tasks
+            let mut tasks = Vec::new();
+            for t in &c.tasks {
+                tasks.push(match (&t.request, &t.flow) {
+                    (Some(r), None) => PreparedTask::Request(prep(r)?),
+                    (None, Some(f)) => PreparedTask::Flow(prepare_flow(f, &endpoints, &prep)?),
+                    _ => {
+                        return Err(bad(
+                            "a task needs exactly one of `request` and `flow`".into()
+                        ));
+                    }
+                });
+            }
+            let vars = c
+                .vars
                 .iter()
-                .map(|t| prep(&t.request))
+                .map(|(name, text)| {
+                    Template::compile(text)
+                        .map(|t| (name.clone(), t))
+                        .map_err(|e| bad(format!("vars.{name}: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut sum = 0u64;
             let cumulative = c
@@ -133,6 +208,7 @@ impl PreparedRun {
                 .collect();
             classes.push(PreparedClass {
                 wait: c.wait,
+                vars,
                 on_start,
                 tasks,
                 cumulative,
@@ -151,6 +227,8 @@ impl PreparedRun {
 
     /// The request's bytes for one send: the pre-encoded ones when static,
     /// otherwise rendered into `out` (`scratch` holds each rendered part).
+    /// `cookie` is the user's cookie jar as a `Cookie` value (empty when
+    /// it holds none): added unless the request sets its own `Cookie`.
     pub fn encode<'a, R: Rng>(
         &self,
         req: &'a PreparedRequest,
@@ -158,11 +236,27 @@ impl PreparedRun {
         rng: &mut R,
         scratch: &mut String,
         out: &'a mut Vec<u8>,
+        cookie: &str,
     ) -> Result<&'a [u8], RenderError> {
-        if let Some(wire) = &req.wire {
-            return Ok(wire);
+        let with_cookie = !cookie.is_empty() && !req.own_cookie;
+        match &req.wire {
+            Some(wire) if !with_cookie => return Ok(wire),
+            Some(wire) => {
+                out.clear();
+                out.extend_from_slice(wire);
+            }
+            None => write_request(req, &self.host, &self.base_path, vars, rng, scratch, out)?,
         }
-        write_request(req, &self.host, &self.base_path, vars, rng, scratch, out)?;
+        if with_cookie {
+            // After the request line: the head's end is the first blank line.
+            let line_end = out
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .map_or(out.len(), |i| i + 2);
+            let mut field = Vec::with_capacity(cookie.len() + 10);
+            header(&mut field, "cookie", cookie);
+            out.splice(line_end..line_end, field);
+        }
         Ok(out)
     }
 }
@@ -186,7 +280,7 @@ fn write_request<R: Rng>(
             scratch.clear();
             scratch.push_str(base_path);
             t.render(vars, rng, scratch)?;
-            if !valid_target(scratch) {
+            if !valid_target(scratch) || !scratch[base_path.len()..].starts_with('/') {
                 return Err(RenderError::Invalid(format!(
                     "valid path (got `{scratch}`)"
                 )));
@@ -312,15 +406,34 @@ fn prepare(
     let captures = r
         .capture
         .iter()
-        .map(|(var, expr)| {
-            JsonPath::parse(expr)
-                .map(|p| (var.clone(), p))
-                .map_err(|e| bad(e.to_string()))
+        .map(|(var, c)| {
+            let capture = match c {
+                CaptureSpec::Path(p) | CaptureSpec::From(CaptureFrom::Json(p)) => {
+                    Capture::Json(JsonPath::parse(p).map_err(|e| bad(e.to_string()))?)
+                }
+                CaptureSpec::From(CaptureFrom::Header(h)) => Capture::Header(h.clone()),
+                CaptureSpec::From(CaptureFrom::Regex(p)) => {
+                    Capture::Regex(squall_common::check::regex(p).map_err(|e| bad(e.to_string()))?)
+                }
+                CaptureSpec::From(CaptureFrom::Cookie(n)) => Capture::Cookie(n.clone()),
+            };
+            Ok((var.clone(), capture))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, WorkerError>>()?;
+    let checks = Checks::compile(&r.expect).map_err(|e| bad(e.to_string()))?;
+    let needs_json =
+        checks.needs_json() || captures.iter().any(|(_, c)| matches!(c, Capture::Json(_)));
+    let needs_body = needs_json
+        || checks.needs_body()
+        || captures.iter().any(|(_, c)| matches!(c, Capture::Regex(_)));
+    let keep_headers = checks.needs_headers()
+        || captures
+            .iter()
+            .any(|(_, c)| matches!(c, Capture::Header(_) | Capture::Cookie(_)));
     let own = |h: HeaderName| headers.iter().any(|(n, _, _)| *n == h);
     let own_host = own(http::header::HOST);
     let own_length = own(http::header::CONTENT_LENGTH);
+    let own_cookie = own(http::header::COOKIE);
     let mut req = PreparedRequest {
         endpoint,
         wire: None,
@@ -331,8 +444,13 @@ fn prepare(
         body,
         own_host,
         own_length,
+        own_cookie,
         spec: r.clone(),
         captures,
+        checks,
+        needs_body,
+        needs_json,
+        keep_headers,
     };
     let fixed = matches!(req.path, Part::Static(_))
         && req
@@ -347,6 +465,7 @@ fn prepare(
             user_id: 0,
             worker_index: 0,
             captured: &none,
+            sequence: None,
         };
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0);
         let mut out = Vec::new();
@@ -363,6 +482,49 @@ fn prepare(
         req.wire = Some(out.into_boxed_slice());
     }
     Ok(req)
+}
+
+/// A flow: its own report row, then each step's request (and poll) compiled.
+fn prepare_flow(
+    f: &FlowSpec,
+    endpoints: &[EndpointKey],
+    prep: &dyn Fn(&RequestSpec) -> Result<PreparedRequest, WorkerError>,
+) -> Result<PreparedFlow, WorkerError> {
+    let bad = |what: String| WorkerError::Scenario(format!("flow `{}`: {what}", f.name));
+    let endpoint = endpoints
+        .iter()
+        .position(|e| e.name == f.name && e.method == FLOW_METHOD)
+        .ok_or_else(|| bad("not in the endpoint table".into()))?;
+    let mut steps = Vec::new();
+    for s in &f.steps {
+        let request = s.request.as_ref().map(prep).transpose()?;
+        let poll = match &s.poll {
+            None => None,
+            Some(p) => {
+                if request.is_none() || p.max == 0 {
+                    return Err(bad("a poll needs a request and at least one attempt".into()));
+                }
+                Some(PreparedPoll {
+                    every: p.every,
+                    max: p.max.min(squall_common::scenario::MAX_POLL_ATTEMPTS),
+                    until: Until {
+                        checks: Checks::compile(&p.until).map_err(|e| bad(e.to_string()))?,
+                        spec: p.until.clone(),
+                    },
+                })
+            }
+        };
+        steps.push(PreparedStep {
+            request,
+            poll,
+            think: s.think,
+        });
+    }
+    Ok(PreparedFlow {
+        endpoint,
+        steps,
+        continue_on_failure: f.continue_on_failure,
+    })
 }
 
 #[cfg(test)]
@@ -393,15 +555,19 @@ mod tests {
             user_id: 7,
             worker_index: 0,
             captured,
+            sequence: None,
         };
         let mut out = Vec::new();
-        let req = &run.classes[0].tasks[task];
+        let PreparedTask::Request(req) = &run.classes[0].tasks[task] else {
+            panic!("task {task} is a request");
+        };
         let bytes = run.encode(
             req,
             &vars,
             &mut SmallRng::seed_from_u64(1),
             &mut String::new(),
             &mut out,
+            "",
         )?;
         Ok(String::from_utf8(bytes.to_vec()).expect("ascii"))
     }
@@ -413,6 +579,8 @@ scenarios:
 user_classes:
   u:
     headers: { Authorization: "Bearer {{ token }}" }
+    on_start:
+      - { name: login, post: /login, capture: { token: "$.t", name: "$.n" } }
     tasks:
       - { name: fast, get: /fast }
       - { name: item, get: "/items/{{ user_id }}" }
@@ -425,7 +593,11 @@ user_classes:
     fn static_and_templated_requests_encode_to_http11() {
         let r = run(&YAML.replace(r#"headers: { Authorization: "Bearer {{ token }}" }"#, ""));
         let none = HashMap::new();
-        let fast = &r.classes[0].tasks[0];
+        let request = |i: usize| match &r.classes[0].tasks[i] {
+            PreparedTask::Request(req) => req,
+            PreparedTask::Flow(_) => panic!("task {i} is a request"),
+        };
+        let fast = request(0);
         assert!(
             fast.wire.is_some(),
             "a request without templates is pre-encoded"
@@ -434,7 +606,7 @@ user_classes:
             encode(&r, 0, &none).expect("encodes"),
             "GET /v1/fast HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
         );
-        assert!(r.classes[0].tasks[1].wire.is_none());
+        assert!(request(1).wire.is_none());
         assert_eq!(
             encode(&r, 1, &none).expect("encodes"),
             "GET /v1/items/7 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
@@ -458,7 +630,7 @@ user_classes:
                 .expect("encodes")
                 .ends_with("content-length: 0\r\n\r\n")
         );
-        assert!(r.classes[0].tasks[4].head_only);
+        assert!(request(4).head_only);
     }
 
     #[test]

@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use squall_common::check::Observed;
 use squall_common::scenario::Wait;
 use squall_common::template::Vars;
 use tokio::sync::{Notify, watch};
 
-use super::prepared::{PreparedRequest, PreparedRun};
+use super::prepared::{
+    Capture, PreparedClass, PreparedFlow, PreparedRequest, PreparedRun, PreparedTask, Until,
+};
 use super::recorder::SharedRecorder;
-use crate::http::connection::{self, Body, Connection, ReadBuffer};
+use crate::http::connection::{self, Body, Connection, Keep, ReadBuffer};
 use crate::http::{ErrorKind, Outcome};
 
 /// What every user on one engine thread shares.
@@ -103,6 +106,12 @@ struct UserState {
     conn: Option<Connection>,
     captured: HashMap<String, String>,
     rng: SmallRng,
+    /// The `sequence()` counter.
+    sequence: Cell<u64>,
+    /// The cookie jar (name, value) and the `Cookie` value it makes; both
+    /// empty (and unallocated) until a response sets a cookie.
+    jar: Vec<(String, String)>,
+    cookie_line: String,
     /// Rendered template parts and the request they make; both stay
     /// unallocated for a scenario without templates.
     scratch: String,
@@ -163,6 +172,9 @@ fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
         conn: None,
         captured: HashMap::new(),
         rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        sequence: Cell::new(0),
+        jar: Vec::new(),
+        cookie_line: String::new(),
         scratch: String::new(),
         wire: Vec::new(),
     }
@@ -183,12 +195,13 @@ pub async fn run_user(
     };
     let mut stop = ctx.stop.clone();
     let mut user = new_user(&ctx, user_id);
+    set_vars(&ctx, &mut user, class);
     let ended = |stop: &watch::Receiver<bool>| *stop.borrow() || ctl.retired.get();
     for req in &class.on_start {
         if ended(&stop) {
             return;
         }
-        execute(&ctx, &mut user, req, None).await;
+        execute(&ctx, &mut user, req, None, None).await;
     }
     let per_user = ctx.run.spec.iterations_per_user.unwrap_or(u64::MAX);
     let pacing = match class.wait {
@@ -203,8 +216,10 @@ pub async fn run_user(
         if ended(&stop) || !ctx.take_iteration() {
             return;
         }
-        let req = class.pick(&mut user.rng);
-        execute(&ctx, &mut user, req, pacing.map(|_| due)).await;
+        let task = class.pick(&mut user.rng);
+        if run_task(&ctx, &mut user, task, pacing.map(|_| due), &mut stop).await {
+            return;
+        }
         done += 1;
         let pause_until = match (class.wait, pacing) {
             (_, Some(p)) => {
@@ -252,11 +267,12 @@ pub async fn run_open_user(
     };
     let mut stop = ctx.stop.clone();
     let mut user = new_user(&ctx, user_id);
+    set_vars(&ctx, &mut user, class);
     for req in &class.on_start {
         if *stop.borrow() {
             return;
         }
-        execute(&ctx, &mut user, req, None).await;
+        execute(&ctx, &mut user, req, None, None).await;
     }
     let slot = Rc::new(OpenSlot::default());
     let mut intended = first;
@@ -266,8 +282,10 @@ pub async fn run_open_user(
         if *stop.borrow() {
             return;
         }
-        let req = class.pick(&mut user.rng);
-        execute(&ctx, &mut user, req, Some(intended)).await;
+        let task = class.pick(&mut user.rng);
+        if run_task(&ctx, &mut user, task, Some(intended), &mut stop).await {
+            return;
+        }
         done += 1;
         if done >= per_user || closed.get() {
             return;
@@ -289,15 +307,152 @@ pub async fn run_open_user(
     }
 }
 
+/// Sets the class's `vars:` for a new user, in order.
+fn set_vars(ctx: &ThreadCtx, user: &mut UserState, class: &PreparedClass) {
+    for (name, t) in &class.vars {
+        let mut out = String::new();
+        let vars = Vars {
+            user_id: user.user_id,
+            worker_index: ctx.worker_index,
+            captured: &user.captured,
+            sequence: Some(&user.sequence),
+        };
+        // Validated at load time; a var that still cannot render is left unset,
+        // and the requests using it fail visibly as `template`.
+        if t.render(&vars, &mut user.rng, &mut out).is_ok() {
+            user.captured.insert(name.clone(), out);
+        }
+    }
+}
+
+/// Runs one iteration's task; true when the run stopped during it.
+async fn run_task(
+    ctx: &ThreadCtx,
+    user: &mut UserState,
+    task: &PreparedTask,
+    intended: Option<Instant>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    match task {
+        PreparedTask::Request(req) => {
+            execute(ctx, user, req, intended, None).await;
+            false
+        }
+        PreparedTask::Flow(flow) => run_flow(ctx, user, flow, intended, stop).await,
+    }
+}
+
+/// Sleeps until `t` unless the run stops first (then true).
+async fn pause(t: Instant, stop: &mut watch::Receiver<bool>) -> bool {
+    if t <= Instant::now() {
+        return *stop.borrow();
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(t.into()) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+/// Runs a flow's steps in order and records the flow's own row (its whole
+/// duration, failed with the first failing step's kind); true when the run
+/// stopped during it, in which case the row is not recorded.
+async fn run_flow(
+    ctx: &ThreadCtx,
+    user: &mut UserState,
+    flow: &PreparedFlow,
+    intended: Option<Instant>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let start = Instant::now();
+    let since = intended.filter(|i| *i < start).unwrap_or(start);
+    if intended.is_some() {
+        ctx.recorder.borrow_mut().record_lag(micros(start - since));
+    }
+    let mut error = None;
+    let mut stopped = false;
+    'steps: for step in &flow.steps {
+        if let Some(req) = &step.request {
+            let failed = match &step.poll {
+                None => execute(ctx, user, req, None, None).await.0,
+                Some(poll) => {
+                    let mut attempt = 1;
+                    loop {
+                        let last = attempt >= poll.max;
+                        let (kind, met) =
+                            execute(ctx, user, req, None, Some((&poll.until, last))).await;
+                        if met {
+                            break None;
+                        }
+                        if last {
+                            break Some(kind.unwrap_or(ErrorKind::PollLimit));
+                        }
+                        attempt += 1;
+                        if pause(Instant::now() + poll.every, stop).await {
+                            stopped = true;
+                            break 'steps;
+                        }
+                    }
+                }
+            };
+            if let Some(kind) = failed {
+                error.get_or_insert(kind);
+                if !flow.continue_on_failure {
+                    break;
+                }
+            }
+        }
+        if *stop.borrow() {
+            stopped = true;
+            break;
+        }
+        if let Some(w) = step.think {
+            let until = match w {
+                Wait::Constant(d) | Wait::Pacing(d) => Instant::now() + d,
+                Wait::Between(lo, hi) => {
+                    let span = micros(hi.saturating_sub(lo));
+                    let jitter = rand::Rng::random_range(&mut user.rng, 0..=span);
+                    Instant::now() + lo + Duration::from_micros(jitter)
+                }
+            };
+            if pause(until, stop).await {
+                stopped = true;
+                break;
+            }
+        }
+    }
+    if stopped {
+        // Cut short by the end of the run, not by the target: every request
+        // it sent is recorded, but the flow's row only counts whole flows.
+        return true;
+    }
+    let end = Instant::now();
+    ctx.recorder.borrow_mut().record(
+        flow.endpoint,
+        &Outcome {
+            status: None,
+            error,
+            latency_us: micros(end - since),
+            service_us: micros(end - start),
+            ttfb_us: None,
+            bytes: 0,
+        },
+    );
+    stopped
+}
+
 /// Sends one request and records its outcome exactly once.
 /// `intended` is when the request was due (open model, pacing): latency is
-/// measured from it, service time from the actual send.
+/// measured from it, service time from the actual send. `until` is a poll's
+/// stop condition (and whether this is its last attempt, which then fails
+/// as `poll_limit` when the condition does not hold). Returns the error kind,
+/// if the request failed, and whether `until` held.
 async fn execute(
     ctx: &ThreadCtx,
     user: &mut UserState,
     req: &PreparedRequest,
     intended: Option<Instant>,
-) {
+    until: Option<(&Until, bool)>,
+) -> (Option<ErrorKind>, bool) {
     let start = Instant::now();
     let since = intended.filter(|i| *i < start).unwrap_or(start);
     if intended.is_some() {
@@ -313,18 +468,28 @@ async fn execute(
         user_id: user.user_id,
         worker_index: ctx.worker_index,
         captured: &user.captured,
+        sequence: Some(&user.sequence),
     };
-    let encoded = ctx
-        .run
-        .encode(req, &vars, &mut user.rng, &mut user.scratch, &mut user.wire);
-    let want_body = !req.captures.is_empty();
+    let encoded = ctx.run.encode(
+        req,
+        &vars,
+        &mut user.rng,
+        &mut user.scratch,
+        &mut user.wire,
+        &user.cookie_line,
+    );
+    let until_checks = until.map(|(u, _)| &u.checks);
+    let want_body = req.needs_body || until_checks.is_some_and(|c| c.needs_body());
+    let keep_headers = req.keep_headers || until_checks.is_some_and(|c| c.needs_headers());
     let mut body = want_body.then(Vec::new);
+    let mut headers = Vec::new();
     let outcome = match encoded {
         Err(_) => failure(ErrorKind::Template, since, start),
         Ok(request) => {
             // The deadline from the clock reading already taken.
+            let timeout = req.spec.timeout.unwrap_or(ctx.run.spec.timeout);
             let sent = tokio::time::timeout_at(
-                (start + ctx.run.spec.timeout).into(),
+                (start + timeout).into(),
                 connection::send(
                     &mut user.conn,
                     ctx.addr,
@@ -336,6 +501,10 @@ async fn execute(
                         buf,
                         limit: ctx.run.spec.max_capture_body,
                     }),
+                    Keep {
+                        headers: keep_headers,
+                        cookies: ctx.run.spec.cookies,
+                    },
                 ),
             )
             .await;
@@ -347,6 +516,10 @@ async fn execute(
                 Ok(Err(kind)) => failure(kind, since, start),
                 Ok(Ok(resp)) => {
                     let error = (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status);
+                    headers = resp.headers;
+                    if !resp.set_cookies.is_empty() {
+                        store_cookies(user, &resp.set_cookies);
+                    }
                     // One clock reading serves both latency and service time.
                     let end = Instant::now();
                     Outcome {
@@ -363,23 +536,111 @@ async fn execute(
     };
     guard.armed = false;
     let mut outcome = outcome;
-    // `body` is there only when the request captures from it.
-    if let Some(body) = body.filter(|_| outcome.error.is_none())
-        && !capture(req, &body, &mut user.captured)
-    {
-        outcome.error = Some(ErrorKind::Check);
+    let mut met = false;
+    if let Some(status) = outcome.status {
+        // The body is parsed once, for checks, captures and the poll condition.
+        let body = body.as_deref().unwrap_or_default();
+        let needs_json = req.needs_json || until_checks.is_some_and(|c| c.needs_json());
+        let json = needs_json
+            .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .flatten();
+        let observed = Observed {
+            headers: &headers,
+            body,
+            json: json.as_ref(),
+            latency_us: outcome.latency_us,
+        };
+        if outcome.error.is_none()
+            && (!req.checks.passes(&observed) || !capture(req, &observed, &mut user.captured))
+        {
+            outcome.error = Some(ErrorKind::Check);
+        }
+        if let Some((u, last)) = until {
+            met = u.spec.status_ok(status) && u.checks.passes(&observed);
+            if !met && last && outcome.error.is_none() {
+                outcome.error = Some(ErrorKind::PollLimit);
+            }
+        }
     }
     ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
+    (outcome.error, met)
 }
 
-/// Stores the request's captures from a JSON body; false when one is missing.
-fn capture(req: &PreparedRequest, body: &[u8], into: &mut HashMap<String, String>) -> bool {
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
+/// The most cookies a user keeps, and the longest one: a target sets them,
+/// so they are bounded like any input.
+const MAX_COOKIES: usize = 50;
+const MAX_COOKIE_BYTES: usize = 4096;
+
+/// Puts a response's `Set-Cookie` values into the user's jar (a cookie with
+/// `Max-Age=0` or an empty value is removed) and rebuilds its `Cookie` value.
+/// Domains and paths are not tracked: a user talks to one host.
+fn store_cookies(user: &mut UserState, set: &[String]) {
+    for line in set {
+        let mut parts = line.split(';');
+        let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let valid = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        };
+        if name.is_empty()
+            || !valid(name)
+            || !valid(value)
+            || name.len() + value.len() > MAX_COOKIE_BYTES
+        {
+            continue;
+        }
+        let expired = value.is_empty()
+            || parts.any(|a| {
+                a.trim().split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("max-age") && v.trim().starts_with(['0', '-'])
+                })
+            });
+        user.jar.retain(|(n, _)| n != name);
+        if !expired && user.jar.len() < MAX_COOKIES {
+            user.jar.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    user.cookie_line.clear();
+    for (i, (n, v)) in user.jar.iter().enumerate() {
+        if i > 0 {
+            user.cookie_line.push_str("; ");
+        }
+        user.cookie_line.push_str(n);
+        user.cookie_line.push('=');
+        user.cookie_line.push_str(v);
+    }
+}
+
+/// Stores the request's captures; false when one finds nothing.
+fn capture(req: &PreparedRequest, o: &Observed<'_>, into: &mut HashMap<String, String>) -> bool {
     let mut all = true;
-    for (var, path) in &req.captures {
-        match path.extract(&json) {
+    for (var, c) in &req.captures {
+        let value = match c {
+            Capture::Json(path) => o.json.and_then(|j| path.extract(j)),
+            Capture::Header(name) => o
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            Capture::Regex(re) => {
+                let text = String::from_utf8_lossy(o.body);
+                re.captures(&text)
+                    .and_then(|m| m.get(1).or_else(|| m.get(0)).map(|g| g.as_str().to_owned()))
+            }
+            Capture::Cookie(name) => o
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+                .find_map(|(_, v)| {
+                    let pair = v.split(';').next()?;
+                    let (n, value) = pair.split_once('=')?;
+                    (n.trim() == name).then(|| value.trim().to_owned())
+                }),
+        };
+        match value {
             Some(v) => {
                 into.insert(var.clone(), v);
             }

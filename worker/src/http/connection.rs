@@ -41,6 +41,10 @@ pub struct Response {
     /// When the first response byte arrived.
     pub first_byte: Instant,
     pub bytes: u64,
+    /// The header fields, when the request asked for them (empty otherwise).
+    pub headers: Vec<(String, String)>,
+    /// `Set-Cookie` values, when a cookie jar asked for them (empty otherwise).
+    pub set_cookies: Vec<String>,
 }
 
 /// Why an exchange failed, and whether the request may be sent again.
@@ -142,6 +146,7 @@ impl Connection {
         head_only: bool,
         buf: &ReadBuffer,
         body: Option<Body<'_>>,
+        want: Keep,
     ) -> Result<(Response, bool), Failed> {
         let stale = self.used;
         let wrote = async {
@@ -156,6 +161,12 @@ impl Connection {
         let limit = body.as_ref().map_or(u64::MAX, |b| b.limit);
         let mut body = body.map(|b| b.buf);
         let mut reader = ResponseReader::new(head_only, limit);
+        if want.headers {
+            reader.keep_headers();
+        }
+        if want.cookies {
+            reader.collect_cookies();
+        }
         let mut first_byte = None;
         self.pending.clear();
         loop {
@@ -186,7 +197,8 @@ impl Connection {
                 Read::Fed(Ok(Progress::NeedMore)) => {}
                 Read::Fed(Ok(Progress::Done { .. })) => {
                     self.used = true;
-                    return Ok((response(&reader, first_byte), reader.keep_alive));
+                    let keep_alive = reader.keep_alive;
+                    return Ok((response(&mut reader, first_byte), keep_alive));
                 }
                 Read::Fed(Err(e)) => {
                     return Err(Failed {
@@ -200,7 +212,7 @@ impl Connection {
                 }
                 Read::Eof => {
                     return match reader.eof() {
-                        Ok(()) => Ok((response(&reader, first_byte), false)),
+                        Ok(()) => Ok((response(&mut reader, first_byte), false)),
                         Err(_) => Err(Failed {
                             kind: ErrorKind::Reset,
                             stale: nothing_back,
@@ -218,12 +230,23 @@ impl Connection {
     }
 }
 
-fn response(reader: &ResponseReader, first_byte: Option<Instant>) -> Response {
+fn response(reader: &mut ResponseReader, first_byte: Option<Instant>) -> Response {
     Response {
         status: reader.status,
         first_byte: first_byte.unwrap_or_else(Instant::now),
         bytes: reader.body_bytes,
+        headers: reader.headers.take().unwrap_or_default(),
+        set_cookies: reader.set_cookies.take().unwrap_or_default(),
     }
+}
+
+/// What of a response head to keep beyond its framing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keep {
+    /// Every header field (checks and captures on headers).
+    pub headers: bool,
+    /// `Set-Cookie` values (the user's cookie jar).
+    pub cookies: bool,
 }
 
 /// Where a response body goes when the request captures from it, and the
@@ -255,6 +278,7 @@ pub async fn send(
     head_only: bool,
     buf: &ReadBuffer,
     mut body: Option<Body<'_>>,
+    want: Keep,
 ) -> Result<Response, ErrorKind> {
     loop {
         let c = match conn {
@@ -265,7 +289,13 @@ pub async fn send(
             b.buf.clear();
         }
         match c
-            .exchange(request, head_only, buf, body.as_mut().map(Body::reborrow))
+            .exchange(
+                request,
+                head_only,
+                buf,
+                body.as_mut().map(Body::reborrow),
+                want,
+            )
             .await
         {
             Ok((resp, keep_alive)) => {

@@ -12,6 +12,8 @@ pub enum ErrorKind {
     BodyTooLarge,
     Status,
     Check,
+    /// A poll's last attempt, and its flow, when the condition never held.
+    PollLimit,
     Template,
     Interrupted,
 }
@@ -27,6 +29,7 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::Status => "status",
             ErrorKind::Check => "check",
+            ErrorKind::PollLimit => "poll_limit",
             ErrorKind::Template => "template",
             ErrorKind::Interrupted => "interrupted",
         }

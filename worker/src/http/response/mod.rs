@@ -71,6 +71,12 @@ pub struct ResponseReader {
     pub keep_alive: bool,
     /// Body bytes after transfer decoding.
     pub body_bytes: u64,
+    /// The final head's header fields, kept only when asked for (checks,
+    /// header captures, cookies): a plain request copies none.
+    pub headers: Option<Vec<(String, String)>>,
+    /// `Set-Cookie` values of the final head, when collected for a cookie
+    /// jar: allocated only when a response sets one.
+    pub set_cookies: Option<Vec<String>>,
 }
 
 impl ResponseReader {
@@ -85,7 +91,19 @@ impl ResponseReader {
             status: 0,
             keep_alive: true,
             body_bytes: 0,
+            headers: None,
+            set_cookies: None,
         }
+    }
+
+    /// Collects the final head's `Set-Cookie` values in [`ResponseReader::set_cookies`].
+    pub fn collect_cookies(&mut self) {
+        self.set_cookies = Some(Vec::new());
+    }
+
+    /// Keeps the final head's header fields in [`ResponseReader::headers`].
+    pub fn keep_headers(&mut self) {
+        self.headers = Some(Vec::new());
     }
 
     /// Consumes `input`. `pending` keeps a head split across reads; `body`,
@@ -189,6 +207,15 @@ impl ResponseReader {
             }
             return Ok(Some(n));
         }
+        if let Some(kept) = &mut self.headers {
+            kept.clear();
+            kept.extend(res.headers.iter().map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            }));
+        }
         let http10 = res.version == Some(0);
         let mut length: Option<u64> = None;
         let mut coding = Codings::default();
@@ -201,6 +228,10 @@ impl ResponseReader {
                     return Err(ParseError::Malformed);
                 }
                 length = Some(v);
+            } else if let Some(jar) = &mut self.set_cookies
+                && h.name.eq_ignore_ascii_case("set-cookie")
+            {
+                jar.push(String::from_utf8_lossy(h.value).into_owned());
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 coding.add(h.value)?;
             } else if h.name.eq_ignore_ascii_case("connection") {

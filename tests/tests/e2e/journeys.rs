@@ -1,0 +1,322 @@
+//! Journeys: flows, polls, checks, captures and variables against the real
+//! demo target (`coordinator target`), counted against what it served.
+
+use std::time::Duration;
+
+use squall_tests::{Proc, TestRun, coordinator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A `coordinator target` process and its URL.
+pub struct Demo {
+    _proc: Proc,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    pub async fn start() -> Demo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut proc = coordinator(&["target", "--bind", "127.0.0.1:0"], dir.path());
+        let url = proc
+            .announced("demo target listening on", Duration::from_secs(30))
+            .await;
+        Demo {
+            _proc: proc,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// Requests the target served (its stats route is not counted).
+    pub async fn served(&self) -> u64 {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the demo target");
+        let req =
+            format!("GET /__squall/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.expect("read");
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let v: serde_json::Value = serde_json::from_str(body).expect("stats JSON");
+        v["served"].as_u64().expect("served")
+    }
+}
+
+fn endpoint<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == name))
+        .unwrap_or_else(|| panic!("no endpoint {name} in {report}"))
+}
+
+fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journey_example_runs_and_its_counts_match_the_demo_target() {
+    let demo = Demo::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/journey.yaml")).expect("example");
+    let run = TestRun::named("journey.yaml", &text);
+    let mut c = run.headless(
+        &demo.url,
+        &["--local-workers", "2", "--duration", "3s", "--users", "6"],
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    let served = demo.served().await;
+    assert_eq!(
+        count(&report["totals"]["requests"]),
+        served,
+        "every request once, flow rows left out of the totals"
+    );
+    let flow = endpoint(&report, "run workflow");
+    assert_eq!(flow["method"], "FLOW");
+    let flows = count(&flow["requests"]);
+    assert!(flows > 5, "{flow}");
+    assert_eq!(count(&flow["failures"]), 0, "{flow}");
+    let result = endpoint(&report, "fetch result");
+    let polls = endpoint(&report, "poll run");
+    // Every whole flow fetched its result once, after exactly 3 polls (the
+    // demo run is done at its third); flows cut off by the end add the rest.
+    assert!(count(&result["requests"]) >= flows, "{result}");
+    assert!(count(&polls["requests"]) >= 3 * flows, "{polls}");
+    assert!(count(&polls["requests"]) <= 3 * count(&result["requests"]) + 3 * 6);
+    assert_eq!(count(&report["totals"]["failures"]), 0, "{}", c.output());
+    assert_eq!(endpoint(&report, "login")["requests"], 6);
+    let thresholds = report["thresholds"].as_array().expect("thresholds");
+    assert!(
+        thresholds.iter().all(|t| t["passed"] == true),
+        "{thresholds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_ends_on_its_limit_and_fails_its_flow() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(
+        r#"
+scenarios:
+  s: { users: 1, duration: 30s, iterations: 2 }
+user_classes:
+  u:
+    on_start:
+      - { name: login, post: /api/auth/login, json: { username: u, password: p }, capture: { token: "$.access_token" } }
+    headers: { Authorization: "Bearer {{ token }}" }
+    tasks:
+      - name: never done
+        flow:
+          - { name: execute, post: /api/workflows/wf-release/execute, capture: { run_id: "$.run_id" } }
+          - name: poll
+            get: "/api/runs/{{ run_id }}"
+            poll: { every: 10ms, max: 4, until: { json: { "$.status": finished } } }
+          - { name: result, get: "/api/runs/{{ run_id }}/result" }
+"#,
+    );
+    let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    let poll = endpoint(&report, "poll");
+    assert_eq!(poll["requests"], 8, "4 attempts per flow: {poll}");
+    assert_eq!(poll["errors"]["poll_limit"], 2, "{poll}");
+    let flow = endpoint(&report, "never done");
+    assert_eq!(flow["requests"], 2, "{flow}");
+    assert_eq!(flow["errors"]["poll_limit"], 2, "{flow}");
+    assert!(
+        report["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .all(|e| e["name"] != "result"),
+        "a failed step ends the flow"
+    );
+    assert_eq!(count(&report["totals"]["requests"]), demo.served().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_ends_on_its_condition() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(
+        r#"
+scenarios:
+  s: { users: 1, duration: 30s, iterations: 3 }
+user_classes:
+  u:
+    on_start:
+      - { name: login, post: /api/auth/login, json: { username: u, password: p }, capture: { token: "$.access_token" } }
+    headers: { Authorization: "Bearer {{ token }}" }
+    tasks:
+      - name: done
+        flow:
+          - { name: execute, post: /api/workflows/wf-release/execute, capture: { run_id: "$.run_id" } }
+          - name: poll
+            get: "/api/runs/{{ run_id }}"
+            poll: { every: 10ms, max: 50, until: { status: 200, json: { "$.status": done } } }
+          - { name: result, get: "/api/runs/{{ run_id }}/result", expect: { status: 200 } }
+"#,
+    );
+    let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    assert_eq!(endpoint(&report, "poll")["requests"], 9, "3 polls per run");
+    assert_eq!(endpoint(&report, "result")["requests"], 3);
+    assert_eq!(endpoint(&report, "done")["failures"], 0);
+    assert_eq!(count(&report["totals"]["failures"]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_checks_count_as_check_failures_and_fail_a_checks_threshold() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(
+        r#"
+scenarios:
+  s: { users: 1, duration: 30s, iterations: 10, thresholds: ["checks > 99%", "good: checks == 1"] }
+user_classes:
+  u:
+    tasks:
+      - name: good
+        get: /api/health
+        expect:
+          status: [2xx, 304]
+          headers: { content-type: { contains: json }, X-Missing: { exists: false } }
+          body_contains: ok
+          json: { "$.status": ok, "$.nothing": { exists: false } }
+          max_latency: 5s
+      - name: bad
+        get: /api/health
+        expect: { status: "200-204", json: { "$.status": { matches: "^down$" } } }
+"#,
+    );
+    let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        1,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    let good = endpoint(&report, "good");
+    let bad = endpoint(&report, "bad");
+    assert_eq!(good["failures"], 0, "{good}");
+    assert_eq!(bad["failures"], bad["requests"], "{bad}");
+    assert_eq!(bad["errors"]["check"], bad["requests"], "{bad}");
+    assert_eq!(count(&good["requests"]) + count(&bad["requests"]), 10);
+    let t = report["thresholds"].as_array().expect("thresholds");
+    assert_eq!(t[0]["passed"], count(&bad["requests"]) == 0, "{t:?}");
+    assert_eq!(t[1]["passed"], true, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_by_cookie_header_and_regex_with_vars_env_and_functions() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(
+        r#"
+scenarios:
+  s: { users: 2, duration: 30s, iterations: 6 }
+user_classes:
+  u:
+    vars:
+      who: "user{{ user_id }}-{{ random_string(4) }}"
+      basic: "{{ base64(who, ':', 'pw') }}"
+    on_start:
+      - name: cookie login
+        post: /api/session/login
+        json: { username: "{{ who }}", password: "{{ env(\"SQUALL_JOURNEY_SURELY_UNSET\", \"pw\") }}" }
+        capture: { sid: { cookie: sid } }
+      - name: redirect
+        get: /api/redirect
+        expect: { status: 302 }
+        capture: { where: { header: location } }
+      - { name: login, post: /api/auth/login, json: { username: u, password: p }, capture: { token: { json: "$.access_token" } } }
+    tasks:
+      - name: me
+        get: /api/session/me
+        headers: { Cookie: "sid={{ sid }}", X-Basic: "Basic {{ basic }}", X-Seq: "{{ sequence() }}-{{ now() }}" }
+        expect: { status: 200, json: { "$.session": valid } }
+      - name: followed
+        get: "{{ where }}"
+        expect: { status: 200 }
+      - name: regex
+        post: /api/workflows/wf-release/execute
+        headers: { Authorization: "Bearer {{ token }}" }
+        capture: { run: { regex: "\"run_id\":\"([0-9a-f-]+)\"" } }
+        expect: { status: 202 }
+"#,
+    );
+    let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    assert_eq!(count(&report["totals"]["failures"]), 0, "{}", c.output());
+    assert_eq!(count(&report["totals"]["requests"]), demo.served().await);
+    assert_eq!(endpoint(&report, "cookie login")["requests"], 2);
+}
+
+/// A session cookie set by a login goes back on the user's next requests,
+/// unless the jar is turned off; a request's own timeout wins over the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_jar_keeps_a_session_and_a_request_timeout_applies() {
+    let demo = Demo::start().await;
+    let scenario = |defaults: &str| {
+        format!(
+            r#"
+defaults: {{ timeout: 5s{defaults} }}
+scenarios:
+  s: {{ users: 2, duration: 30s, iterations: 6 }}
+user_classes:
+  u:
+    on_start:
+      - {{ name: cookie login, post: /api/session/login, json: {{ username: u, password: p }} }}
+    tasks:
+      - {{ name: me, get: /api/session/me }}
+      - {{ name: slow, get: /api/delay/300, timeout: 50ms }}
+"#
+        )
+    };
+    for (defaults, me_ok) in [("", true), (", cookies: false", false)] {
+        let run = TestRun::new(&scenario(defaults));
+        let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+        assert_eq!(
+            c.exit_code(Duration::from_secs(60)).await,
+            0,
+            "{}",
+            c.output()
+        );
+        let report = run.report();
+        let me = endpoint(&report, "me");
+        if me_ok {
+            assert_eq!(me["failures"], 0, "{me}");
+        } else {
+            assert_eq!(me["failures"], me["requests"], "{me}");
+            assert_eq!(count(&me["status"]["401"]), count(&me["requests"]), "{me}");
+        }
+        let slow = endpoint(&report, "slow");
+        assert_eq!(slow["errors"]["timeout"], slow["requests"], "{slow}");
+        assert!(
+            count(&slow["requests"]) + count(&me["requests"]) == 6,
+            "{report}"
+        );
+    }
+}
