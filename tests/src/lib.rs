@@ -17,7 +17,7 @@ mod wait;
 
 pub use api_client::{ApiClient, Reply};
 pub use devtools::Browser;
-pub use docker::{Compose, TEST_IMAGE, build_image, docker_or_skip, exec, repo_root, run_ok};
+pub use docker::{Compose, TEST_IMAGE, build_image, exec, repo_root, require_docker, run_ok};
 pub use fake_worker::{FakeWorker, Reading};
 pub use memory::peak_rss_bytes;
 pub use netns::{NetHost, SealedHost};

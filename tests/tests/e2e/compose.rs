@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use squall_tests::{
-    Compose, build_image, docker_or_skip, exec, has_event, read_report, repo_root, run_ok,
+    Compose, build_image, exec, has_event, read_report, repo_root, require_docker, run_ok,
     wait_until, worker_entry,
 };
 
@@ -115,7 +115,7 @@ fn worker_id(container: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_runs_1000_users_over_4_worker_containers_and_counts_exactly_what_the_target_served()
  {
-    if !docker_or_skip("compose 1,000 users") {
+    if !require_docker("compose 1,000 users") {
         return;
     }
     let files = Files::new();
@@ -189,7 +189,7 @@ const LONGER: &str = "host: http://target:8080\nscenarios:\n  longer: { users: 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_container_has_its_share_moved_and_every_request_counted_once() {
-    if !docker_or_skip("compose worker stopped") {
+    if !require_docker("compose worker stopped") {
         return;
     }
     let files = Files::new();
@@ -230,7 +230,7 @@ async fn a_stopped_worker_container_has_its_share_moved_and_every_request_counte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_container_added_mid_run_gets_a_share_as_when_an_autoscaler_adds_one() {
-    if !docker_or_skip("compose worker added") {
+    if !require_docker("compose worker added") {
         return;
     }
     let files = Files::new();
@@ -310,7 +310,7 @@ fn image_files(image: &str) -> Vec<String> {
 
 #[test]
 fn the_image_is_small_non_root_shell_less_and_resolves_names() {
-    if !docker_or_skip("image") {
+    if !require_docker("image") {
         return;
     }
     let image = build_image();
@@ -412,7 +412,7 @@ fn the_dockerfile_runtime_stage_is_the_one_build_image_makes() {
 
 #[test]
 fn both_compose_files_are_valid_and_publish_nothing_but_serve_http_on_loopback() {
-    if !docker_or_skip("compose files") {
+    if !require_docker("compose files") {
         return;
     }
     for file in [COMPOSE_FILE, "docker/docker-compose.serve.yml"] {

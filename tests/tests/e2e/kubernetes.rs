@@ -12,10 +12,9 @@ use squall_tests::{bin, repo_root};
 
 const OVERLAYS: [&str; 2] = ["headless", "serve"];
 
-/// Whether `tool` is installed; without it a test returns early with a
-/// message, except under `CI=true`, where `.ci/run` installs it and its
-/// absence is a fault.
-fn tool_or_skip(tool: &str, test: &str) -> bool {
+/// Checks that `tool` is installed: without it the test fails (`.ci/run`
+/// installs it), so a missing tool can never pass for a checked manifest.
+fn require_tool(tool: &str, test: &str) -> bool {
     let probe: &[&str] = if tool == "kubectl" {
         &["version", "--client"]
     } else {
@@ -26,11 +25,7 @@ fn tool_or_skip(tool: &str, test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "{test}: {tool} is not installed (CI=true: .ci/run installs it)"
-        );
-        eprintln!("SKIPPED {test}: {tool} is not installed");
+        panic!("{test}: {tool} is not installed (.ci/run installs it)");
     }
     found
 }
@@ -134,7 +129,7 @@ fn token_ref(container: &Value) -> (String, String) {
 
 #[test]
 fn every_pod_runs_non_root_read_only_unprivileged_and_with_resources() {
-    if !tool_or_skip("kubectl", "kubernetes security contexts") {
+    if !require_tool("kubectl", "kubernetes security contexts") {
         return;
     }
     for overlay in OVERLAYS {
@@ -183,7 +178,7 @@ fn every_pod_runs_non_root_read_only_unprivileged_and_with_resources() {
 
 #[test]
 fn workers_dial_the_coordinator_service_with_the_token_from_the_secret() {
-    if !tool_or_skip("kubectl", "kubernetes worker link") {
+    if !require_tool("kubectl", "kubernetes worker link") {
         return;
     }
     for (overlay, coordinator_kind, coordinator_name) in [
@@ -255,7 +250,7 @@ fn workers_dial_the_coordinator_service_with_the_token_from_the_secret() {
 
 #[test]
 fn the_hpa_scales_workers_on_cpu_70_percent_between_3_and_10_and_the_pdb_guards_them() {
-    if !tool_or_skip("kubectl", "kubernetes autoscaling") {
+    if !require_tool("kubectl", "kubernetes autoscaling") {
         return;
     }
     let docs = render("headless");
@@ -294,7 +289,7 @@ fn the_hpa_scales_workers_on_cpu_70_percent_between_3_and_10_and_the_pdb_guards_
 
 #[test]
 fn the_headless_job_runs_its_config_map_scenario_and_keeps_the_report_on_a_volume() {
-    if !tool_or_skip("kubectl", "kubernetes headless job") {
+    if !require_tool("kubectl", "kubernetes headless job") {
         return;
     }
     let docs = render("headless");
@@ -365,7 +360,7 @@ fn the_headless_job_runs_its_config_map_scenario_and_keeps_the_report_on_a_volum
 
 #[test]
 fn the_serve_overlay_runs_serve_mode_with_its_data_on_a_volume() {
-    if !tool_or_skip("kubectl", "kubernetes serve") {
+    if !require_tool("kubectl", "kubernetes serve") {
         return;
     }
     let docs = render("serve");
@@ -424,8 +419,8 @@ fn render_into(dir: &Path) {
 
 #[test]
 fn the_rendered_manifests_match_the_kubernetes_schemas() {
-    if !tool_or_skip("kubectl", "kubernetes schemas")
-        || !tool_or_skip("kubernetes-validate", "kubernetes schemas")
+    if !require_tool("kubectl", "kubernetes schemas")
+        || !require_tool("kubernetes-validate", "kubernetes schemas")
     {
         return;
     }
@@ -452,7 +447,7 @@ fn the_rendered_manifests_match_the_kubernetes_schemas() {
 
 #[test]
 fn the_rendered_manifests_pass_checkov() {
-    if !tool_or_skip("kubectl", "checkov") || !tool_or_skip("checkov", "checkov") {
+    if !require_tool("kubectl", "checkov") || !require_tool("checkov", "checkov") {
         return;
     }
     let dir = tempfile::Builder::new()
