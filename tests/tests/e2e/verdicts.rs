@@ -490,3 +490,98 @@ async fn a_saturating_target_gets_the_knee_and_rising_latency_recommendations() 
     );
     assert!(read(&run.out.join("report.html")).contains("<h2>Recommendations</h2>"));
 }
+
+/// Opens `page` in headless Chromium (Debian's `chromium`) with every host
+/// name unresolvable and a network log; returns (exit ok, console lines,
+/// requests the page itself started, screenshot bytes).
+async fn chromium(dir: &Path, page: &Path, label: &str) -> (bool, Vec<String>, usize, Vec<u8>) {
+    let shot = dir.join(format!("{label}.png"));
+    let netlog = dir.join(format!("{label}.netlog"));
+    let profile = dir.join(format!("{label}-profile"));
+    let output = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--window-size=1200,3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(DEADLINE, output)
+        .await
+        .expect("chromium finished in time")
+        .expect("chromium runs (Debian package `chromium`, installed by .ci/run)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let console = stderr
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    // Requests a file:// page starts carry its opaque origin, "null";
+    // Chromium's own background requests have none.
+    let by_page = std::fs::read_to_string(&netlog)
+        .map(|log| log.matches("\"initiator\":\"null\"").count())
+        .unwrap_or(0);
+    let png = std::fs::read(&shot).unwrap_or_default();
+    (output.status.success(), console, by_page, png)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_with_a_comparison_opens_in_chromium_offline_and_quietly() {
+    let target = CountingTarget::start().await;
+    let mut run = TestRun::new(
+        "scenarios:\n  s: { users: 4, spawn_rate: 40, duration: 1s, thresholds: [\"p95 < 1s\", \"p50 < 1us, warn\"] }\nuser_classes:\n  u: { tasks: [ { name: \"jitter <b>\", get: /jitter } ] }\n",
+    );
+    let mut outs = Vec::new();
+    for name in ["base", "new"] {
+        run.out = run.path(name);
+        let mut c = run.local(1, &target.url());
+        assert_eq!(c.exit_code(DEADLINE).await, 0, "{}", c.output());
+        outs.push(run.out.clone());
+    }
+    let cmp = run.path("cmp");
+    let mut c = coordinator(
+        &[
+            "compare",
+            utf8(&outs[1].join("report.json")),
+            utf8(&outs[0].join("report.json")),
+            "--regression",
+            "1000%",
+            "--out",
+            utf8(&cmp),
+        ],
+        run.dir(),
+    );
+    assert_eq!(c.exit_code(DEADLINE).await, 0, "{}", c.output());
+    let page = cmp.join("report.html");
+    let html = read(&page);
+    assert!(html.contains("Comparison with baseline"), "{html}");
+    assert!(html.contains("jitter &lt;b&gt;") && !html.contains("jitter <b>"));
+
+    // The detector itself: a page that fetches an image and logs an error is caught.
+    let control = write_file(
+        run.dir(),
+        "control.html",
+        "<html><body><img src=\"http://example.invalid/x.png\"><script>console.error('boom')</script></body></html>",
+    );
+    let (_, console, by_page, _) = chromium(run.dir(), &control, "control").await;
+    assert!(!console.is_empty(), "the console error was not seen");
+    assert!(by_page > 0, "the image request was not seen");
+
+    let (ok, console, by_page, png) = chromium(run.dir(), &page, "report").await;
+    assert!(ok, "chromium failed on the report");
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert_eq!(by_page, 0, "the report made network requests");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "no screenshot ({} bytes)",
+        png.len()
+    );
+}

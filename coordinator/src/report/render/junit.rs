@@ -168,6 +168,28 @@ mod tests {
     }
 
     #[test]
+    fn one_suite_per_scenario_and_a_crossed_warning_passes_with_its_figures() {
+        let a = fixture::sample();
+        let mut b = fixture::sample();
+        b.scenario = "second".into();
+        b.thresholds[1].level = "warning".into();
+        let x = junit(&[&a, &b]);
+        assert_eq!(x.matches("<testsuite ").count(), 2, "{x}");
+        assert!(
+            x.contains(r#"<testsuites name="squall" tests="4" failures="1" skipped="0">"#),
+            "{x}"
+        );
+        assert!(
+            x.contains(r#"<testsuite name="squall.second" tests="2" failures="0""#),
+            "{x}"
+        );
+        assert!(
+            x.contains("<system-out>warning level crossed: actual 0.003763"),
+            "{x}"
+        );
+    }
+
+    #[test]
     fn comparison_rows_are_cases_and_text_is_escaped() {
         let mut r = fixture::sample();
         r.scenario = "a\"b<c>\u{1b}".into();

@@ -664,6 +664,25 @@ mod tests {
     }
 
     #[test]
+    fn the_verdict_names_failed_thresholds_and_crossed_warnings() {
+        let mut r = fixture::sample();
+        r.thresholds[0].passed = false;
+        r.thresholds[0].level = "warning".into();
+        let s = summary_text(&r);
+        assert!(s.contains("Failed: `error_rate < 0.1%`"), "{s}");
+        assert!(s.contains("Warnings crossed: `p95 < 200ms`"), "{s}");
+        let warn = s
+            .lines()
+            .find(|l| l.contains("p95 < 200ms") && l.contains("warning"))
+            .expect("warning row");
+        assert!(warn.trim_start().starts_with("WARN"), "{warn}");
+        assert!(
+            s.contains("1 of 2 thresholds failed, 1 warning(s) crossed"),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn empty_partial_run_still_renders() {
         let s = summary_text(&fixture::empty());
         assert!(s.starts_with("Squall run PASSED (PARTIAL"), "{s}");
