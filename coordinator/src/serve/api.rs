@@ -14,7 +14,7 @@ use squall_common::rate::Rate;
 use squall_common::scenario::{Loaded, Overrides};
 
 use super::App;
-use super::store::{BaselineRecord, RunRecord, StoreError, valid_run_id};
+use super::store::{BaselineRecord, RunRecord, StoreError, valid_baseline_name, valid_run_id};
 use crate::cluster::MemberView;
 use crate::report::LiveView;
 
@@ -305,6 +305,60 @@ pub async fn save_baseline(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("request body: {e}")))?;
     let saved = app.store.save_baseline(&id, &req.name)?;
     Ok((StatusCode::CREATED, Json(saved)))
+}
+
+/// `?regression=RULE` on a comparison, in the syntax of `--regression`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CompareQuery {
+    /// When a change is a regression (default: latency +20 %, requests/s −20 %, error rate +1 point).
+    pub regression: Option<String>,
+}
+
+/// A finished run compared with a saved baseline (by name) or with another
+/// run (by id): the same comparison as `coordinator compare`, as the
+/// `comparison` section of report.json.
+#[utoipa::path(get, path = "/api/runs/{id}/compare/{base}",
+    params(("id" = String, Path), ("base" = String, Path, description = "a baseline's name or a run id"), CompareQuery),
+    responses((status = 200, description = "the comparison (report.json's `comparison`)"),
+        (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn compare(
+    State(app): State<Arc<App>>,
+    Path((id, base)): Path<(String, String)>,
+    Query(q): Query<CompareQuery>,
+) -> Result<Response, ApiError> {
+    checked_id(&id)?;
+    let new = run_report(&app, &id)?;
+    let (source, base_report) = if valid_run_id(&base) && app.store.get(&base).is_some() {
+        (format!("run {base}"), run_report(&app, &base)?)
+    } else if valid_baseline_name(&base) {
+        let bytes = app
+            .store
+            .baseline(&base)
+            .ok_or_else(|| ApiError::not_found(format!("no baseline or run `{base}`")))?;
+        let report = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad(format!("baseline `{base}` is not a report: {e}")))?;
+        (base.clone(), report)
+    } else {
+        return Err(ApiError::bad(
+            "the base must be a baseline's name or a run id (letters, digits, `-`, `_`, `.`)",
+        ));
+    };
+    let mut rules = squall_common::report::RegressionRules::default();
+    if let Some(text) = &q.regression {
+        rules
+            .apply(text)
+            .map_err(|e| ApiError::bad(format!("regression: {e}")))?;
+    }
+    let mut comparison = crate::report::compare::compare(&base_report, &new, &rules);
+    comparison.baseline.source = source;
+    Ok(Json(comparison).into_response())
+}
+
+/// A finished run's report, read back from its report.json.
+fn run_report(app: &App, id: &str) -> Result<squall_common::Report, ApiError> {
+    let (_, bytes) = app.store.file(id, "report.json")?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad(format!("run {id}'s report.json cannot be read: {e}")))
 }
 
 /// The saved baselines.

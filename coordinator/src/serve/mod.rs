@@ -143,6 +143,7 @@ fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/api/runs/{id}", get(api::status))
         .route("/api/runs/{id}/stop", post(api::stop))
         .route("/api/runs/{id}/baseline", post(api::save_baseline))
+        .route("/api/runs/{id}/compare/{base}", get(api::compare))
         .route("/api/runs/{id}/{file}", get(api::file))
         .route("/api/baselines", get(api::baselines))
         .route("/api/baselines/{name}", get(api::baseline))

@@ -19,6 +19,7 @@ use super::api;
         api::stop,
         api::file,
         api::save_baseline,
+        api::compare,
         api::baselines,
         api::baseline,
         api::live,

@@ -207,6 +207,31 @@ async fn serve_runs_over_rest_and_keeps_its_history() {
         )
         .await;
     assert_eq!(saved.status, 201, "{}", saved.text());
+    // The run against the baseline saved from it, and against itself by id:
+    // the comparison of `coordinator compare`, every change zero.
+    for base in ["main", id.as_str()] {
+        let cmp = api.get(&format!("/api/runs/{id}/compare/{base}")).await;
+        assert_eq!(cmp.status, 200, "{base}: {}", cmp.text());
+        let cmp = cmp.json();
+        assert_eq!(cmp["regressed"], false, "{cmp}");
+        let total = cmp["total"].as_array().expect("total rows");
+        assert_eq!(total.len(), 6, "{cmp}");
+        for row in total {
+            assert_eq!(row["base"], row["new"], "{row}");
+        }
+    }
+    assert_eq!(
+        api.get(&format!("/api/runs/{id}/compare/nosuch"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        api.get(&format!("/api/runs/{id}/compare/main?regression=lots"))
+            .await
+            .status,
+        400
+    );
 
     // Hostile requests: 4xx with a message, and the server keeps working.
     let big = vec![b'a'; 2 * 1024 * 1024];
@@ -251,6 +276,7 @@ async fn serve_runs_over_rest_and_keeps_its_history() {
         &format!("/api/runs/{id}/..%2Frun.json"),
         &format!("/api/runs/{id}/..%2F..%2F..%2Fplan.yaml"),
         "/api/baselines/..%2F..%2Fplan",
+        &format!("/api/runs/{id}/compare/..%2F..%2Fplan"),
     ] {
         let r = api.get(path).await;
         assert!(
