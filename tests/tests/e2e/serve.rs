@@ -167,6 +167,23 @@ async fn serve_runs_over_rest_and_keeps_its_history() {
         .await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["passed"], true, "{done}");
+    // The run ended on its own: the workers' next heartbeats say ready again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let workers = api.get("/api/workers").await.json();
+        let states: Vec<&str> = workers
+            .as_array()
+            .map(|w| w.iter().filter_map(|w| w["state"].as_str()).collect())
+            .unwrap_or_default();
+        if !states.is_empty() && states.iter().all(|s| *s == "ready") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers still {states:?} after the run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Every request counted once: the report, the target and /metrics agree.
     let report = api.get(&format!("/api/runs/{id}/report.json")).await.json();

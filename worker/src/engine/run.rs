@@ -74,6 +74,11 @@ impl RunHandle {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Whether the run has ended (its last snapshot and status are sent).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Asks the run to stop, giving in-flight requests `graceful`.
     pub async fn stop(&self, graceful: Duration) {
         let _ = self.ctl.send(RunCtl::Stop(graceful)).await;

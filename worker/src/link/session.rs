@@ -323,9 +323,11 @@ impl Session<'_> {
 
     /// Tells the coordinator this worker is alive, how many users it runs and how busy its machine's cores are with it.
     async fn on_heartbeat(&mut self) -> Option<SessionEnd> {
+        // A run that ended on its own (its planned duration, its iterations)
+        // leaves its handle here until the next Start: the worker is ready again.
         let (state, users) = match &self.current {
-            Some(r) => (WorkerState::Running, r.active_users()),
-            None => (WorkerState::Ready, 0),
+            Some(r) if !r.is_finished() => (WorkerState::Running, r.active_users()),
+            _ => (WorkerState::Ready, 0),
         };
         let hb = WorkerMessage::Heartbeat(Heartbeat {
             state,
