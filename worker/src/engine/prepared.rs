@@ -91,8 +91,10 @@ pub struct PreparedFlow {
     pub continue_on_failure: bool,
 }
 
-/// What one iteration runs.
+/// What one iteration runs. Not boxed: a class has a handful of tasks, and
+/// a box would cost a pointer chase on every request of the hot path.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum PreparedTask {
     Request(PreparedRequest),
     Flow(PreparedFlow),
