@@ -116,6 +116,8 @@ impl Expr {
 enum Escape {
     Raw,
     JsonString,
+    /// Percent-encoded for a query string or form body (all but unreserved characters).
+    Url,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,27 @@ impl Builder {
             parts: self.parts,
             vars: self.vars,
         }
+    }
+
+    /// Writes `k=v&k=v`, literals and substituted values percent-encoded.
+    fn pairs(&mut self, pairs: &[(String, String)]) -> Result<(), TemplateError> {
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                self.lit("&");
+            }
+            for (j, text) in [k, v].into_iter().enumerate() {
+                if j == 1 {
+                    self.lit("=");
+                }
+                for seg in parse(text)? {
+                    match seg {
+                        Seg::Lit(l) => escape_url_into(l, &mut self.lit),
+                        Seg::Expr(e) => self.expr(e, Escape::Url),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes a JSON value; string keys and values may hold expressions.
@@ -263,6 +286,30 @@ impl Template {
     pub fn compile_json(v: &serde_json::Value) -> Result<Template, TemplateError> {
         let mut b = Builder::default();
         b.json(v)?;
+        Ok(b.finish())
+    }
+
+    /// Compiles `key=value&...` pairs (a query string or a form body), keys and
+    /// values percent-encoded, substituted values included.
+    pub fn compile_pairs(pairs: &[(String, String)]) -> Result<Template, TemplateError> {
+        let mut b = Builder::default();
+        b.pairs(pairs)?;
+        Ok(b.finish())
+    }
+
+    /// Compiles a path with query parameters appended (`?` or `&` as needed).
+    pub fn compile_url(path: &str, query: &[(String, String)]) -> Result<Template, TemplateError> {
+        let mut b = Builder::default();
+        for seg in parse(path)? {
+            match seg {
+                Seg::Lit(l) => b.lit(l),
+                Seg::Expr(e) => b.expr(e, Escape::Raw),
+            }
+        }
+        if !query.is_empty() {
+            b.lit(if path.contains('?') { "&" } else { "?" });
+            b.pairs(query)?;
+        }
         Ok(b.finish())
     }
 
@@ -379,8 +426,9 @@ fn render_expr<R: Rng>(
                     ),
                 }
             }
-            // The alphabet needs no JSON escaping.
-            base64::engine::general_purpose::STANDARD.encode_string(raw.as_bytes(), out);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+            // The alphabet needs no JSON escaping, but `+`, `/`, `=` need URL escaping.
+            push_escaped(&encoded, esc, out);
         }
         Expr::Env(name, _) => {
             return Err(RenderError::Undefined(format!("env(\"{name}\")")));
@@ -442,6 +490,21 @@ fn push_escaped(s: &str, esc: Escape, out: &mut String) {
     match esc {
         Escape::Raw => out.push_str(s),
         Escape::JsonString => escape_json_into(s, out),
+        Escape::Url => escape_url_into(s, out),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn escape_url_into(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
     }
 }
 

@@ -168,6 +168,18 @@ pub struct RequestDef {
     /// Flow steps: a pause after the step (`1s`, `{ constant: 1s }`, `{ between: [1s, 3s] }`).
     #[serde(default)]
     pub think: Option<ThinkDef>,
+    /// Query parameters, percent-encoded and appended to the path.
+    #[serde(default, with = "ordered")]
+    pub query: Vec<(String, String)>,
+    /// A form body (`application/x-www-form-urlencoded`).
+    #[serde(default, with = "ordered")]
+    pub form: Vec<(String, String)>,
+    /// A generated body of this size (`64KiB`).
+    #[serde(default)]
+    pub body_size: Option<ByteSize>,
+    /// A file sent as the body, relative to the scenario file.
+    #[serde(default)]
+    pub body_file: Option<String>,
     /// This request's timeout, instead of `defaults.timeout`.
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,

@@ -11,8 +11,9 @@ use super::file::{
 };
 use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
-    Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, PollSpec, RateStage, RequestSpec, RunSpec,
-    StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait,
+    Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, MAX_BODY_FILE, MAX_GENERATED_BODY,
+    PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec, UserClass, UserStage,
+    Wait,
 };
 use crate::capture::JsonPath;
 use crate::check::{COND_KEYS, Cond, ExpectSpec};
@@ -812,8 +813,23 @@ impl Loaded {
                 format!("path `{path}` must start with `/` (the host comes from `host:`)"),
             ));
         }
-        if r.json.is_some() && r.body.is_some() {
-            return Err(self.invalid(at, "give `json` or `body`, not both"));
+        let bodies = [
+            r.json.is_some(),
+            r.body.is_some(),
+            !r.form.is_empty(),
+            r.body_size.is_some(),
+            r.body_file.is_some(),
+        ];
+        if bodies.iter().filter(|b| **b).count() > 1 {
+            return Err(self.invalid(
+                at,
+                "give one body: `json`, `body`, `form`, `body_size` or `body_file`",
+            ));
+        }
+        for (what, pairs) in [("query", &r.query), ("form", &r.form)] {
+            let t = Template::compile_pairs(pairs)
+                .map_err(|e| self.invalid(format!("{at}.{what}"), e.to_string()))?;
+            self.check_vars(&format!("{at}.{what}"), &t, known, false)?;
         }
         for (what, text) in std::iter::once(("path", path.as_str()))
             .chain(r.headers.values().map(|v| ("header", v.as_str())))
@@ -874,18 +890,57 @@ impl Loaded {
             .collect();
         let mut headers = inherited.clone();
         headers.extend(r.headers.clone());
-        let body = match (&r.json, &r.body) {
-            (Some(j), _) => {
-                if !headers
-                    .keys()
-                    .any(|k| k.eq_ignore_ascii_case("content-type"))
-                {
-                    headers.insert("Content-Type".into(), "application/json".into());
-                }
-                Some(Body::Json(j.clone()))
+        let mut content_type = |t: &str| {
+            if !headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("content-type"))
+            {
+                headers.insert("Content-Type".into(), t.into());
             }
-            (None, Some(b)) => Some(Body::Text(b.clone())),
-            (None, None) => None,
+        };
+        let body = if let Some(j) = &r.json {
+            content_type("application/json");
+            Some(Body::Json(j.clone()))
+        } else if let Some(b) = &r.body {
+            Some(Body::Text(b.clone()))
+        } else if !r.form.is_empty() {
+            content_type("application/x-www-form-urlencoded");
+            Some(Body::Form(r.form.clone()))
+        } else if let Some(size) = r.body_size {
+            if size.0 > MAX_GENERATED_BODY {
+                return Err(self.invalid(
+                    format!("{at}.body_size"),
+                    format!("{} bytes is above the limit of 64MiB", size.0),
+                ));
+            }
+            content_type("application/octet-stream");
+            Some(Body::Generated(size.0))
+        } else if let Some(file) = &r.body_file {
+            use base64::Engine as _;
+            let path = Path::new(&self.file)
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(file);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                self.located(
+                    format!("{at}.body_file"),
+                    file,
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+            })?;
+            if bytes.len() as u64 > MAX_BODY_FILE {
+                return Err(self.located(
+                    format!("{at}.body_file"),
+                    file,
+                    format!("`{file}` holds {} bytes, above the limit of 4MiB (it travels to every worker with the scenario); use `body_size` for a generated body up to 64MiB", bytes.len()),
+                ));
+            }
+            content_type("application/octet-stream");
+            Some(Body::File(
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+            ))
+        } else {
+            None
         };
         let expect = match &r.expect {
             None => ExpectSpec::default(),
@@ -912,6 +967,7 @@ impl Loaded {
             body,
             expect_status,
             expect,
+            query: r.query.clone(),
             timeout: match r.timeout {
                 Some(d) if d.is_zero() => {
                     return Err(self.invalid(format!("{at}.timeout"), "must be above 0"));

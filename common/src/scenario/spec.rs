@@ -319,6 +319,9 @@ pub struct RequestSpec {
     /// Every check of `expect:` (statuses and ranges, headers, body, JSON, latency).
     #[serde(default)]
     pub expect: ExpectSpec,
+    /// Query parameters appended to the path, percent-encoded (templates allowed).
+    #[serde(default)]
+    pub query: Vec<(String, String)>,
     /// This request's own timeout (the run's `timeout` when absent).
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,
@@ -330,7 +333,20 @@ pub struct RequestSpec {
 pub enum Body {
     Json(serde_json::Value),
     Text(String),
+    /// `application/x-www-form-urlencoded` pairs (templates allowed).
+    Form(Vec<(String, String)>),
+    /// A generated body of this many bytes, built on the worker.
+    Generated(u64),
+    /// A file's bytes, read on the coordinator, as standard Base64.
+    File(String),
 }
+
+/// The largest `body_size:`: built once per worker, sent as often as asked.
+pub const MAX_GENERATED_BODY: u64 = 64 << 20;
+
+/// The largest `body_file:`: it travels inside the `Start` message, which is
+/// at most 16 MiB, beside the rest of the scenario.
+pub const MAX_BODY_FILE: u64 = 4 << 20;
 
 impl RequestSpec {
     /// Whether `status` counts as a success for this request.

@@ -35,6 +35,8 @@ pub struct PreparedRequest {
     /// Name, value, and whether an undefined variable drops the header instead of failing.
     headers: Vec<(HeaderName, Part, bool)>,
     body: Option<Part>,
+    /// A body that is bytes, not text (`body_size`, `body_file`); static.
+    raw_body: Option<Box<[u8]>>,
     /// Whether the scenario sets Host, Content-Length or Cookie itself.
     own_host: bool,
     own_length: bool,
@@ -313,13 +315,14 @@ fn write_request<R: Rng>(
             }
         }
     }
-    let body = match &req.body {
-        None => None,
-        Some(Part::Static(b)) => Some(b.as_str()),
-        Some(Part::Dynamic(t)) => {
+    let body = match (&req.body, &req.raw_body) {
+        (_, Some(raw)) => Some(&raw[..]),
+        (None, None) => None,
+        (Some(Part::Static(b)), None) => Some(b.as_bytes()),
+        (Some(Part::Dynamic(t)), None) => {
             scratch.clear();
             t.render(vars, rng, scratch)?;
-            Some(scratch.as_str())
+            Some(scratch.as_bytes())
         }
     };
     finish(out, body, &req.method, req.own_length);
@@ -340,17 +343,17 @@ fn header(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// Ends the head and appends the body. A body always gets its length; so do
 /// the methods that expect one, even when empty, as some servers insist.
-fn finish(out: &mut Vec<u8>, body: Option<&str>, method: &Method, own_length: bool) {
+fn finish(out: &mut Vec<u8>, body: Option<&[u8]>, method: &Method, own_length: bool) {
     let wants_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     if !own_length && (body.is_some() || wants_length) {
-        let len = body.map_or(0, str::len);
+        let len = body.map_or(0, <[u8]>::len);
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if let Some(b) = body {
-        out.extend_from_slice(b.as_bytes());
+        out.extend_from_slice(b);
     }
 }
 
@@ -366,7 +369,7 @@ fn prepare(
         .position(|e| e.name == r.name && e.method == r.method)
         .ok_or_else(|| bad("not in the endpoint table".into()))?;
     let method = Method::from_bytes(r.method.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let path_t = Template::compile(&r.path).map_err(|e| bad(e.to_string()))?;
+    let path_t = Template::compile_url(&r.path, &r.query).map_err(|e| bad(e.to_string()))?;
     let path = match path_t.as_static() {
         Some(p) => {
             let full = format!("{base_path}{p}");
@@ -391,12 +394,34 @@ fn prepare(
         };
         headers.push((name, value, r.optional_headers.contains(k)));
     }
+    let mut raw_body = None;
     let body = match &r.body {
         None => None,
+        Some(Body::Generated(n)) => {
+            if *n > squall_common::scenario::MAX_GENERATED_BODY {
+                return Err(bad(format!("body_size {n} is above 64MiB")));
+            }
+            let n = usize::try_from(*n).map_err(|e| bad(e.to_string()))?;
+            raw_body = Some(vec![b'x'; n].into_boxed_slice());
+            None
+        }
+        Some(Body::File(b64)) => {
+            use base64::Engine as _;
+            if b64.len() as u64 > squall_common::scenario::MAX_BODY_FILE / 3 * 4 + 4 {
+                return Err(bad("body_file is above 4MiB".into()));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| bad(format!("body_file: {e}")))?;
+            raw_body = Some(bytes.into_boxed_slice());
+            None
+        }
         Some(b) => {
             let t = match b {
                 Body::Json(v) => Template::compile_json(v),
                 Body::Text(s) => Template::compile(s),
+                Body::Form(pairs) => Template::compile_pairs(pairs),
+                Body::Generated(_) | Body::File(_) => unreachable!("matched above"),
             }
             .map_err(|e| bad(e.to_string()))?;
             Some(match t.as_static() {
@@ -444,6 +469,7 @@ fn prepare(
         path,
         headers,
         body,
+        raw_body,
         own_host,
         own_length,
         own_cookie,
