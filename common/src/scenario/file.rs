@@ -51,6 +51,9 @@ pub struct Defaults {
     /// A cookie jar per user, like a browser session (on when absent).
     #[serde(default)]
     pub cookies: Option<bool>,
+    /// Redirects a request follows (none when absent).
+    #[serde(default)]
+    pub redirects: Option<u32>,
 }
 
 /// One named scenario: a load shape plus its thresholds.
@@ -180,6 +183,9 @@ pub struct RequestDef {
     /// A file sent as the body, relative to the scenario file.
     #[serde(default)]
     pub body_file: Option<String>,
+    /// Redirects this request follows, instead of `defaults.redirects`.
+    #[serde(default)]
+    pub redirects: Option<u32>,
     /// This request's timeout, instead of `defaults.timeout`.
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,

@@ -21,6 +21,9 @@ use crate::rate::Rate;
 use crate::template::{BUILT_INS, Template};
 use crate::threshold::Threshold;
 
+/// The most redirects one request may follow.
+pub const MAX_REDIRECTS: u32 = 20;
+
 /// The most attempts one `poll:` may make.
 pub const MAX_POLL_ATTEMPTS: u32 = 10_000;
 
@@ -263,6 +266,15 @@ impl Loaded {
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
             graceful_stop: sc.graceful_stop.unwrap_or(Duration::from_secs(10)),
             cookies: self.def.defaults.cookies.unwrap_or(true),
+            redirects: match self.def.defaults.redirects {
+                Some(n) if n > MAX_REDIRECTS => {
+                    return Err(self.invalid(
+                        "defaults.redirects",
+                        format!("at most {MAX_REDIRECTS} redirects"),
+                    ));
+                }
+                n => n.unwrap_or(0),
+            },
             max_capture_body: self
                 .def
                 .defaults
@@ -968,6 +980,15 @@ impl Loaded {
             expect_status,
             expect,
             query: r.query.clone(),
+            redirects: match r.redirects {
+                Some(n) if n > MAX_REDIRECTS => {
+                    return Err(self.invalid(
+                        format!("{at}.redirects"),
+                        format!("at most {MAX_REDIRECTS} redirects"),
+                    ));
+                }
+                n => n,
+            },
             timeout: match r.timeout {
                 Some(d) if d.is_zero() => {
                     return Err(self.invalid(format!("{at}.timeout"), "must be above 0"));

@@ -32,6 +32,9 @@ pub struct RunSpec {
     /// A cookie jar per user: `Set-Cookie` answers are sent back as `Cookie`.
     #[serde(default = "yes")]
     pub cookies: bool,
+    /// Redirects each request follows (0: none, a 3xx is the answer).
+    #[serde(default)]
+    pub redirects: u32,
     pub load: LoadModel,
     pub classes: Vec<UserClass>,
     /// Checked against the final report; each serialises as its text.
@@ -322,6 +325,9 @@ pub struct RequestSpec {
     /// Query parameters appended to the path, percent-encoded (templates allowed).
     #[serde(default)]
     pub query: Vec<(String, String)>,
+    /// Redirects this request follows (the run's `redirects` when absent).
+    #[serde(default)]
+    pub redirects: Option<u32>,
     /// This request's own timeout (the run's `timeout` when absent).
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,

@@ -265,6 +265,45 @@ impl PreparedRun {
     }
 }
 
+impl PreparedRun {
+    /// Where a redirect goes, as a request-target on this host: a path, or an
+    /// absolute URL on the same scheme and authority. None for anything else
+    /// (another host is not followed: the 3xx is the final answer).
+    pub fn redirect_target(&self, headers: &[(String, String)]) -> Option<String> {
+        let loc = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.trim())?;
+        let path = if loc.starts_with('/') && !loc.starts_with("//") {
+            loc.to_owned()
+        } else {
+            let uri: Uri = loc.parse().ok()?;
+            let same = uri.authority().map(|a| a.as_str()) == Some(self.host.as_str())
+                && uri.scheme_str() == Some(if self.tls.is_some() { "https" } else { "http" });
+            if !same {
+                return None;
+            }
+            uri.path_and_query()
+                .map_or("/".to_owned(), |p| p.as_str().to_owned())
+        };
+        valid_target(&path).then_some(path)
+    }
+
+    /// A `GET` of `path` with the Host header and the user's cookies: the
+    /// request a followed redirect sends.
+    pub fn encode_get(&self, path: &str, cookie: &str, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        header(out, "host", &self.host);
+        if !cookie.is_empty() {
+            header(out, "cookie", cookie);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Writes one request's HTTP/1.1 bytes into `out`, rendering templated parts.
 fn write_request<R: Rng>(
     req: &PreparedRequest,
