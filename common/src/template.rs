@@ -1024,6 +1024,78 @@ mod tests {
     }
 
     #[test]
+    fn new_functions_render() {
+        let seq = Cell::new(0);
+        let captured = HashMap::from([("u".to_owned(), "al ice".to_owned())]);
+        let vars = Vars {
+            user_id: 42,
+            worker_index: 3,
+            captured: &captured,
+            sequence: Some(&seq),
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        let render = |text: &str, rng: &mut SmallRng| {
+            let mut out = String::new();
+            Template::compile(text)
+                .expect("compiles")
+                .render(&vars, rng, &mut out)
+                .expect("renders");
+            out
+        };
+        let r = render("{{ random_string(12) }}", &mut rng);
+        assert_eq!(r.len(), 12);
+        assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()), "{r}");
+        assert_eq!(render("{{ sequence() }},{{ sequence() }}", &mut rng), "1,2");
+        assert_eq!(
+            render("{{ base64(u, ':', \"pw\") }}", &mut rng),
+            "YWwgaWNlOnB3"
+        );
+        assert_eq!(render("{{ base64(user_id) }}", &mut rng), "NDI=");
+        let now: u128 = render("{{ now() }}", &mut rng).parse().expect("a number");
+        assert!(now > 1_600_000_000_000);
+        // Query pairs: literals and values percent-encoded, base64's `=` too.
+        let t = Template::compile_url(
+            "/a?x=1",
+            &[
+                ("q".into(), "{{ u }}".into()),
+                ("b".into(), "{{ base64(user_id) }}".into()),
+            ],
+        )
+        .expect("compiles");
+        let mut out = String::new();
+        t.render(&vars, &mut rng, &mut out).expect("renders");
+        assert_eq!(out, "/a?x=1&q=al%20ice&b=NDI%3D");
+        // Numbers unquoted in JSON.
+        let j = Template::compile_json(&serde_json::json!({"n": "{{ sequence() }}"}))
+            .expect("compiles");
+        let mut out = String::new();
+        j.render(&vars, &mut rng, &mut out).expect("renders");
+        assert_eq!(out, r#"{"n":3}"#);
+    }
+
+    #[test]
+    fn env_is_expanded_with_defaults_and_refused_when_unset() {
+        let get = |name: &str| (name == "KEY").then(|| "s3cret".to_owned());
+        assert_eq!(
+            expand_env("Bearer {{ env(\"KEY\") }} {{ user_id }}", &get),
+            Ok("Bearer s3cret {{ user_id }}".to_owned())
+        );
+        assert_eq!(
+            expand_env("{{ env('NOPE', 'dflt') }}", &get),
+            Ok("dflt".to_owned())
+        );
+        assert!(matches!(
+            expand_env("{{ env(\"NOPE\") }}", &get),
+            Err(EnvError::Unset { .. })
+        ));
+        let templ = |_: &str| Some("{{ x }}".to_owned());
+        assert!(matches!(
+            expand_env("{{ env(\"A\") }}", &templ),
+            Err(EnvError::Template { .. })
+        ));
+    }
+
+    #[test]
     fn long_unclosed_text_is_shortened() {
         let text = format!("{{{{ {}", "x".repeat(200));
         let err = Template::compile(&text).expect_err("unclosed").to_string();

@@ -747,6 +747,44 @@ user_classes:
         assert_eq!(out, "GET /v1/fast HTTP/1.1\r\nhost: example.test\r\n\r\n");
     }
 
+    #[test]
+    fn cookies_are_spliced_after_the_request_line_and_redirects_stay_on_the_host() {
+        let r = run(&YAML.replace(r#"headers: { Authorization: "Bearer {{ token }}" }"#, ""));
+        let PreparedTask::Request(fast) = &r.classes[0].tasks[0] else {
+            panic!("a request");
+        };
+        let vars = Vars {
+            user_id: 1,
+            worker_index: 0,
+            captured: &HashMap::new(),
+            sequence: None,
+        };
+        let mut out = Vec::new();
+        let bytes = r
+            .encode(
+                fast,
+                &vars,
+                &mut SmallRng::seed_from_u64(1),
+                &mut String::new(),
+                &mut out,
+                "sid=abc; x=1",
+            )
+            .expect("encodes");
+        assert_eq!(
+            String::from_utf8(bytes.to_vec()).expect("ascii"),
+            "GET /v1/fast HTTP/1.1\r\ncookie: sid=abc; x=1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        let loc = |v: &str| r.redirect_target(&[("Location".to_owned(), v.to_owned())]);
+        assert_eq!(loc("/next?a=1").as_deref(), Some("/next?a=1"));
+        assert_eq!(loc("http://127.0.0.1:8080/x").as_deref(), Some("/x"));
+        assert_eq!(loc("http://elsewhere:8080/x"), None);
+        assert_eq!(loc("https://127.0.0.1:8080/x"), None);
+        assert_eq!(loc("//127.0.0.1:8080/x"), None);
+        let mut get = Vec::new();
+        r.encode_get("/x", "", &mut get);
+        assert_eq!(get, b"GET /x HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n");
+    }
+
     /// A `RunSpec` arrives from the coordinator: one carrying userinfo (an
     /// older or rogue coordinator) is refused rather than put into Host.
     #[test]

@@ -695,3 +695,37 @@ fn failure(kind: ErrorKind, since: Instant, start: Instant) -> Outcome {
         bytes: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jar_keeps_replaces_and_expires_cookies_within_bounds() {
+        let (mut jar, mut line) = (Vec::new(), String::new());
+        store_cookies(
+            &mut jar,
+            &mut line,
+            &["sid=1; Path=/; HttpOnly".into(), "theme=dark".into()],
+        );
+        assert_eq!(line, "sid=1; theme=dark");
+        store_cookies(
+            &mut jar,
+            &mut line,
+            &["sid=2".into(), "theme=; Max-Age=0".into()],
+        );
+        assert_eq!(line, "sid=2");
+        store_cookies(
+            &mut jar,
+            &mut line,
+            &["sid=3; Max-Age=0".into(), "bad name=x".into()],
+        );
+        assert_eq!(line, "");
+        let many: Vec<String> = (0..100).map(|i| format!("c{i}=v")).collect();
+        store_cookies(&mut jar, &mut line, &many);
+        assert_eq!(jar.len(), MAX_COOKIES);
+        let huge = format!("big={}", "x".repeat(MAX_COOKIE_BYTES));
+        store_cookies(&mut jar, &mut line, &[huge]);
+        assert!(jar.iter().all(|(n, _)| n != "big"));
+    }
+}
