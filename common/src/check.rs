@@ -104,7 +104,10 @@ impl Compiled {
             (_, None) => false,
             (Compiled::Equals(e), Some(v)) => match e {
                 serde_json::Value::String(s) => s == v,
-                other => other.to_string() == v,
+                other => {
+                    let text = other.to_string();
+                    text == v
+                }
             },
             (Compiled::Contains(s), Some(v)) => v.contains(s.as_str()),
             (Compiled::Matches(r), Some(v)) => r.is_match(v),

@@ -116,6 +116,8 @@ impl Expr {
 enum Escape {
     Raw,
     JsonString,
+    /// Percent-encoded for a query string or form body (all but unreserved characters).
+    Url,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,27 @@ impl Builder {
             parts: self.parts,
             vars: self.vars,
         }
+    }
+
+    /// Writes `k=v&k=v`, literals and substituted values percent-encoded.
+    fn pairs(&mut self, pairs: &[(String, String)]) -> Result<(), TemplateError> {
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                self.lit("&");
+            }
+            for (j, text) in [k, v].into_iter().enumerate() {
+                if j == 1 {
+                    self.lit("=");
+                }
+                for seg in parse(text)? {
+                    match seg {
+                        Seg::Lit(l) => escape_url_into(l, &mut self.lit),
+                        Seg::Expr(e) => self.expr(e, Escape::Url),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes a JSON value; string keys and values may hold expressions.
@@ -263,6 +286,30 @@ impl Template {
     pub fn compile_json(v: &serde_json::Value) -> Result<Template, TemplateError> {
         let mut b = Builder::default();
         b.json(v)?;
+        Ok(b.finish())
+    }
+
+    /// Compiles `key=value&...` pairs (a query string or a form body), keys and
+    /// values percent-encoded, substituted values included.
+    pub fn compile_pairs(pairs: &[(String, String)]) -> Result<Template, TemplateError> {
+        let mut b = Builder::default();
+        b.pairs(pairs)?;
+        Ok(b.finish())
+    }
+
+    /// Compiles a path with query parameters appended (`?` or `&` as needed).
+    pub fn compile_url(path: &str, query: &[(String, String)]) -> Result<Template, TemplateError> {
+        let mut b = Builder::default();
+        for seg in parse(path)? {
+            match seg {
+                Seg::Lit(l) => b.lit(l),
+                Seg::Expr(e) => b.expr(e, Escape::Raw),
+            }
+        }
+        if !query.is_empty() {
+            b.lit(if path.contains('?') { "&" } else { "?" });
+            b.pairs(query)?;
+        }
         Ok(b.finish())
     }
 
@@ -379,8 +426,9 @@ fn render_expr<R: Rng>(
                     ),
                 }
             }
-            // The alphabet needs no JSON escaping.
-            base64::engine::general_purpose::STANDARD.encode_string(raw.as_bytes(), out);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+            // The alphabet needs no JSON escaping, but `+`, `/`, `=` need URL escaping.
+            push_escaped(&encoded, esc, out);
         }
         Expr::Env(name, _) => {
             return Err(RenderError::Undefined(format!("env(\"{name}\")")));
@@ -442,6 +490,21 @@ fn push_escaped(s: &str, esc: Escape, out: &mut String) {
     match esc {
         Escape::Raw => out.push_str(s),
         Escape::JsonString => escape_json_into(s, out),
+        Escape::Url => escape_url_into(s, out),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn escape_url_into(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
     }
 }
 
@@ -958,6 +1021,78 @@ mod tests {
         let err = Template::compile_json(&serde_json::json!({"a": ["{{ uuid( }}"]}))
             .expect_err("bad nested expression");
         assert!(matches!(err, TemplateError::BadExpression(_)), "{err}");
+    }
+
+    #[test]
+    fn new_functions_render() {
+        let seq = Cell::new(0);
+        let captured = HashMap::from([("u".to_owned(), "al ice".to_owned())]);
+        let vars = Vars {
+            user_id: 42,
+            worker_index: 3,
+            captured: &captured,
+            sequence: Some(&seq),
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        let render = |text: &str, rng: &mut SmallRng| {
+            let mut out = String::new();
+            Template::compile(text)
+                .expect("compiles")
+                .render(&vars, rng, &mut out)
+                .expect("renders");
+            out
+        };
+        let r = render("{{ random_string(12) }}", &mut rng);
+        assert_eq!(r.len(), 12);
+        assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()), "{r}");
+        assert_eq!(render("{{ sequence() }},{{ sequence() }}", &mut rng), "1,2");
+        assert_eq!(
+            render("{{ base64(u, ':', \"pw\") }}", &mut rng),
+            "YWwgaWNlOnB3"
+        );
+        assert_eq!(render("{{ base64(user_id) }}", &mut rng), "NDI=");
+        let now: u128 = render("{{ now() }}", &mut rng).parse().expect("a number");
+        assert!(now > 1_600_000_000_000);
+        // Query pairs: literals and values percent-encoded, base64's `=` too.
+        let t = Template::compile_url(
+            "/a?x=1",
+            &[
+                ("q".into(), "{{ u }}".into()),
+                ("b".into(), "{{ base64(user_id) }}".into()),
+            ],
+        )
+        .expect("compiles");
+        let mut out = String::new();
+        t.render(&vars, &mut rng, &mut out).expect("renders");
+        assert_eq!(out, "/a?x=1&q=al%20ice&b=NDI%3D");
+        // Numbers unquoted in JSON.
+        let j = Template::compile_json(&serde_json::json!({"n": "{{ sequence() }}"}))
+            .expect("compiles");
+        let mut out = String::new();
+        j.render(&vars, &mut rng, &mut out).expect("renders");
+        assert_eq!(out, r#"{"n":3}"#);
+    }
+
+    #[test]
+    fn env_is_expanded_with_defaults_and_refused_when_unset() {
+        let get = |name: &str| (name == "KEY").then(|| "s3cret".to_owned());
+        assert_eq!(
+            expand_env("Bearer {{ env(\"KEY\") }} {{ user_id }}", &get),
+            Ok("Bearer s3cret {{ user_id }}".to_owned())
+        );
+        assert_eq!(
+            expand_env("{{ env('NOPE', 'dflt') }}", &get),
+            Ok("dflt".to_owned())
+        );
+        assert!(matches!(
+            expand_env("{{ env(\"NOPE\") }}", &get),
+            Err(EnvError::Unset { .. })
+        ));
+        let templ = |_: &str| Some("{{ x }}".to_owned());
+        assert!(matches!(
+            expand_env("{{ env(\"A\") }}", &templ),
+            Err(EnvError::Template { .. })
+        ));
     }
 
     #[test]

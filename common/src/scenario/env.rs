@@ -59,6 +59,9 @@ fn request(at: &str, r: &mut RequestDef, env: Env<'_>) -> Result<(), EnvFailure>
     for (k, v) in &mut r.headers {
         one(&format!("{at}.headers.{k}"), v, env)?;
     }
+    for (k, v) in r.query.iter_mut().chain(r.form.iter_mut()) {
+        one(&format!("{at}.{k}"), v, env)?;
+    }
     if let Some(b) = &mut r.body {
         one(&format!("{at}.body"), b, env)?;
     }

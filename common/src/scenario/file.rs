@@ -51,6 +51,9 @@ pub struct Defaults {
     /// A cookie jar per user, like a browser session (on when absent).
     #[serde(default)]
     pub cookies: Option<bool>,
+    /// Redirects a request follows (none when absent).
+    #[serde(default)]
+    pub redirects: Option<u32>,
 }
 
 /// One named scenario: a load shape plus its thresholds.
@@ -171,6 +174,21 @@ pub struct RequestDef {
     /// Flow steps: a pause after the step (`1s`, `{ constant: 1s }`, `{ between: [1s, 3s] }`).
     #[serde(default)]
     pub think: Option<ThinkDef>,
+    /// Query parameters, percent-encoded and appended to the path.
+    #[serde(default, with = "ordered")]
+    pub query: Vec<(String, String)>,
+    /// A form body (`application/x-www-form-urlencoded`).
+    #[serde(default, with = "ordered")]
+    pub form: Vec<(String, String)>,
+    /// A generated body of this size (`64KiB`).
+    #[serde(default)]
+    pub body_size: Option<ByteSize>,
+    /// A file sent as the body, relative to the scenario file.
+    #[serde(default)]
+    pub body_file: Option<String>,
+    /// Redirects this request follows, instead of `defaults.redirects`.
+    #[serde(default)]
+    pub redirects: Option<u32>,
     /// This request's timeout, instead of `defaults.timeout`.
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,

@@ -18,7 +18,7 @@ pub use error::ScenarioError;
 pub use file::ScenarioFile;
 pub use resolve::{Loaded, MAX_POLL_ATTEMPTS, Overrides, validate_host};
 pub use spec::{
-    Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, LimitError, LoadModel, MAX_USERS,
-    PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec, UserClass, UserStage,
-    Wait,
+    Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, LimitError, LoadModel, MAX_BODY_FILE,
+    MAX_GENERATED_BODY, MAX_USERS, PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls,
+    TaskSpec, UserClass, UserStage, Wait,
 };

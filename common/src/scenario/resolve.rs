@@ -11,14 +11,18 @@ use super::file::{
 };
 use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
-    Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, PollSpec, RateStage, RequestSpec, RunSpec,
-    StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait,
+    Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, MAX_BODY_FILE, MAX_GENERATED_BODY,
+    PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec, UserClass, UserStage,
+    Wait,
 };
 use crate::capture::JsonPath;
 use crate::check::{COND_KEYS, Cond, ExpectSpec};
 use crate::rate::Rate;
 use crate::template::{BUILT_INS, Template};
 use crate::threshold::Threshold;
+
+/// The most redirects one request may follow.
+pub const MAX_REDIRECTS: u32 = 20;
 
 /// The most attempts one `poll:` may make.
 pub const MAX_POLL_ATTEMPTS: u32 = 10_000;
@@ -269,6 +273,15 @@ impl Loaded {
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
             graceful_stop: sc.graceful_stop.unwrap_or(Duration::from_secs(10)),
             cookies: self.def.defaults.cookies.unwrap_or(true),
+            redirects: match self.def.defaults.redirects {
+                Some(n) if n > MAX_REDIRECTS => {
+                    return Err(self.invalid(
+                        "defaults.redirects",
+                        format!("at most {MAX_REDIRECTS} redirects"),
+                    ));
+                }
+                n => n.unwrap_or(0),
+            },
             max_capture_body: self
                 .def
                 .defaults
@@ -819,8 +832,23 @@ impl Loaded {
                 format!("path `{path}` must start with `/` (the host comes from `host:`)"),
             ));
         }
-        if r.json.is_some() && r.body.is_some() {
-            return Err(self.invalid(at, "give `json` or `body`, not both"));
+        let bodies = [
+            r.json.is_some(),
+            r.body.is_some(),
+            !r.form.is_empty(),
+            r.body_size.is_some(),
+            r.body_file.is_some(),
+        ];
+        if bodies.iter().filter(|b| **b).count() > 1 {
+            return Err(self.invalid(
+                at,
+                "give one body: `json`, `body`, `form`, `body_size` or `body_file`",
+            ));
+        }
+        for (what, pairs) in [("query", &r.query), ("form", &r.form)] {
+            let t = Template::compile_pairs(pairs)
+                .map_err(|e| self.invalid(format!("{at}.{what}"), e.to_string()))?;
+            self.check_vars(&format!("{at}.{what}"), &t, known, false)?;
         }
         for (what, text) in std::iter::once(("path", path.as_str()))
             .chain(r.headers.values().map(|v| ("header", v.as_str())))
@@ -881,18 +909,57 @@ impl Loaded {
             .collect();
         let mut headers = inherited.clone();
         headers.extend(r.headers.clone());
-        let body = match (&r.json, &r.body) {
-            (Some(j), _) => {
-                if !headers
-                    .keys()
-                    .any(|k| k.eq_ignore_ascii_case("content-type"))
-                {
-                    headers.insert("Content-Type".into(), "application/json".into());
-                }
-                Some(Body::Json(j.clone()))
+        let mut content_type = |t: &str| {
+            if !headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("content-type"))
+            {
+                headers.insert("Content-Type".into(), t.into());
             }
-            (None, Some(b)) => Some(Body::Text(b.clone())),
-            (None, None) => None,
+        };
+        let body = if let Some(j) = &r.json {
+            content_type("application/json");
+            Some(Body::Json(j.clone()))
+        } else if let Some(b) = &r.body {
+            Some(Body::Text(b.clone()))
+        } else if !r.form.is_empty() {
+            content_type("application/x-www-form-urlencoded");
+            Some(Body::Form(r.form.clone()))
+        } else if let Some(size) = r.body_size {
+            if size.0 > MAX_GENERATED_BODY {
+                return Err(self.invalid(
+                    format!("{at}.body_size"),
+                    format!("{} bytes is above the limit of 64MiB", size.0),
+                ));
+            }
+            content_type("application/octet-stream");
+            Some(Body::Generated(size.0))
+        } else if let Some(file) = &r.body_file {
+            use base64::Engine as _;
+            let path = Path::new(&self.file)
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(file);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                self.located(
+                    format!("{at}.body_file"),
+                    file,
+                    format!("cannot read `{}`: {e}", path.display()),
+                )
+            })?;
+            if bytes.len() as u64 > MAX_BODY_FILE {
+                return Err(self.located(
+                    format!("{at}.body_file"),
+                    file,
+                    format!("`{file}` holds {} bytes, above the limit of 4MiB (it travels to every worker with the scenario); use `body_size` for a generated body up to 64MiB", bytes.len()),
+                ));
+            }
+            content_type("application/octet-stream");
+            Some(Body::File(
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+            ))
+        } else {
+            None
         };
         let expect = match &r.expect {
             None => ExpectSpec::default(),
@@ -919,6 +986,16 @@ impl Loaded {
             body,
             expect_status,
             expect,
+            query: r.query.clone(),
+            redirects: match r.redirects {
+                Some(n) if n > MAX_REDIRECTS => {
+                    return Err(self.invalid(
+                        format!("{at}.redirects"),
+                        format!("at most {MAX_REDIRECTS} redirects"),
+                    ));
+                }
+                n => n,
+            },
             timeout: match r.timeout {
                 Some(d) if d.is_zero() => {
                     return Err(self.invalid(format!("{at}.timeout"), "must be above 0"));

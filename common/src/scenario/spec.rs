@@ -32,6 +32,9 @@ pub struct RunSpec {
     /// A cookie jar per user: `Set-Cookie` answers are sent back as `Cookie`.
     #[serde(default = "yes")]
     pub cookies: bool,
+    /// Redirects each request follows (0: none, a 3xx is the answer).
+    #[serde(default)]
+    pub redirects: u32,
     pub load: LoadModel,
     pub classes: Vec<UserClass>,
     /// Checked against the final report; each serialises as its text.
@@ -322,6 +325,12 @@ pub struct RequestSpec {
     /// Every check of `expect:` (statuses and ranges, headers, body, JSON, latency).
     #[serde(default)]
     pub expect: ExpectSpec,
+    /// Query parameters appended to the path, percent-encoded (templates allowed).
+    #[serde(default)]
+    pub query: Vec<(String, String)>,
+    /// Redirects this request follows (the run's `redirects` when absent).
+    #[serde(default)]
+    pub redirects: Option<u32>,
     /// This request's own timeout (the run's `timeout` when absent).
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,
@@ -333,7 +342,20 @@ pub struct RequestSpec {
 pub enum Body {
     Json(serde_json::Value),
     Text(String),
+    /// `application/x-www-form-urlencoded` pairs (templates allowed).
+    Form(Vec<(String, String)>),
+    /// A generated body of this many bytes, built on the worker.
+    Generated(u64),
+    /// A file's bytes, read on the coordinator, as standard Base64.
+    File(String),
 }
+
+/// The largest `body_size:`: built once per worker, sent as often as asked.
+pub const MAX_GENERATED_BODY: u64 = 64 << 20;
+
+/// The largest `body_file:`: it travels inside the `Start` message, which is
+/// at most 16 MiB, beside the rest of the scenario.
+pub const MAX_BODY_FILE: u64 = 4 << 20;
 
 impl RequestSpec {
     /// Whether `status` counts as a success for this request.

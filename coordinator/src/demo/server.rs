@@ -33,13 +33,14 @@ const STATS_PATH: &str = "/__squall/stats";
 
 /// `/api` routes reachable without a token: login must be (it issues them),
 /// health is for probes, and `fast` measures raw throughput without auth cost.
-const PUBLIC_API_PATHS: [&str; 6] = [
+const PUBLIC_API_PATHS: [&str; 7] = [
     "/api/health",
     "/api/auth/login",
     "/api/fast",
     "/api/session/login",
     "/api/session/me",
     "/api/redirect",
+    "/api/echo",
 ];
 /// Also public: `/api/delay/{ms}`, a fixed service time for benchmarks.
 const PUBLIC_API_PREFIX: &str = "/api/delay/";
@@ -224,6 +225,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/session/login", post(session_login))
         .route("/api/session/me", get(session_me))
         .route("/api/redirect", get(redirect))
+        .route("/api/echo", axum::routing::any(echo))
         .route("/api/agents", get(list_agents))
         .route("/api/chat", post(chat))
         .route(STATS_PATH, get(stats))
@@ -241,7 +243,8 @@ async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     let counted = path != STATS_PATH;
     let needs_auth = (path == "/api" || path.starts_with("/api/"))
         && !PUBLIC_API_PATHS.contains(&path)
-        && !path.starts_with(PUBLIC_API_PREFIX);
+        && !path.starts_with(PUBLIC_API_PREFIX)
+        && !path.starts_with("/api/large/");
     let response = if needs_auth && !authorized(&state, req.headers()) {
         error(StatusCode::UNAUTHORIZED, "unauthorized")
     } else {
@@ -483,6 +486,32 @@ async fn session_me(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         }
         _ => error(StatusCode::UNAUTHORIZED, "no session"),
     }
+}
+
+/// What a request carried: its method, query string, content type, body
+/// length and the body's first 256 bytes as text, for payload tests.
+async fn echo(req: Request) -> Response {
+    let method = req.method().to_string();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
+        Ok(b) => b,
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body above 64 MiB"),
+    };
+    let head = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+    axum::Json(json!({
+        "method": method,
+        "query": query,
+        "content_type": content_type,
+        "length": body.len(),
+        "body": head,
+    }))
+    .into_response()
 }
 
 /// 302 to `/api/health`, for redirect policies.

@@ -320,3 +320,88 @@ user_classes:
         );
     }
 }
+
+/// Query maps, form bodies, generated and file bodies reach the target as
+/// written, and a large response is read to its end and counted in bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_reach_the_target_and_large_responses_are_counted() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(
+        r#"
+scenarios:
+  s: { users: 1, duration: 30s, iterations: 5 }
+user_classes:
+  u:
+    vars: { who: "a b&c" }
+    on_start:
+      - name: query
+        get: /api/echo
+        query: { page: "2", q: "{{ who }}" }
+        expect: { json: { "$.query": "page=2&q=a%20b%26c" } }
+      - name: form
+        post: /api/echo
+        form: { user: "{{ who }}", n: "1" }
+        expect: { json: { "$.body": "user=a%20b%26c&n=1", "$.content_type": application/x-www-form-urlencoded } }
+      - name: generated
+        put: /api/echo
+        body_size: 64KiB
+        expect: { json: { "$.length": 65536 } }
+      - name: file
+        post: /api/echo
+        body_file: payload.bin
+        expect: { json: { "$.length": 5 } }
+    tasks:
+      - { name: large, get: /api/large/256, expect: { status: 200 } }
+"#,
+    );
+    std::fs::write(run.path("payload.bin"), [0u8, 159, 146, 150, 10]).expect("payload");
+    let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    assert_eq!(count(&report["totals"]["failures"]), 0, "{report}");
+    let large = endpoint(&report, "large");
+    assert_eq!(large["requests"], 5);
+    assert_eq!(count(&large["bytes_received"]), 5 * 256 * 1024, "{large}");
+}
+
+/// A redirect is the answer by default; with `redirects: N` it is followed,
+/// and each hop is a request of the endpoint that the target served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_when_asked_and_every_hop_is_counted() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(
+        r#"
+defaults: { redirects: 3 }
+scenarios:
+  s: { users: 1, duration: 30s, iterations: 4 }
+user_classes:
+  u:
+    tasks:
+      - { name: followed, get: /api/redirect, expect: { status: 200, json: { "$.status": ok } } }
+      - { name: not followed, get: /api/redirect, redirects: 0, expect: { status: 302 } }
+"#,
+    );
+    let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    assert_eq!(count(&report["totals"]["failures"]), 0, "{report}");
+    let followed = endpoint(&report, "followed");
+    let not = endpoint(&report, "not followed");
+    let iterations = count(&followed["status"]["302"]) + count(&not["requests"]);
+    assert_eq!(iterations, 4, "{report}");
+    assert_eq!(
+        followed["status"]["200"], followed["status"]["302"],
+        "{followed}"
+    );
+    assert_eq!(count(&report["totals"]["requests"]), demo.served().await);
+}

@@ -35,6 +35,8 @@ pub struct PreparedRequest {
     /// Name, value, and whether an undefined variable drops the header instead of failing.
     headers: Vec<(HeaderName, Part, bool)>,
     body: Option<Part>,
+    /// A body that is bytes, not text (`body_size`, `body_file`); static.
+    raw_body: Option<Box<[u8]>>,
     /// Whether the scenario sets Host, Content-Length or Cookie itself.
     own_host: bool,
     own_length: bool,
@@ -91,8 +93,10 @@ pub struct PreparedFlow {
     pub continue_on_failure: bool,
 }
 
-/// What one iteration runs.
+/// What one iteration runs. Not boxed: a class has a handful of tasks, and
+/// a box would cost a pointer chase on every request of the hot path.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum PreparedTask {
     Request(PreparedRequest),
     Flow(PreparedFlow),
@@ -261,6 +265,45 @@ impl PreparedRun {
     }
 }
 
+impl PreparedRun {
+    /// Where a redirect goes, as a request-target on this host: a path, or an
+    /// absolute URL on the same scheme and authority. None for anything else
+    /// (another host is not followed: the 3xx is the final answer).
+    pub fn redirect_target(&self, headers: &[(String, String)]) -> Option<String> {
+        let loc = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.trim())?;
+        let path = if loc.starts_with('/') && !loc.starts_with("//") {
+            loc.to_owned()
+        } else {
+            let uri: Uri = loc.parse().ok()?;
+            let same = uri.authority().map(|a| a.as_str()) == Some(self.host.as_str())
+                && uri.scheme_str() == Some(if self.tls.is_some() { "https" } else { "http" });
+            if !same {
+                return None;
+            }
+            uri.path_and_query()
+                .map_or("/".to_owned(), |p| p.as_str().to_owned())
+        };
+        valid_target(&path).then_some(path)
+    }
+
+    /// A `GET` of `path` with the Host header and the user's cookies: the
+    /// request a followed redirect sends.
+    pub fn encode_get(&self, path: &str, cookie: &str, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        header(out, "host", &self.host);
+        if !cookie.is_empty() {
+            header(out, "cookie", cookie);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Writes one request's HTTP/1.1 bytes into `out`, rendering templated parts.
 fn write_request<R: Rng>(
     req: &PreparedRequest,
@@ -311,13 +354,14 @@ fn write_request<R: Rng>(
             }
         }
     }
-    let body = match &req.body {
-        None => None,
-        Some(Part::Static(b)) => Some(b.as_str()),
-        Some(Part::Dynamic(t)) => {
+    let body = match (&req.body, &req.raw_body) {
+        (_, Some(raw)) => Some(&raw[..]),
+        (None, None) => None,
+        (Some(Part::Static(b)), None) => Some(b.as_bytes()),
+        (Some(Part::Dynamic(t)), None) => {
             scratch.clear();
             t.render(vars, rng, scratch)?;
-            Some(scratch.as_str())
+            Some(scratch.as_bytes())
         }
     };
     finish(out, body, &req.method, req.own_length);
@@ -338,17 +382,17 @@ fn header(out: &mut Vec<u8>, name: &str, value: &str) {
 
 /// Ends the head and appends the body. A body always gets its length; so do
 /// the methods that expect one, even when empty, as some servers insist.
-fn finish(out: &mut Vec<u8>, body: Option<&str>, method: &Method, own_length: bool) {
+fn finish(out: &mut Vec<u8>, body: Option<&[u8]>, method: &Method, own_length: bool) {
     let wants_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     if !own_length && (body.is_some() || wants_length) {
-        let len = body.map_or(0, str::len);
+        let len = body.map_or(0, <[u8]>::len);
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if let Some(b) = body {
-        out.extend_from_slice(b.as_bytes());
+        out.extend_from_slice(b);
     }
 }
 
@@ -364,7 +408,7 @@ fn prepare(
         .position(|e| e.name == r.name && e.method == r.method)
         .ok_or_else(|| bad("not in the endpoint table".into()))?;
     let method = Method::from_bytes(r.method.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let path_t = Template::compile(&r.path).map_err(|e| bad(e.to_string()))?;
+    let path_t = Template::compile_url(&r.path, &r.query).map_err(|e| bad(e.to_string()))?;
     let path = match path_t.as_static() {
         Some(p) => {
             let full = format!("{base_path}{p}");
@@ -389,12 +433,34 @@ fn prepare(
         };
         headers.push((name, value, r.optional_headers.contains(k)));
     }
+    let mut raw_body = None;
     let body = match &r.body {
         None => None,
+        Some(Body::Generated(n)) => {
+            if *n > squall_common::scenario::MAX_GENERATED_BODY {
+                return Err(bad(format!("body_size {n} is above 64MiB")));
+            }
+            let n = usize::try_from(*n).map_err(|e| bad(e.to_string()))?;
+            raw_body = Some(vec![b'x'; n].into_boxed_slice());
+            None
+        }
+        Some(Body::File(b64)) => {
+            use base64::Engine as _;
+            if b64.len() as u64 > squall_common::scenario::MAX_BODY_FILE / 3 * 4 + 4 {
+                return Err(bad("body_file is above 4MiB".into()));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| bad(format!("body_file: {e}")))?;
+            raw_body = Some(bytes.into_boxed_slice());
+            None
+        }
         Some(b) => {
             let t = match b {
                 Body::Json(v) => Template::compile_json(v),
                 Body::Text(s) => Template::compile(s),
+                Body::Form(pairs) => Template::compile_pairs(pairs),
+                Body::Generated(_) | Body::File(_) => unreachable!("matched above"),
             }
             .map_err(|e| bad(e.to_string()))?;
             Some(match t.as_static() {
@@ -442,6 +508,7 @@ fn prepare(
         path,
         headers,
         body,
+        raw_body,
         own_host,
         own_length,
         own_cookie,
@@ -678,6 +745,44 @@ user_classes:
         ));
         let out = encode(&r, 0, &HashMap::new()).expect("encodes");
         assert_eq!(out, "GET /v1/fast HTTP/1.1\r\nhost: example.test\r\n\r\n");
+    }
+
+    #[test]
+    fn cookies_are_spliced_after_the_request_line_and_redirects_stay_on_the_host() {
+        let r = run(&YAML.replace(r#"headers: { Authorization: "Bearer {{ token }}" }"#, ""));
+        let PreparedTask::Request(fast) = &r.classes[0].tasks[0] else {
+            panic!("a request");
+        };
+        let vars = Vars {
+            user_id: 1,
+            worker_index: 0,
+            captured: &HashMap::new(),
+            sequence: None,
+        };
+        let mut out = Vec::new();
+        let bytes = r
+            .encode(
+                fast,
+                &vars,
+                &mut SmallRng::seed_from_u64(1),
+                &mut String::new(),
+                &mut out,
+                "sid=abc; x=1",
+            )
+            .expect("encodes");
+        assert_eq!(
+            String::from_utf8(bytes.to_vec()).expect("ascii"),
+            "GET /v1/fast HTTP/1.1\r\ncookie: sid=abc; x=1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        let loc = |v: &str| r.redirect_target(&[("Location".to_owned(), v.to_owned())]);
+        assert_eq!(loc("/next?a=1").as_deref(), Some("/next?a=1"));
+        assert_eq!(loc("http://127.0.0.1:8080/x").as_deref(), Some("/x"));
+        assert_eq!(loc("http://elsewhere:8080/x"), None);
+        assert_eq!(loc("https://127.0.0.1:8080/x"), None);
+        assert_eq!(loc("//127.0.0.1:8080/x"), None);
+        let mut get = Vec::new();
+        r.encode_get("/x", "", &mut get);
+        assert_eq!(get, b"GET /x HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n");
     }
 
     /// A `RunSpec` arrives from the coordinator: one carrying userinfo (an

@@ -480,55 +480,84 @@ async fn execute(
     );
     let until_checks = until.map(|(u, _)| &u.checks);
     let want_body = req.needs_body || until_checks.is_some_and(|c| c.needs_body());
-    let keep_headers = req.keep_headers || until_checks.is_some_and(|c| c.needs_headers());
+    let redirects = req.spec.redirects.unwrap_or(ctx.run.spec.redirects);
+    let keep_headers =
+        req.keep_headers || redirects > 0 || until_checks.is_some_and(|c| c.needs_headers());
     let mut body = want_body.then(Vec::new);
     let mut headers = Vec::new();
+    let timeout = req.spec.timeout.unwrap_or(ctx.run.spec.timeout);
+    // A followed redirect's request (GET Location), built only when one is followed.
+    let mut hop_wire: Vec<u8> = Vec::new();
+    let mut hops = 0u32;
+    let (mut start, mut since) = (start, since);
     let outcome = match encoded {
         Err(_) => failure(ErrorKind::Template, since, start),
-        Ok(request) => {
-            // The deadline from the clock reading already taken.
-            let timeout = req.spec.timeout.unwrap_or(ctx.run.spec.timeout);
-            let sent = tokio::time::timeout_at(
-                (start + timeout).into(),
-                connection::send(
-                    &mut user.conn,
-                    ctx.addr,
-                    ctx.run.tls.as_ref(),
-                    request,
-                    req.head_only,
-                    &ctx.read_buf,
-                    body.as_mut().map(|buf| Body {
-                        buf,
-                        limit: ctx.run.spec.max_capture_body,
-                    }),
-                    Keep {
-                        headers: keep_headers,
-                        cookies: ctx.run.spec.cookies,
-                    },
-                ),
-            )
-            .await;
-            match sent {
-                Err(_) => {
-                    user.conn = None;
-                    failure(ErrorKind::Timeout, since, start)
-                }
-                Ok(Err(kind)) => failure(kind, since, start),
-                Ok(Ok(resp)) => {
-                    let error = (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status);
-                    headers = resp.headers;
-                    if !resp.set_cookies.is_empty() {
-                        store_cookies(user, &resp.set_cookies);
+        Ok(first) => {
+            let mut request = first;
+            loop {
+                // The deadline from the clock reading already taken.
+                let sent = tokio::time::timeout_at(
+                    (start + timeout).into(),
+                    connection::send(
+                        &mut user.conn,
+                        ctx.addr,
+                        ctx.run.tls.as_ref(),
+                        request,
+                        req.head_only && hops == 0,
+                        &ctx.read_buf,
+                        body.as_mut().map(|buf| Body {
+                            buf,
+                            limit: ctx.run.spec.max_capture_body,
+                        }),
+                        Keep {
+                            headers: keep_headers,
+                            cookies: ctx.run.spec.cookies,
+                        },
+                    ),
+                )
+                .await;
+                let resp = match sent {
+                    Err(_) => {
+                        user.conn = None;
+                        break failure(ErrorKind::Timeout, since, start);
                     }
-                    // One clock reading serves both latency and service time.
-                    let end = Instant::now();
-                    Outcome {
-                        status: Some(resp.status),
-                        error,
-                        latency_us: micros(end - since),
-                        service_us: micros(end - start),
-                        ttfb_us: Some(micros(resp.first_byte.saturating_duration_since(start))),
-                        bytes: resp.bytes,
+                    Ok(Err(kind)) => break failure(kind, since, start),
+                    Ok(Ok(resp)) => resp,
+                };
+                if !resp.set_cookies.is_empty() {
+                    store_cookies(&mut user.jar, &mut user.cookie_line, &resp.set_cookies);
+                }
+                // One clock reading serves both latency and service time.
+                let end = Instant::now();
+                let outcome = Outcome {
+                    status: Some(resp.status),
+                    error: None,
+                    latency_us: micros(end - since),
+                    service_us: micros(end - start),
+                    ttfb_us: Some(micros(resp.first_byte.saturating_duration_since(start))),
+                    bytes: resp.bytes,
+                };
+                let next = (hops < redirects && is_redirect(resp.status))
+                    .then(|| ctx.run.redirect_target(&resp.headers))
+                    .flatten();
+                match next {
+                    Some(path) => {
+                        // Each hop is a request the target served: recorded
+                        // on this endpoint as it went, unjudged.
+                        ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
+                        ctx.run.encode_get(&path, &user.cookie_line, &mut hop_wire);
+                        request = &hop_wire;
+                        hops += 1;
+                        start = Instant::now();
+                        since = start;
+                        guard.start = start;
+                    }
+                    None => {
+                        headers = resp.headers;
+                        break Outcome {
+                            error: (!req.spec.status_ok(resp.status)).then_some(ErrorKind::Status),
+                            ..outcome
+                        };
                     }
                 }
             }
@@ -566,6 +595,11 @@ async fn execute(
     (outcome.error, met)
 }
 
+/// Statuses whose `Location` a redirect policy follows.
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
 /// The most cookies a user keeps, and the longest one: a target sets them,
 /// so they are bounded like any input.
 const MAX_COOKIES: usize = 50;
@@ -574,7 +608,7 @@ const MAX_COOKIE_BYTES: usize = 4096;
 /// Puts a response's `Set-Cookie` values into the user's jar (a cookie with
 /// `Max-Age=0` or an empty value is removed) and rebuilds its `Cookie` value.
 /// Domains and paths are not tracked: a user talks to one host.
-fn store_cookies(user: &mut UserState, set: &[String]) {
+fn store_cookies(jar: &mut Vec<(String, String)>, line_out: &mut String, set: &[String]) {
     for line in set {
         let mut parts = line.split(';');
         let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
@@ -598,19 +632,19 @@ fn store_cookies(user: &mut UserState, set: &[String]) {
                     k.trim().eq_ignore_ascii_case("max-age") && v.trim().starts_with(['0', '-'])
                 })
             });
-        user.jar.retain(|(n, _)| n != name);
-        if !expired && user.jar.len() < MAX_COOKIES {
-            user.jar.push((name.to_owned(), value.to_owned()));
+        jar.retain(|(n, _)| n != name);
+        if !expired && jar.len() < MAX_COOKIES {
+            jar.push((name.to_owned(), value.to_owned()));
         }
     }
-    user.cookie_line.clear();
-    for (i, (n, v)) in user.jar.iter().enumerate() {
+    line_out.clear();
+    for (i, (n, v)) in jar.iter().enumerate() {
         if i > 0 {
-            user.cookie_line.push_str("; ");
+            line_out.push_str("; ");
         }
-        user.cookie_line.push_str(n);
-        user.cookie_line.push('=');
-        user.cookie_line.push_str(v);
+        line_out.push_str(n);
+        line_out.push('=');
+        line_out.push_str(v);
     }
 }
 
@@ -659,5 +693,39 @@ fn failure(kind: ErrorKind, since: Instant, start: Instant) -> Outcome {
         service_us: micros(end - start),
         ttfb_us: None,
         bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jar_keeps_replaces_and_expires_cookies_within_bounds() {
+        let (mut jar, mut line) = (Vec::new(), String::new());
+        store_cookies(
+            &mut jar,
+            &mut line,
+            &["sid=1; Path=/; HttpOnly".into(), "theme=dark".into()],
+        );
+        assert_eq!(line, "sid=1; theme=dark");
+        store_cookies(
+            &mut jar,
+            &mut line,
+            &["sid=2".into(), "theme=; Max-Age=0".into()],
+        );
+        assert_eq!(line, "sid=2");
+        store_cookies(
+            &mut jar,
+            &mut line,
+            &["sid=3; Max-Age=0".into(), "bad name=x".into()],
+        );
+        assert_eq!(line, "");
+        let many: Vec<String> = (0..100).map(|i| format!("c{i}=v")).collect();
+        store_cookies(&mut jar, &mut line, &many);
+        assert_eq!(jar.len(), MAX_COOKIES);
+        let huge = format!("big={}", "x".repeat(MAX_COOKIE_BYTES));
+        store_cookies(&mut jar, &mut line, &[huge]);
+        assert!(jar.iter().all(|(n, _)| n != "big"));
     }
 }

@@ -270,6 +270,7 @@ impl Body<'_> {
 /// is gone, and reads the whole response. A connection the server closed while
 /// idle is not a failure of this request: it is sent once more on a new one.
 /// A body outgrowing `body`'s limit fails the request and drops the connection.
+#[allow(clippy::too_many_arguments)] // each is one independent fact of the exchange
 pub async fn send(
     conn: &mut Option<Connection>,
     addr: SocketAddr,
