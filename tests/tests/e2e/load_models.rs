@@ -110,6 +110,31 @@ async fn shared_iterations_end_the_run_early_and_exactly() {
     assert!(report["duration_s"].as_f64().unwrap_or(99.0) < 30.0);
 }
 
+/// Fewer users than engine threads: the threads without a user must not hold
+/// back part of the iteration limit (the run would then last its duration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iterations_end_the_run_when_threads_outnumber_users() {
+    let target = CountingTarget::start().await;
+    let run = TestRun::new(
+        "scenarios:\n  it: { users: 1, duration: 60s, iterations: 25 }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n",
+    );
+    let mut c = run.headless(&target.url(), &["--local-workers", "1", "--threads", "4"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(40)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    assert_eq!(target.total(), 25);
+    assert_eq!(report["totals"]["requests"], 25);
+    assert!(
+        report["duration_s"].as_f64().unwrap_or(99.0) < 20.0,
+        "{}",
+        report["duration_s"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_stops_at_the_breaking_point() {
     let target = CountingTarget::start().await;

@@ -30,7 +30,7 @@ pub struct ThreadDelta {
     pub lag: hdrhistogram::Histogram<u64>,
     /// Open-model iterations that found the pool exhausted.
     pub dropped: u64,
-    /// Iterations this thread may still start (`u64::MAX` without a limit).
+    /// Iterations the worker may still start (`u64::MAX` without a limit).
     pub budget_left: u64,
 }
 
@@ -84,6 +84,8 @@ pub struct EngineOptions {
 pub struct Engine {
     threads: Vec<Thread>,
     active: Arc<AtomicU64>,
+    /// The iterations left, shared by every thread.
+    budget: Arc<AtomicU64>,
     endpoints: usize,
     next: usize,
 }
@@ -96,13 +98,14 @@ impl Engine {
         opts: EngineOptions,
     ) -> std::io::Result<Engine> {
         let n = opts.threads.max(1);
-        let budgets = match opts.iterations {
-            Some(total) => largest_remainder(total, &vec![1; n]),
-            None => vec![u64::MAX; n],
-        };
+        // One budget for all threads: split per thread, a thread that got no
+        // users (1 user, 2 threads) would hold its part and the run would
+        // never end on its iterations.
+        let budget = Arc::new(AtomicU64::new(opts.iterations.unwrap_or(u64::MAX)));
         let classes = run.classes.len();
         let mut threads = Vec::new();
-        for (i, budget) in budgets.into_iter().enumerate() {
+        for i in 0..n {
+            let budget = budget.clone();
             let (tx, rx) = mpsc::unbounded_channel();
             let run = run.clone();
             let active = active.clone();
@@ -119,6 +122,7 @@ impl Engine {
         Ok(Engine {
             threads,
             active,
+            budget,
             endpoints: run.endpoints.len(),
             next: 0,
         })
@@ -176,7 +180,7 @@ impl Engine {
             stats: (0..self.endpoints).map(|_| EndpointStats::new()).collect(),
             lag: squall_common::snapshot::new_histogram(),
             dropped: 0,
-            budget_left: 0,
+            budget_left: self.budget.load(Ordering::Relaxed),
         };
         let mut replies = Vec::new();
         for t in &self.threads {
@@ -193,7 +197,6 @@ impl Engine {
                 }
                 let _ = merged.lag.add(&delta.lag);
                 merged.dropped += delta.dropped;
-                merged.budget_left = merged.budget_left.saturating_add(delta.budget_left);
             }
         }
         merged
@@ -221,7 +224,7 @@ fn thread_main(
     addr: SocketAddr,
     active: Arc<AtomicU64>,
     opts: EngineOptions,
-    budget: u64,
+    budget: Arc<AtomicU64>,
     (thread_index, thread_count): (u64, u64),
 ) {
     // I/O and timers only: `enable_all` would add the signal and process
@@ -252,7 +255,7 @@ fn thread_main(
             active,
             worker_index: opts.worker_index,
             seed: opts.seed,
-            budget: Cell::new(budget),
+            budget,
             dropped: Cell::new(0),
             read_buf: crate::http::connection::read_buffer(),
         });
@@ -302,7 +305,7 @@ fn thread_main(
                         stats,
                         lag,
                         dropped: ctx.dropped.replace(0),
-                        budget_left: ctx.budget.get(),
+                        budget_left: ctx.budget.load(Ordering::Relaxed),
                     });
                 }
                 Cmd::Stop { graceful, done } => {
@@ -373,11 +376,9 @@ async fn open_schedule(
             _ = tokio::time::sleep_until(intended) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        let left = ctx.budget.get();
-        if left == 0 {
+        if !ctx.take_iteration() {
             break;
         }
-        ctx.budget.set(left - 1);
         let slot = idle.borrow_mut().pop();
         if let Some(slot) = slot {
             slot.deliver(intended.into_std());

@@ -31,8 +31,10 @@ pub struct ThreadCtx {
     pub active: Arc<AtomicU64>,
     pub worker_index: u32,
     pub seed: u64,
-    /// Iterations this thread may still start (shared `iterations` limit).
-    pub budget: Cell<u64>,
+    /// Iterations this worker may still start (its share of the `iterations`
+    /// limit), shared by its engine threads so that a thread without users
+    /// holds none back (`u64::MAX`: no limit).
+    pub budget: Arc<AtomicU64>,
     /// Open-model iterations dropped for want of an idle user, since the last flush.
     pub dropped: Cell<u64>,
     /// Every user's responses are read through this one buffer, so an idle
@@ -41,16 +43,17 @@ pub struct ThreadCtx {
 }
 
 impl ThreadCtx {
-    /// Takes one iteration from the budget; false once it is spent.
-    fn take_iteration(&self) -> bool {
-        let left = self.budget.get();
-        if left == 0 {
-            return false;
+    /// Takes one iteration from the budget; false once it is spent. One
+    /// atomic operation per iteration (none without a limit), never per request.
+    pub(crate) fn take_iteration(&self) -> bool {
+        if self.budget.load(Ordering::Relaxed) == u64::MAX {
+            return true;
         }
-        if left != u64::MAX {
-            self.budget.set(left - 1);
-        }
-        true
+        self.budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
     }
 }
 
