@@ -10,10 +10,11 @@
 #   /etc/nsswitch.conf                    hosts: files dns (glibc >= 2.34 has both built in)
 #   /etc/ssl/certs/ca-certificates.crt    CA roots, for https:// targets and TLS tooling
 #   /tmp                                  world-writable (sticky)
-#   /work, /data                          given to squall by the image build (COPY --chown):
-#                                         the working directory and serve mode's --data;
-#                                         mount volumes over them when the root
-#                                         filesystem is read-only
+#   /work, /data                          laid out apart, in OUT_DIR.owned, and given to
+#                                         squall by the image build (COPY --chown: only
+#                                         directories that COPY creates take its owner);
+#                                         the working directory and serve mode's --data
+#                                         (a named volume mounted there starts as squall's)
 #
 # No shell, no package manager, no other program.
 set -euo pipefail
@@ -31,7 +32,8 @@ done
 ca=/etc/ssl/certs/ca-certificates.crt
 [ -f "$ca" ] || { echo "rootfs.sh: $ca is missing (install the ca-certificates package)" >&2; exit 2; }
 
-mkdir -p "$out/usr/local/bin" "$out/etc/ssl/certs" "$out/tmp" "$out/work" "$out/data"
+owned=$out.owned
+mkdir -p "$out/usr/local/bin" "$out/etc/ssl/certs" "$out/tmp" "$owned/work" "$owned/data"
 for b in coordinator worker; do
     [ -x "$bin_dir/$b" ] || { echo "rootfs.sh: $bin_dir/$b is missing: build it first" >&2; exit 2; }
     install -m 0755 "$bin_dir/$b" "$out/usr/local/bin/$b"
@@ -70,4 +72,4 @@ hosts:  files dns
 NSS
 cp -L "$ca" "$out/etc/ssl/certs/ca-certificates.crt"
 chmod 1777 "$out/tmp"
-chmod 0755 "$out/work" "$out/data"    # the image build gives them to squall (COPY --chown)
+chmod 0755 "$owned/work" "$owned/data"    # the image build gives them to squall (COPY --chown)

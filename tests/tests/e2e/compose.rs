@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use squall_tests::{
-    Compose, build_image, exec, has_event, read_report, repo_root, require_docker, run_ok,
-    wait_until, worker_entry,
+    ApiClient, Compose, build_image, eventually, exec, has_event, read_report, repo_root,
+    require_docker, run_ok, wait_until, worker_entry,
 };
 
 const COMPOSE_FILE: &str = "docker/docker-compose.yml";
@@ -397,7 +397,7 @@ fn the_dockerfile_runtime_stage_is_the_one_build_image_makes() {
                 // COPY takes the files from the build stage in one and from
                 // the context in the other; the destinations must match.
                 l.replace("--from=build ", "")
-                    .replace(" /rootfs/", " rootfs/")
+                    .replace(" /rootfs", " rootfs")
                     .trim()
                     .to_owned()
             })
@@ -434,4 +434,99 @@ fn both_compose_files_are_valid_and_publish_nothing_but_serve_http_on_loopback()
         assert!(config.contains("no-new-privileges:true"), "{file}");
         // Nothing was created, so Drop's `down` has nothing to remove.
     }
+}
+
+const SERVE_FILE: &str = "docker/docker-compose.serve.yml";
+const SERVE_RUN: &str = "host: http://target:8080\nscenarios:\n  short: { users: 100, spawn_rate: 200, duration: 5s }\nuser_classes:\n  u: { wait: { constant: 100ms }, tasks: [ { get: /api/health } ] }\n";
+
+/// `docker-compose.serve.yml`: `coordinator serve` with its runs on a named
+/// volume the non-root user can write, workers that stay attached between
+/// runs, and every request of each run counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_serve_runs_twice_on_workers_that_stay_attached() {
+    if !require_docker("compose serve") {
+        return;
+    }
+    let files = Files::new();
+    let mut env = files.env(2, Some(SERVE_RUN));
+    let token_file = env
+        .iter()
+        .find(|(k, _)| *k == "SQUALL_ENV_FILE")
+        .map(|(_, v)| v.clone())
+        .expect("token file");
+    let token = std::fs::read_to_string(&token_file)
+        .expect("token")
+        .trim()
+        .trim_start_matches("SQUALL_TOKEN=")
+        .to_owned();
+    // A free loopback port for the published HTTP port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    env.push(("SQUALL_HTTP_PORT", port.to_string()));
+    let compose = Compose::new("e2e-serve", &[SERVE_FILE], &env);
+    compose.ok(&["up", "-d", "--scale", "worker=2"]);
+    let target = compose.container("target");
+    let api = ApiClient::new(&format!("127.0.0.1:{port}"), Some(&token));
+    eventually(Duration::from_secs(90), "2 workers ready", || {
+        let api = api.clone();
+        async move {
+            let r = tokio::time::timeout(Duration::from_secs(5), api.get("/api/workers"))
+                .await
+                .ok()?;
+            let workers = (r.status == 200).then(|| r.json())?;
+            let ready = workers
+                .as_array()?
+                .iter()
+                .filter(|w| w["state"] == "ready")
+                .count();
+            (ready == 2).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        api.anonymous().get("/api/workers").await.status,
+        401,
+        "the token is needed"
+    );
+    for round in 1..=2 {
+        let before = served(&target);
+        let started = api
+            .post("/api/runs", "application/yaml", SERVE_RUN.as_bytes())
+            .await;
+        assert_eq!(started.status, 202, "{}", started.text());
+        let id = started.json()["run_id"]
+            .as_str()
+            .expect("run id")
+            .to_owned();
+        let done = eventually(Duration::from_secs(60), "the run to finish", || {
+            let api = api.clone();
+            let path = format!("/api/runs/{id}");
+            async move {
+                let r = api.get(&path).await.json();
+                (r["state"] != "running").then_some(r)
+            }
+        })
+        .await;
+        assert_eq!(
+            done["state"],
+            "done",
+            "round {round}: {done}\n{}",
+            compose.logs()
+        );
+        let report = api.get(&format!("/api/runs/{id}/report.json")).await.json();
+        assert_eq!(
+            report["workers"].as_array().map(Vec::len),
+            Some(2),
+            "{report}"
+        );
+        assert_counted_exactly(&report, served(&target) - before);
+    }
+    compose.down();
+    assert_eq!(
+        compose.leftovers(),
+        Vec::<String>::new(),
+        "down -v leaves nothing, the runs' volume included"
+    );
 }
