@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::ScenarioError;
+use super::feeder::{FeedMode, FeederSpec, MAX_FEEDER_BYTES, MAX_FEEDER_ROWS};
 use super::file::{
     Expect, RequestDef, ScenarioDef, ScenarioFile, StageDef, StatusItem, StatusSet, UserClassDef,
 };
@@ -54,6 +55,8 @@ pub struct Loaded {
     pub def: ScenarioFile,
     /// The file's text, to point at the line of a mistake found after parsing.
     text: String,
+    /// Every feeder the file declares, its data read and checked once.
+    feeders: Vec<FeederSpec>,
 }
 
 impl Loaded {
@@ -84,10 +87,12 @@ impl Loaded {
             file: file.to_owned(),
             def: def.clone(),
             text: text.to_owned(),
+            feeders: Vec::new(),
         };
         super::env::expand(&mut def, env)
             .map_err(|(path, needle, message)| loaded.located(&path, &needle, message))?;
         loaded.def = def;
+        loaded.feeders = loaded.load_feeders()?;
         for (name, _) in &loaded.def.scenarios {
             loaded.resolve(name, &Overrides::default(), true)?;
         }
@@ -95,6 +100,60 @@ impl Loaded {
             return Err(loaded.invalid("scenarios", "at least one scenario is required"));
         }
         Ok(loaded)
+    }
+
+    /// Reads every declared feeder's file (relative to the scenario file) and
+    /// checks the limits on what travels with the run.
+    fn load_feeders(&self) -> Result<Vec<FeederSpec>, ScenarioError> {
+        let mut out = Vec::new();
+        let mut rows = 0usize;
+        for (name, def) in &self.def.feeders {
+            let at = format!("feeders.{name}");
+            if !crate::template::is_name(name) {
+                return Err(self.located(
+                    &at,
+                    name,
+                    format!("`{name}` is not a feeder name: use letters, digits, `_` and `-`, starting with a letter or `_`"),
+                ));
+            }
+            if def.on_exhausted.is_some() && def.mode != FeedMode::Unique {
+                return Err(self.located(
+                    format!("{at}.on_exhausted"),
+                    "on_exhausted",
+                    "`on_exhausted` applies to `mode: unique` only (`random` and `cycle` never run out)",
+                ));
+            }
+            let path = Path::new(&self.file)
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(&def.file);
+            let (columns, data) = super::feeder::read(&path)
+                .map_err(|e| self.located(format!("{at}.file"), &def.file, e.to_string()))?;
+            rows += data.len();
+            if rows > MAX_FEEDER_ROWS {
+                return Err(self.located(
+                    format!("{at}.file"),
+                    &def.file,
+                    format!("the feeders hold more than {MAX_FEEDER_ROWS} rows in all (rows travel to every worker with the run)"),
+                ));
+            }
+            out.push(FeederSpec {
+                name: name.clone(),
+                mode: def.mode,
+                on_exhausted: def.on_exhausted.unwrap_or_default(),
+                columns,
+                rows: data,
+            });
+        }
+        let bytes = serde_json::to_vec(&out).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_FEEDER_BYTES {
+            return Err(self.located(
+                "feeders",
+                "feeders:",
+                format!("the feeders' rows take {bytes} bytes on the wire, above the limit of 8MiB in all (rows travel to every worker inside the run's Start message)"),
+            ));
+        }
+        Ok(out)
     }
 
     pub fn scenario_names(&self) -> Vec<&str> {
@@ -237,6 +296,12 @@ impl Loaded {
         if classes.iter().all(|c| c.weight == 0) {
             return Err(self.invalid("user_classes", "at least one weight must be above 0"));
         }
+        let feeders: Vec<FeederSpec> = self
+            .feeders
+            .iter()
+            .filter(|f| classes.iter().any(|c| c.feed.as_ref() == Some(&f.name)))
+            .cloned()
+            .collect();
 
         let thresholds = self.parse_thresholds(
             &format!("{at}.thresholds"),
@@ -263,6 +328,7 @@ impl Loaded {
                 .map_err(|e| self.invalid(format!("{at}.regression"), e.to_string()))?;
         }
         Ok(RunSpec {
+            feeders,
             regression,
             tls,
             iterations: sc.iterations,
@@ -420,8 +486,22 @@ impl Loaded {
                 "the first bound must not exceed the second",
             ));
         }
-        // What the class defines: built-ins, its vars, every capture.
+        // What the class defines: built-ins, its row's columns, its vars, every capture.
         let mut all: BTreeSet<String> = BUILT_INS.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(feed) = &c.feed {
+            let Some(f) = self.feeders.iter().find(|f| f.name == *feed) else {
+                let names = self.feeders.iter().map(|f| f.name.as_str());
+                return Err(self.located(
+                    format!("{at}.feed"),
+                    &format!("feed: {feed}"),
+                    format!(
+                        "unknown feeder `{feed}`: declare it under the top-level `feeders:`{}",
+                        crate::suggest::hint(feed, names)
+                    ),
+                ));
+            };
+            all.extend(f.columns.iter().map(|c| format!("row.{c}")));
+        }
         let mut vars = Vec::new();
         for (name, text) in &c.vars {
             let path = format!("{at}.vars.{name}");
@@ -539,6 +619,7 @@ impl Loaded {
             vars,
             on_start,
             tasks,
+            feed: c.feed.clone(),
         })
     }
 
@@ -687,7 +768,26 @@ impl Loaded {
                 continue;
             }
             let later = known.all.contains(var);
-            let why = if later {
+            let why = if let Some(column) = var.strip_prefix("row.") {
+                let columns: Vec<&str> = known
+                    .all
+                    .iter()
+                    .filter_map(|v| v.strip_prefix("row."))
+                    .collect();
+                if columns.is_empty() {
+                    format!(
+                        "`{var}` needs a feeder row, but user class `{}` has no `feed:` (add `feed: NAME` naming one of the top-level `feeders:`)",
+                        known.class
+                    )
+                } else {
+                    format!(
+                        "the feeder of user class `{}` has no column `{column}` (columns: {}){}",
+                        known.class,
+                        columns.join(", "),
+                        crate::suggest::hint(column, columns.iter().copied()),
+                    )
+                }
+            } else if later {
                 format!(
                     "variable `{var}` is only captured by a later request of user class `{}`, so it does not exist yet here",
                     known.class

@@ -49,6 +49,9 @@ pub struct RunSpec {
     /// The scenario's regression rule for comparisons with a baseline (the coordinator's alone).
     #[serde(default)]
     pub regression: crate::report::RegressionRules,
+    /// The data files the classes draw rows from, read on the coordinator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeders: Vec<super::feeder::FeederSpec>,
 }
 
 fn yes() -> bool {
@@ -235,6 +238,9 @@ pub struct UserClass {
     pub vars: Vec<(String, String)>,
     pub on_start: Vec<RequestSpec>,
     pub tasks: Vec<TaskSpec>,
+    /// The `RunSpec::feeders` entry each user draws one row from when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
 }
 
 /// One thing a user may pick per iteration: a request, or a flow of steps.
