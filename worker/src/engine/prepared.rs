@@ -13,6 +13,7 @@ use squall_common::scenario::{
 use squall_common::template::{RenderError, Template, Vars};
 use squall_common::{EndpointKey, RunSpec};
 
+use super::feed::Feed;
 use crate::error::WorkerError;
 use crate::http::TargetTlsConnector;
 
@@ -109,6 +110,8 @@ pub struct PreparedClass {
     pub vars: Vec<(String, Template)>,
     pub on_start: Vec<PreparedRequest>,
     pub tasks: Vec<PreparedTask>,
+    /// The `PreparedRun::feeds` entry each user draws one row from when it starts.
+    pub feed: Option<usize>,
     /// Running sums of task weights, for picking a task with one random draw.
     cumulative: Vec<u64>,
 }
@@ -135,10 +138,20 @@ pub struct PreparedRun {
     pub authority: String,
     /// Set for an `https://` host.
     pub tls: Option<TargetTlsConnector>,
+    /// This worker's rows of each feeder the classes draw from.
+    pub feeds: Vec<Feed>,
 }
 
 impl PreparedRun {
+    /// A run for a single worker, which holds every `unique` row.
+    #[cfg(test)]
     pub fn new(spec: RunSpec) -> Result<Self, WorkerError> {
+        Self::placed(spec, 0, 1)
+    }
+
+    /// Prepares `spec` for the worker at `worker_index` of `worker_count`
+    /// (which of a `unique` feeder's rows are this worker's).
+    pub fn placed(spec: RunSpec, worker_index: u32, worker_count: u32) -> Result<Self, WorkerError> {
         let bad = |what: String| WorkerError::Scenario(what);
         let url: Uri = spec
             .host
@@ -176,8 +189,22 @@ impl PreparedRun {
             .into_iter()
             .map(|(name, method)| EndpointKey { name, method })
             .collect();
+        let feeds = spec
+            .feeders
+            .iter()
+            .map(|f| Feed::new(f, worker_index, worker_count).map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut classes = Vec::new();
         for c in &spec.classes {
+            let feed = match &c.feed {
+                None => None,
+                Some(name) => Some(
+                    feeds
+                        .iter()
+                        .position(|f| f.name == *name)
+                        .ok_or_else(|| bad(format!("class `{}`: no feeder `{name}`", c.name)))?,
+                ),
+            };
             let prep = |r: &RequestSpec| prepare(r, &endpoints, &base_path, &host);
             let on_start = c.on_start.iter().map(prep).collect::<Result<Vec<_>, _>>()?;
             let mut tasks = Vec::new();
@@ -215,6 +242,7 @@ impl PreparedRun {
                 vars,
                 on_start,
                 tasks,
+                feed,
                 cumulative,
             });
         }
@@ -226,6 +254,7 @@ impl PreparedRun {
             base_path,
             authority,
             tls,
+            feeds,
         })
     }
 
