@@ -13,6 +13,7 @@ use super::file::{
 use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
     Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, MAX_BODY_FILE, MAX_GENERATED_BODY,
+    MAX_SPEC_BYTES,
     PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec, UserClass, UserStage,
     Wait,
 };
@@ -327,7 +328,7 @@ impl Loaded {
                 .apply(rule)
                 .map_err(|e| self.invalid(format!("{at}.regression"), e.to_string()))?;
         }
-        Ok(RunSpec {
+        let spec = RunSpec {
             feeders,
             regression,
             tls,
@@ -356,7 +357,15 @@ impl Loaded {
             load,
             classes,
             thresholds,
-        })
+        };
+        let bytes = serde_json::to_vec(&spec).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_SPEC_BYTES {
+            return Err(self.invalid(
+                at,
+                format!("the scenario takes {bytes} bytes as sent to each worker (feeder rows and body files included), above the 15MiB a run's Start message may carry; use smaller data files"),
+            ));
+        }
+        Ok(spec)
     }
 
     /// Parses each expression, naming the bad one by its place in the list
@@ -1427,5 +1436,38 @@ user_classes:
         assert!(matches!(l.pick(None), Err(ScenarioError::Ambiguous { .. })));
         assert_eq!(l.pick(Some("open")).expect("exists"), "open");
         assert!(l.pick(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn feeders_travel_only_with_the_scenarios_that_use_them_and_within_the_message_cap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.csv"), "user,pin\nu1,1\nu2,2\n").expect("write csv");
+        let scenario = dir.path().join("s.yaml");
+        let yaml = "host: http://x\nfeeders:\n  a: { file: a.csv, mode: unique, on_exhausted: cycle }\nscenarios:\n  fed: { users: 1, duration: 1s, user_classes: [f] }\n  plain: { users: 1, duration: 1s, user_classes: [p] }\nuser_classes:\n  f: { feed: a, vars: { who: \"{{ row.user }}\" }, tasks: [ { get: \"/u/{{ row.pin }}\" } ] }\n  p: { tasks: [ { get: / } ] }\n";
+        std::fs::write(&scenario, yaml).expect("write scenario");
+        let loaded = Loaded::from_path(&scenario).expect("loads");
+        let fed = loaded
+            .resolve("fed", &Overrides::default(), false)
+            .expect("resolves");
+        assert_eq!(fed.feeders.len(), 1);
+        assert_eq!(fed.feeders[0].columns, ["user", "pin"]);
+        assert_eq!(fed.feeders[0].on_exhausted, super::super::Exhausted::Cycle);
+        assert_eq!(fed.classes[0].feed.as_deref(), Some("a"));
+        let plain = loaded
+            .resolve("plain", &Overrides::default(), false)
+            .expect("resolves");
+        assert!(plain.feeders.is_empty());
+        // Without feeders the wire form is what it was.
+        assert!(!serde_json::to_string(&plain).expect("json").contains("feed"));
+
+        // 7 MiB of rows fit; with two 4 MiB body files the Start would not.
+        let row = "x".repeat(1023) + "\n";
+        std::fs::write(dir.path().join("big.csv"), format!("v\n{}", row.repeat(7 * 1024)))
+            .expect("write big");
+        std::fs::write(dir.path().join("body.bin"), vec![7u8; 4 << 20]).expect("write body");
+        let big = "host: http://x\nfeeders:\n  b: { file: big.csv }\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u: { feed: b, tasks: [ { post: /a, body_file: body.bin }, { post: /b, body_file: body.bin } ] }\n";
+        std::fs::write(&scenario, big).expect("write scenario");
+        let err = Loaded::from_path(&scenario).expect_err("over the cap").to_string();
+        assert!(err.contains("15MiB a run's Start message"), "{err}");
     }
 }

@@ -363,6 +363,11 @@ pub const MAX_GENERATED_BODY: u64 = 64 << 20;
 /// at most 16 MiB, beside the rest of the scenario.
 pub const MAX_BODY_FILE: u64 = 4 << 20;
 
+/// The most a `RunSpec` may take as JSON: it travels inside `Start`, whose
+/// gRPC message is capped at 16 MiB; the rest of `Start` (run id, share,
+/// seed) takes bytes, not megabytes, so 1 MiB is left for it.
+pub const MAX_SPEC_BYTES: usize = 15 << 20;
+
 impl RequestSpec {
     /// Whether `status` counts as a success for this request.
     pub fn status_ok(&self, status: u16) -> bool {
