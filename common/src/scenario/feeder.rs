@@ -159,10 +159,7 @@ fn csv_line(e: &csv::Error) -> u64 {
 
 /// A JSON array of flat objects; strings, numbers and booleans become text.
 /// Columns are the first object's keys; every object must have the same keys.
-pub fn parse_json(
-    path: &str,
-    text: &str,
-) -> Result<(Vec<String>, Vec<Vec<String>>), FeederError> {
+pub fn parse_json(path: &str, text: &str) -> Result<(Vec<String>, Vec<Vec<String>>), FeederError> {
     let parse = |line: u64, message: String| FeederError::Parse {
         path: path.to_owned(),
         line,
@@ -196,7 +193,9 @@ pub fn parse_json(
                 Some(_) => {
                     return Err(parse(
                         1,
-                        format!("item {i}, key `{c}`: expected a string, number, boolean or null, not an array or object"),
+                        format!(
+                            "item {i}, key `{c}`: expected a string, number, boolean or null, not an array or object"
+                        ),
                     ));
                 }
                 None => return Err(parse(1, format!("item {i} has no key `{c}`"))),

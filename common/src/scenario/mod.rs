@@ -21,6 +21,6 @@ pub use file::ScenarioFile;
 pub use resolve::{Loaded, MAX_POLL_ATTEMPTS, Overrides, validate_host};
 pub use spec::{
     Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, LimitError, LoadModel, MAX_BODY_FILE,
-    MAX_GENERATED_BODY, MAX_SPEC_BYTES, MAX_USERS, PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls,
-    TaskSpec, UserClass, UserStage, Wait,
+    MAX_GENERATED_BODY, MAX_SPEC_BYTES, MAX_USERS, PollSpec, RateStage, RequestSpec, RunSpec,
+    StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait,
 };

@@ -13,9 +13,8 @@ use super::file::{
 use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
     Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, MAX_BODY_FILE, MAX_GENERATED_BODY,
-    MAX_SPEC_BYTES,
-    PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec, UserClass, UserStage,
-    Wait,
+    MAX_SPEC_BYTES, PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec,
+    UserClass, UserStage, Wait,
 };
 use crate::capture::JsonPath;
 use crate::check::{COND_KEYS, Cond, ExpectSpec};
@@ -1458,16 +1457,25 @@ user_classes:
             .expect("resolves");
         assert!(plain.feeders.is_empty());
         // Without feeders the wire form is what it was.
-        assert!(!serde_json::to_string(&plain).expect("json").contains("feed"));
+        assert!(
+            !serde_json::to_string(&plain)
+                .expect("json")
+                .contains("feed")
+        );
 
         // 7 MiB of rows fit; with two 4 MiB body files the Start would not.
         let row = "x".repeat(1023) + "\n";
-        std::fs::write(dir.path().join("big.csv"), format!("v\n{}", row.repeat(7 * 1024)))
-            .expect("write big");
+        std::fs::write(
+            dir.path().join("big.csv"),
+            format!("v\n{}", row.repeat(7 * 1024)),
+        )
+        .expect("write big");
         std::fs::write(dir.path().join("body.bin"), vec![7u8; 4 << 20]).expect("write body");
         let big = "host: http://x\nfeeders:\n  b: { file: big.csv }\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u: { feed: b, tasks: [ { post: /a, body_file: body.bin }, { post: /b, body_file: body.bin } ] }\n";
         std::fs::write(&scenario, big).expect("write scenario");
-        let err = Loaded::from_path(&scenario).expect_err("over the cap").to_string();
+        let err = Loaded::from_path(&scenario)
+            .expect_err("over the cap")
+            .to_string();
         assert!(err.contains("15MiB a run's Start message"), "{err}");
     }
 }

@@ -447,8 +447,16 @@ user_classes:
     for i in 0..ROWS {
         assert_eq!(target.path(&format!("/row/u{i}")), 1, "row u{i}: {report}");
     }
-    assert_eq!(target.total(), ROWS as u64, "36 users, 30 rows: 6 never start");
-    assert_eq!(count(&report["totals"]["requests"]), ROWS as u64, "{report}");
+    assert_eq!(
+        target.total(),
+        ROWS as u64,
+        "36 users, 30 rows: 6 never start"
+    );
+    assert_eq!(
+        count(&report["totals"]["requests"]),
+        ROWS as u64,
+        "{report}"
+    );
     assert_eq!(count(&report["totals"]["failures"]), 0, "{report}");
     let workers = report["workers"].as_array().expect("workers");
     assert_eq!(workers.len(), 3, "{report}");
@@ -492,7 +500,11 @@ user_classes:
         c.output()
     );
     for row in ["a", "b", "c"] {
-        assert_eq!(target.path(&format!("/row/c-{row}")), 4, "12 users over 3 rows");
+        assert_eq!(
+            target.path(&format!("/row/c-{row}")),
+            4,
+            "12 users over 3 rows"
+        );
     }
     let random: u64 = ["1-true", "2-false", "3.5-true"]
         .iter()

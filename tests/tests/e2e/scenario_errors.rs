@@ -97,7 +97,11 @@ async fn every_mistake_exits_2_with_its_place_before_any_request() {
         }
         if yaml.contains("big.csv") {
             let row = "x".repeat(1023) + "\n";
-            squall_tests::write_file(run.dir(), "big.csv", &format!("v\n{}", row.repeat(9 * 1024)));
+            squall_tests::write_file(
+                run.dir(),
+                "big.csv",
+                &format!("v\n{}", row.repeat(9 * 1024)),
+            );
         }
         let mut c = run.headless(&demo.url, &["--local-workers", "1"]);
         let code = c.exit_code(Duration::from_secs(60)).await;

@@ -145,7 +145,8 @@ mod tests {
         let cycle = Feed::new(&spec(FeedMode::Cycle, Exhausted::StopUser, 3), 1, 3).expect("fits");
         let got: Vec<String> = drain(&cycle, 7).into_iter().flatten().collect();
         assert_eq!(got, ["0", "1", "2", "0", "1", "2", "0"]);
-        let random = Feed::new(&spec(FeedMode::Random, Exhausted::StopUser, 5), 2, 3).expect("fits");
+        let random =
+            Feed::new(&spec(FeedMode::Random, Exhausted::StopUser, 5), 2, 3).expect("fits");
         let got: Vec<String> = drain(&random, 200).into_iter().flatten().collect();
         assert_eq!(got.len(), 200);
         for v in ["0", "1", "2", "3", "4"] {

@@ -151,7 +151,11 @@ impl PreparedRun {
 
     /// Prepares `spec` for the worker at `worker_index` of `worker_count`
     /// (which of a `unique` feeder's rows are this worker's).
-    pub fn placed(spec: RunSpec, worker_index: u32, worker_count: u32) -> Result<Self, WorkerError> {
+    pub fn placed(
+        spec: RunSpec,
+        worker_index: u32,
+        worker_count: u32,
+    ) -> Result<Self, WorkerError> {
         let bad = |what: String| WorkerError::Scenario(what);
         let url: Uri = spec
             .host
