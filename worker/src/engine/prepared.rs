@@ -830,4 +830,33 @@ user_classes:
         let err = PreparedRun::new(spec).expect_err("userinfo refused");
         assert!(err.to_string().contains("user name or password"), "{err}");
     }
+
+    #[test]
+    fn a_feeder_row_renders_in_paths_headers_and_bodies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("a.csv"),
+            "user,note\nalice,\"say \"\"hi\"\"\"\n",
+        )
+        .expect("write csv");
+        let yaml = "host: http://127.0.0.1:8080\nfeeders:\n  a: { file: a.csv }\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u:\n    feed: a\n    headers: { X-User: \"{{ row.user }}\" }\n    tasks:\n      - { post: \"/u/{{ row.user }}\", query: { n: \"{{ row.note }}\" }, json: { note: \"{{ row.note }}\" } }\n";
+        let file = dir.path().join("t.yaml");
+        let loaded = Loaded::from_str(file.to_str().expect("utf8"), yaml).expect("scenario");
+        let spec = loaded
+            .resolve("s", &Overrides::default(), false)
+            .expect("resolves");
+        let run = PreparedRun::placed(spec, 0, 1).expect("prepares");
+        let feed = &run.feeds[run.classes[0].feed.expect("fed")];
+        let row = feed.draw(&mut SmallRng::seed_from_u64(1)).expect("a row");
+        let captured: HashMap<String, String> =
+            feed.keys.iter().cloned().zip(row.iter().cloned()).collect();
+        let wire = encode(&run, 0, &captured).expect("renders");
+        // Values go into a path as they are; `query:` percent-encodes them.
+        assert!(
+            wire.starts_with("POST /u/alice?n=say%20%22hi%22 HTTP/1.1\r\n"),
+            "{wire}"
+        );
+        assert!(wire.contains("x-user: alice\r\n"), "{wire}");
+        assert!(wire.ends_with(r#"{"note":"say \"hi\""}"#), "{wire}");
+    }
 }
