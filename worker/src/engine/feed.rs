@@ -24,7 +24,7 @@ pub struct Feed {
 impl Feed {
     /// This worker's part of `spec`; a row of the wrong width (a `Start` is
     /// input like any other) is refused rather than indexed.
-    pub fn new(spec: &FeederSpec, worker_index: u32, worker_count: u32) -> Result<Feed, String> {
+    pub fn new(spec: FeederSpec, worker_index: u32, worker_count: u32) -> Result<Feed, String> {
         if let Some(i) = spec.rows.iter().position(|r| r.len() != spec.columns.len()) {
             return Err(format!(
                 "feeder `{}`: row {i} has {} cells for {} columns",
@@ -34,12 +34,15 @@ impl Feed {
             ));
         }
         let slice = spec.slice(worker_index, worker_count);
+        let mut rows = spec.rows;
+        rows.truncate(slice.end);
+        rows.drain(..slice.start.min(rows.len()));
         Ok(Feed {
-            name: spec.name.clone(),
+            name: spec.name,
             keys: spec.columns.iter().map(|c| format!("row.{c}")).collect(),
             mode: spec.mode,
             on_exhausted: spec.on_exhausted,
-            rows: spec.rows.get(slice).map(<[_]>::to_vec).unwrap_or_default(),
+            rows,
             cursor: AtomicUsize::new(0),
         })
     }
@@ -97,7 +100,7 @@ mod tests {
     #[test]
     fn unique_hands_out_this_workers_slice_once_then_stops_or_cycles() {
         let s = spec(FeedMode::Unique, Exhausted::StopUser, 10);
-        let second = Feed::new(&s, 1, 3).expect("fits");
+        let second = Feed::new(s.clone(), 1, 3).expect("fits");
         let got = drain(&second, 5);
         let want: Vec<Option<String>> = ["4", "5", "6"]
             .iter()
@@ -105,18 +108,18 @@ mod tests {
             .chain([None, None])
             .collect();
         assert_eq!(got, want);
-        let cycling = Feed::new(&spec(FeedMode::Unique, Exhausted::Cycle, 10), 2, 3).expect("fits");
+        let cycling = Feed::new(spec(FeedMode::Unique, Exhausted::Cycle, 10), 2, 3).expect("fits");
         let got: Vec<String> = drain(&cycling, 5).into_iter().flatten().collect();
         assert_eq!(got, ["7", "8", "9", "7", "8"]);
         // A worker whose slice is empty hands out nothing.
-        let none = Feed::new(&spec(FeedMode::Unique, Exhausted::Cycle, 1), 1, 2).expect("fits");
+        let none = Feed::new(spec(FeedMode::Unique, Exhausted::Cycle, 1), 1, 2).expect("fits");
         assert_eq!(drain(&none, 2), [None, None]);
     }
 
     #[test]
     fn unique_rows_are_drawn_once_across_threads() {
         let feed = std::sync::Arc::new(
-            Feed::new(&spec(FeedMode::Unique, Exhausted::StopUser, 4000), 0, 1).expect("fits"),
+            Feed::new(spec(FeedMode::Unique, Exhausted::StopUser, 4000), 0, 1).expect("fits"),
         );
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -142,11 +145,10 @@ mod tests {
 
     #[test]
     fn cycle_and_random_share_every_row() {
-        let cycle = Feed::new(&spec(FeedMode::Cycle, Exhausted::StopUser, 3), 1, 3).expect("fits");
+        let cycle = Feed::new(spec(FeedMode::Cycle, Exhausted::StopUser, 3), 1, 3).expect("fits");
         let got: Vec<String> = drain(&cycle, 7).into_iter().flatten().collect();
         assert_eq!(got, ["0", "1", "2", "0", "1", "2", "0"]);
-        let random =
-            Feed::new(&spec(FeedMode::Random, Exhausted::StopUser, 5), 2, 3).expect("fits");
+        let random = Feed::new(spec(FeedMode::Random, Exhausted::StopUser, 5), 2, 3).expect("fits");
         let got: Vec<String> = drain(&random, 200).into_iter().flatten().collect();
         assert_eq!(got.len(), 200);
         for v in ["0", "1", "2", "3", "4"] {
@@ -158,7 +160,7 @@ mod tests {
     fn a_row_of_the_wrong_width_is_refused() {
         let mut s = spec(FeedMode::Cycle, Exhausted::StopUser, 3);
         s.rows[1].push("extra".into());
-        let err = Feed::new(&s, 0, 1).expect_err("refused");
+        let err = Feed::new(s.clone(), 0, 1).expect_err("refused");
         assert!(err.contains("row 1 has 2 cells"), "{err}");
     }
 }

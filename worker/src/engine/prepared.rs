@@ -152,7 +152,7 @@ impl PreparedRun {
     /// Prepares `spec` for the worker at `worker_index` of `worker_count`
     /// (which of a `unique` feeder's rows are this worker's).
     pub fn placed(
-        spec: RunSpec,
+        mut spec: RunSpec,
         worker_index: u32,
         worker_count: u32,
     ) -> Result<Self, WorkerError> {
@@ -193,9 +193,9 @@ impl PreparedRun {
             .into_iter()
             .map(|(name, method)| EndpointKey { name, method })
             .collect();
-        let feeds = spec
-            .feeders
-            .iter()
+        // The rows move into the feeds: a worker holds them once.
+        let feeds = std::mem::take(&mut spec.feeders)
+            .into_iter()
             .map(|f| Feed::new(f, worker_index, worker_count).map_err(bad))
             .collect::<Result<Vec<_>, _>>()?;
         let mut classes = Vec::new();
