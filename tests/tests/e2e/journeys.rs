@@ -513,3 +513,27 @@ user_classes:
     assert_eq!(random, 12, "every random draw is one of the rows");
     assert_eq!(target.total(), 24);
 }
+
+/// The feeders example runs as shipped: its 20 users over 2 local workers log
+/// in once each, every one with its own row, and the demo target served it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feeders_example_logs_every_account_in_once() {
+    let demo = Demo::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/feeders.yaml")).expect("example");
+    let run = TestRun::named("feeders.yaml", &text);
+    let data = root.join("examples/data/accounts.csv");
+    std::fs::create_dir_all(run.dir().join("data")).expect("data dir");
+    std::fs::copy(&data, run.dir().join("data/accounts.csv")).expect("copy the data file");
+    let mut c = run.headless(&demo.url, &["--local-workers", "2", "--duration", "2s"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    assert_eq!(endpoint(&report, "login")["requests"], 20, "{report}");
+    assert_eq!(count(&report["totals"]["failures"]), 0, "{report}");
+    assert_eq!(count(&report["totals"]["requests"]), demo.served().await);
+}
