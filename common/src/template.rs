@@ -603,6 +603,16 @@ fn excerpt(s: &str) -> String {
     }
 }
 
+/// Whether `s` may name a variable or a feeder column.
+pub fn is_name(s: &str) -> bool {
+    is_ident(s)
+}
+
+/// `row.NAME`: a column of the user's feeder row, looked up like a variable.
+fn is_row_column(s: &str) -> bool {
+    s.strip_prefix("row.").is_some_and(is_ident)
+}
+
 fn is_ident(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -616,7 +626,7 @@ fn parse_expr(inner: &str, whole: &str) -> Result<Expr, TemplateError> {
         return Err(TemplateError::Empty(whole.to_owned()));
     }
     let Some(paren) = inner.find('(') else {
-        if !is_ident(inner) {
+        if !is_ident(inner) && !is_row_column(inner) {
             return Err(TemplateError::BadExpression(whole.to_owned()));
         }
         return Ok(match inner {
@@ -732,7 +742,7 @@ fn parse_args(args: &str) -> Option<Vec<Arg>> {
         } else {
             let end = rest.find(',').unwrap_or(rest.len());
             let name = rest[..end].trim();
-            if !is_ident(name) {
+            if !is_ident(name) && !is_row_column(name) {
                 return None;
             }
             out.push(match name {

@@ -137,6 +137,8 @@ impl CountingTarget {
                 }),
             )
             .route("/start/{class}", any(|| async { "started" }))
+            // One path per value, so `path()` tells which values arrived (feeder rows).
+            .route("/row/{value}", any(|| async { "ok" }))
             .route("/huge/{bytes}", get(huge))
             .layer(middleware::from_fn_with_state(counts.clone(), count));
         let addr = listener.local_addr().expect("addr");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::ScenarioError;
+use super::feeder::{Exhausted, FeedMode};
 use super::size::ByteSize;
 use super::spec::{CaptureSpec, Wait};
 use crate::duration;
@@ -36,6 +37,22 @@ pub struct ScenarioFile {
     /// Named user behaviours, in file order.
     #[serde(with = "ordered")]
     pub user_classes: Vec<(String, UserClassDef)>,
+    /// Named data files a user class draws rows from (`feed: NAME`).
+    #[serde(default, with = "ordered")]
+    pub feeders: Vec<(String, FeederDef)>,
+}
+
+/// `accounts: { file: data/accounts.csv, mode: unique, on_exhausted: stop_user }`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeederDef {
+    /// A `.csv` (header line first) or `.json` file, relative to the scenario file.
+    pub file: String,
+    #[serde(default)]
+    pub mode: FeedMode,
+    /// `unique` feeders only: `stop_user` (default) or `cycle`.
+    #[serde(default)]
+    pub on_exhausted: Option<Exhausted>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -123,6 +140,9 @@ pub struct UserClassDef {
     #[serde(default)]
     pub on_start: Vec<RequestDef>,
     pub tasks: Vec<RequestDef>,
+    /// The feeder each user of this class draws one row from when it starts.
+    #[serde(default)]
+    pub feed: Option<String>,
 }
 
 fn one() -> u32 {

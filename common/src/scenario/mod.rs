@@ -8,6 +8,7 @@
 mod ca;
 mod env;
 mod error;
+pub mod feeder;
 pub mod file;
 mod resolve;
 pub mod size;
@@ -15,10 +16,11 @@ pub mod spec;
 
 pub use ca::MAX_CA_BYTES;
 pub use error::ScenarioError;
+pub use feeder::{Exhausted, FeedMode, FeederSpec, MAX_FEEDER_BYTES, MAX_FEEDER_ROWS};
 pub use file::ScenarioFile;
 pub use resolve::{Loaded, MAX_POLL_ATTEMPTS, Overrides, validate_host};
 pub use spec::{
     Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, LimitError, LoadModel, MAX_BODY_FILE,
-    MAX_GENERATED_BODY, MAX_USERS, PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls,
-    TaskSpec, UserClass, UserStage, Wait,
+    MAX_GENERATED_BODY, MAX_SPEC_BYTES, MAX_USERS, PollSpec, RateStage, RequestSpec, RunSpec,
+    StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait,
 };

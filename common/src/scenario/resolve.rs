@@ -6,14 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::ScenarioError;
+use super::feeder::{FeedMode, FeederSpec, MAX_FEEDER_BYTES, MAX_FEEDER_ROWS};
 use super::file::{
     Expect, RequestDef, ScenarioDef, ScenarioFile, StageDef, StatusItem, StatusSet, UserClassDef,
 };
 use super::size::DEFAULT_MAX_CAPTURE_BODY;
 use super::spec::{
     Body, CaptureFrom, CaptureSpec, FlowSpec, LoadModel, MAX_BODY_FILE, MAX_GENERATED_BODY,
-    PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec, UserClass, UserStage,
-    Wait,
+    MAX_SPEC_BYTES, PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec,
+    UserClass, UserStage, Wait,
 };
 use crate::capture::JsonPath;
 use crate::check::{COND_KEYS, Cond, ExpectSpec};
@@ -54,6 +55,8 @@ pub struct Loaded {
     pub def: ScenarioFile,
     /// The file's text, to point at the line of a mistake found after parsing.
     text: String,
+    /// Every feeder the file declares, its data read and checked once.
+    feeders: Vec<FeederSpec>,
 }
 
 impl Loaded {
@@ -84,10 +87,12 @@ impl Loaded {
             file: file.to_owned(),
             def: def.clone(),
             text: text.to_owned(),
+            feeders: Vec::new(),
         };
         super::env::expand(&mut def, env)
             .map_err(|(path, needle, message)| loaded.located(&path, &needle, message))?;
         loaded.def = def;
+        loaded.feeders = loaded.load_feeders()?;
         for (name, _) in &loaded.def.scenarios {
             loaded.resolve(name, &Overrides::default(), true)?;
         }
@@ -95,6 +100,60 @@ impl Loaded {
             return Err(loaded.invalid("scenarios", "at least one scenario is required"));
         }
         Ok(loaded)
+    }
+
+    /// Reads every declared feeder's file (relative to the scenario file) and
+    /// checks the limits on what travels with the run.
+    fn load_feeders(&self) -> Result<Vec<FeederSpec>, ScenarioError> {
+        let mut out = Vec::new();
+        let mut rows = 0usize;
+        for (name, def) in &self.def.feeders {
+            let at = format!("feeders.{name}");
+            if !crate::template::is_name(name) {
+                return Err(self.located(
+                    &at,
+                    name,
+                    format!("`{name}` is not a feeder name: use letters, digits, `_` and `-`, starting with a letter or `_`"),
+                ));
+            }
+            if def.on_exhausted.is_some() && def.mode != FeedMode::Unique {
+                return Err(self.located(
+                    format!("{at}.on_exhausted"),
+                    "on_exhausted",
+                    "`on_exhausted` applies to `mode: unique` only (`random` and `cycle` never run out)",
+                ));
+            }
+            let path = Path::new(&self.file)
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join(&def.file);
+            let (columns, data) = super::feeder::read(&path)
+                .map_err(|e| self.located(format!("{at}.file"), &def.file, e.to_string()))?;
+            rows += data.len();
+            if rows > MAX_FEEDER_ROWS {
+                return Err(self.located(
+                    format!("{at}.file"),
+                    &def.file,
+                    format!("the feeders hold more than {MAX_FEEDER_ROWS} rows in all (rows travel to every worker with the run)"),
+                ));
+            }
+            out.push(FeederSpec {
+                name: name.clone(),
+                mode: def.mode,
+                on_exhausted: def.on_exhausted.unwrap_or_default(),
+                columns,
+                rows: data,
+            });
+        }
+        let bytes = serde_json::to_vec(&out).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_FEEDER_BYTES {
+            return Err(self.located(
+                "feeders",
+                "feeders:",
+                format!("the feeders' rows take {bytes} bytes on the wire, above the limit of 8MiB in all (rows travel to every worker inside the run's Start message)"),
+            ));
+        }
+        Ok(out)
     }
 
     pub fn scenario_names(&self) -> Vec<&str> {
@@ -237,6 +296,12 @@ impl Loaded {
         if classes.iter().all(|c| c.weight == 0) {
             return Err(self.invalid("user_classes", "at least one weight must be above 0"));
         }
+        let feeders: Vec<FeederSpec> = self
+            .feeders
+            .iter()
+            .filter(|f| classes.iter().any(|c| c.feed.as_ref() == Some(&f.name)))
+            .cloned()
+            .collect();
 
         let thresholds = self.parse_thresholds(
             &format!("{at}.thresholds"),
@@ -262,7 +327,8 @@ impl Loaded {
                 .apply(rule)
                 .map_err(|e| self.invalid(format!("{at}.regression"), e.to_string()))?;
         }
-        Ok(RunSpec {
+        let spec = RunSpec {
+            feeders,
             regression,
             tls,
             iterations: sc.iterations,
@@ -290,7 +356,15 @@ impl Loaded {
             load,
             classes,
             thresholds,
-        })
+        };
+        let bytes = serde_json::to_vec(&spec).map_or(usize::MAX, |v| v.len());
+        if bytes > MAX_SPEC_BYTES {
+            return Err(self.invalid(
+                at,
+                format!("the scenario takes {bytes} bytes as sent to each worker (feeder rows and body files included), above the 15MiB a run's Start message may carry; use smaller data files"),
+            ));
+        }
+        Ok(spec)
     }
 
     /// Parses each expression, naming the bad one by its place in the list
@@ -420,8 +494,22 @@ impl Loaded {
                 "the first bound must not exceed the second",
             ));
         }
-        // What the class defines: built-ins, its vars, every capture.
+        // What the class defines: built-ins, its row's columns, its vars, every capture.
         let mut all: BTreeSet<String> = BUILT_INS.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(feed) = &c.feed {
+            let Some(f) = self.feeders.iter().find(|f| f.name == *feed) else {
+                let names = self.feeders.iter().map(|f| f.name.as_str());
+                return Err(self.located(
+                    format!("{at}.feed"),
+                    &format!("feed: {feed}"),
+                    format!(
+                        "unknown feeder `{feed}`: declare it under the top-level `feeders:`{}",
+                        crate::suggest::hint(feed, names)
+                    ),
+                ));
+            };
+            all.extend(f.columns.iter().map(|c| format!("row.{c}")));
+        }
         let mut vars = Vec::new();
         for (name, text) in &c.vars {
             let path = format!("{at}.vars.{name}");
@@ -539,6 +627,7 @@ impl Loaded {
             vars,
             on_start,
             tasks,
+            feed: c.feed.clone(),
         })
     }
 
@@ -687,7 +776,26 @@ impl Loaded {
                 continue;
             }
             let later = known.all.contains(var);
-            let why = if later {
+            let why = if let Some(column) = var.strip_prefix("row.") {
+                let columns: Vec<&str> = known
+                    .all
+                    .iter()
+                    .filter_map(|v| v.strip_prefix("row."))
+                    .collect();
+                if columns.is_empty() {
+                    format!(
+                        "`{var}` needs a feeder row, but user class `{}` has no `feed:` (add `feed: NAME` naming one of the top-level `feeders:`)",
+                        known.class
+                    )
+                } else {
+                    format!(
+                        "the feeder of user class `{}` has no column `{column}` (columns: {}){}",
+                        known.class,
+                        columns.join(", "),
+                        crate::suggest::hint(column, columns.iter().copied()),
+                    )
+                }
+            } else if later {
                 format!(
                     "variable `{var}` is only captured by a later request of user class `{}`, so it does not exist yet here",
                     known.class
@@ -1327,5 +1435,47 @@ user_classes:
         assert!(matches!(l.pick(None), Err(ScenarioError::Ambiguous { .. })));
         assert_eq!(l.pick(Some("open")).expect("exists"), "open");
         assert!(l.pick(Some("nope")).is_err());
+    }
+
+    #[test]
+    fn feeders_travel_only_with_the_scenarios_that_use_them_and_within_the_message_cap() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.csv"), "user,pin\nu1,1\nu2,2\n").expect("write csv");
+        let scenario = dir.path().join("s.yaml");
+        let yaml = "host: http://x\nfeeders:\n  a: { file: a.csv, mode: unique, on_exhausted: cycle }\nscenarios:\n  fed: { users: 1, duration: 1s, user_classes: [f] }\n  plain: { users: 1, duration: 1s, user_classes: [p] }\nuser_classes:\n  f: { feed: a, vars: { who: \"{{ row.user }}\" }, tasks: [ { get: \"/u/{{ row.pin }}\" } ] }\n  p: { tasks: [ { get: / } ] }\n";
+        std::fs::write(&scenario, yaml).expect("write scenario");
+        let loaded = Loaded::from_path(&scenario).expect("loads");
+        let fed = loaded
+            .resolve("fed", &Overrides::default(), false)
+            .expect("resolves");
+        assert_eq!(fed.feeders.len(), 1);
+        assert_eq!(fed.feeders[0].columns, ["user", "pin"]);
+        assert_eq!(fed.feeders[0].on_exhausted, super::super::Exhausted::Cycle);
+        assert_eq!(fed.classes[0].feed.as_deref(), Some("a"));
+        let plain = loaded
+            .resolve("plain", &Overrides::default(), false)
+            .expect("resolves");
+        assert!(plain.feeders.is_empty());
+        // Without feeders the wire form is what it was.
+        assert!(
+            !serde_json::to_string(&plain)
+                .expect("json")
+                .contains("feed")
+        );
+
+        // 7 MiB of rows fit; with two 4 MiB body files the Start would not.
+        let row = "x".repeat(1023) + "\n";
+        std::fs::write(
+            dir.path().join("big.csv"),
+            format!("v\n{}", row.repeat(7 * 1024)),
+        )
+        .expect("write big");
+        std::fs::write(dir.path().join("body.bin"), vec![7u8; 4 << 20]).expect("write body");
+        let big = "host: http://x\nfeeders:\n  b: { file: big.csv }\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u: { feed: b, tasks: [ { post: /a, body_file: body.bin }, { post: /b, body_file: body.bin } ] }\n";
+        std::fs::write(&scenario, big).expect("write scenario");
+        let err = Loaded::from_path(&scenario)
+            .expect_err("over the cap")
+            .to_string();
+        assert!(err.contains("15MiB a run's Start message"), "{err}");
     }
 }

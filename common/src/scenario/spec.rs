@@ -49,6 +49,9 @@ pub struct RunSpec {
     /// The scenario's regression rule for comparisons with a baseline (the coordinator's alone).
     #[serde(default)]
     pub regression: crate::report::RegressionRules,
+    /// The data files the classes draw rows from, read on the coordinator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeders: Vec<super::feeder::FeederSpec>,
 }
 
 fn yes() -> bool {
@@ -235,6 +238,9 @@ pub struct UserClass {
     pub vars: Vec<(String, String)>,
     pub on_start: Vec<RequestSpec>,
     pub tasks: Vec<TaskSpec>,
+    /// The `RunSpec::feeders` entry each user draws one row from when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
 }
 
 /// One thing a user may pick per iteration: a request, or a flow of steps.
@@ -356,6 +362,11 @@ pub const MAX_GENERATED_BODY: u64 = 64 << 20;
 /// The largest `body_file:`: it travels inside the `Start` message, which is
 /// at most 16 MiB, beside the rest of the scenario.
 pub const MAX_BODY_FILE: u64 = 4 << 20;
+
+/// The most a `RunSpec` may take as JSON: it travels inside `Start`, whose
+/// gRPC message is capped at 16 MiB; the rest of `Start` (run id, share,
+/// seed) takes bytes, not megabytes, so 1 MiB is left for it.
+pub const MAX_SPEC_BYTES: usize = 15 << 20;
 
 impl RequestSpec {
     /// Whether `status` counts as a success for this request.

@@ -9,6 +9,10 @@ pub use tls_error::find_rustls_error;
 /// Largest gRPC message either side accepts: a snapshot with hundreds of endpoints fits easily.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+// A `Start` carries the scenario as JSON of at most `MAX_SPEC_BYTES` (feeder
+// rows included) plus a few small fields: it must fit in one message.
+const _: () = assert!(squall_common::scenario::MAX_SPEC_BYTES + (1 << 20) <= MAX_MESSAGE_BYTES);
+
 /// How often each end of the link sends an HTTP/2 PING while connected: a
 /// peer whose connection silently died (no FIN, no RST) is found even when no
 /// application message is moving.

@@ -405,3 +405,135 @@ user_classes:
     );
     assert_eq!(count(&report["totals"]["requests"]), demo.served().await);
 }
+
+/// A `unique` feeder over three worker processes: every row reaches the
+/// target exactly once, and the users left without a row do not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unique_feeder_hands_every_row_out_once_across_three_workers() {
+    const ROWS: usize = 30;
+    let target = squall_tests::CountingTarget::start().await;
+    let run = TestRun::new(
+        r#"
+feeders:
+  accounts: { file: data/accounts.csv, mode: unique }
+scenarios:
+  s: { users: 36, spawn_rate: 100, duration: 3s, iterations_per_user: 1 }
+user_classes:
+  u:
+    feed: accounts
+    headers: { X-User: "{{ row.user }}" }
+    tasks:
+      - { name: row, post: "/row/{{ row.user }}", json: { user: "{{ row.user }}", pin: "{{ row.pin }}" } }
+"#,
+    );
+    let mut csv = String::from("user,pin\n");
+    for i in 0..ROWS {
+        csv.push_str(&format!("u{i},{}\n", 1000 + i));
+    }
+    std::fs::create_dir_all(run.dir().join("data")).expect("data dir");
+    squall_tests::write_file(&run.dir().join("data"), "accounts.csv", &csv);
+    let mut c = run.coordinator(3, &target.url(), &[]).await;
+    let _w: Vec<Proc> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| run.worker(id, &["--threads", "2"]))
+        .collect();
+    assert_eq!(
+        c.exit_code(Duration::from_secs(120)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    for i in 0..ROWS {
+        assert_eq!(target.path(&format!("/row/u{i}")), 1, "row u{i}: {report}");
+    }
+    assert_eq!(
+        target.total(),
+        ROWS as u64,
+        "36 users, 30 rows: 6 never start"
+    );
+    assert_eq!(
+        count(&report["totals"]["requests"]),
+        ROWS as u64,
+        "{report}"
+    );
+    assert_eq!(count(&report["totals"]["failures"]), 0, "{report}");
+    let workers = report["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 3, "{report}");
+    for w in workers {
+        assert_eq!(count(&w["requests"]), 10, "each worker its 10 rows: {w}");
+    }
+}
+
+/// `cycle` hands the rows out in turn on a worker; `random` draws from them
+/// all; a JSON feeder's numbers and booleans arrive as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycle_and_random_feeders_reuse_their_rows() {
+    let target = squall_tests::CountingTarget::start().await;
+    let run = TestRun::new(
+        r#"
+feeders:
+  cyc: { file: cyc.csv, mode: cycle }
+  rnd: { file: rnd.json, mode: random }
+scenarios:
+  s: { users: 24, spawn_rate: 100, duration: 3s, iterations_per_user: 1 }
+user_classes:
+  c:
+    feed: cyc
+    tasks: [ { name: cycle, get: "/row/c-{{ row.id }}" } ]
+  r:
+    feed: rnd
+    tasks: [ { name: random, get: "/row/r-{{ row.n }}-{{ row.on }}" } ]
+"#,
+    );
+    squall_tests::write_file(run.dir(), "cyc.csv", "id\na\nb\nc\n");
+    squall_tests::write_file(
+        run.dir(),
+        "rnd.json",
+        r#"[{"n": 1, "on": true}, {"n": 2, "on": false}, {"n": 3.5, "on": true}]"#,
+    );
+    let mut c = run.headless(&target.url(), &["--local-workers", "1", "--threads", "1"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    for row in ["a", "b", "c"] {
+        assert_eq!(
+            target.path(&format!("/row/c-{row}")),
+            4,
+            "12 users over 3 rows"
+        );
+    }
+    let random: u64 = ["1-true", "2-false", "3.5-true"]
+        .iter()
+        .map(|v| target.path(&format!("/row/r-{v}")))
+        .sum();
+    assert_eq!(random, 12, "every random draw is one of the rows");
+    assert_eq!(target.total(), 24);
+}
+
+/// The feeders example runs as shipped: its 20 users over 2 local workers log
+/// in once each, every one with its own row, and the demo target served it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feeders_example_logs_every_account_in_once() {
+    let demo = Demo::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/feeders.yaml")).expect("example");
+    let run = TestRun::named("feeders.yaml", &text);
+    let data = root.join("examples/data/accounts.csv");
+    std::fs::create_dir_all(run.dir().join("data")).expect("data dir");
+    std::fs::copy(&data, run.dir().join("data/accounts.csv")).expect("copy the data file");
+    let mut c = run.headless(&demo.url, &["--local-workers", "2", "--duration", "2s"]);
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    assert_eq!(endpoint(&report, "login")["requests"], 20, "{report}");
+    assert_eq!(count(&report["totals"]["failures"]), 0, "{report}");
+    assert_eq!(count(&report["totals"]["requests"]), demo.served().await);
+}

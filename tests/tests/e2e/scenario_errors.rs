@@ -16,6 +16,18 @@ fn with_task(task: &str) -> String {
     with_class(&format!("    tasks:\n      - {{ {task} }}\n"))
 }
 
+/// A file with `feeders` (YAML mapping entries, indented 2) and class `u` whose body is `class`.
+fn with_feeders(feeders: &str, class: &str) -> String {
+    format!("feeders:\n{feeders}{}", with_class(class))
+}
+
+/// The data files every case's directory holds: a good and a ragged CSV, a broken JSON.
+const DATA: [(&str, &str); 3] = [
+    ("ok.csv", "user,pin\nu1,1\n"),
+    ("bad.csv", "user,pin\nu1,1\nu2\n"),
+    ("bad.json", "[\n  {\"user\": \"u1\"},\n  {\"user\": }\n]\n"),
+];
+
 /// Each case: what it is, the file, a fragment the message must hold.
 fn cases() -> Vec<(&'static str, String, &'static str)> {
     vec![
@@ -58,6 +70,16 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ("bad var name", with_class("    vars: { \"9lives\": x }\n    tasks:\n      - { get: /a }\n"), "not a variable name"),
         ("bad header name in a check", with_task("get: /a, expect: { headers: { \"bad name\": x } }"), "not a header name"),
         ("bad max_latency", with_task("get: /a, expect: { max_latency: fast }"), "invalid duration"),
+        ("missing feeder file", with_feeders("  a: { file: nope.csv }\n", "    feed: a\n    tasks:\n      - { get: /a }\n"), "nope.csv"),
+        ("ragged csv row", with_feeders("  a: { file: bad.csv }\n", "    feed: a\n    tasks:\n      - { get: /a }\n"), "bad.csv:3:"),
+        ("json feeder syntax", with_feeders("  a: { file: bad.json }\n", "    feed: a\n    tasks:\n      - { get: /a }\n"), "bad.json:3:"),
+        ("unknown feeder column", with_feeders("  accounts: { file: ok.csv }\n", "    feed: accounts\n    tasks:\n      - { get: \"/a/{{ row.usr }}\" }\n"), "did you mean `user`?"),
+        ("unknown feeder", with_feeders("  accounts: { file: ok.csv }\n", "    feed: acounts\n    tasks:\n      - { get: /a }\n"), "did you mean `accounts`?"),
+        ("row without a feeder", with_feeders("  accounts: { file: ok.csv }\n", "    tasks:\n      - { get: /a, headers: { X-U: \"{{ row.user }}\" } }\n"), "has no `feed:`"),
+        ("feeder file over the limit", with_feeders("  a: { file: big.csv }\n", "    feed: a\n    tasks:\n      - { get: /a }\n"), "above the limit of 8MiB"),
+        ("on_exhausted on a random feeder", with_feeders("  a: { file: ok.csv, mode: random, on_exhausted: cycle }\n", "    feed: a\n    tasks:\n      - { get: /a }\n"), "`mode: unique` only"),
+        ("unknown feeder mode", with_feeders("  a: { file: ok.csv, mode: uniqe }\n", "    feed: a\n    tasks:\n      - { get: /a }\n"), "did you mean `unique`?"),
+        ("feeder of an unknown file type", with_feeders("  a: { file: case.yaml }\n", "    feed: a\n    tasks:\n      - { get: /a }\n"), "`.csv` or `.json`"),
         ("unknown class in a scenario", "scenarios:\n  s: { users: 1, duration: 1s, user_classes: [nope] }\nuser_classes:\n  u: { tasks: [ { get: / } ] }\n".to_owned(), "no user class named `nope`"),
     ]
 }
@@ -70,6 +92,17 @@ async fn every_mistake_exits_2_with_its_place_before_any_request() {
     let mut failed = Vec::new();
     for (what, yaml, fragment) in &cases {
         let run = TestRun::named("case.yaml", yaml);
+        for (name, text) in DATA {
+            squall_tests::write_file(run.dir(), name, text);
+        }
+        if yaml.contains("big.csv") {
+            let row = "x".repeat(1023) + "\n";
+            squall_tests::write_file(
+                run.dir(),
+                "big.csv",
+                &format!("v\n{}", row.repeat(9 * 1024)),
+            );
+        }
         let mut c = run.headless(&demo.url, &["--local-workers", "1"]);
         let code = c.exit_code(Duration::from_secs(60)).await;
         let err = c.stderr();

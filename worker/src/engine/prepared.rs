@@ -13,6 +13,7 @@ use squall_common::scenario::{
 use squall_common::template::{RenderError, Template, Vars};
 use squall_common::{EndpointKey, RunSpec};
 
+use super::feed::Feed;
 use crate::error::WorkerError;
 use crate::http::TargetTlsConnector;
 
@@ -109,6 +110,8 @@ pub struct PreparedClass {
     pub vars: Vec<(String, Template)>,
     pub on_start: Vec<PreparedRequest>,
     pub tasks: Vec<PreparedTask>,
+    /// The `PreparedRun::feeds` entry each user draws one row from when it starts.
+    pub feed: Option<usize>,
     /// Running sums of task weights, for picking a task with one random draw.
     cumulative: Vec<u64>,
 }
@@ -135,10 +138,24 @@ pub struct PreparedRun {
     pub authority: String,
     /// Set for an `https://` host.
     pub tls: Option<TargetTlsConnector>,
+    /// This worker's rows of each feeder the classes draw from.
+    pub feeds: Vec<Feed>,
 }
 
 impl PreparedRun {
+    /// A run for a single worker, which holds every `unique` row.
+    #[cfg(test)]
     pub fn new(spec: RunSpec) -> Result<Self, WorkerError> {
+        Self::placed(spec, 0, 1)
+    }
+
+    /// Prepares `spec` for the worker at `worker_index` of `worker_count`
+    /// (which of a `unique` feeder's rows are this worker's).
+    pub fn placed(
+        mut spec: RunSpec,
+        worker_index: u32,
+        worker_count: u32,
+    ) -> Result<Self, WorkerError> {
         let bad = |what: String| WorkerError::Scenario(what);
         let url: Uri = spec
             .host
@@ -176,8 +193,22 @@ impl PreparedRun {
             .into_iter()
             .map(|(name, method)| EndpointKey { name, method })
             .collect();
+        // The rows move into the feeds: a worker holds them once.
+        let feeds = std::mem::take(&mut spec.feeders)
+            .into_iter()
+            .map(|f| Feed::new(f, worker_index, worker_count).map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut classes = Vec::new();
         for c in &spec.classes {
+            let feed = match &c.feed {
+                None => None,
+                Some(name) => Some(
+                    feeds
+                        .iter()
+                        .position(|f| f.name == *name)
+                        .ok_or_else(|| bad(format!("class `{}`: no feeder `{name}`", c.name)))?,
+                ),
+            };
             let prep = |r: &RequestSpec| prepare(r, &endpoints, &base_path, &host);
             let on_start = c.on_start.iter().map(prep).collect::<Result<Vec<_>, _>>()?;
             let mut tasks = Vec::new();
@@ -215,6 +246,7 @@ impl PreparedRun {
                 vars,
                 on_start,
                 tasks,
+                feed,
                 cumulative,
             });
         }
@@ -226,6 +258,7 @@ impl PreparedRun {
             base_path,
             authority,
             tls,
+            feeds,
         })
     }
 
@@ -796,5 +829,34 @@ user_classes:
         spec.host = "http://user:secret@127.0.0.1:8080".to_owned();
         let err = PreparedRun::new(spec).expect_err("userinfo refused");
         assert!(err.to_string().contains("user name or password"), "{err}");
+    }
+
+    #[test]
+    fn a_feeder_row_renders_in_paths_headers_and_bodies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("a.csv"),
+            "user,note\nalice,\"say \"\"hi\"\"\"\n",
+        )
+        .expect("write csv");
+        let yaml = "host: http://127.0.0.1:8080\nfeeders:\n  a: { file: a.csv }\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u:\n    feed: a\n    headers: { X-User: \"{{ row.user }}\" }\n    tasks:\n      - { post: \"/u/{{ row.user }}\", query: { n: \"{{ row.note }}\" }, json: { note: \"{{ row.note }}\" } }\n";
+        let file = dir.path().join("t.yaml");
+        let loaded = Loaded::from_str(file.to_str().expect("utf8"), yaml).expect("scenario");
+        let spec = loaded
+            .resolve("s", &Overrides::default(), false)
+            .expect("resolves");
+        let run = PreparedRun::placed(spec, 0, 1).expect("prepares");
+        let feed = &run.feeds[run.classes[0].feed.expect("fed")];
+        let row = feed.draw(&mut SmallRng::seed_from_u64(1)).expect("a row");
+        let captured: HashMap<String, String> =
+            feed.keys.iter().cloned().zip(row.iter().cloned()).collect();
+        let wire = encode(&run, 0, &captured).expect("renders");
+        // Values go into a path as they are; `query:` percent-encodes them.
+        assert!(
+            wire.starts_with("POST /u/alice?n=say%20%22hi%22 HTTP/1.1\r\n"),
+            "{wire}"
+        );
+        assert!(wire.contains("x-user: alice\r\n"), "{wire}");
+        assert!(wire.ends_with(r#"{"note":"say \"hi\""}"#), "{wire}");
     }
 }

@@ -198,7 +198,10 @@ impl Run {
         active: Arc<AtomicU64>,
         out: RunOutput,
     ) -> Result<Run, String> {
-        let prepared = Arc::new(PreparedRun::new(start.spec).map_err(|e| e.to_string())?);
+        let prepared = Arc::new(
+            PreparedRun::placed(start.spec, start.worker_index, start.worker_count)
+                .map_err(|e| e.to_string())?,
+        );
         let addr = resolve(&prepared.authority).await?;
         let keys: Vec<EndpointKey> = prepared.endpoints.clone();
         let load = prepared.spec.load.clone();

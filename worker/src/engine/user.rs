@@ -198,7 +198,9 @@ pub async fn run_user(
     };
     let mut stop = ctx.stop.clone();
     let mut user = new_user(&ctx, user_id);
-    set_vars(&ctx, &mut user, class);
+    if !set_vars(&ctx, &mut user, class) {
+        return;
+    }
     let ended = |stop: &watch::Receiver<bool>| *stop.borrow() || ctl.retired.get();
     for req in &class.on_start {
         if ended(&stop) {
@@ -270,7 +272,9 @@ pub async fn run_open_user(
     };
     let mut stop = ctx.stop.clone();
     let mut user = new_user(&ctx, user_id);
-    set_vars(&ctx, &mut user, class);
+    if !set_vars(&ctx, &mut user, class) {
+        return;
+    }
     for req in &class.on_start {
         if *stop.borrow() {
             return;
@@ -310,8 +314,17 @@ pub async fn run_open_user(
     }
 }
 
-/// Sets the class's `vars:` for a new user, in order.
-fn set_vars(ctx: &ThreadCtx, user: &mut UserState, class: &PreparedClass) {
+/// Draws the class's feeder row, then sets its `vars:` for a new user, in
+/// order; false when the class's `unique` rows ran out and the user must not start.
+fn set_vars(ctx: &ThreadCtx, user: &mut UserState, class: &PreparedClass) -> bool {
+    if let Some(feed) = class.feed.and_then(|f| ctx.run.feeds.get(f)) {
+        let Some(row) = feed.draw(&mut user.rng) else {
+            return false;
+        };
+        for (key, value) in feed.keys.iter().zip(row) {
+            user.captured.insert(key.clone(), value.clone());
+        }
+    }
     for (name, t) in &class.vars {
         let mut out = String::new();
         let vars = Vars {
@@ -326,6 +339,7 @@ fn set_vars(ctx: &ThreadCtx, user: &mut UserState, class: &PreparedClass) {
             user.captured.insert(name.clone(), out);
         }
     }
+    true
 }
 
 /// Runs one iteration's task; true when the run stopped during it.
