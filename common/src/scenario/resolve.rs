@@ -2,7 +2,7 @@
 //! and defaults applied, checked and turned into a [`RunSpec`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::ScenarioError;
@@ -57,6 +57,10 @@ pub struct Loaded {
     text: String,
     /// Every feeder the file declares, its data read and checked once.
     feeders: Vec<FeederSpec>,
+    /// Where `body_file`, feeder files and `tls.ca` are read from (the
+    /// scenario file's directory); `None` for a scenario that came over the
+    /// network, which may not read the coordinator's files.
+    base: Option<PathBuf>,
 }
 
 impl Loaded {
@@ -82,12 +86,31 @@ impl Loaded {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ScenarioError> {
+        let base = Path::new(file).parent().unwrap_or(Path::new("")).to_owned();
+        Self::load(file, text, env, Some(base))
+    }
+
+    /// A scenario posted to serve mode's API: like [`Loaded::from_str`], but
+    /// `body_file`, feeder files and `tls.ca` are refused, so that whoever
+    /// holds the API token cannot have the coordinator read its own files
+    /// and send them to a target of their choosing.
+    pub fn posted(file: &str, text: &str) -> Result<Self, ScenarioError> {
+        Self::load(file, text, &|name| std::env::var(name).ok(), None)
+    }
+
+    fn load(
+        file: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        base: Option<PathBuf>,
+    ) -> Result<Self, ScenarioError> {
         let mut def = ScenarioFile::parse(file, text)?;
         let mut loaded = Loaded {
             file: file.to_owned(),
             def: def.clone(),
             text: text.to_owned(),
             feeders: Vec::new(),
+            base,
         };
         super::env::expand(&mut def, env)
             .map_err(|(path, needle, message)| loaded.located(&path, &needle, message))?;
@@ -123,10 +146,7 @@ impl Loaded {
                     "`on_exhausted` applies to `mode: unique` only (`random` and `cycle` never run out)",
                 ));
             }
-            let path = Path::new(&self.file)
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join(&def.file);
+            let path = self.local_file(format!("{at}.file"), &def.file)?;
             let (columns, data) = super::feeder::read(&path)
                 .map_err(|e| self.located(format!("{at}.file"), &def.file, e.to_string()))?;
             rows += data.len();
@@ -180,6 +200,20 @@ impl Loaded {
                 file: self.file.clone(),
                 available,
             }),
+        }
+    }
+
+    /// The path of a file the scenario names at `at`, relative to the
+    /// scenario file; refused for a posted scenario.
+    fn local_file(&self, at: String, relative: &str) -> Result<PathBuf, ScenarioError> {
+        match &self.base {
+            Some(base) => Ok(base.join(relative)),
+            None => Err(self.located(
+                at,
+                relative,
+                "a scenario posted over the network cannot read files on the coordinator \
+                 (body_file, feeder files, tls.ca): put the scenario and its files in serve's `-f` file",
+            )),
         }
     }
 
@@ -391,10 +425,7 @@ impl Loaded {
         let ca_pem = match &def.ca {
             None => None,
             Some(ca) => {
-                let path = Path::new(&self.file)
-                    .parent()
-                    .unwrap_or(Path::new(""))
-                    .join(ca);
+                let path = self.local_file("tls.ca".to_owned(), ca)?;
                 let pem = super::ca::read_certificates(&path)
                     .map_err(|e| self.invalid("tls.ca", e.to_string()))?;
                 Some(pem)
@@ -1044,10 +1075,7 @@ impl Loaded {
             Some(Body::Generated(size.0))
         } else if let Some(file) = &r.body_file {
             use base64::Engine as _;
-            let path = Path::new(&self.file)
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join(file);
+            let path = self.local_file(format!("{at}.body_file"), file)?;
             let bytes = std::fs::read(&path).map_err(|e| {
                 self.located(
                     format!("{at}.body_file"),

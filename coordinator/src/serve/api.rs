@@ -211,13 +211,13 @@ fn resolve(app: &App, req: StartRequest) -> Result<RunSpec, ApiError> {
     let posted;
     let loaded = match req.file {
         Some(serde_json::Value::String(text)) => {
-            posted = Loaded::from_str(POSTED, &text).map_err(|e| ApiError::bad(e.to_string()))?;
+            posted = Loaded::posted(POSTED, &text).map_err(|e| ApiError::bad(e.to_string()))?;
             &posted
         }
         Some(v @ serde_json::Value::Object(_)) => {
             let text =
                 serde_json::to_string_pretty(&v).map_err(|e| ApiError::bad(e.to_string()))?;
-            posted = Loaded::from_str(POSTED, &text).map_err(|e| ApiError::bad(e.to_string()))?;
+            posted = Loaded::posted(POSTED, &text).map_err(|e| ApiError::bad(e.to_string()))?;
             &posted
         }
         Some(_) => {

@@ -279,6 +279,22 @@ async fn serve_runs_over_rest_and_keeps_its_history() {
         "{}",
         bad_yaml.text()
     );
+    // A posted scenario may not read the coordinator's files.
+    for yaml in [
+        "host: http://127.0.0.1:1\nscenarios:\n  a: { users: 1, duration: 1s }\nuser_classes:\n  u: { tasks: [ { post: /x, body_file: /etc/passwd } ] }\n",
+        "host: http://127.0.0.1:1\nfeeders:\n  f: { file: /etc/passwd.csv }\nscenarios:\n  a: { users: 1, duration: 1s }\nuser_classes:\n  u: { feed: f, tasks: [ { get: \"/{{ row.x }}\" } ] }\n",
+        "host: https://127.0.0.1:1\ntls: { ca: /etc/ssl/certs/ca-certificates.crt }\nscenarios:\n  a: { users: 1, duration: 1s }\nuser_classes:\n  u: { tasks: [ { get: /x } ] }\n",
+    ] {
+        let r = api
+            .post("/api/runs", "application/yaml", yaml.as_bytes())
+            .await;
+        assert_eq!(r.status, 400, "{yaml}: {}", r.text());
+        assert!(
+            r.text().contains("cannot read files on the coordinator"),
+            "{}",
+            r.text()
+        );
+    }
     let bad_override = api
         .post_json(
             "/api/runs",
