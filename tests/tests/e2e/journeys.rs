@@ -188,21 +188,24 @@ async fn failed_checks_count_as_check_failures_and_fail_a_checks_threshold() {
     let run = TestRun::new(
         r#"
 scenarios:
-  s: { users: 1, duration: 30s, iterations: 10, thresholds: ["checks > 99%", "good: checks == 1"] }
+  s: { users: 1, duration: 30s, iterations: 5, thresholds: ["checks > 99%", "good: checks == 1"] }
 user_classes:
   u:
     tasks:
-      - name: good
-        get: /api/health
-        expect:
-          status: [2xx, 304]
-          headers: { content-type: { contains: json }, X-Missing: { exists: false } }
-          body_contains: ok
-          json: { "$.status": ok, "$.nothing": { exists: false } }
-          max_latency: 5s
-      - name: bad
-        get: /api/health
-        expect: { status: "200-204", json: { "$.status": { matches: "^down$" } } }
+      # One flow: both requests in every iteration.
+      - name: both
+        flow:
+          - name: good
+            get: /api/health
+            expect:
+              status: [2xx, 304]
+              headers: { content-type: { contains: json }, X-Missing: { exists: false } }
+              body_contains: ok
+              json: { "$.status": ok, "$.nothing": { exists: false } }
+              max_latency: 5s
+          - name: bad
+            get: /api/health
+            expect: { status: "200-204", json: { "$.status": { matches: "^down$" } } }
 "#,
     );
     let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
@@ -218,9 +221,13 @@ user_classes:
     assert_eq!(good["failures"], 0, "{good}");
     assert_eq!(bad["failures"], bad["requests"], "{bad}");
     assert_eq!(bad["errors"]["check"], bad["requests"], "{bad}");
-    assert_eq!(count(&good["requests"]) + count(&bad["requests"]), 10);
+    assert_eq!(count(&good["requests"]), 5, "{good}");
+    assert_eq!(count(&bad["requests"]), 5, "{bad}");
     let t = report["thresholds"].as_array().expect("thresholds");
-    assert_eq!(t[0]["passed"], count(&bad["requests"]) == 0, "{t:?}");
+    assert_eq!(
+        t[0]["passed"], false,
+        "half the requests failed a check: {t:?}"
+    );
     assert_eq!(t[1]["passed"], true, "{t:?}");
 }
 
@@ -284,14 +291,19 @@ async fn the_cookie_jar_keeps_a_session_and_a_request_timeout_applies() {
             r#"
 defaults: {{ timeout: 5s{defaults} }}
 scenarios:
-  s: {{ users: 2, duration: 30s, iterations: 6 }}
+  s: {{ users: 2, duration: 30s, iterations: 3 }}
 user_classes:
   u:
     on_start:
       - {{ name: cookie login, post: /api/session/login, json: {{ username: u, password: p }} }}
     tasks:
-      - {{ name: me, get: /api/session/me }}
-      - {{ name: slow, get: /api/delay/300, timeout: 50ms }}
+      # One flow, so that every iteration sends both requests (two tasks
+      # drawn at random left `slow` out of all 6 iterations 1 time in 32).
+      - name: session
+        continue_on_failure: true
+        flow:
+          - {{ name: me, get: /api/session/me }}
+          - {{ name: slow, get: /api/delay/300, timeout: 50ms }}
 "#
         )
     };
@@ -314,10 +326,8 @@ user_classes:
         }
         let slow = endpoint(&report, "slow");
         assert_eq!(slow["errors"]["timeout"], slow["requests"], "{slow}");
-        assert!(
-            count(&slow["requests"]) + count(&me["requests"]) == 6,
-            "{report}"
-        );
+        assert_eq!(count(&me["requests"]), 3, "{report}");
+        assert_eq!(count(&slow["requests"]), 3, "{report}");
     }
 }
 
@@ -378,12 +388,16 @@ async fn redirects_are_followed_when_asked_and_every_hop_is_counted() {
         r#"
 defaults: { redirects: 3 }
 scenarios:
-  s: { users: 1, duration: 30s, iterations: 4 }
+  s: { users: 1, duration: 30s, iterations: 2 }
 user_classes:
   u:
     tasks:
-      - { name: followed, get: /api/redirect, expect: { status: 200, json: { "$.status": ok } } }
-      - { name: not followed, get: /api/redirect, redirects: 0, expect: { status: 302 } }
+      # One flow: both requests in every iteration (two tasks drawn at random
+      # could leave one out).
+      - name: both
+        flow:
+          - { name: followed, get: /api/redirect, expect: { status: 200, json: { "$.status": ok } } }
+          - { name: not followed, get: /api/redirect, redirects: 0, expect: { status: 302 } }
 "#,
     );
     let mut c = run.headless(&demo.url, &["--local-workers", "1", "--threads", "1"]);
@@ -397,8 +411,8 @@ user_classes:
     assert_eq!(count(&report["totals"]["failures"]), 0, "{report}");
     let followed = endpoint(&report, "followed");
     let not = endpoint(&report, "not followed");
-    let iterations = count(&followed["status"]["302"]) + count(&not["requests"]);
-    assert_eq!(iterations, 4, "{report}");
+    assert_eq!(count(&followed["status"]["302"]), 2, "{report}");
+    assert_eq!(count(&not["requests"]), 2, "{report}");
     assert_eq!(
         followed["status"]["200"], followed["status"]["302"],
         "{followed}"
