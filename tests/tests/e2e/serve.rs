@@ -658,9 +658,20 @@ async fn prometheus_agrees_with_the_report() {
         .await;
     assert_eq!(done["state"], "done", "{done}");
     let report = api.get(&format!("/api/runs/{id}/report.json")).await.json();
-    let report_rps = report["totals"]["rps"].as_f64().expect("rps");
+    // Prometheus's rate covers the 20 s before the query (about 5 s to 25 s
+    // into the run): compare it with the report's own seconds of that
+    // window, not with the whole run's mean, which the stop lowers.
+    let steady: Vec<f64> = report["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|p| (5..25).contains(&p["t"].as_u64().unwrap_or(0)))
+        .map(|p| p["requests"].as_f64().unwrap_or(0.0))
+        .collect();
+    assert_eq!(steady.len(), 20, "{report}");
+    let report_rps = steady.iter().sum::<f64>() / 20.0;
     let requests = report["totals"]["requests"].as_u64().expect("requests");
-    eprintln!("Prometheus rate {prom_rps:.1}/s, report {report_rps:.1}/s");
+    eprintln!("Prometheus rate {prom_rps:.1}/s, report {report_rps:.1}/s over seconds 5-24");
     assert!(
         (prom_rps - report_rps).abs() <= 0.05 * report_rps,
         "Prometheus says {prom_rps:.1} requests/s, the report {report_rps:.1}"
