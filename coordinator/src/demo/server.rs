@@ -331,18 +331,26 @@ struct LoginRequest {
     password: Option<String>,
 }
 
-/// Accepts any non-empty credentials: the demo models the cost and shape of
-/// a login, not a user database.
-async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: LoginRequest = match parse_json(&body) {
+/// Both logins accept any non-empty credentials: the demo models the cost
+/// and shape of a login, not a user database.
+/// The refusal to send, or `None` when the credentials will do.
+fn refuse_credentials(body: &Bytes) -> Option<Response> {
+    let req: LoginRequest = match parse_json(body) {
         Ok(req) => req,
-        Err(err) => return bad_json(&err),
+        Err(err) => return Some(bad_json(&err)),
     };
-    if non_empty(req.username).is_none() || non_empty(req.password).is_none() {
-        return error(
+    (non_empty(req.username).is_none() || non_empty(req.password).is_none()).then(|| {
+        error(
             StatusCode::BAD_REQUEST,
             "username and password are required",
-        );
+        )
+    })
+}
+
+/// The bearer-token login.
+async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    if let Some(refused) = refuse_credentials(&body) {
+        return refused;
     }
     let token = state.tokens.issue();
     axum::Json(json!({ "access_token": token, "token_type": "bearer" })).into_response()
@@ -452,15 +460,8 @@ async fn large(Path(kib): Path<usize>) -> Response {
 
 /// A cookie login: any non-empty credentials get a `sid` session cookie.
 async fn session_login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let req: LoginRequest = match parse_json(&body) {
-        Ok(req) => req,
-        Err(err) => return bad_json(&err),
-    };
-    if non_empty(req.username).is_none() || non_empty(req.password).is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "username and password are required",
-        );
+    if let Some(refused) = refuse_credentials(&body) {
+        return refused;
     }
     let token = state.tokens.issue();
     (
