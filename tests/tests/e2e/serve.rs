@@ -672,8 +672,14 @@ async fn prometheus_agrees_with_the_report() {
     let report_rps = steady.iter().sum::<f64>() / 20.0;
     let requests = report["totals"]["requests"].as_u64().expect("requests");
     eprintln!("Prometheus rate {prom_rps:.1}/s, report {report_rps:.1}/s over seconds 5-24");
+    // The counters move once a second, when a snapshot is merged, so the
+    // 20 samples of the window span 19 s and hold 19 or 20 of those steps:
+    // rate() can read one second's worth high or low (1/19, 5.3 %; two
+    // clean-clone CI runs saw 195.5 and 195.6 against 185.9 and 185.8).
+    // Allow that step and 3 % more; a double count or a lost worker's share
+    // is still far outside.
     assert!(
-        (prom_rps - report_rps).abs() <= 0.05 * report_rps,
+        (prom_rps - report_rps).abs() <= (1.0 / 19.0 + 0.03) * report_rps,
         "Prometheus says {prom_rps:.1} requests/s, the report {report_rps:.1}"
     );
     // Once scraped after the end, the counters hold the report's total.
