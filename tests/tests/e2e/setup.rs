@@ -167,12 +167,12 @@ async fn bad_setup_input_exits_2_with_its_place_and_sends_nothing() {
     let base = example();
     let cases: [(String, &str); 5] = [
         (
-            // Used by setup before setup captures it.
+            // Used by a setup step before a later one captures it.
             base.replace(
-                "headers: { Authorization: \"Bearer {{ admin_token }}\" }\n    json",
-                "headers: { Authorization: \"Bearer {{ tenant_id }}\" }\n    json",
+                "json: { username: admin,",
+                "json: { username: \"{{ tenant_id }}\",",
             ),
-            "setup-teardown.yaml:20:",
+            "setup-teardown.yaml:15:",
         ),
         (
             base.replace("    json: { name: \"load", "    jsn: { name: \"load"),

@@ -40,7 +40,10 @@ pub(super) fn owner(class: &str) -> String {
 pub(super) fn section_start(text: &str, path: &str) -> Option<usize> {
     ["setup", "teardown"]
         .into_iter()
-        .find(|p| path.strip_prefix(p).is_some_and(|r| r.starts_with('[')))
+        .find(|p| {
+            path.strip_prefix(p)
+                .is_some_and(|r| r.starts_with(['[', '.']))
+        })
         .and_then(|p| find_key(text, p))
 }
 
