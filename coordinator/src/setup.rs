@@ -7,8 +7,6 @@
 //! reported as `phases` rows of their own, outside the load's totals, so the
 //! totals stay what the target served during the load.
 
-use std::time::Duration;
-
 use squall_common::RunSpec;
 use squall_common::report::PhaseReport;
 use squall_common::scenario::{FlowSpec, check_shared};
@@ -112,7 +110,7 @@ pub fn line(run: &PhaseRun) -> String {
         .filter(|e| e.method != squall_common::scenario::FLOW_METHOD)
         .map(|e| e.requests)
         .sum();
-    let took = squall_common::duration::format(Duration::from_micros((r.duration_ms * 1e3) as u64));
+    let took = format!("{:.1}ms", r.duration_ms);
     match &r.error {
         None if r.captured.is_empty() => format!("{}: {requests} request(s) in {took}", r.phase),
         None => format!(
