@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use squall_tests::{TestRun, eventually};
+use squall_tests::{Served, TestRun, eventually, worker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::journeys::Demo;
@@ -208,4 +208,49 @@ async fn bad_setup_input_exits_2_with_its_place_and_sends_nothing() {
         assert!(err.contains("setup-teardown.yaml:"), "{err}");
     }
     assert_eq!(demo.served().await, 0, "nothing reached the target");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_mode_runs_setup_and_teardown_for_a_posted_run() {
+    let demo = Demo::start().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let serve = Served::start(tmp.path(), &data, "127.0.0.1:0", None, &[]).await;
+    let _w = worker(&["--master", &serve.master, "--id", "w1"], tmp.path());
+    serve.wait_for_workers(1).await;
+    let yaml = example()
+        .replace(
+            "host: http://127.0.0.1:8080",
+            &format!("host: {}", demo.url),
+        )
+        .replace("duration: 20s", "duration: 2s");
+    let started = serve
+        .api
+        .post("/api/runs", "application/yaml", yaml.as_bytes())
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text());
+    let id = started.json()["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_owned();
+    let record = serve
+        .wait_until_finished(&id, Duration::from_secs(60))
+        .await;
+    assert_eq!(record["state"], "done", "{record}");
+    let t = tenants(&demo).await;
+    assert_eq!((n(&t["created"]), n(&t["deleted"])), (1, 1), "{t}");
+    assert_eq!(n(&t["unknown"]), 0, "{t}");
+    assert!(n(&t["hits"]) > 0, "{t}");
+    let report = serve
+        .api
+        .get(&format!("/api/runs/{id}/report.json"))
+        .await
+        .json();
+    assert_eq!(phase_requests(&report, "setup"), 2, "{report}");
+    assert_eq!(phase_requests(&report, "teardown"), 1, "{report}");
+    let items = report["endpoints"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "tenant items"))
+        .expect("tenant items row");
+    assert_eq!(n(&items["requests"]), n(&t["hits"]), "{report}");
 }
