@@ -39,8 +39,30 @@ pub struct Report {
     /// Set when a threshold marked `abort` failed while the run went on and stopped it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<Aborted>,
+    /// `setup:` and `teardown:` as they ran, each with its own request rows;
+    /// none of their requests are in `totals`, `endpoints`, `timeline` or thresholds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseReport>,
     /// No critical threshold failed and the comparison (if any) found no regression.
     pub passed: bool,
+}
+
+/// One run of `setup:` or `teardown:`: sent once by the coordinator, outside the load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseReport {
+    /// `setup` or `teardown`.
+    pub phase: String,
+    pub passed: bool,
+    /// Why it failed: the first failing step, its error kinds and statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: f64,
+    /// The names of the variables setup handed to every user; their values
+    /// are not written, since they may be credentials.
+    #[serde(default)]
+    pub captured: Vec<String>,
+    /// One row per step endpoint, then the phase's own row (method `FLOW`).
+    pub endpoints: Vec<EndpointReport>,
 }
 
 /// The live judgement that stopped a run: which `abort` threshold failed, when, and on what value.

@@ -606,9 +606,22 @@ pub async fn run_scenario(
     }
     let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
     let stop = options.stop.clone();
+    let spec_with_phases = spec;
     let started_at = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
+    let (shared, mut phases) = match setup(spec, stop.as_deref()).await {
+        Ok(done) => done,
+        Err(reason) => return Err(CoordinatorError::SetupFailed { reason }),
+    };
+    // Workers get what setup captured, and never the phases themselves.
+    let load_spec = RunSpec {
+        setup: None,
+        teardown: None,
+        shared_vars: shared.clone(),
+        ..spec.clone()
+    };
+    let spec = &load_spec;
     let (mut run, fx) = RunController::new(spec, &workers, options, run_id, rand::random());
     for l in &links {
         run.set_cores(&l.id, l.hello.cores);
@@ -651,7 +664,57 @@ pub async fn run_scenario(
         apply(cluster, fx);
     }
     run.publish(t0.elapsed(), true);
-    run.finish(started_at)
+    let mut result = run.finish(started_at);
+    if let Some(done) = teardown(spec_with_phases, &shared, stop.as_deref()).await {
+        phases.push(done);
+    }
+    if let Ok(r) = &mut result {
+        r.report.phases = phases;
+    }
+    result
+}
+
+/// Runs `setup:` (if any) before any user starts: what it captured and its
+/// report, or why it failed, after `teardown:` cleaned up what it made.
+async fn setup(
+    spec: &RunSpec,
+    stop: Option<&tokio::sync::Notify>,
+) -> Result<
+    (
+        Vec<(String, String)>,
+        Vec<squall_common::report::PhaseReport>,
+    ),
+    String,
+> {
+    let Some(flow) = &spec.setup else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let done = crate::setup::run(spec, flow, &[], stop).await;
+    crate::terminal::note(&crate::setup::line(&done));
+    if let Some(reason) = done.report.error.clone() {
+        // Setup may have made something before the failing step: clean it up.
+        teardown(spec, &done.captured, stop).await;
+        return Err(reason);
+    }
+    Ok((done.captured, vec![done.report]))
+}
+
+/// Runs `teardown:` (if any) with what setup captured; a failure is a
+/// warning, never a change of the verdict.
+async fn teardown(
+    spec: &RunSpec,
+    shared: &[(String, String)],
+    stop: Option<&tokio::sync::Notify>,
+) -> Option<squall_common::report::PhaseReport> {
+    let flow = spec.teardown.as_ref()?;
+    let done = crate::setup::run(spec, flow, shared, stop).await;
+    let line = crate::setup::line(&done);
+    crate::terminal::note(&if done.passed() {
+        line
+    } else {
+        format!("warning: {line}")
+    });
+    Some(done.report)
 }
 
 /// A fresh run id: 12 lowercase hex digits (what serve mode accepts in its paths).

@@ -95,6 +95,8 @@ pub enum CoordinatorError {
     Merge(String),
     #[error("cannot start the demo target: {0}")]
     Target(std::io::Error),
+    #[error("setup failed, so no load was sent: {reason}")]
+    SetupFailed { reason: String },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("probe failed: {0}")]
@@ -123,6 +125,7 @@ impl CoordinatorError {
             | CoordinatorError::WriteFailed { .. }
             | CoordinatorError::Target(_)
             | CoordinatorError::Internal(_)
+            | CoordinatorError::SetupFailed { .. }
             | CoordinatorError::Probe(_) => Exit::Incomplete,
         }
     }

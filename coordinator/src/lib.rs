@@ -16,6 +16,7 @@ mod probe;
 mod report;
 mod serve;
 mod service;
+mod setup;
 pub mod terminal;
 mod tls;
 mod worker_text;

@@ -38,6 +38,11 @@ pub fn expand(def: &mut ScenarioFile, env: Env<'_>) -> Result<(), EnvFailure> {
             request(&format!("{at}.tasks[{i}]"), r, env)?;
         }
     }
+    for (phase, steps) in [("setup", &mut def.setup), ("teardown", &mut def.teardown)] {
+        for (i, r) in steps.iter_mut().enumerate() {
+            request(&format!("{phase}[{i}]"), r, env)?;
+        }
+    }
     Ok(())
 }
 

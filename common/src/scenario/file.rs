@@ -40,6 +40,13 @@ pub struct ScenarioFile {
     /// Named data files a user class draws rows from (`feed: NAME`).
     #[serde(default, with = "ordered")]
     pub feeders: Vec<(String, FeederDef)>,
+    /// Steps run once per test before any user starts (flow-step shape);
+    /// what they capture is a variable of every user.
+    #[serde(default)]
+    pub setup: Vec<RequestDef>,
+    /// Steps run once per test after the load stopped, however it stopped.
+    #[serde(default)]
+    pub teardown: Vec<RequestDef>,
 }
 
 /// `accounts: { file: data/accounts.csv, mode: unique, on_exhausted: stop_user }`.

@@ -18,6 +18,7 @@ pub use ca::MAX_CA_BYTES;
 pub use error::ScenarioError;
 pub use feeder::{Exhausted, FeedMode, FeederSpec, MAX_FEEDER_BYTES, MAX_FEEDER_ROWS};
 pub use file::ScenarioFile;
+pub use resolve::setup::{MAX_SHARED_BYTES, MAX_SHARED_VALUE_BYTES, check_shared};
 pub use resolve::{Loaded, MAX_POLL_ATTEMPTS, Overrides, validate_host};
 pub use spec::{
     Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, LimitError, LoadModel, MAX_BODY_FILE,

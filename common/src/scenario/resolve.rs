@@ -22,6 +22,8 @@ use crate::rate::Rate;
 use crate::template::{BUILT_INS, Template};
 use crate::threshold::Threshold;
 
+pub(super) mod setup;
+
 /// The most redirects one request may follow.
 pub const MAX_REDIRECTS: u32 = 20;
 
@@ -240,6 +242,7 @@ impl Loaded {
             .strip_prefix("user_classes.")
             .and_then(|rest| rest.split(['.', '[']).next())
             .and_then(|class| find_key(&self.text, class))
+            .or_else(|| setup::section_start(&self.text, &path))
             .unwrap_or(0);
         let found = (!needle.is_empty())
             .then(|| {
@@ -355,6 +358,7 @@ impl Loaded {
             return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
         }
         let tls = self.resolve_tls()?;
+        let (setup, teardown) = self.resolve_phases()?;
         let mut regression = crate::report::RegressionRules::default();
         if let Some(rule) = &sc.regression {
             regression
@@ -362,6 +366,9 @@ impl Loaded {
                 .map_err(|e| self.invalid(format!("{at}.regression"), e.to_string()))?;
         }
         let spec = RunSpec {
+            setup,
+            teardown,
+            shared_vars: Vec::new(),
             feeders,
             regression,
             tls,
@@ -527,6 +534,7 @@ impl Loaded {
         }
         // What the class defines: built-ins, its row's columns, its vars, every capture.
         let mut all: BTreeSet<String> = BUILT_INS.iter().map(|s| (*s).to_owned()).collect();
+        all.extend(self.setup_captures());
         if let Some(feed) = &c.feed {
             let Some(f) = self.feeders.iter().find(|f| f.name == *feed) else {
                 let names = self.feeders.iter().map(|f| f.name.as_str());
@@ -828,13 +836,13 @@ impl Loaded {
                 }
             } else if later {
                 format!(
-                    "variable `{var}` is only captured by a later request of user class `{}`, so it does not exist yet here",
-                    known.class
+                    "variable `{var}` is only captured by a later request of {}, so it does not exist yet here",
+                    setup::owner(known.class)
                 )
             } else {
                 format!(
-                    "unknown variable `{var}`: it is not built in (user_id, worker_index), not in `vars:` and not captured by any request of user class `{}`{}",
-                    known.class,
+                    "unknown variable `{var}`: it is not built in (user_id, worker_index), not in `vars:` and not captured by any request of {}{}",
+                    setup::owner(known.class),
                     crate::suggest::hint(var, known.all.iter().map(String::as_str)),
                 )
             };

@@ -52,6 +52,16 @@ pub struct RunSpec {
     /// The data files the classes draw rows from, read on the coordinator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub feeders: Vec<super::feeder::FeederSpec>,
+    /// `setup:` steps, run once by the coordinator before any user starts;
+    /// workers never run them (the coordinator sends the spec without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<FlowSpec>,
+    /// `teardown:` steps, run once by the coordinator after the load stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown: Option<FlowSpec>,
+    /// What `setup:` captured: every user starts with these variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_vars: Vec<(String, String)>,
 }
 
 fn yes() -> bool {

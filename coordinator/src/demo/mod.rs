@@ -4,5 +4,6 @@ mod alarm;
 mod runs;
 mod server;
 mod store;
+mod tenants;
 
 pub use server::DemoTarget;

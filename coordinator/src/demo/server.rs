@@ -30,6 +30,8 @@ use super::store::{TokenStore, Workflow, WorkflowStore, lock};
 /// The stats route; it is the only request the `served` counter ignores, so
 /// that polling it never perturbs the number a test or benchmark checks.
 const STATS_PATH: &str = "/__squall/stats";
+/// The tenants' counts, for tests; like the stats route, not counted as served.
+const TENANTS_PATH: &str = "/__squall/tenants";
 
 /// `/api` routes reachable without a token: login must be (it issues them),
 /// health is for probes, and `fast` measures raw throughput without auth cost.
@@ -168,6 +170,8 @@ struct AppState {
     delays: AtomicU64,
     /// Workflow runs started by `execute`, done after a few polls.
     runs: RunStore,
+    /// Tenants made by scenarios' `setup:` and removed by their `teardown:`.
+    tenants: super::tenants::TenantStore,
 }
 
 impl AppState {
@@ -189,6 +193,7 @@ impl AppState {
             alarm: AlarmClock::start()?,
             delays: AtomicU64::new(0),
             runs: RunStore::default(),
+            tenants: Default::default(),
         })
     }
 }
@@ -229,6 +234,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/agents", get(list_agents))
         .route("/api/chat", post(chat))
         .route(STATS_PATH, get(stats))
+        .route("/api/tenants", post(create_tenant))
+        .route("/api/tenants/{id}", axum::routing::delete(delete_tenant))
+        .route("/api/tenants/{id}/items", get(tenant_items))
+        .route(TENANTS_PATH, get(tenant_stats))
         .fallback(not_found)
         // One middleware for counting and auth keeps the per-request overhead
         // of the throughput route minimal; `layer` also covers the fallback,
@@ -240,7 +249,7 @@ fn router(state: Arc<AppState>) -> Router {
 /// Counts served requests and enforces bearer auth on the private /api routes.
 async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let counted = path != STATS_PATH;
+    let counted = path != STATS_PATH && path != TENANTS_PATH;
     let needs_auth = (path == "/api" || path.starts_with("/api/"))
         && !PUBLIC_API_PATHS.contains(&path)
         && !path.starts_with(PUBLIC_API_PREFIX)
@@ -319,6 +328,36 @@ async fn delay(State(state): State<Arc<AppState>>, Path(ms): Path<u64>) -> &'sta
 
 async fn stats(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(json!({ "served": state.served.load(Ordering::Relaxed) })).into_response()
+}
+
+/// `POST /api/tenants`: 201 with the new tenant's id.
+async fn create_tenant(State(state): State<Arc<AppState>>) -> Response {
+    match state.tenants.create() {
+        Some(id) => (StatusCode::CREATED, axum::Json(json!({ "id": id }))).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "too many tenants"),
+    }
+}
+
+/// `DELETE /api/tenants/{id}`: 204, or 404 for an unknown tenant.
+async fn delete_tenant(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if state.tenants.delete(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "tenant not found")
+    }
+}
+
+/// `GET /api/tenants/{id}/items`: the tenant's items, or 404 for an unknown tenant.
+async fn tenant_items(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    if state.tenants.hit(&id) {
+        axum::Json(json!({ "tenant": id, "items": ["alpha", "beta"] })).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "tenant not found")
+    }
+}
+
+async fn tenant_stats(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(state.tenants.stats()).into_response()
 }
 
 async fn not_found() -> Response {

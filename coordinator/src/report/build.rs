@@ -54,6 +54,7 @@ pub fn interim(agg: &Aggregator, spec: &RunSpec) -> Result<Report, HistogramErro
         score: None,
         recommendations: Vec::new(),
         aborted: None,
+        phases: Vec::new(),
         passed: true,
     })
 }
@@ -148,6 +149,7 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         score: None,
         recommendations: Vec::new(),
         aborted: meta.aborted,
+        phases: Vec::new(),
         passed: true,
     };
     report.totals.dropped_iterations = intervals
@@ -263,6 +265,16 @@ fn endpoint(
             Histograms::Left => String::new(),
         },
     })
+}
+
+/// A `setup:` or `teardown:` row: summarised like a load endpoint, over the phase's own duration.
+pub fn phase_endpoint(
+    name: &str,
+    method: &str,
+    s: &EndpointStats,
+    duration_s: f64,
+) -> Result<EndpointReport, HistogramError> {
+    endpoint(name, method, s, duration_s, Histograms::Encoded)
 }
 
 /// Requests per second over a window of `window_us` (a second when the

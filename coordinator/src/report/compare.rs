@@ -255,6 +255,7 @@ mod tests {
             score: None,
             recommendations: Vec::new(),
             aborted: None,
+            phases: Vec::new(),
             passed: true,
         }
     }

@@ -135,6 +135,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, CoordinatorError> {
         score: None,
         recommendations: Vec::new(),
         aborted: None,
+        phases: Vec::new(),
         passed: true,
     };
     let mut exprs: Vec<&str> = Vec::new();

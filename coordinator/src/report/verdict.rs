@@ -167,6 +167,7 @@ mod tests {
             score: None,
             recommendations: Vec::new(),
             aborted: None,
+            phases: Vec::new(),
             schema: squall_common::report::SCHEMA.into(),
             run_id: "r".into(),
             scenario: "s".into(),

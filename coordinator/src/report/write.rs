@@ -423,6 +423,7 @@ mod tests {
             score: None,
             recommendations: Vec::new(),
             aborted: None,
+            phases: Vec::new(),
             passed: true,
         }
     }

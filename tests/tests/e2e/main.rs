@@ -20,6 +20,7 @@ mod reports;
 mod scenario_errors;
 mod security;
 mod serve;
+mod setup;
 mod verdicts;
 mod wedged;
 mod worker_cpu;

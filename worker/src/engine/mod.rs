@@ -1,6 +1,7 @@
 //! The load engine: one run's part of the plan followed by users on thread-per-core runtimes, each request recorded on its own thread.
 
 mod feed;
+mod phase;
 mod plan;
 mod prepared;
 mod recorder;
@@ -8,5 +9,6 @@ mod run;
 mod threads;
 mod user;
 
+pub use phase::{PhaseOutcome, run_phase};
 pub use recorder::SampleLog;
 pub use run::{RunHandle, RunOutput};

@@ -104,10 +104,10 @@ impl Drop for DoneOnDrop {
 }
 
 /// A user's mutable state: its connection, captured variables and random stream.
-struct UserState {
+pub(super) struct UserState {
     user_id: u64,
     conn: Option<Connection>,
-    captured: HashMap<String, String>,
+    pub(super) captured: HashMap<String, String>,
     rng: SmallRng,
     /// The `sequence()` counter.
     sequence: Cell<u64>,
@@ -169,7 +169,7 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
+pub(super) fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
     UserState {
         user_id,
         conn: None,
@@ -317,6 +317,11 @@ pub async fn run_open_user(
 /// Draws the class's feeder row, then sets its `vars:` for a new user, in
 /// order; false when the class's `unique` rows ran out and the user must not start.
 fn set_vars(ctx: &ThreadCtx, user: &mut UserState, class: &PreparedClass) -> bool {
+    // What `setup:` captured, first: the user's own row, vars and captures
+    // of the same name replace it. Once per user, never per request.
+    for (name, value) in &ctx.run.spec.shared_vars {
+        user.captured.insert(name.clone(), value.clone());
+    }
     if let Some(feed) = class.feed.and_then(|f| ctx.run.feeds.get(f)) {
         let Some(row) = feed.draw(&mut user.rng) else {
             return false;
@@ -373,7 +378,7 @@ async fn pause(t: Instant, stop: &mut watch::Receiver<bool>) -> bool {
 /// Runs a flow's steps in order and records the flow's own row (its whole
 /// duration, failed with the first failing step's kind); true when the run
 /// stopped during it, in which case the row is not recorded.
-async fn run_flow(
+pub(super) async fn run_flow(
     ctx: &ThreadCtx,
     user: &mut UserState,
     flow: &PreparedFlow,

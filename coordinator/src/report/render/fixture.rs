@@ -98,6 +98,7 @@ pub(crate) fn sample() -> Report {
         score: None,
         recommendations: Vec::new(),
         aborted: None,
+        phases: Vec::new(),
         schema: SCHEMA.to_owned(),
         run_id: "run-7f3a".to_owned(),
         scenario: "checkout <flow>".to_owned(),

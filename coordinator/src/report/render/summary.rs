@@ -129,6 +129,46 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
         out.push_str(&table.render());
     }
 
+    if !r.phases.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "Setup and teardown (not in the totals)")?;
+        let mut table = Table::new(&[
+            ("phase", Align::Left),
+            ("method", Align::Left),
+            ("name", Align::Left),
+            ("requests", Align::Right),
+            ("failures", Align::Right),
+            ("max ms", Align::Right),
+            ("result", Align::Left),
+        ]);
+        for p in &r.phases {
+            for e in &p.endpoints {
+                let flow = e.method == squall_common::scenario::FLOW_METHOD;
+                let result = match (&p.error, flow) {
+                    (Some(why), true) => format!("FAILED: {}", clean(why)),
+                    (None, true) => "ok".to_owned(),
+                    _ => e
+                        .errors
+                        .keys()
+                        .map(|k| clean(k))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+                let (method, name) = label(e);
+                table.row(vec![
+                    clean(&p.phase),
+                    method,
+                    name,
+                    count(e.requests),
+                    count(e.failures),
+                    e.latency_ms.max.to_string(),
+                    result,
+                ]);
+            }
+        }
+        out.push_str(&table.render());
+    }
+
     if r.endpoints.iter().any(|e| !e.errors.is_empty()) {
         writeln!(out)?;
         writeln!(out, "Errors")?;
