@@ -16,6 +16,7 @@ use super::spec::{
     MAX_SPEC_BYTES, PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec,
     UserClass, UserStage, Wait,
 };
+use super::transport::{ConnectionDef, Http2Spec};
 use crate::capture::JsonPath;
 use crate::check::{COND_KEYS, Cond, ExpectSpec};
 use crate::rate::Rate;
@@ -355,6 +356,7 @@ impl Loaded {
             return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
         }
         let tls = self.resolve_tls()?;
+        let http2 = self.resolve_http2(&host, &classes)?;
         let mut regression = crate::report::RegressionRules::default();
         if let Some(rule) = &sc.regression {
             regression
@@ -362,6 +364,7 @@ impl Loaded {
                 .map_err(|e| self.invalid(format!("{at}.regression"), e.to_string()))?;
         }
         let spec = RunSpec {
+            http2,
             feeders,
             regression,
             tls,
@@ -651,7 +654,7 @@ impl Loaded {
                 "at least one task weight must be above 0",
             ));
         }
-        Ok(UserClass {
+        let mut class = UserClass {
             name: cname.to_owned(),
             weight: c.weight,
             wait: c.wait,
@@ -659,7 +662,16 @@ impl Loaded {
             on_start,
             tasks,
             feed: c.feed.clone(),
-        })
+        };
+        // A request's own `connection:` wins, then the class's, then `defaults`.
+        let close = c
+            .connection
+            .or(self.def.defaults.connection)
+            .is_some_and(|m| m == ConnectionDef::Close);
+        for r in class.requests_mut() {
+            r.close.get_or_insert(close);
+        }
+        Ok(class)
     }
 
     /// A `flow:` task: its name, then each step in order (a request, with an
@@ -1139,7 +1151,43 @@ impl Loaded {
                 t => t,
             },
             capture: r.capture.clone().into_iter().collect(),
+            close: r.connection.map(|c| c == ConnectionDef::Close),
         })
+    }
+
+    /// `defaults.http2`, checked against the host; a request that asks for
+    /// its own connection (`connection: close`) cannot share HTTP/2 ones.
+    fn resolve_http2(
+        &self,
+        host: &str,
+        classes: &[UserClass],
+    ) -> Result<Option<Http2Spec>, ScenarioError> {
+        let Some(def) = &self.def.defaults.http2 else {
+            return Ok(None);
+        };
+        let spec = def.resolve(host.starts_with("https://")).map_err(|e| {
+            let needle = if self.text.contains(e.key) {
+                e.key
+            } else {
+                "http2"
+            };
+            self.located(format!("defaults.http2.{}", e.key), needle, e.message)
+        })?;
+        let closing = classes
+            .iter()
+            .flat_map(|c| c.requests())
+            .find(|r| r.close == Some(true));
+        if let Some(r) = closing {
+            return Err(self.located(
+                "defaults.http2",
+                "close",
+                format!(
+                    "request `{}` has `connection: close`, which HTTP/2 cannot do: its requests share `http2.connections` connections",
+                    r.name
+                ),
+            ));
+        }
+        Ok(Some(spec))
     }
 }
 
