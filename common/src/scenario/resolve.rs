@@ -292,6 +292,9 @@ impl Loaded {
             .clone()
             .or_else(|| sc.host.clone())
             .or_else(|| self.def.host.clone());
+        // Without a host yet (a file checked before `--host` is known), HTTP/2's
+        // fit with the scheme is checked once it is.
+        let host_known = host.is_some();
         let host = match host {
             Some(h) => validate_host(&h).map_err(|m| self.invalid(format!("{at}.host"), m))?,
             None if lenient_host => "http://localhost".to_owned(),
@@ -356,7 +359,7 @@ impl Loaded {
             return Err(self.invalid(at, "`iterations` and `iterations_per_user` must be above 0"));
         }
         let tls = self.resolve_tls()?;
-        let http2 = self.resolve_http2(&host, &classes)?;
+        let http2 = self.resolve_http2(host_known.then_some(host.as_str()), &classes)?;
         let mut regression = crate::report::RegressionRules::default();
         if let Some(rule) = &sc.regression {
             regression
@@ -1159,13 +1162,17 @@ impl Loaded {
     /// its own connection (`connection: close`) cannot share HTTP/2 ones.
     fn resolve_http2(
         &self,
-        host: &str,
+        host: Option<&str>,
         classes: &[UserClass],
     ) -> Result<Option<Http2Spec>, ScenarioError> {
         let Some(def) = &self.def.defaults.http2 else {
             return Ok(None);
         };
-        let spec = def.resolve(host.starts_with("https://")).map_err(|e| {
+        let https = match host {
+            Some(h) => h.starts_with("https://"),
+            None => !def.prior_knowledge.unwrap_or(false),
+        };
+        let spec = def.resolve(https).map_err(|e| {
             let needle = if self.text.contains(e.key) {
                 e.key
             } else {
