@@ -98,6 +98,31 @@ impl Http2Def {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::Loaded;
+
+    /// A request's own `connection:` wins over its class's, which wins over `defaults`.
+    #[test]
+    fn connection_close_is_inherited_from_the_class_and_defaults() {
+        let yaml = "host: http://127.0.0.1:1\ndefaults: { connection: close }\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  a:\n    tasks: [ { get: /a }, { get: /b, connection: keep-alive } ]\n  b:\n    connection: keep-alive\n    on_start: [ { get: /c } ]\n    tasks: [ { get: /d }, { get: /e, connection: close } ]\n";
+        let spec = Loaded::from_str("t.yaml", yaml)
+            .and_then(|l| l.resolve("s", &Default::default(), false))
+            .expect("valid");
+        let close: Vec<(String, Option<bool>)> = spec
+            .classes
+            .iter()
+            .flat_map(|c| c.requests())
+            .map(|r| (r.path.clone(), r.close))
+            .collect();
+        let expect = [
+            ("/a", true),
+            ("/b", false),
+            ("/c", false),
+            ("/d", false),
+            ("/e", true),
+        ];
+        assert_eq!(close, expect.map(|(p, c)| (p.to_owned(), Some(c))).to_vec());
+        assert_eq!(spec.http2, None);
+    }
 
     #[test]
     fn http2_blocks_are_checked_against_the_host() {
