@@ -23,6 +23,17 @@ Scenarios:
      (the demo target answers after 50 ms) then --b-think (1 s) of think time,
      for --b-duration (30 s); the achieved rate over the steady window (from the
      target's served counter) against users / (think + 50 ms).
+  D  HTTP/2 over TLS (ALPN h2), keep-alive: --d-connections (4) connections with
+     --d-streams (32) concurrent streams each against nginx (http2, a
+     certificate the harness makes with openssl), no think time, GET /api/fast:
+     Squall (`defaults.http2`) against h2load (nghttp2-client) and
+     `oha --http2`.
+  E  HTTPS with HTTP/1.1 against the same nginx: `E-keepalive`, --connections
+     keep-alive connections (Squall, wrk, oha); `E-close`, --e-close-connections
+     (10) connections each opening a new connection (TCP + full TLS handshake:
+     nginx has session tickets and its session cache off) per request (Squall
+     `connection: close`, wrk `-H "Connection: close"`, oha
+     `--disable-keepalive`): handshakes per second.
   C  idle users: --c-users (10,000 and 50,000) users with --c-think (10 s) think
      time against nginx (4 workers, reuseport); RSS of the generator process(es)
      once all users hold a connection, per user and per user above a run of the
@@ -66,7 +77,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 ALL_TOOLS = ("squall", "wrk", "oha", "locust")
-ALL_SCENARIOS = ("A", "B", "C")
+ALL_SCENARIOS = ("A", "B", "C", "D", "E")
 ALL_TARGETS = ("nginx", "demo")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -132,9 +143,12 @@ def free_port() -> int:
 
 
 def http_get(url: str, timeout: float = 2.0, netns: str | None = None) -> str:
-    """GET `url`; from inside network namespace `netns` when the server is only reachable there."""
+    """GET `url`; from inside network namespace `netns` when the server is only reachable there.
+    An https:// URL is the harness's own self-signed target: its certificate is not checked."""
     if netns is None:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        import ssl
+        ctx = ssl._create_unverified_context() if url.startswith("https://") else None
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
             return r.read().decode()
     code = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())"
     try:
@@ -447,10 +461,11 @@ class NginxTarget(Target):
     name = "nginx"
 
     def __init__(self, nginx: str, cpu: int, out: Path, work: Path, workers: int = 1, connections: int = 4096,
-                 addr: str = "127.0.0.1", netns: str | None = None):
+                 addr: str = "127.0.0.1", netns: str | None = None, tls: tuple[Path, Path] | None = None,
+                 http2: bool = False):
         self.netns = netns
         self.port = free_port()
-        self.url = f"http://{addr}:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{addr}:{self.port}"
         d = work / f"nginx-{self.port}"
         (d / "www" / "api").mkdir(parents=True, exist_ok=True)
         (d / "tmp").mkdir(exist_ok=True)
@@ -460,6 +475,14 @@ class NginxTarget(Target):
         # reuseport gives each worker its own accept queue, so that tens of
         # thousands of connections spread over the workers.
         listen = f"{addr}:{self.port}" + (" reuseport backlog=65535" if workers > 1 else "")
+        tls_conf = ""
+        if tls:
+            listen += " ssl" + (" http2" if http2 else "")
+            # Every handshake a full one: no tickets, no session cache, so that
+            # scenario E's new-connection runs measure handshakes, not resumptions.
+            tls_conf = (f"ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};\n"
+                        "        ssl_session_tickets off;\n        ssl_session_cache off;\n"
+                        "        http2_max_concurrent_streams 256;\n        keepalive_requests 100000000;")
         conf = f"""{user}
 worker_processes {workers};
 worker_rlimit_nofile {hard};
@@ -483,6 +506,7 @@ http {{
     server {{
         listen {listen};
         root {d}/www;
+        {tls_conf}
     }}
 }}
 """
@@ -670,6 +694,24 @@ def parse_squall(report: Path) -> dict:
     }
 
 
+def parse_h2load(text: str) -> dict:
+    m = re.search(r"finished in ([\d.]+)(ms|s), ([\d.]+) req/s", text)
+    req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored, (\d+) timeout", text)
+    if not m or not req:
+        raise BenchError("no 'finished in' / 'requests:' lines in h2load's output")
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    # h2load prints only min/max/mean of request times, no percentiles.
+    return {
+        "rps": float(m.group(3)),
+        "requests": int(req.group(3)),
+        "errors": int(req.group(5)) + int(req.group(6)) + int(req.group(7))
+        + (int(codes.group(3)) + int(codes.group(4)) if codes else 0),
+        "p50_ms": None,
+        "p99_ms": None,
+    }
+
+
 def parse_oha(path: Path) -> dict:
     try:
         d = json.loads(path.read_text())
@@ -795,6 +837,17 @@ class Bench:
                 log("oha not found: cargo install oha --locked (a few minutes)")
                 subprocess.run(["cargo", "install", "oha", "--locked"], check=True)
             self.exe["oha"] = oha
+        if "D" in a.scenarios or "E" in a.scenarios:
+            if "nginx" not in self.exe:
+                self.exe["nginx"] = shutil.which("nginx") or (
+                    "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else self.apt_install("nginx-light", "nginx")
+                )
+            if not shutil.which("openssl"):
+                raise BenchError("openssl is required for scenarios D and E (apt-get install openssl)")
+        if "D" in a.scenarios:
+            self.exe["h2load"] = shutil.which("h2load") or self.apt_install("nghttp2-client", "h2load")
+        if "E" in a.scenarios and "wrk" in a.tools and "wrk" not in self.exe:
+            self.exe["wrk"] = shutil.which("wrk") or self.apt_install("wrk", "wrk")
         if "locust" in a.tools:
             loc = shutil.which("locust")
             if not loc:
@@ -991,6 +1044,135 @@ class Bench:
         if tool == "squall" and row.get("served_delta") is not None and row.get("requests") is not None:
             diff = row["served_delta"] - row["requests"]
             log(f"cross-check: Squall counted {row['requests']}, the target served {row['served_delta']} (difference {diff})")
+
+    # ---- scenarios D and E (TLS, HTTP/2) ----------------------------------------------
+
+    def make_cert(self) -> tuple[Path, Path]:
+        """A self-signed ECDSA P-256 certificate for 127.0.0.1 (every generator runs unverified)."""
+        cert, key = self.work / "target-cert.pem", self.work / "target-key.pem"
+        if not cert.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                            "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        return cert, key
+
+    def scenario_d(self) -> None:
+        a = self.a
+        log(f"scenario D: nginx with http2 over TLS on CPU {a.target_cpu}")
+        target = NginxTarget(self.exe["nginx"], a.target_cpu, self.out, self.work, tls=self.make_cert(), http2=True)
+        try:
+            for rnd in range(1, a.rounds + 1):
+                for tool in ("squall", "h2load", "oha"):
+                    if tool in a.tools or tool == "h2load":
+                        self.run_tls("D", "h2", target, tool, rnd, a.d_connections, a.d_streams, close=False)
+                        time.sleep(1)
+        finally:
+            target.stop()
+
+    def scenario_e(self) -> None:
+        a = self.a
+        log(f"scenario E: nginx with TLS (HTTP/1.1) on CPU {a.target_cpu}")
+        target = NginxTarget(self.exe["nginx"], a.target_cpu, self.out, self.work, tls=self.make_cert())
+        try:
+            for rnd in range(1, a.rounds + 1):
+                for variant, n, close in (("keepalive", a.connections, False), ("close", a.e_close_connections, True)):
+                    for tool in ("squall", "wrk", "oha"):
+                        if tool in a.tools:
+                            self.run_tls("E", variant, target, tool, rnd, n, 1, close=close)
+                            time.sleep(1)
+        finally:
+            target.stop()
+
+    def run_tls(self, scen: str, variant: str, target: Target, tool: str, rnd: int, conns: int, streams: int,
+                close: bool) -> None:
+        a = self.a
+        d = a.duration
+        url = target.url + "/api/fast"
+        base = self.out / f"{scen}-{variant}-{tool}-{rnd}"
+        h2 = scen == "D"
+        log(f"{scen}/{variant} round {rnd}: {tool}, {conns} connections" + (f" x {streams} streams" if h2 else "")
+            + (", a new connection per request" if close else "") + f", {d}s")
+        row = {"scenario": scen, "target": variant, "tool": tool, "round": rnd, "users": conns * streams}
+        try:
+            if tool == "squall":
+                yaml = self.out / f"{scen}-{variant}-squall.yaml"
+                users = conns * streams
+                extra = (f"  http2: {{ connections: {conns}, max_streams: {streams} }}\n" if h2 else "") + (
+                    "  connection: close\n" if close else "") or "  timeout: 10s\n"
+                yaml.write_text(f"""# Generated by bench/compare.py.
+host: https://127.0.0.1:8443
+tls: {{ insecure: true }}
+defaults:
+{extra}scenarios:
+  bench: {{ users: {users}, spawn_rate: {users * 100}, duration: {d}s }}
+user_classes:
+  bench:
+    tasks:
+      - {{ name: bench, get: /api/fast }}
+""")
+
+                def start():
+                    return [PROCS.start("squall", [self.coordinator, "-f", yaml, "--local-workers", 1, "--threads", 1,
+                                                   "--headless", "--out", base, "--host", target.url],
+                                        out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+            elif tool == "h2load":
+                def start():
+                    return [PROCS.start("h2load", [self.exe["h2load"], "-t", 1, "-c", conns, "-m", streams,
+                                                   "-D", d, url], out=Path(f"{base}.txt"), cpu=a.gen_cpu)]
+            elif tool == "wrk":
+                def start():
+                    return [PROCS.start("wrk", [self.exe["wrk"], "-t1", f"-c{conns}", f"-d{d}s", "--latency",
+                                                *(["-H", "Connection: close"] if close else []), url],
+                                        out=Path(f"{base}.txt"), cpu=a.gen_cpu)]
+            else:
+                def start():
+                    return [PROCS.start("oha", [self.exe["oha"], "--no-tui", "--output-format", "json",
+                                                "--worker-threads", 1, "--insecure", "-c", conns, "-z", f"{d}s",
+                                                *(["--http2", "-p", streams] if h2 else []),
+                                                *(["--disable-keepalive"] if close else []), url],
+                                        out=Path(f"{base}.json"), cpu=a.gen_cpu)]
+            w, oc = self.run_window(target, f"{scen}-{variant}/{tool}", start, d + 90)
+            row.update(w)
+            row.update(parse_h2load(Path(f"{base}.txt").read_text()) if tool == "h2load" else self.parse(tool, base))
+            if oc.timed_out:
+                row["failed"] = "timed out"
+        except (BenchError, OSError, KeyError, ValueError) as e:
+            row["failed"] = str(e)
+            log(f"{scen}/{variant}/{tool} failed: {e}")
+        self.finish_row(row)
+
+    def table_tls(self, scen: str) -> list[str]:
+        a = self.a
+        if scen == "D":
+            L = [f"**Scenario D**: HTTP/2 over TLS (ALPN h2, ECDSA P-256 certificate), nginx 1 worker, "
+                 f"{a.d_connections} connections x {a.d_streams} concurrent streams, no think time, GET /api/fast, "
+                 f"{a.duration}s per run, every generator on one core.", ""]
+        else:
+            L = [f"**Scenario E**: HTTPS with HTTP/1.1 (ECDSA P-256, TLS 1.3, nginx 1 worker, no session "
+                 f"resumption), GET /api/fast, {a.duration}s per run, every generator on one core: `keepalive` "
+                 f"{a.connections} keep-alive connections; `close` {a.e_close_connections} connections each opening "
+                 f"a new TCP connection and TLS handshake per request (requests/s = handshakes/s).", ""]
+        L.append("| variant | tool | requests/s | p50 ms | p99 ms | generator CPU | req per CPU-s | errors "
+                 "| target CPU | other CPU | clean rounds |")
+        L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        g = self.groups(scen, lambda r: (r["target"], r["tool"]))
+        ratios = []
+        for variant in dict.fromkeys(k[0] for k in g):
+            for tool in ("squall", "h2load", "wrk", "oha"):
+                if (variant, tool) not in g:
+                    continue
+                m = self.agg(g[(variant, tool)])
+                if m["_failed"]:
+                    L.append(f"| {variant} | {tool} | failed: {m['_failed'][:80]} |" + " |" * 8)
+                    continue
+                L.append(f"| {variant} | {tool} | {fmt(m.get('rps'), 0)} | {fmt(m.get('p50_ms'), 3)} "
+                         f"| {fmt(m.get('p99_ms'), 3)} | {fmt(m.get('cpu_pct'), 1)}% | {fmt(m.get('req_per_cpu_s'), 0)} "
+                         f"| {fmt(m.get('errors'), 0)} | {fmt(m.get('target_cpu_pct'), 0)}% "
+                         f"| {fmt(m.get('other_cpu_pct'), 0)}% | {m['_rounds']} |")
+            ratios += self.ratio_lines(g, variant, scen, f"{scen} {variant}")
+        L.append("")
+        L += ratios + ([""] if ratios else [])
+        return L
 
     def parse(self, tool: str, base: Path) -> dict:
         if tool == "squall":
@@ -1385,6 +1567,8 @@ class Bench:
         v = {}
         if "wrk" in self.exe:
             v["wrk"] = " ".join(first_line([self.exe["wrk"], "-v"]).split()[:3])
+        if "h2load" in self.exe:
+            v["h2load"] = " ".join(first_line([self.exe["h2load"], "--version"]).split()[:2])
         if "oha" in self.exe:
             v["oha"] = first_line([self.exe["oha"], "--version"])
         if "locust" in self.exe:
@@ -1422,6 +1606,9 @@ class Bench:
             L += self.table_b()
         if any(r["scenario"] == "C" for r in self.rows):
             L += self.table_c()
+        for scen in ("D", "E"):
+            if any(r["scenario"] == scen for r in self.rows):
+                L += self.table_tls(scen)
         L.append("Versions: " + "; ".join(f"{k} {v}" if not v.startswith(k) else v for k, v in self.versions().items())
                  + ".")
         L.append("")
@@ -1514,7 +1701,7 @@ class Bench:
         if s["_failed"]:
             return []
         parts = []
-        for peer in ("wrk", "oha", "locust"):
+        for peer in ("h2load", "wrk", "oha", "locust"):
             if (target, peer) not in g:
                 continue
             p = self.agg(g[(target, peer)])
@@ -1642,6 +1829,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-c-netns", dest="c_netns", action="store_false",
                    help="run scenario C on loopback instead of one network namespace per generator process")
     p.add_argument("--c-stall", type=int, default=15, help="give up waiting when connections stop growing this long")
+    p.add_argument("--d-connections", type=int, default=4, help="scenario D HTTP/2 connections (default 4)")
+    p.add_argument("--d-streams", type=int, default=32, help="scenario D concurrent streams per connection (32)")
+    p.add_argument("--e-close-connections", type=int, default=10,
+                   help="scenario E: connections opening a new connection per request (default 10)")
     p.add_argument("--target-cpu", type=int, default=0)
     p.add_argument("--gen-cpu", type=int, default=1)
     p.add_argument("--quiet-max", type=float, default=10, help="wait until the two CPUs are at most this busy (%%)")
@@ -1685,6 +1876,10 @@ def main(argv=None) -> int:
             b.scenario_b()
         if "C" in a.scenarios:
             b.scenario_c()
+        if "D" in a.scenarios:
+            b.scenario_d()
+        if "E" in a.scenarios:
+            b.scenario_e()
     except KeyboardInterrupt:
         log("interrupted: reporting what was measured")
     except BenchError as e:

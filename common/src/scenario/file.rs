@@ -78,6 +78,12 @@ pub struct Defaults {
     /// Redirects a request follows (none when absent).
     #[serde(default)]
     pub redirects: Option<u32>,
+    /// `close`: a new connection for every request (keep-alive when absent).
+    #[serde(default)]
+    pub connection: Option<super::transport::ConnectionDef>,
+    /// HTTP/2 to the target: connections per worker and streams on each.
+    #[serde(default)]
+    pub http2: Option<super::transport::Http2Def>,
 }
 
 /// One named scenario: a load shape plus its thresholds.
@@ -150,6 +156,9 @@ pub struct UserClassDef {
     /// The feeder each user of this class draws one row from when it starts.
     #[serde(default)]
     pub feed: Option<String>,
+    /// `close`: this class's requests each use a new connection.
+    #[serde(default)]
+    pub connection: Option<super::transport::ConnectionDef>,
 }
 
 fn one() -> u32 {
@@ -219,6 +228,10 @@ pub struct RequestDef {
     /// This request's timeout, instead of `defaults.timeout`.
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,
+    /// `close`: this request uses a new connection, instead of the class's
+    /// or `defaults.connection`.
+    #[serde(default)]
+    pub connection: Option<super::transport::ConnectionDef>,
 }
 
 /// `poll: { every: 500ms, max: 20, until: { json: { "$.status": done } } }`.

@@ -13,6 +13,7 @@ pub mod file;
 mod resolve;
 pub mod size;
 pub mod spec;
+pub mod transport;
 
 pub use ca::MAX_CA_BYTES;
 pub use error::ScenarioError;
@@ -25,3 +26,4 @@ pub use spec::{
     MAX_GENERATED_BODY, MAX_SPEC_BYTES, MAX_USERS, PollSpec, RateStage, RequestSpec, RunSpec,
     StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait,
 };
+pub use transport::{ConnectionDef, Http2Def, Http2Spec};

@@ -16,6 +16,7 @@ use super::spec::{
     MAX_SPEC_BYTES, PollSpec, RateStage, RequestSpec, RunSpec, StepSpec, TargetTls, TaskSpec,
     UserClass, UserStage, Wait,
 };
+use super::transport::{ConnectionDef, Http2Spec};
 use crate::capture::JsonPath;
 use crate::check::{COND_KEYS, Cond, ExpectSpec};
 use crate::rate::Rate;
@@ -294,6 +295,9 @@ impl Loaded {
             .clone()
             .or_else(|| sc.host.clone())
             .or_else(|| self.def.host.clone());
+        // Without a host yet (a file checked before `--host` is known), HTTP/2's
+        // fit with the scheme is checked once it is.
+        let host_known = host.is_some();
         let host = match host {
             Some(h) => validate_host(&h).map_err(|m| self.invalid(format!("{at}.host"), m))?,
             None if lenient_host => "http://localhost".to_owned(),
@@ -359,6 +363,7 @@ impl Loaded {
         }
         let tls = self.resolve_tls()?;
         let (setup, teardown) = self.resolve_phases()?;
+        let http2 = self.resolve_http2(host_known.then_some(host.as_str()), &classes)?;
         let mut regression = crate::report::RegressionRules::default();
         if let Some(rule) = &sc.regression {
             regression
@@ -369,6 +374,7 @@ impl Loaded {
             setup,
             teardown,
             shared_vars: Vec::new(),
+            http2,
             feeders,
             regression,
             tls,
@@ -659,7 +665,7 @@ impl Loaded {
                 "at least one task weight must be above 0",
             ));
         }
-        Ok(UserClass {
+        let mut class = UserClass {
             name: cname.to_owned(),
             weight: c.weight,
             wait: c.wait,
@@ -667,7 +673,16 @@ impl Loaded {
             on_start,
             tasks,
             feed: c.feed.clone(),
-        })
+        };
+        // A request's own `connection:` wins, then the class's, then `defaults`.
+        let close = c
+            .connection
+            .or(self.def.defaults.connection)
+            .is_some_and(|m| m == ConnectionDef::Close);
+        for r in class.requests_mut() {
+            r.close.get_or_insert(close);
+        }
+        Ok(class)
     }
 
     /// A `flow:` task: its name, then each step in order (a request, with an
@@ -1147,7 +1162,47 @@ impl Loaded {
                 t => t,
             },
             capture: r.capture.clone().into_iter().collect(),
+            close: r.connection.map(|c| c == ConnectionDef::Close),
         })
+    }
+
+    /// `defaults.http2`, checked against the host; a request that asks for
+    /// its own connection (`connection: close`) cannot share HTTP/2 ones.
+    fn resolve_http2(
+        &self,
+        host: Option<&str>,
+        classes: &[UserClass],
+    ) -> Result<Option<Http2Spec>, ScenarioError> {
+        let Some(def) = &self.def.defaults.http2 else {
+            return Ok(None);
+        };
+        let https = match host {
+            Some(h) => h.starts_with("https://"),
+            None => !def.prior_knowledge.unwrap_or(false),
+        };
+        let spec = def.resolve(https).map_err(|e| {
+            let needle = if self.text.contains(e.key) {
+                e.key
+            } else {
+                "http2"
+            };
+            self.located(format!("defaults.http2.{}", e.key), needle, e.message)
+        })?;
+        let closing = classes
+            .iter()
+            .flat_map(|c| c.requests())
+            .find(|r| r.close == Some(true));
+        if let Some(r) = closing {
+            return Err(self.located(
+                "defaults.http2",
+                "close",
+                format!(
+                    "request `{}` has `connection: close`, which HTTP/2 cannot do: its requests share `http2.connections` connections",
+                    r.name
+                ),
+            ));
+        }
+        Ok(Some(spec))
     }
 }
 

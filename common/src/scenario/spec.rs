@@ -62,6 +62,9 @@ pub struct RunSpec {
     /// What `setup:` captured: every user starts with these variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_vars: Vec<(String, String)>,
+    /// HTTP/2 to the target (HTTP/1.1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<super::transport::Http2Spec>,
 }
 
 fn yes() -> bool {
@@ -253,6 +256,32 @@ pub struct UserClass {
     pub feed: Option<String>,
 }
 
+impl UserClass {
+    /// Every request the class may send: `on_start`, tasks, flow steps.
+    pub fn requests(&self) -> impl Iterator<Item = &RequestSpec> {
+        self.on_start.iter().chain(self.tasks.iter().flat_map(|t| {
+            t.request.iter().chain(
+                t.flow
+                    .iter()
+                    .flat_map(|f| f.steps.iter().filter_map(|s| s.request.as_ref())),
+            )
+        }))
+    }
+
+    /// The same requests, to apply a class-wide setting.
+    pub fn requests_mut(&mut self) -> impl Iterator<Item = &mut RequestSpec> {
+        self.on_start
+            .iter_mut()
+            .chain(self.tasks.iter_mut().flat_map(|t| {
+                t.request.iter_mut().chain(
+                    t.flow
+                        .iter_mut()
+                        .flat_map(|f| f.steps.iter_mut().filter_map(|s| s.request.as_mut())),
+                )
+            }))
+    }
+}
+
 /// One thing a user may pick per iteration: a request, or a flow of steps.
 /// Exactly one of `request` and `flow` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -351,6 +380,10 @@ pub struct RequestSpec {
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,
     pub capture: Vec<(String, CaptureSpec)>,
+    /// A new connection for this request, closed after it (`connection: close`);
+    /// None until the class and `defaults` are applied, then false for keep-alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

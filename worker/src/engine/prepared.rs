@@ -16,6 +16,7 @@ use squall_common::{EndpointKey, RunSpec};
 use super::feed::Feed;
 use crate::error::WorkerError;
 use crate::http::TargetTlsConnector;
+use crate::http::h2::H2Pool;
 
 /// Text that is either known before the run or rendered per request.
 #[derive(Debug, Clone)]
@@ -140,6 +141,9 @@ pub struct PreparedRun {
     pub tls: Option<TargetTlsConnector>,
     /// This worker's rows of each feeder the classes draw from.
     pub feeds: Vec<Feed>,
+    /// The worker's HTTP/2 connections, shared by all its engine threads
+    /// (`defaults.http2`); None for HTTP/1.1.
+    pub h2: Option<H2Pool>,
 }
 
 impl PreparedRun {
@@ -186,6 +190,17 @@ impl PreparedRun {
             None
         };
         HeaderValue::from_str(auth.as_str()).map_err(|e| bad(format!("host header: {e}")))?;
+        let h2 = match spec.http2 {
+            None => None,
+            Some(h) => {
+                let tls = if https {
+                    Some(TargetTlsConnector::offering(&spec.tls, auth.host(), b"h2")?)
+                } else {
+                    None
+                };
+                Some(H2Pool::new(h, tls, auth.clone()))
+            }
+        };
         let host = auth.as_str().to_owned();
         let base_path = url.path().trim_end_matches('/').to_owned();
         let endpoints: Vec<EndpointKey> = spec
@@ -259,6 +274,7 @@ impl PreparedRun {
             authority,
             tls,
             feeds,
+            h2,
         })
     }
 
@@ -529,6 +545,18 @@ fn prepare(
         || captures
             .iter()
             .any(|(_, c)| matches!(c, Capture::Header(_) | Capture::Cookie(_)));
+    // `connection: close`: the server is told too, so that it closes its end.
+    if r.close == Some(true)
+        && !headers
+            .iter()
+            .any(|(n, _, _)| n == http::header::CONNECTION)
+    {
+        headers.push((
+            http::header::CONNECTION,
+            Part::Static("close".to_owned()),
+            false,
+        ));
+    }
     let own = |h: HeaderName| headers.iter().any(|(n, _, _)| *n == h);
     let own_host = own(http::header::HOST);
     let own_length = own(http::header::CONTENT_LENGTH);

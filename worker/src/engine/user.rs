@@ -512,32 +512,49 @@ async fn execute(
     let mut hop_wire: Vec<u8> = Vec::new();
     let mut hops = 0u32;
     let (mut start, mut since) = (start, since);
+    let close = req.spec.close == Some(true);
     let outcome = match encoded {
         Err(_) => failure(ErrorKind::Template, since, start),
         Ok(first) => {
             let mut request = first;
             loop {
                 // The deadline from the clock reading already taken.
-                let sent = tokio::time::timeout_at(
-                    (start + timeout).into(),
-                    connection::send(
-                        &mut user.conn,
-                        ctx.addr,
-                        ctx.run.tls.as_ref(),
-                        request,
-                        req.head_only && hops == 0,
-                        &ctx.read_buf,
-                        body.as_mut().map(|buf| Body {
-                            buf,
-                            limit: ctx.run.spec.max_capture_body,
-                        }),
-                        Keep {
-                            headers: keep_headers,
-                            cookies: ctx.run.spec.cookies,
-                        },
-                    ),
-                )
+                let body = body.as_mut().map(|buf| Body {
+                    buf,
+                    limit: ctx.run.spec.max_capture_body,
+                });
+                let keep = Keep {
+                    headers: keep_headers,
+                    cookies: ctx.run.spec.cookies,
+                };
+                let head_only = req.head_only && hops == 0;
+                if close {
+                    // `connection: close`: a fresh connection (and handshake) every time.
+                    user.conn = None;
+                }
+                let conn = &mut user.conn;
+                let sent = tokio::time::timeout_at((start + timeout).into(), async {
+                    match &ctx.run.h2 {
+                        Some(pool) => pool.send(ctx.addr, request, head_only, body, keep).await,
+                        None => {
+                            connection::send(
+                                conn,
+                                ctx.addr,
+                                ctx.run.tls.as_ref(),
+                                request,
+                                head_only,
+                                &ctx.read_buf,
+                                body,
+                                keep,
+                            )
+                            .await
+                        }
+                    }
+                })
                 .await;
+                if close {
+                    user.conn = None;
+                }
                 let resp = match sent {
                     Err(_) => {
                         user.conn = None;

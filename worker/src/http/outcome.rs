@@ -8,6 +8,9 @@ pub enum ErrorKind {
     Timeout,
     Reset,
     Http,
+    /// An HTTP/2 server broke the protocol (bad frames, malformed or
+    /// oversized headers, a GOAWAY or RST_STREAM saying so).
+    Protocol,
     /// A body kept for `capture:` outgrew `defaults.max_capture_body`.
     BodyTooLarge,
     Status,
@@ -26,6 +29,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
             ErrorKind::Http => "http",
+            ErrorKind::Protocol => "protocol",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::Status => "status",
             ErrorKind::Check => "check",

@@ -36,6 +36,16 @@ impl std::fmt::Debug for TargetTlsConnector {
 impl TargetTlsConnector {
     /// Builds the client for `host` (the URL's host name) once per run.
     pub fn new(settings: &TargetTls, host: &str) -> Result<Self, WorkerError> {
+        // Each user holds one HTTP/1.1 connection.
+        Self::offering(settings, host, b"http/1.1")
+    }
+
+    /// The same client offering only `protocol` by ALPN (`h2` for HTTP/2).
+    pub fn offering(
+        settings: &TargetTls,
+        host: &str,
+        protocol: &[u8],
+    ) -> Result<Self, WorkerError> {
         let bad = |what: String| WorkerError::Scenario(format!("tls: {what}"));
         let provider = Arc::new(ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -59,8 +69,7 @@ impl TargetTlsConnector {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        // Each user holds one HTTP/1.1 connection.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![protocol.to_vec()];
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| bad(format!("`{host}` is not a name to verify: {e}")))?;
