@@ -337,6 +337,15 @@ fn thread_main(
 /// a second, while a thread below capacity starts arrivals within 1 ms.
 pub(super) const MAX_START_LAG: Duration = Duration::from_millis(100);
 
+/// The shortest sleep of the open-model schedule. Waking exactly at every
+/// arrival costs a context switch and three system calls (arm, epoll, read)
+/// each: at 20,000/s against a saturated target one run measured 3.56 CPU-s
+/// against 1.36 with tokio's 1 ms timer (a shared, loaded machine). With one
+/// wake-up per 250 µs at most, 5,000/s cost 4,500 context switches a second
+/// against 1,460 (1.57 against 1.21 CPU-s for 10 s) for a schedule-lag p50
+/// of 0.19 ms against 1.19 ms; the floor adds at most 0.25 ms of lag.
+const MIN_WAKE_GAP: Duration = Duration::from_micros(250);
+
 /// This thread's slice of the open-model schedule: global iteration k goes to
 /// worker k mod W; the worker's m-th iteration goes to thread m mod T. Each
 /// due iteration is handed to an idle pool user, starts a new one while the
@@ -434,8 +443,10 @@ async fn open_schedule(
             }
         };
         while pool.try_join_next().is_some() {}
+        // At most one wake-up per `MIN_WAKE_GAP`: dense arrivals wait for
+        // the next batch (at most that late) instead of one wake each.
         tokio::select! {
-            _ = alarm.until(next) => {}
+            _ = alarm.until(next.max(now + MIN_WAKE_GAP)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
     }
