@@ -130,7 +130,7 @@ fn arrival_rate_not_met(r: &Report, out: &mut Vec<Recommendation>) {
     out.push(rec(
         "arrival_rate_not_met",
         format!(
-            "{dropped} arrivals{share} were dropped: every pool user was busy, or a worker fell more than 100 ms behind its schedule, so the arrival rate asked for was not delivered; raise max_users if the target is slow (rate x latency above max_users), or add workers if their CPU is high"
+            "{dropped} arrivals{share} were dropped: every pool user was busy, or a worker fell more than 1 s behind its schedule, so the arrival rate asked for was not delivered; raise max_users if the target is slow (rate x latency above max_users), or add workers if their CPU is high"
         ),
         &[("dropped_iterations", dropped as f64), ("planned_iterations", planned)],
     ));

@@ -333,9 +333,12 @@ fn thread_main(
 /// rate is not being delivered, and sending it anyway would only add the
 /// generator's own backlog to the latency percentiles. Dropped arrivals are
 /// counted (`dropped_iterations`) and the coordinator warns within a second.
-/// 100 ms: at 110 % of a thread's capacity the backlog reaches it after about
-/// a second, while a thread below capacity starts arrivals within 1 ms.
-pub(super) const MAX_START_LAG: Duration = Duration::from_millis(100);
+/// 1 s, not less: with 100 ms, the 500/s two-worker e2e run (far below
+/// capacity) once counted outside its ±1 % on the shared 2-core machine at a
+/// load average of 27 (a stalled worker drops what it cannot start in time),
+/// and passed when run again. A generator above capacity usually runs out of
+/// idle pool users (dropped at once) long before its backlog reaches this.
+pub(super) const MAX_START_LAG: Duration = Duration::from_secs(1);
 
 /// The shortest sleep of the open-model schedule. Waking exactly at every
 /// arrival costs a context switch and three system calls (arm, epoll, read)
