@@ -101,6 +101,8 @@ pub struct RunController<'a> {
     busy: std::collections::BTreeSet<String>,
     /// Each running worker's heartbeats in a row at `BUSY_CPU_PERCENT` or more.
     hot: BTreeMap<String, u32>,
+    /// Workers already warned about as not meeting the arrival rate (once each per run).
+    behind: std::collections::BTreeSet<String>,
     /// Workers whose snapshots were refused at least once (the first refusal is logged as a warning).
     refused: std::collections::BTreeSet<String>,
     /// The latest heartbeat of each worker (users, CPU), for the live view.
@@ -160,6 +162,7 @@ impl<'a> RunController<'a> {
             checked_second: None,
             busy: Default::default(),
             hot: BTreeMap::new(),
+            behind: Default::default(),
             refused: Default::default(),
             heartbeats: BTreeMap::new(),
         };
@@ -296,13 +299,16 @@ impl<'a> RunController<'a> {
     fn on_snapshot(&mut self, worker: &str, snap: &Snapshot, elapsed: Duration) -> Effects {
         let mut fx = Effects::default();
         match self.agg.add(worker, snap, elapsed) {
-            Ok(Added::Ack(seq)) => fx.send(
-                worker,
-                CoordinatorMessage::Ack {
-                    run_id: self.run_id.clone(),
-                    seq,
-                },
-            ),
+            Ok(Added::Ack(seq)) => {
+                self.warn_if_behind(&mut fx, worker, snap);
+                fx.send(
+                    worker,
+                    CoordinatorMessage::Ack {
+                        run_id: self.run_id.clone(),
+                        seq,
+                    },
+                )
+            }
             Ok(Added::Duplicate | Added::Foreign) => {}
             // Once per worker and run: a worker sending nothing but bad snapshots must not flood the log.
             Err(e) if self.refused.insert(worker.to_owned()) => tracing::warn!(
@@ -312,6 +318,48 @@ impl<'a> RunController<'a> {
             Err(e) => tracing::debug!("worker {worker}: refused snapshot {}: {e}", snap.seq),
         }
         fx
+    }
+
+    /// An open model whose worker dropped arrivals (no idle pool user, or
+    /// too late to start on time) is not getting the rate asked for: say so
+    /// at the first snapshot that shows it (each worker sends one a second),
+    /// once per worker, with the rate it managed in that window.
+    fn warn_if_behind(&mut self, fx: &mut Effects, worker: &str, snap: &Snapshot) {
+        if snap.dropped_iterations == 0 || !self.spec.load.is_open() {
+            return;
+        }
+        if !self.behind.insert(worker.to_owned()) {
+            return;
+        }
+        let (start, end) = (
+            snap.window_start_us as f64 / 1e6,
+            snap.window_end_us as f64 / 1e6,
+        );
+        let secs = (end - start).max(1e-3);
+        let planned = self
+            .spec
+            .load
+            .arrivals_until(end)
+            .zip(self.spec.load.arrivals_until(start))
+            .map(|(b, a)| (b - a).max(0.0))
+            .unwrap_or(0.0)
+            / self.running.len().max(1) as f64;
+        let dropped = snap.dropped_iterations as f64;
+        let text = format!(
+            "warning: arrival rate not met on worker {worker}: {:.0}/s of {:.0}/s, {} dropped in {:.1}s: add workers or max_users",
+            ((planned - dropped) / secs).max(0.0),
+            planned / secs,
+            snap.dropped_iterations,
+            secs,
+        );
+        self.agg.event(
+            snap.seq,
+            format!(
+                "worker {worker} dropped {} arrivals",
+                snap.dropped_iterations
+            ),
+        );
+        fx.note(text);
     }
 
     /// A worker's state for this run; a failure is handled once, however often it is repeated.

@@ -29,6 +29,7 @@ pub fn recommend(r: &Report) -> Vec<Recommendation> {
     slow_p95(r, &mut out);
     high_errors(r, &mut out);
     below_target_rps(r, &mut out);
+    arrival_rate_not_met(r, &mut out);
     if matches!(r.load_model.as_str(), "closed" | "stages") {
         let levels = levels(&r.timeline);
         latency_rises(&levels, &mut out);
@@ -107,6 +108,31 @@ fn high_errors(r: &Report, out: &mut Vec<Recommendation>) {
             ("failures", t.failures as f64),
             ("requests", t.requests as f64),
         ],
+    ));
+}
+
+/// Open models: arrivals the workers could not start on time were dropped,
+/// so the rate asked for was not delivered and the run measured less load.
+fn arrival_rate_not_met(r: &Report, out: &mut Vec<Recommendation>) {
+    let dropped = r.totals.dropped_iterations;
+    if dropped == 0 {
+        return;
+    }
+    let planned: f64 = r.timeline.iter().filter_map(|p| p.planned_rps).sum();
+    let share = if planned > 0.0 {
+        format!(
+            " of {planned:.0} planned ({:.2} %)",
+            dropped as f64 / planned * 100.0
+        )
+    } else {
+        String::new()
+    };
+    out.push(rec(
+        "arrival_rate_not_met",
+        format!(
+            "{dropped} arrivals{share} were dropped: every pool user was busy, or a worker fell more than 1 s behind its schedule, so the arrival rate asked for was not delivered; raise max_users if the target is slow (rate x latency above max_users), or add workers if their CPU is high"
+        ),
+        &[("dropped_iterations", dropped as f64), ("planned_iterations", planned)],
     ));
 }
 
@@ -267,6 +293,29 @@ mod tests {
             .map(|t| point(t, (t + 1) * 10, (t + 1) as f64 * 100.0, 20.0))
             .collect();
         assert!(kinds(&r).is_empty(), "{:?}", recommend(&r));
+    }
+
+    #[test]
+    fn dropped_arrivals_say_the_rate_was_not_met() {
+        let mut r = fixture::sample();
+        r.load_model = "open".into();
+        r.timeline = (0..10)
+            .map(|t| TimelinePoint {
+                planned_rps: Some(100.0),
+                ..point(t, 10, 90.0, 20.0)
+            })
+            .collect();
+        r.totals.dropped_iterations = 100;
+        let recs = recommend(&r);
+        let d = recs
+            .iter()
+            .find(|x| x.kind == "arrival_rate_not_met")
+            .expect("arrival_rate_not_met");
+        assert_eq!(d.figures["dropped_iterations"], 100.0);
+        assert_eq!(d.figures["planned_iterations"], 1000.0);
+        assert!(d.message.contains("(10.00 %)"), "{}", d.message);
+        r.totals.dropped_iterations = 0;
+        assert!(!kinds(&r).contains(&"arrival_rate_not_met".to_owned()));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod live_view;
 mod load_models;
 mod merge;
 mod network;
+mod open_model;
 mod partition;
 mod reports;
 mod scenario_errors;

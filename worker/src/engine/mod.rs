@@ -1,5 +1,6 @@
 //! The load engine: one run's part of the plan followed by users on thread-per-core runtimes, each request recorded on its own thread.
 
+mod alarm;
 mod feed;
 mod phase;
 mod plan;

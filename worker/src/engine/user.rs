@@ -19,6 +19,7 @@ use super::prepared::{
     Capture, PreparedClass, PreparedFlow, PreparedRequest, PreparedRun, PreparedTask, Until,
 };
 use super::recorder::SharedRecorder;
+use super::threads::MAX_START_LAG;
 use crate::http::connection::{self, Body, Connection, Keep, ReadBuffer};
 use crate::http::{ErrorKind, Outcome};
 
@@ -35,7 +36,7 @@ pub struct ThreadCtx {
     /// limit), shared by its engine threads so that a thread without users
     /// holds none back (`u64::MAX`: no limit).
     pub budget: Arc<AtomicU64>,
-    /// Open-model iterations dropped for want of an idle user, since the last flush.
+    /// Open-model iterations dropped (no idle user, or more than `MAX_START_LAG` late), since the last flush.
     pub dropped: Cell<u64>,
     /// Every user's responses are read through this one buffer, so an idle
     /// user holds none.
@@ -300,8 +301,15 @@ pub async fn run_open_user(
         idle.borrow_mut().push(slot.clone());
         loop {
             if let Some(next) = slot.next.take() {
-                intended = next;
-                break;
+                if next.elapsed() <= MAX_START_LAG {
+                    intended = next;
+                    break;
+                }
+                // Woken too late to start it on time (the thread is behind
+                // its schedule): drop the arrival and stay idle.
+                ctx.dropped.set(ctx.dropped.get() + 1);
+                idle.borrow_mut().push(slot.clone());
+                continue;
             }
             if slot.closed.get() {
                 return;

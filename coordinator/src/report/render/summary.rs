@@ -78,7 +78,7 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
     if t.dropped_iterations > 0 {
         writeln!(
             out,
-            "Dropped iterations: {} (every pool user was busy; raise max_users)",
+            "Dropped iterations: {} (every pool user was busy, or a worker was over 1 s behind: raise max_users or add workers)",
             count(t.dropped_iterations)
         )?;
     }

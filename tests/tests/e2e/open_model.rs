@@ -1,0 +1,114 @@
+//! The open model at and above capacity: every arrival is sent or counted as dropped, and a rate that cannot be met is reported while the run goes on.
+
+use std::time::{Duration, Instant};
+
+use squall_tests::{CountingTarget, TestRun, has_event};
+
+const WARNING: &str = "warning: arrival rate not met";
+
+/// How many of `text`'s lines hold `needle`.
+fn lines_with(text: &str, needle: &str) -> usize {
+    text.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_capacity_the_drops_are_counted_and_warned_about_while_the_run_goes_on() {
+    let target = CountingTarget::start().await;
+    // 200 arrivals a second, but 20 users that each wait 1 s for `/slow`:
+    // about 20 a second can start, the rest find no idle user.
+    let run = TestRun::new(
+        "scenarios:\n  over: { arrival_rate: 200/s, max_users: 20, duration: 8s, graceful_stop: 5s }\nuser_classes:\n  u: { tasks: [ { get: /slow } ] }\n",
+    );
+    let mut c = run.local(1, &target.url());
+    let started = c
+        .announced("scenario `over` against ", Duration::from_secs(60))
+        .await;
+    let run_seen = Instant::now();
+    // Each worker snapshot covers a second: the warning follows the first
+    // second with drops. 5 s is generous for a loaded machine, and still
+    // well before the 8 s run ends (a warning only in the report fails).
+    let mut warned_after = None;
+    while run_seen.elapsed() < Duration::from_secs(5) {
+        if lines_with(&c.output(), WARNING) > 0 {
+            warned_after = Some(run_seen.elapsed());
+            break;
+        }
+        assert!(c.is_running(), "ended before warning\n{}", c.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        warned_after.is_some(),
+        "no `{WARNING}` line within 5 s of the run against {started} starting\n{}",
+        c.output()
+    );
+    assert_eq!(
+        c.exit_code(Duration::from_secs(120)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let out = c.output();
+    assert_eq!(lines_with(&out, WARNING), 1, "once per worker\n{out}");
+    let line = out.lines().find(|l| l.contains(WARNING)).unwrap_or("");
+    assert!(
+        line.contains("of 200/s") && line.contains("add workers or max_users"),
+        "{line}"
+    );
+    let report = run.report();
+    let t = &report["totals"];
+    let requests = t["requests"].as_u64().expect("requests");
+    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
+    // Every request the target saw is in the report, and nothing else.
+    assert_eq!(requests, target.total(), "report against target");
+    // 20 users for 8 s at 1 s each: far below the 1,600 planned.
+    assert!((10..=400).contains(&requests), "{requests} requests");
+    // Each of the 1,600 planned arrivals was either sent or dropped (a few
+    // due in the last instant may be left when the plan's end stops the run).
+    assert!(
+        (1_550..=1_600).contains(&(requests + dropped)),
+        "{requests} sent + {dropped} dropped, want 1,600"
+    );
+    let recs = report["recommendations"].as_array().expect("recs");
+    assert!(
+        recs.iter().any(|r| r["kind"] == "arrival_rate_not_met"),
+        "{recs:?}"
+    );
+    assert!(has_event(&report, "dropped"), "timeline event");
+    // Latency stays corrected: from the intended start, so at least the 1 s wait.
+    let p50 = t["latency_ms"]["p50"].as_f64().expect("p50");
+    assert!(p50 >= 990.0, "p50 {p50} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_capacity_every_arrival_is_sent_on_one_worker() {
+    let target = CountingTarget::start().await;
+    let run = TestRun::new(
+        "scenarios:\n  under: { arrival_rate: 300/s, max_users: 100, duration: 10s }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n",
+    );
+    let mut c = run.local(1, &target.url());
+    assert_eq!(
+        c.exit_code(Duration::from_secs(120)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    let t = &report["totals"];
+    let requests = t["requests"].as_u64().expect("requests");
+    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
+    assert_eq!(requests, target.total(), "report against target");
+    // 3,000 planned. A worker may drop an arrival it could not start within
+    // 1 s (a stalled CI machine), but it says so: sent + dropped is the plan.
+    assert!(
+        (2_970..=3_000).contains(&(requests + dropped)),
+        "{requests} sent + {dropped} dropped, want 3,000"
+    );
+    assert!(dropped <= 30, "{dropped} dropped below capacity");
+    if dropped == 0 {
+        assert_eq!(lines_with(&c.output(), WARNING), 0, "{}", c.output());
+    }
+    assert!(
+        t["schedule_lag_ms"]["p99"].as_f64().is_some(),
+        "schedule lag recorded: {t}"
+    );
+}
