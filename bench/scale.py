@@ -59,6 +59,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.dont_write_bytecode = True  # no bench/__pycache__ from importing compare
 import compare  # noqa: E402  (bench/compare.py: process handling, nginx, namespaces)
 from compare import PROCS, BenchError, Hosts, free_port, mem_kb, proc_stat  # noqa: E402
 
@@ -257,7 +258,9 @@ http {{
 
     def requests(self) -> int:
         """nginx's count of requests so far, less the harness's own reads of it."""
-        text = compare.http_get(self.status_url, timeout=5, netns=self.netns)
+        # One long try rather than retries: a read that timed out may or may not
+        # have been counted.
+        text = compare.http_get(self.status_url, timeout=60, netns=self.netns)
         self.reads += 1  # counted by nginx as soon as it has read the request, this one included
         m = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s*$", text, re.M)
         if not m:
@@ -345,8 +348,10 @@ class Scale:
                                            " ".join(map(str, members[1].popen.args))])
             row["start_workers_s"] = round(time.monotonic() - t_start, 1)
             row.update(self.watch(coord, members, nginx, lab, duration + max(120, workers // 4) + 60))
-            row["nginx_requests"] = nginx.requests() - before
+            # Workers first: their load ended with the run, and nginx answers
+            # the read sooner without 100,000s of idle connections to close.
             stop_together(members[1:])
+            row["nginx_requests"] = nginx.requests() - before
             ru = coord.rusage
             if ru is not None:
                 row["coord_cpu_s"] = round(ru.ru_utime + ru.ru_stime, 2)
@@ -438,7 +443,8 @@ class Scale:
 
     def markdown(self) -> str:
         lines = ["| users | workers x hosts | tunes | exact (report = nginx) | failures | ramp to all users | "
-                 "steady req/s | p50 / p99 ms | coordinator CPU-s / peak RSS | per-worker requests min-max | "
+                 "steady req/s | p50 / p99 ms | coordinator CPU-s, % of a core (later half), peak RSS | "
+                 "per-worker requests min-max | "
                  "CPU user/sys/softirq/idle % | memory used |",
                  "|--:|--|--|--|--|--:|--:|--|--|--|--|--:|"]
         for r in self.rows:
@@ -452,7 +458,8 @@ class Scale:
                 f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {','.join(r['tunes']) or '-'} | "
                 f"{'yes' if r.get('exact') else 'NO'}: {r.get('requests', 0):,} / {r.get('nginx_requests', 0):,} | "
                 f"{errs} | {r.get('ramp_s')} s (asked {r['ramp_s_asked']}) | {r.get('steady_rps')} | "
-                f"{r.get('p50_ms')} / {r.get('p99_ms')} | {r.get('coord_cpu_s')} / {r.get('coord_maxrss_mb')} MB | "
+                f"{r.get('p50_ms')} / {r.get('p99_ms')} | {r.get('coord_cpu_s')} s, {r.get('coord_cpu_pct_late_half')} %, "
+                f"{r.get('coord_maxrss_mb')} MB | "
                 f"{r.get('worker_requests_min') or 0:,}-{r.get('worker_requests_max') or 0:,} ({r.get('worker_spread_pct')} %) | "
                 f"{c.get('user')}/{c.get('system')}/{c.get('softirq')}/{c.get('idle')} | "
                 f"{r.get('mem_used_peak_mb'):,} MB |")
