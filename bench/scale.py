@@ -101,6 +101,36 @@ def cpu_split() -> dict[str, float]:
                                         ("irq", irq), ("idle", idle + iowait), ("other", steal))}
 
 
+# TCP counters that tell why requests stall: queues overflowing, memory
+# limits, retransmissions (nstat's names, from /proc/net/netstat and snmp).
+COUNTERS = ("ListenOverflows", "ListenDrops", "TCPAbortOnMemory", "TCPMemoryPressures", "PruneCalled",
+            "RcvPruned", "TCPBacklogDrop", "TCPTimeouts", "RetransSegs", "TCPSynRetrans", "TCPReqQFullDrop",
+            "TCPReqQFullDoCookies", "SyncookiesSent", "TCPAbortOnTimeout", "EstabResets", "OutRsts")
+
+
+def tcp_counters(ns: str, save: Path) -> dict[str, int]:
+    """The COUNTERS of host `ns` since it was made (every host is fresh per run); all of them saved to `save`."""
+    text = in_ns(ns, "cat", "/proc/net/netstat", "/proc/net/snmp", check=False).stdout
+    save.write_text(text)
+    found: dict[str, int] = {}
+    lines = text.splitlines()
+    for head, vals in zip(lines[::2], lines[1::2]):
+        for k, v in zip(head.split()[1:], vals.split()[1:]):
+            if k in COUNTERS and v.lstrip("-").isdigit() and int(v):
+                found[k] = int(v)
+    return found
+
+
+def tcp_mem_pages() -> int:
+    """Pages the kernel has allocated to TCP buffers, machine-wide (/proc/net/sockstat 'mem'; limit: tcp_mem)."""
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                p = line.split()
+                return int(p[p.index("mem") + 1])
+    return 0
+
+
 def mem_available_kb() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -220,7 +250,7 @@ worker_processes {workers};
 worker_rlimit_nofile {NOFILE};
 daemon off;
 pid {d}/nginx.pid;
-error_log {d}/error.log warn;
+error_log {out}/nginx-error.log warn;
 events {{ worker_connections {per_worker}; }}
 http {{
     access_log off;
@@ -245,7 +275,7 @@ http {{
         (d / "nginx.conf").write_text(conf)
         (out / "nginx.conf").write_text(conf)
         self.workers = workers
-        self.member = PROCS.start("nginx", [exe, "-p", d, "-c", d / "nginx.conf", "-e", d / "error.log"],
+        self.member = PROCS.start("nginx", [exe, "-p", d, "-c", d / "nginx.conf", "-e", out / "nginx-error.log"],
                                   out=out / "nginx.log", cpu=None, netns=self.netns)
         for _ in range(100):
             self.alive()
@@ -350,7 +380,11 @@ class Scale:
             row.update(self.watch(coord, members, nginx, lab, duration + max(120, workers // 4) + 60))
             # Workers first: their load ended with the run, and nginx answers
             # the read sooner without 100,000s of idle connections to close.
+            row["nginx_cpu_s"] = round(nginx.ticks() / CLK_TCK, 2)
+            row["kernel_counters"] = {"target_host": tcp_counters(lab.server, base / "netstat-target.txt"),
+                                      "worker_host_0": tcp_counters(lab.ns(0), base / "netstat-worker0.txt")}
             stop_together(members[1:])
+            row["workers_cpu_s"] = round(sum(m.rusage.ru_utime + m.rusage.ru_stime for m in members[1:] if m.rusage), 2)
             row["nginx_requests"] = nginx.requests() - before
             ru = coord.rusage
             if ru is not None:
@@ -377,7 +411,7 @@ class Scale:
         t0 = time.monotonic()
         c0 = cpu_split()
         mem0 = mem_available_kb()
-        samples, min_avail, coord_rss, conntrack = [], mem0, 0, 0
+        samples, min_avail, coord_rss, conntrack, tcp_peak = [], mem0, 0, 0, 0
         next_sample = t0
         while not PROCS.reap(coord):
             now = time.monotonic()
@@ -396,7 +430,10 @@ class Scale:
                 avail = mem_available_kb()
                 min_avail = min(min_avail, avail)
                 c = cpu_split()
+                tcp_pages = tcp_mem_pages()
+                tcp_peak = max(tcp_peak, tcp_pages)
                 samples.append({"t": round(now - t0, 1), "coord_ticks": st[1] if st else None, "coord_rss_kb": rss,
+                                "tcp_mem_pages": tcp_pages,
                                 "mem_avail_mb": avail // 1024,
                                 **{k: round(v - c0[k], 2) for k, v in c.items()}})
                 next_sample = now + 2
@@ -411,7 +448,8 @@ class Scale:
         late = late[len(late) // 2:]
         steady = (round((late[-1]["coord_ticks"] - late[0]["coord_ticks"]) / CLK_TCK / (late[-1]["t"] - late[0]["t"]) * 100,
                         1) if len(late) >= 2 and late[-1]["t"] > late[0]["t"] else None)
-        return {"coord_cpu_pct_late_half": steady, "wall_s": round(time.monotonic() - t0, 1),
+        tcp_mem = Path("/proc/sys/net/ipv4/tcp_mem").read_text().split()
+        return {"coord_cpu_pct_late_half": steady, "tcp_mem_peak_pages": tcp_peak, "tcp_mem_limits_pages": tcp_mem, "wall_s": round(time.monotonic() - t0, 1),
                 "cpu_split_pct": {k: round(v / total * 100, 1) for k, v in busy.items()},
                 "mem_used_peak_mb": (mem0 - min_avail) // 1024, "coord_rss_sampled_mb": round(coord_rss / 1024, 1),
                 "conntrack_entries_at_end": conntrack, "samples": samples}
@@ -445,12 +483,12 @@ class Scale:
         lines = ["| users | workers x hosts | tunes | exact (report = nginx) | failures | ramp to all users | "
                  "steady req/s | p50 / p99 ms | coordinator CPU-s, % of a core (later half), peak RSS | "
                  "per-worker requests min-max | "
-                 "CPU user/sys/softirq/idle % | memory used |",
-                 "|--:|--|--|--|--|--:|--:|--|--|--|--|--:|"]
+                 "workers / nginx CPU-s | machine CPU user/sys/softirq/idle % | memory used |",
+                 "|--:|--|--|--|--|--:|--:|--|--|--|--|--|--:|"]
         for r in self.rows:
             if "failed" in r:
                 lines.append(f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {','.join(r['tunes']) or '-'} | "
-                             f"failed: {r['failed']} |||||||||")
+                             f"failed: {r['failed']} ||||||||||")
                 continue
             c = r.get("cpu_split_pct", {})
             errs = ", ".join(f"{k} {v:,}" for k, v in r.get("errors", {}).items()) or "0"
@@ -461,6 +499,7 @@ class Scale:
                 f"{r.get('p50_ms')} / {r.get('p99_ms')} | {r.get('coord_cpu_s')} s, {r.get('coord_cpu_pct_late_half')} %, "
                 f"{r.get('coord_maxrss_mb')} MB | "
                 f"{r.get('worker_requests_min') or 0:,}-{r.get('worker_requests_max') or 0:,} ({r.get('worker_spread_pct')} %) | "
+                f"{r.get('workers_cpu_s')} / {r.get('nginx_cpu_s')} | "
                 f"{c.get('user')}/{c.get('system')}/{c.get('softirq')}/{c.get('idle')} | "
                 f"{r.get('mem_used_peak_mb'):,} MB |")
         lines.append("")
