@@ -69,7 +69,7 @@ CLK_TCK = compare.CLK_TCK
 # development machine; not raisable in its container). A worker needs one per
 # user, an nginx worker one per connection (plus a few dozen each).
 NOFILE = compare.resource.getrlimit(compare.resource.RLIMIT_NOFILE)[1]
-TUNES = ("somaxconn", "brnf", "notrack", "twreuse", "bufs", "jitter")
+TUNES = ("somaxconn", "multiaccept", "brnf", "notrack", "twreuse", "bufs", "jitter")
 PREFIX = "sqscale"
 
 
@@ -229,7 +229,7 @@ class Nginx(compare.Target):
 
     name = "nginx"
 
-    def __init__(self, exe: str, lab: Lab, out: Path, work: Path, users: int):
+    def __init__(self, exe: list, lab: Lab, out: Path, work: Path, users: int, multi_accept: bool):
         self.netns = lab.server
         self.port = free_port()
         self.status_port = free_port()
@@ -251,7 +251,7 @@ worker_rlimit_nofile {NOFILE};
 daemon off;
 pid {d}/nginx.pid;
 error_log {out}/nginx-error.log warn;
-events {{ worker_connections {per_worker}; }}
+events {{ worker_connections {per_worker};{" multi_accept on;" if multi_accept else ""} }}
 http {{
     access_log off;
     default_type text/plain;
@@ -275,7 +275,7 @@ http {{
         (d / "nginx.conf").write_text(conf)
         (out / "nginx.conf").write_text(conf)
         self.workers = workers
-        self.member = PROCS.start("nginx", [exe, "-p", d, "-c", d / "nginx.conf", "-e", out / "nginx-error.log"],
+        self.member = PROCS.start("nginx", [*exe, "-p", d, "-c", d / "nginx.conf", "-e", out / "nginx-error.log"],
                                   out=out / "nginx.log", cpu=None, netns=self.netns)
         for _ in range(100):
             self.alive()
@@ -335,12 +335,19 @@ class Scale:
             exe = compare.Bench.apt_install(b, "nginx-light", "nginx")
         return exe
 
+    def cmd(self, exe, *args, nice: int | None = None) -> list:
+        """The command line of a run process, at --nice priority (nice execs: the pid stays the program's)."""
+        nice = self.a.nice if nice is None else nice
+        return (["nice", "-n", nice] if nice else []) + [exe, *args]
+
     def run(self, users: int, workers: int, hosts: int, think: int, ramp: int, hold: int) -> dict:
         a = self.a
-        tag = f"{users}u-{workers}w" + (f"-{'+'.join(sorted(a.tunes))}" if a.tunes else "")
+        tag = (f"{users}u-{workers}w" + (f"-{'+'.join(sorted(a.tunes))}" if a.tunes else "")
+               + (f"-nice{a.nice}" if a.nice else ""))
         base = self.out / tag
         base.mkdir()
-        row: dict = {"users": users, "workers": workers, "hosts": hosts, "think_s": think,
+        row: dict = {"users": users, "workers": workers, "hosts": hosts, "think_s": think, "nice": a.nice,
+                     "worker_nice": a.worker_nice,
                      "tunes": sorted(a.tunes), "ramp_s_asked": ramp}
         per = [users // workers + (1 if i < users % workers else 0) for i in range(workers)]
         if max(per) > NOFILE - 200:
@@ -354,24 +361,24 @@ class Scale:
         nginx = None
         try:
             lab.add_generators(hosts)
-            nginx = Nginx(self.nginx, lab, base, self.work, users)
+            nginx = Nginx(self.cmd(self.nginx), lab, base, self.work, users, "multiaccept" in a.tunes)
             row["nginx_workers"] = nginx.workers
             yaml = base / "scenario.yaml"
             scenario_yaml(yaml, think, "jitter" in a.tunes)
             gport = free_port()
             before = nginx.requests()  # 0 on a fresh nginx; read before any load can start
-            coord = PROCS.start("coordinator", [
+            coord = PROCS.start("coordinator", self.cmd(
                 self.bin / "coordinator", "-f", yaml, "--workers", workers, "--bind", f"{Lab.COORD}:{gport}",
                 "--token", "bench", "--headless", "--out", base / "report", "--host", nginx.url,
                 "--users", users, "--spawn-rate", spawn, "--duration", f"{duration}s",
-                "--wait-timeout", f"{max(60, workers // 4)}s"], out=base / "coordinator.log", cpu=None,
+                "--wait-timeout", f"{max(60, workers // 4)}s"), out=base / "coordinator.log", cpu=None,
                 netns=lab.coord_ns)
             members = [coord]
             t_start = time.monotonic()
             for i in range(workers):
-                members.append(PROCS.start(f"worker-{i}", [
+                members.append(PROCS.start(f"worker-{i}", self.cmd(
                     self.bin / "worker", "--master", f"{Lab.COORD}:{gport}", "--token", "bench", "--threads", 1,
-                    "--give-up-after", "60s", "--id", f"w{i:04d}"],
+                    "--give-up-after", "60s", "--id", f"w{i:04d}", nice=a.worker_nice),
                     out=base / f"worker-{i}.log" if workers <= 100 or i < 10 else None, cpu=None,
                     netns=lab.ns(i % hosts)))
             self.commands.setdefault(tag, [" ".join(map(str, coord.popen.args)),
@@ -480,6 +487,12 @@ class Scale:
                 "steady_p99_ms_max": max((s["p99_ms"] for s in steady), default=None)}
 
     def markdown(self) -> str:
+        def tunes(r: dict) -> str:
+            nice = [f"nice {r['nice']}"] if r.get("nice") else []
+            if r.get("worker_nice") != r.get("nice"):
+                nice.append(f"workers nice {r.get('worker_nice')}")
+            return ",".join(r["tunes"] + nice) or "-"
+
         lines = ["| users | workers x hosts | tunes | exact (report = nginx) | failures | ramp to all users | "
                  "steady req/s | p50 / p99 ms | coordinator CPU-s, % of a core (later half), peak RSS | "
                  "per-worker requests min-max | "
@@ -487,13 +500,13 @@ class Scale:
                  "|--:|--|--|--|--|--:|--:|--|--|--|--|--|--:|"]
         for r in self.rows:
             if "failed" in r:
-                lines.append(f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {','.join(r['tunes']) or '-'} | "
+                lines.append(f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {tunes(r)} | "
                              f"failed: {r['failed']} ||||||||||")
                 continue
             c = r.get("cpu_split_pct", {})
             errs = ", ".join(f"{k} {v:,}" for k, v in r.get("errors", {}).items()) or "0"
             lines.append(
-                f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {','.join(r['tunes']) or '-'} | "
+                f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {tunes(r)} | "
                 f"{'yes' if r.get('exact') else 'NO'}: {r.get('requests', 0):,} / {r.get('nginx_requests', 0):,} | "
                 f"{errs} | {r.get('ramp_s')} s (asked {r['ramp_s_asked']}) | {r.get('steady_rps')} | "
                 f"{r.get('p50_ms')} / {r.get('p99_ms')} | {r.get('coord_cpu_s')} s, {r.get('coord_cpu_pct_late_half')} %, "
@@ -520,6 +533,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds to run once all users are started (default: 2 x think)")
     p.add_argument("--tune", default="", help=f"kernel settings to apply inside the run's namespaces: "
                    f"comma-separated of {', '.join(TUNES)}, or all")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run nginx, the coordinator and the workers at this nice value (e.g. -5: ahead of "
+                   "other work on a shared machine)")
+    p.add_argument("--worker-nice", type=int, default=None,
+                   help="nice value of the workers (default: --nice); e.g. --nice -10 --worker-nice 0 keeps "
+                   "1,000 worker processes from starving the coordinator on a small machine")
     p.add_argument("--smoke", action="store_true", help="3 worker hosts x 300 users, 1 s think, 10 s")
     p.add_argument("--many", type=int, default=0, help="N real worker processes (the merge-cost run)")
     p.add_argument("--many-hosts", type=int, default=4, help="hosts the --many workers share (4)")
@@ -535,6 +554,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown --tune {', '.join(sorted(bad))} (known: {', '.join(TUNES)}, all)")
     a.tunes = tunes
+    if a.worker_nice is None:
+        a.worker_nice = a.nice
     if a.per_worker < 1 or a.per_worker > NOFILE - 200:
         p.error(f"--per-worker must be 1..{NOFILE - 200} (a process may hold {NOFILE} descriptors here)")
     if a.many and (a.many < 1 or a.many_hosts < 1 or a.many_users < 1):
@@ -549,6 +570,16 @@ def main(argv=None) -> int:
         print("scale.py: needs root, to make network namespaces: sudo python3 bench/scale.py", file=sys.stderr)
         return 2
     compare.raise_nofile()
+    # One benchmark at a time (compare.py takes the same lock): a second
+    # instance would remove this one's namespaces as leftovers, and the two
+    # would share the CPUs.
+    lock_path = Path(os.environ.get("TMPDIR", "/tmp")) / "squall-bench.lock"
+    lock = open(lock_path, "w")
+    try:
+        compare.fcntl.flock(lock, compare.fcntl.LOCK_EX | compare.fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"scale.py: another benchmark holds {lock_path}; waiting for it", file=sys.stderr)
+        compare.fcntl.flock(lock, compare.fcntl.LOCK_EX)
 
     def on_signal(signum, _frame):
         raise SystemExit(128 + signum)
@@ -563,7 +594,8 @@ def main(argv=None) -> int:
         if a.smoke:
             s.run(900, 3, 3, 1, 2, 8)
         elif a.many:
-            s.run(a.many * a.many_users, a.many, min(a.many_hosts, a.many), a.many_think, 10, 3 * a.many_think)
+            s.run(a.many * a.many_users, a.many, min(a.many_hosts, a.many), a.many_think, 10,
+                  a.hold if a.hold is not None else 6 * a.many_think)
         else:
             for users in a.users:
                 workers = math.ceil(users / a.per_worker)
