@@ -17,6 +17,7 @@ mod merge;
 mod network;
 mod partition;
 mod reports;
+mod scale;
 mod scenario_errors;
 mod security;
 mod serve;
