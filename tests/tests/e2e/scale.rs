@@ -43,6 +43,7 @@ impl Lan {
         lan.namespace(&lan.switch);
         ip(&["-n", &lan.switch, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &lan.switch, "link", "set", "br0", "up"]);
+        lan.namespace(&lan.hub);
         lan.cable(&lan.hub, "hub", Self::HUB_IP);
         let mut lan = lan;
         for i in 0..n {
