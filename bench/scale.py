@@ -3,8 +3,8 @@
 
     sudo python3 bench/scale.py                         # 100,000 users over 10 worker hosts, 30 s think
     sudo python3 bench/scale.py --users 100000,300000,1000000 --tune all
-    sudo python3 bench/scale.py --smoke                 # 3 worker hosts x 300 users x 10 s (about 30 s)
-    sudo python3 bench/scale.py --many 1000 --many-users 20   # 1,000 real worker processes
+    sudo python3 bench/scale.py --smoke                 # 3 worker hosts x 300 users x 10 s (about 15 s)
+    sudo python3 bench/scale.py --many 1000 --many-users 20 --nice -10 --worker-nice 0   # 1,000 real workers
 
 A host is a network namespace with its own address. The run makes a switch
 namespace holding a bridge, a target host running nginx, a coordinator host
@@ -16,26 +16,34 @@ every namespace is removed at exit, on Ctrl-C and on errors. Needs root
 when missing.
 
 Each run is the closed model with a constant think time (--think, 30 s): the
-coordinator waits for every worker, ramps the users at --spawn-rate (default:
-all up in --ramp seconds), holds them for --hold, and writes its report. The
+coordinator waits for every worker, starts the users over --ramp seconds
+(users / 5,000 by default), runs --hold seconds more and writes its report. The
 harness then reads nginx's own request count (stub_status, on a second port
 that the load never touches; the harness's own reads of it are subtracted)
 and reports, per run: whether the report's total equals nginx's count, the
 coordinator's CPU-seconds and peak RSS (wait4), the time to full ramp (the
 first second of the report's timeline with every user running), the
-per-worker spread of requests, failures by kind, and the machine's CPU split
-(user, system, softirq) over the run from /proc/stat.
+per-worker spread of requests, failures by kind, the workers' and nginx's
+CPU-seconds, the machine's CPU split (user, system, softirq) from /proc/stat,
+TCP buffer pages, and the TCP counters (listen overflows, memory aborts,
+retransmissions, resets) of the target's host and one worker's host.
 
 --tune picks kernel settings a user can apply (all only inside the run's
 namespaces): somaxconn (65535 listen backlog and SYN backlog on the target's
-host), brnf (no netfilter calls for bridged frames in the switch), notrack
+host), multiaccept (nginx's multi_accept on: a wake-up accepts every queued
+connection, not one), brnf (no netfilter calls for bridged frames in the switch), notrack
 (raw-table NOTRACK in every host), twreuse (tcp_tw_reuse=1 on worker hosts),
 bufs (smaller default socket buffers: 4 KiB/16 KiB), jitter (think time drawn
 from [0.75, 1.25] x --think instead of constant). `--tune all` takes them all.
+--nice N runs nginx, the coordinator and the workers at nice N (a shared
+machine's other work otherwise takes the CPU the target needs);
+--worker-nice N sets the workers' apart.
 
 --many N runs N real worker processes instead (spread over --many-hosts
 hosts, --many-users users each, --many-think think time), to measure the
-coordinator's merge cost with real workers: its CPU per second of run and RSS.
+coordinator's merge cost with real workers: its CPU over the later half of
+the run and its peak RSS. A thousand processes on a small machine can starve
+the coordinator: give it priority (--nice -10 --worker-nice 0).
 
 Outputs go to bench/out/scale-<timestamp>/ (report directories, logs,
 results.json, results.md; the markdown is also printed). Exit 0 when every
