@@ -346,9 +346,15 @@ async fn main() -> Result<()> {
             std::fs::read_to_string(dir.join("out/report.json")).unwrap_or_default(),
         )
     };
-    let merged = report.contains("\"requests\"");
+    // Merged, not refused: between issue 12 and issue 15's fix the snapshots
+    // were refused and a report with 0 requests was still written.
+    let merged: u64 = serde_json::from_str::<serde_json::Value>(&report)
+        .ok()
+        .and_then(|r| r["totals"]["requests"].as_u64())
+        .unwrap_or(0);
+    let per_snapshot = args.workers as u64 * args.endpoints as u64 * args.requests;
     println!(
-        "{}{} workers x {} endpoints x {} requests/endpoint, 1 snapshot/s each: coordinator CPU {:.1}% of one core (steady {:.0}s window; attach took {:.1}s; run exit {:?}; report written: {merged})",
+        "{}{} workers x {} endpoints x {} requests/endpoint, 1 snapshot/s each: coordinator CPU {:.1}% of one core (steady {:.0}s window; attach took {:.1}s; run exit {:?}; requests merged into the report: {merged}, {:.1} seconds' worth of snapshots from every worker)",
         if args.serve {
             "serve (SSE client, /metrics every 1 s): "
         } else {
@@ -363,9 +369,10 @@ async fn main() -> Result<()> {
             .as_secs_f64()
             .max(0.0),
         status.ok().and_then(|s| s.ok()).and_then(|s| s.code()),
+        merged as f64 / per_snapshot as f64,
     );
-    if !merged {
-        bail!("the coordinator wrote no report");
+    if merged == 0 {
+        bail!("the coordinator merged no snapshot (no report, or every snapshot refused)");
     }
     Ok(())
 }

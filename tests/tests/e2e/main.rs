@@ -19,6 +19,7 @@ mod network;
 mod open_model;
 mod partition;
 mod reports;
+mod scale;
 mod scenario_errors;
 mod security;
 mod serve;
