@@ -212,6 +212,18 @@ pub struct RequestDef {
     /// This request's timeout, instead of `defaults.timeout`.
     #[serde(default, with = "duration::human_opt")]
     pub timeout: Option<Duration>,
+    /// Flow steps: open the user's WebSocket (see [`super::ws`]).
+    #[serde(default)]
+    pub ws_connect: Option<super::ws::WsConnectDef>,
+    /// Flow steps: send one message on the user's WebSocket.
+    #[serde(default)]
+    pub ws_send: Option<super::ws::WsSendDef>,
+    /// Flow steps: wait for a message that matches.
+    #[serde(default)]
+    pub ws_receive: Option<super::ws::WsReceiveDef>,
+    /// Flow steps: close the user's WebSocket.
+    #[serde(default)]
+    pub ws_close: Option<bool>,
 }
 
 /// `poll: { every: 500ms, max: 20, until: { json: { "$.status": done } } }`.

@@ -7,6 +7,7 @@ mod recorder;
 mod run;
 mod threads;
 mod user;
+mod ws;
 
 pub use recorder::SampleLog;
 pub use run::{RunHandle, RunOutput};

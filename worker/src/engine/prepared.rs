@@ -82,6 +82,8 @@ pub struct PreparedPoll {
 #[derive(Debug)]
 pub struct PreparedStep {
     pub request: Option<PreparedRequest>,
+    /// A WebSocket step instead of a request.
+    pub ws: Option<super::ws::PreparedWs>,
     pub poll: Option<PreparedPoll>,
     pub think: Option<Wait>,
 }
@@ -324,6 +326,11 @@ impl PreparedRun {
 
     /// A `GET` of `path` with the Host header and the user's cookies: the
     /// request a followed redirect sends.
+    /// The Host header's value and the base path, for a WebSocket handshake.
+    pub fn host_and_base(&self) -> (&str, &str) {
+        (&self.host, &self.base_path)
+    }
+
     pub fn encode_get(&self, path: &str, cookie: &str, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(b"GET ");
@@ -614,8 +621,13 @@ fn prepare_flow(
                 })
             }
         };
+        let ws =
+            s.ws.as_ref()
+                .map(|w| super::ws::prepare(w, endpoints))
+                .transpose()?;
         steps.push(PreparedStep {
             request,
+            ws,
             poll,
             think: s.think,
         });

@@ -119,6 +119,8 @@ struct UserState {
     /// unallocated for a scenario without templates.
     scratch: String,
     wire: Vec<u8>,
+    /// The user's WebSocket, kept across iterations until a `ws_close`.
+    socket: Option<super::ws::Socket>,
 }
 
 /// Counts the user as active from the moment it is spawned until its task ends,
@@ -180,6 +182,7 @@ fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
         cookie_line: String::new(),
         scratch: String::new(),
         wire: Vec::new(),
+        socket: None,
     }
 }
 
@@ -388,6 +391,22 @@ async fn run_flow(
     let mut error = None;
     let mut stopped = false;
     'steps: for step in &flow.steps {
+        if let Some(ws) = &step.ws {
+            let parts = super::ws::UserParts {
+                user_id: user.user_id,
+                captured: &mut user.captured,
+                rng: &mut user.rng,
+                sequence: &user.sequence,
+                scratch: &mut user.scratch,
+                socket: &mut user.socket,
+            };
+            if let Some(kind) = super::ws::run_step(ctx, parts, ws).await {
+                error.get_or_insert(kind);
+                if !flow.continue_on_failure {
+                    break;
+                }
+            }
+        }
         if let Some(req) = &step.request {
             let failed = match &step.poll {
                 None => execute(ctx, user, req, None, None).await.0,

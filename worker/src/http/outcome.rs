@@ -16,6 +16,14 @@ pub enum ErrorKind {
     PollLimit,
     Template,
     Interrupted,
+    /// A WebSocket upgrade the server refused or answered wrongly.
+    Handshake,
+    /// A WebSocket the server closed (close frame or end of stream).
+    Closed,
+    /// A WebSocket frame that breaks the protocol (or a message above 1 MiB).
+    Protocol,
+    /// A WebSocket step of a user whose socket is not open (its connect failed).
+    NoSocket,
 }
 
 impl ErrorKind {
@@ -32,6 +40,10 @@ impl ErrorKind {
             ErrorKind::PollLimit => "poll_limit",
             ErrorKind::Template => "template",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Handshake => "handshake",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::NoSocket => "no_socket",
         }
     }
 }
