@@ -21,5 +21,6 @@ mod scenario_errors;
 mod security;
 mod serve;
 mod verdicts;
+mod websocket;
 mod wedged;
 mod worker_cpu;
