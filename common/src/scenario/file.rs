@@ -224,6 +224,9 @@ pub struct RequestDef {
     /// Flow steps: close the user's WebSocket.
     #[serde(default)]
     pub ws_close: Option<bool>,
+    /// Flow steps: read a `get:`'s response as server-sent events.
+    #[serde(default)]
+    pub sse: Option<super::sse::SseSpec>,
 }
 
 /// `poll: { every: 500ms, max: 20, until: { json: { "$.status": done } } }`.

@@ -13,6 +13,7 @@ pub mod file;
 mod resolve;
 pub mod size;
 pub mod spec;
+pub mod sse;
 pub mod ws;
 
 pub use ca::MAX_CA_BYTES;

@@ -756,6 +756,7 @@ impl Loaded {
                     poll: None,
                     think,
                     ws: Some(ws),
+                    sse: None,
                 });
                 continue;
             }
@@ -786,11 +787,13 @@ impl Loaded {
                     "`poll`, `capture` and `expect` need a request in the same step",
                 ));
             }
+            let sse = self.resolve_sse(&path, step, request.as_mut())?;
             out.push(StepSpec {
                 request,
                 poll,
                 think,
                 ws: None,
+                sse,
             });
         }
         Ok(FlowSpec {

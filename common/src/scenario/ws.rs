@@ -177,7 +177,7 @@ pub(super) fn is_ws_step(r: &RequestDef) -> bool {
 impl Loaded {
     /// Refuses WebSocket keys outside flow steps (`on_start`, plain tasks).
     pub(super) fn refuse_ws_keys(&self, at: &str, r: &RequestDef) -> Result<(), ScenarioError> {
-        match ws_key(r) {
+        match ws_key(r).or(r.sse.map(|_| "sse")) {
             Some(key) => Err(self.invalid(
                 at,
                 format!("`{key}` is a flow step: put it in the steps of a `flow:` task"),
@@ -284,7 +284,8 @@ impl Loaded {
             || !step.form.is_empty()
             || step.body_size.is_some()
             || step.body_file.is_some()
-            || step.redirects.is_some();
+            || step.redirects.is_some()
+            || step.sse.is_some();
         if http_only {
             return Err(self.invalid(
                 at,
@@ -458,6 +459,47 @@ impl Loaded {
 }
 
 impl Loaded {
+    /// A step's `sse:`: only on a `get:` without a poll, checks of the body or captures;
+    /// the GET asks for `text/event-stream` unless it sets `Accept` itself.
+    pub(super) fn resolve_sse(
+        &self,
+        at: &str,
+        step: &RequestDef,
+        request: Option<&mut super::spec::RequestSpec>,
+    ) -> Result<Option<super::sse::SseSpec>, ScenarioError> {
+        let Some(sse) = step.sse else {
+            return Ok(None);
+        };
+        let Some(request) = request.filter(|r| r.method == "GET") else {
+            return Err(self.invalid(
+                format!("{at}.sse"),
+                "`sse` reads the response of a `get:` step",
+            ));
+        };
+        if step.poll.is_some() || !step.capture.is_empty() || step.expect.is_some() {
+            return Err(self.invalid(
+                format!("{at}.sse"),
+                "an event stream takes no `poll`, `capture` or `expect` (a status other than 200 fails it)",
+            ));
+        }
+        if sse.events == 0 || sse.events > super::sse::MAX_EVENTS {
+            return Err(self.invalid(
+                format!("{at}.sse.events"),
+                format!("must be from 1 to {}", super::sse::MAX_EVENTS),
+            ));
+        }
+        if !request
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            request
+                .headers
+                .push(("Accept".into(), "text/event-stream".into()));
+        }
+        Ok(Some(sse))
+    }
+
     /// A `ws_receive`'s captures: variable names, JSON paths and patterns.
     fn check_captures(
         &self,

@@ -1,4 +1,4 @@
-//! The demo target's WebSocket chat: an echo endpoint that answers after a delay, broadcast rooms, and the server's own message counts that tests compare reports with.
+//! The demo target's streaming side: a WebSocket chat (an echo that answers after a delay, broadcast rooms), a server-sent event stream, and the server's own message counts that tests compare reports with.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +41,8 @@ pub struct Chat {
     opened: AtomicU64,
     open: AtomicU64,
     rooms: Mutex<HashMap<String, broadcast::Sender<Message>>>,
+    /// Server-sent events written to clients.
+    events: AtomicU64,
 }
 
 /// The chat's routes, with their shared state.
@@ -49,6 +51,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/ws/chat", get(echo))
         .route("/ws/room/{room}", get(room))
+        .route("/sse/ticks", get(ticks))
         .route(CHAT_STATS_PATH, get(stats))
         .layer(Extension(chat))
 }
@@ -174,6 +177,44 @@ async fn room_loop(socket: WebSocket, chat: Arc<Chat>, tx: broadcast::Sender<Mes
     deliver.abort();
 }
 
+#[derive(Deserialize)]
+struct TicksQuery {
+    n: Option<u64>,
+    every_ms: Option<u64>,
+}
+
+/// `GET /sse/ticks?n=N&every_ms=M`: N events (10 by default, at most
+/// 100,000), one every M ms (100 by default, at most 10 s), each
+/// `data: {"seq": i}`, with a comment before the first; then the stream ends.
+async fn ticks(Query(q): Query<TicksQuery>, Extension(chat): Extension<Arc<Chat>>) -> Response {
+    use axum::response::sse::{Event, Sse};
+    let n = q.n.unwrap_or(10).min(100_000);
+    let every = Duration::from_millis(q.every_ms.unwrap_or(100).min(MAX_DELAY_MS));
+    let events = futures::stream::unfold(0u64, move |i| {
+        let chat = chat.clone();
+        async move {
+            if i > n {
+                return None;
+            }
+            if i == 0 {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(Event::default().comment("ticks")),
+                    1,
+                ));
+            }
+            tokio::time::sleep(every).await;
+            // Counted as it is handed to the response: a client that left
+            // ends the stream before the next one is made.
+            chat.events.fetch_add(1, Ordering::Relaxed);
+            Some((
+                Ok(Event::default().data(json!({ "seq": i }).to_string())),
+                i + 1,
+            ))
+        }
+    });
+    Sse::new(events).into_response()
+}
+
 /// The counters, for tests to compare a report with.
 async fn stats(Extension(chat): Extension<Arc<Chat>>) -> Response {
     axum::Json(json!({
@@ -181,6 +222,7 @@ async fn stats(Extension(chat): Extension<Arc<Chat>>) -> Response {
         "sent": chat.sent.load(Ordering::Relaxed),
         "opened": chat.opened.load(Ordering::Relaxed),
         "open": chat.open.load(Ordering::Relaxed),
+        "events": chat.events.load(Ordering::Relaxed),
     }))
     .into_response()
 }

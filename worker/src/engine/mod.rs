@@ -5,6 +5,7 @@ mod plan;
 mod prepared;
 mod recorder;
 mod run;
+mod sse;
 mod threads;
 mod user;
 mod ws;

@@ -84,6 +84,8 @@ pub struct PreparedStep {
     pub request: Option<PreparedRequest>,
     /// A WebSocket step instead of a request.
     pub ws: Option<super::ws::PreparedWs>,
+    /// The request's response read as server-sent events.
+    pub sse: Option<super::sse::PreparedSse>,
     pub poll: Option<PreparedPoll>,
     pub think: Option<Wait>,
 }
@@ -625,9 +627,15 @@ fn prepare_flow(
             s.ws.as_ref()
                 .map(|w| super::ws::prepare(w, endpoints))
                 .transpose()?;
+        let sse = match (&s.sse, &s.request) {
+            (Some(sse), Some(r)) => Some(super::sse::prepare(sse, &r.name, endpoints)?),
+            (Some(_), None) => return Err(bad("`sse` needs a request".into())),
+            (None, _) => None,
+        };
         steps.push(PreparedStep {
             request,
             ws,
+            sse,
             poll,
             think: s.think,
         });

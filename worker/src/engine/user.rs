@@ -408,9 +408,26 @@ async fn run_flow(
             }
         }
         if let Some(req) = &step.request {
-            let failed = match &step.poll {
-                None => execute(ctx, user, req, None, None).await.0,
-                Some(poll) => {
+            let failed = match (&step.sse, &step.poll) {
+                (Some(sse), _) => {
+                    let vars = Vars {
+                        user_id: user.user_id,
+                        worker_index: ctx.worker_index,
+                        captured: &user.captured,
+                        sequence: Some(&user.sequence),
+                    };
+                    let bytes = ctx.run.encode(
+                        req,
+                        &vars,
+                        &mut user.rng,
+                        &mut user.scratch,
+                        &mut user.wire,
+                        &user.cookie_line,
+                    );
+                    super::sse::run(ctx, req, sse, bytes).await
+                }
+                (None, None) => execute(ctx, user, req, None, None).await.0,
+                (None, Some(poll)) => {
                     let mut attempt = 1;
                     loop {
                         let last = attempt >= poll.max;

@@ -42,7 +42,7 @@ use crate::http::{ErrorKind, Outcome};
 
 /// The byte stream under a socket: plain TCP or TLS. One dynamic call per
 /// read or write, against a syscall's cost, keeps one socket type for both.
-trait Io: AsyncRead + AsyncWrite + Unpin {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
 type Ws = WebSocketStream<Box<dyn Io>>;
@@ -544,6 +544,18 @@ fn build_request(
     Some(request)
 }
 
+/// A new connection to the target: TCP, then TLS when the host is `https://`.
+pub(super) async fn connect_io(ctx: &ThreadCtx) -> Result<Box<dyn Io>, ErrorKind> {
+    let tcp = TcpStream::connect(ctx.addr)
+        .await
+        .map_err(|_| ErrorKind::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    Ok(match &ctx.run.tls {
+        None => Box::new(tcp),
+        Some(tls) => Box::new(tls.handshake(tcp).await.map_err(|_| ErrorKind::Tls)?),
+    })
+}
+
 /// TCP, TLS when the host is `https://`, then the upgrade. An error carries
 /// its kind and, for a refused upgrade, the status the server answered.
 async fn open(
@@ -551,18 +563,7 @@ async fn open(
     request: http::Request<()>,
     wants_protocol: bool,
 ) -> Result<Ws, (ErrorKind, Option<u16>)> {
-    let tcp = TcpStream::connect(ctx.addr)
-        .await
-        .map_err(|_| (ErrorKind::Connect, None))?;
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = match &ctx.run.tls {
-        None => Box::new(tcp),
-        Some(tls) => Box::new(
-            tls.handshake(tcp)
-                .await
-                .map_err(|_| (ErrorKind::Tls, None))?,
-        ),
-    };
+    let io = connect_io(ctx).await.map_err(|kind| (kind, None))?;
     let (ws, response) = tokio_tungstenite::client_async_with_config(request, io, Some(config()))
         .await
         .map_err(|e| match e {
