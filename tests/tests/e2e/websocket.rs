@@ -1,6 +1,7 @@
 //! WebSocket flow steps: round trips against the demo target's chat across two
 //! worker processes, counted against the server's own counts; a purpose-built
-//! server that closes mid-stream, pings, or sends malformed frames; bad input.
+//! server that closes mid-stream, pings, or sends malformed frames; bad input;
+//! server-sent events against the demo target's stream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -332,4 +333,73 @@ async fn misused_sockets_are_refused_with_their_line_before_any_traffic() {
         }
     }
     assert_eq!(target.total(), 0, "nothing was sent");
+}
+
+const TICKS: &str = r#"
+scenarios:
+  s: { users: 4, spawn_rate: 50, duration: 2s }
+user_classes:
+  u:
+    tasks:
+      - name: watch
+        continue_on_failure: true
+        flow:
+          - name: ticks
+            get: "/sse/ticks?n=3&every_ms=20"
+            sse: { events: 3 }
+            timeout: 2s
+          - name: short
+            get: "/sse/ticks?n=1&every_ms=5"
+            sse: { events: 2 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_are_counted_with_first_event_and_gap_percentiles() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(TICKS);
+    let mut c = run.local(2, &demo.url);
+    let code = c.exit_code(Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{}", c.output());
+    let report = run.report();
+    let get = row(&report, "ticks", "GET");
+    let streams = n(&get["requests"]);
+    assert!(streams > 10, "{get}");
+    assert_eq!(n(&get["failures"]), 0, "{get}");
+    let first = row(&report, "ticks", "SSEFIRST");
+    let events = row(&report, "ticks", "SSE");
+    assert_eq!(n(&first["requests"]), streams, "one first event per stream");
+    assert_eq!(n(&events["requests"]), 3 * streams, "every event once");
+    // The server waits 20 ms before each event.
+    assert!(
+        first["latency_ms"]["min"].as_f64().unwrap_or(0.0) >= 20.0,
+        "{first}"
+    );
+    assert!(
+        events["latency_ms"]["p50"].as_f64().unwrap_or(0.0) >= 15.0,
+        "{events}"
+    );
+    // A stream that ends before its count fails as `closed`, its event still counted.
+    let short = row(&report, "short", "GET");
+    assert_eq!(
+        n(&short["errors"]["closed"]),
+        n(&short["requests"]),
+        "{short}"
+    );
+    assert_eq!(
+        n(&row(&report, "short", "SSE")["requests"]),
+        n(&short["requests"])
+    );
+    // The HTTP totals hold the GETs, not the event rows.
+    assert_eq!(
+        n(&report["totals"]["requests"]),
+        streams + n(&short["requests"])
+    );
+    // Every event the server wrote was counted once.
+    let total = n(&events["requests"]) + n(&row(&report, "short", "SSE")["requests"]);
+    eventually(
+        Duration::from_secs(10),
+        "the server's event count",
+        || async { (n(&chat_stats(&demo.url).await["events"]) == total).then_some(()) },
+    )
+    .await;
 }
