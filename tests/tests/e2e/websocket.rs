@@ -142,6 +142,8 @@ async fn hostile_server() -> (String, Arc<Seen>) {
             let seen = counts.clone();
             tokio::spawn(async move {
                 let mut path = String::new();
+                // The signature is tungstenite's handshake callback, error type included.
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &Request, resp: Response| {
                     path = req.uri().path().to_owned();
                     Ok(resp)
