@@ -210,7 +210,7 @@ impl Aggregator {
         for ((key, delta), h) in snap.endpoints.iter().zip(&checked.endpoints) {
             // A flow's row times a whole flow, not a request: it has its own
             // endpoint row but stays out of the totals.
-            if key.method != squall_common::scenario::FLOW_METHOD {
+            if squall_common::scenario::is_request_method(&key.method) {
                 interval.requests = interval.requests.saturating_add(delta.requests);
                 interval.failures = interval.failures.saturating_add(delta.failures);
                 self.total_requests = self.total_requests.saturating_add(delta.requests);

@@ -232,6 +232,21 @@ pub struct RequestDef {
     /// or `defaults.connection`.
     #[serde(default)]
     pub connection: Option<super::transport::ConnectionDef>,
+    /// Flow steps: open the user's WebSocket (see [`super::ws`]).
+    #[serde(default)]
+    pub ws_connect: Option<super::ws::WsConnectDef>,
+    /// Flow steps: send one message on the user's WebSocket.
+    #[serde(default)]
+    pub ws_send: Option<super::ws::WsSendDef>,
+    /// Flow steps: wait for a message that matches.
+    #[serde(default)]
+    pub ws_receive: Option<super::ws::WsReceiveDef>,
+    /// Flow steps: close the user's WebSocket.
+    #[serde(default)]
+    pub ws_close: Option<bool>,
+    /// Flow steps: read a `get:`'s response as server-sent events.
+    #[serde(default)]
+    pub sse: Option<super::sse::SseSpec>,
 }
 
 /// `poll: { every: 500ms, max: 20, until: { json: { "$.status": done } } }`.

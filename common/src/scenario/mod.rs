@@ -14,6 +14,8 @@ mod resolve;
 pub mod size;
 pub mod spec;
 pub mod transport;
+pub mod sse;
+pub mod ws;
 
 pub use ca::MAX_CA_BYTES;
 pub use error::ScenarioError;
@@ -24,6 +26,6 @@ pub use resolve::{Loaded, MAX_POLL_ATTEMPTS, Overrides, validate_host};
 pub use spec::{
     Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, LimitError, LoadModel, MAX_BODY_FILE,
     MAX_GENERATED_BODY, MAX_SPEC_BYTES, MAX_USERS, PollSpec, RateStage, RequestSpec, RunSpec,
-    StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait,
+    StepSpec, TargetTls, TaskSpec, UserClass, UserStage, Wait, is_request_method,
 };
 pub use transport::{ConnectionDef, Http2Def, Http2Spec};

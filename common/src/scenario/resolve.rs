@@ -34,10 +34,10 @@ pub const MAX_POLL_ATTEMPTS: u32 = 10_000;
 /// The variables a template may use at one place of a class: `strict` for
 /// what is sure to exist there, `all` for what exists somewhere in the class
 /// (inherited headers wait for their variables, so they only need `all`).
-struct Known<'a> {
-    class: &'a str,
-    strict: BTreeSet<String>,
-    all: &'a BTreeSet<String>,
+pub(super) struct Known<'a> {
+    pub(super) class: &'a str,
+    pub(super) strict: BTreeSet<String>,
+    pub(super) all: &'a BTreeSet<String>,
 }
 
 /// Values given on the command line that replace the file's.
@@ -220,7 +220,11 @@ impl Loaded {
         }
     }
 
-    fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+    pub(super) fn invalid(
+        &self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ScenarioError {
         ScenarioError::Invalid {
             file: self.file.clone(),
             path: path.into(),
@@ -231,7 +235,7 @@ impl Loaded {
     /// An error at the first place `needle` appears in the file (after the
     /// line naming the path's user class, when there is one), or by key path
     /// when it cannot be found.
-    fn located(
+    pub(super) fn located(
         &self,
         path: impl Into<String>,
         needle: &str,
@@ -659,6 +663,7 @@ impl Loaded {
                 flow: Some(self.resolve_flow(&path, cname, r, steps, &headers, others, &all)?),
             });
         }
+        self.check_ws_class(&at, &c.tasks)?;
         if tasks.iter().all(|t| t.weight == 0) {
             return Err(self.invalid(
                 format!("{at}.tasks"),
@@ -761,6 +766,23 @@ impl Loaded {
             .any(|m| m.is_some());
             let mut request = None;
             let mut poll = None;
+            if super::ws::is_ws_step(step) {
+                strict.extend(step.capture.keys().cloned());
+                let known = Known {
+                    class: cname,
+                    strict: strict.clone(),
+                    all,
+                };
+                let ws = self.resolve_ws_step(&path, step, headers, &known)?;
+                out.push(StepSpec {
+                    request: None,
+                    poll: None,
+                    think,
+                    ws: Some(ws),
+                    sse: None,
+                });
+                continue;
+            }
             if has_method || step.think.is_none() {
                 strict.extend(step.capture.keys().cloned());
                 let known = Known {
@@ -788,10 +810,13 @@ impl Loaded {
                     "`poll`, `capture` and `expect` need a request in the same step",
                 ));
             }
+            let sse = self.resolve_sse(&path, step, request.as_mut())?;
             out.push(StepSpec {
                 request,
                 poll,
                 think,
+                ws: None,
+                sse,
             });
         }
         Ok(FlowSpec {
@@ -803,6 +828,7 @@ impl Loaded {
 
     /// Refuses the flow-step keys where they do not apply.
     fn refuse_step_keys(&self, at: &str, r: &RequestDef, here: &str) -> Result<(), ScenarioError> {
+        self.refuse_ws_keys(at, r)?;
         if r.poll.is_some() || r.think.is_some() {
             return Err(self.invalid(
                 at,
@@ -813,7 +839,7 @@ impl Loaded {
     }
 
     /// Checks that every variable a template uses exists at that place.
-    fn check_vars(
+    pub(super) fn check_vars(
         &self,
         at: &str,
         t: &Template,
@@ -867,7 +893,7 @@ impl Loaded {
     }
 
     /// `expect:` as the wire carries it: status ranges, headers, body, JSON, latency.
-    fn resolve_expect(&self, at: &str, e: &Expect) -> Result<ExpectSpec, ScenarioError> {
+    pub(super) fn resolve_expect(&self, at: &str, e: &Expect) -> Result<ExpectSpec, ScenarioError> {
         let mut status = Vec::new();
         let items: Vec<StatusItem> = match &e.status {
             None => Vec::new(),

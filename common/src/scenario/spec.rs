@@ -297,6 +297,12 @@ pub struct TaskSpec {
 /// Rows with this method are not requests, so totals leave them out.
 pub const FLOW_METHOD: &str = "FLOW";
 
+/// Whether a row of this method counts HTTP requests the target served: not
+/// a flow's row, not a WebSocket row; totals, the timeline and `rps` add only these.
+pub fn is_request_method(method: &str) -> bool {
+    method != FLOW_METHOD && !super::ws::is_ws_method(method) && !super::sse::is_sse_method(method)
+}
+
 /// Steps run in order within one iteration; its duration is reported as
 /// endpoint (`name`, [`FLOW_METHOD`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +324,12 @@ pub struct StepSpec {
     /// Think time after the step.
     #[serde(default)]
     pub think: Option<Wait>,
+    /// A WebSocket step instead of a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws: Option<super::ws::WsStep>,
+    /// The step's GET read as an event stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<super::sse::SseSpec>,
 }
 
 /// Repeat a request until `until` holds, every `every`, at most `max` times.
@@ -442,8 +454,18 @@ impl RunSpec {
                     add((r.name.clone(), r.method.clone()));
                 }
                 if let Some(f) = &t.flow {
-                    for r in f.steps.iter().filter_map(|s| s.request.as_ref()) {
-                        add((r.name.clone(), r.method.clone()));
+                    for s in &f.steps {
+                        if let Some(r) = &s.request {
+                            add((r.name.clone(), r.method.clone()));
+                            if s.sse.is_some() {
+                                for key in super::sse::SseSpec::endpoints(&r.name) {
+                                    add(key);
+                                }
+                            }
+                        }
+                        for key in s.ws.iter().flat_map(super::ws::WsStep::endpoints) {
+                            add(key);
+                        }
                     }
                     add((f.name.clone(), FLOW_METHOD.to_owned()));
                 }

@@ -262,7 +262,7 @@ impl Snapshot {
     pub fn requests(&self) -> u64 {
         self.endpoints
             .iter()
-            .filter(|(k, _)| k.method != crate::scenario::FLOW_METHOD)
+            .filter(|(k, _)| crate::scenario::is_request_method(&k.method))
             .fold(0u64, |n, (_, d)| n.saturating_add(d.requests))
     }
 }

@@ -238,6 +238,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/tenants/{id}", axum::routing::delete(delete_tenant))
         .route("/api/tenants/{id}/items", get(tenant_items))
         .route(TENANTS_PATH, get(tenant_stats))
+        .merge(super::chat::routes())
         .fallback(not_found)
         // One middleware for counting and auth keeps the per-request overhead
         // of the throughput route minimal; `layer` also covers the fallback,
@@ -249,7 +250,8 @@ fn router(state: Arc<AppState>) -> Router {
 /// Counts served requests and enforces bearer auth on the private /api routes.
 async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let counted = path != STATS_PATH && path != TENANTS_PATH;
+    let counted =
+        path != STATS_PATH && path != TENANTS_PATH && path != super::chat::CHAT_STATS_PATH;
     let needs_auth = (path == "/api" || path.starts_with("/api/"))
         && !PUBLIC_API_PATHS.contains(&path)
         && !path.starts_with(PUBLIC_API_PREFIX)

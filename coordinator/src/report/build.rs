@@ -69,7 +69,7 @@ fn figures(
     let mut endpoints = Vec::new();
     for (key, sum) in agg.endpoints() {
         let s = sum.to_stats();
-        if key.method != squall_common::scenario::FLOW_METHOD {
+        if squall_common::scenario::is_request_method(&key.method) {
             all.merge(&s)?;
         }
         endpoints.push(endpoint(

@@ -61,7 +61,7 @@ pub fn merge(reports: &[Report]) -> Result<Report, CoordinatorError> {
                 .map_err(|err| fail(format!("{} {}: {err}", e.method, e.name)))?;
         }
         // A flow's row times whole flows, not requests: not in the totals.
-        if key.1 != squall_common::scenario::FLOW_METHOD {
+        if squall_common::scenario::is_request_method(&key.1) {
             all.add(&h)
                 .map_err(|err| fail(format!("{} {}: {err}", key.1, key.0)))?;
         }

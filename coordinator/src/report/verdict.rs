@@ -26,7 +26,7 @@ pub fn evaluate(t: &Threshold, report: &Report) -> ThresholdResult {
             let checks_failed = report
                 .endpoints
                 .iter()
-                .filter(|e| e.method != squall_common::scenario::FLOW_METHOD)
+                .filter(|e| squall_common::scenario::is_request_method(&e.method))
                 .map(|e| e.errors.get("check").copied().unwrap_or(0))
                 .sum();
             judge(

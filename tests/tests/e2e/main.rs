@@ -25,5 +25,6 @@ mod security;
 mod serve;
 mod setup;
 mod verdicts;
+mod websocket;
 mod wedged;
 mod worker_cpu;

@@ -7,8 +7,10 @@ mod plan;
 mod prepared;
 mod recorder;
 mod run;
+mod sse;
 mod threads;
 mod user;
+mod ws;
 
 pub use phase::{PhaseOutcome, run_phase};
 pub use recorder::SampleLog;

@@ -83,6 +83,10 @@ pub struct PreparedPoll {
 #[derive(Debug)]
 pub struct PreparedStep {
     pub request: Option<PreparedRequest>,
+    /// A WebSocket step instead of a request.
+    pub ws: Option<super::ws::PreparedWs>,
+    /// The request's response read as server-sent events.
+    pub sse: Option<super::sse::PreparedSse>,
     pub poll: Option<PreparedPoll>,
     pub think: Option<Wait>,
 }
@@ -340,6 +344,11 @@ impl PreparedRun {
 
     /// A `GET` of `path` with the Host header and the user's cookies: the
     /// request a followed redirect sends.
+    /// The Host header's value and the base path, for a WebSocket handshake.
+    pub fn host_and_base(&self) -> (&str, &str) {
+        (&self.host, &self.base_path)
+    }
+
     pub fn encode_get(&self, path: &str, cookie: &str, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(b"GET ");
@@ -642,8 +651,19 @@ fn prepare_flow(
                 })
             }
         };
+        let ws =
+            s.ws.as_ref()
+                .map(|w| super::ws::prepare(w, endpoints))
+                .transpose()?;
+        let sse = match (&s.sse, &s.request) {
+            (Some(sse), Some(r)) => Some(super::sse::prepare(sse, &r.name, endpoints)?),
+            (Some(_), None) => return Err(bad("`sse` needs a request".into())),
+            (None, _) => None,
+        };
         steps.push(PreparedStep {
             request,
+            ws,
+            sse,
             poll,
             think: s.think,
         });

@@ -120,6 +120,8 @@ pub(super) struct UserState {
     /// unallocated for a scenario without templates.
     scratch: String,
     wire: Vec<u8>,
+    /// The user's WebSocket, kept across iterations until a `ws_close`.
+    socket: Option<super::ws::Socket>,
 }
 
 /// Counts the user as active from the moment it is spawned until its task ends,
@@ -181,6 +183,7 @@ pub(super) fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
         cookie_line: String::new(),
         scratch: String::new(),
         wire: Vec::new(),
+        socket: None,
     }
 }
 
@@ -401,10 +404,43 @@ pub(super) async fn run_flow(
     let mut error = None;
     let mut stopped = false;
     'steps: for step in &flow.steps {
+        if let Some(ws) = &step.ws {
+            let parts = super::ws::UserParts {
+                user_id: user.user_id,
+                captured: &mut user.captured,
+                rng: &mut user.rng,
+                sequence: &user.sequence,
+                scratch: &mut user.scratch,
+                socket: &mut user.socket,
+            };
+            if let Some(kind) = super::ws::run_step(ctx, parts, ws).await {
+                error.get_or_insert(kind);
+                if !flow.continue_on_failure {
+                    break;
+                }
+            }
+        }
         if let Some(req) = &step.request {
-            let failed = match &step.poll {
-                None => execute(ctx, user, req, None, None).await.0,
-                Some(poll) => {
+            let failed = match (&step.sse, &step.poll) {
+                (Some(sse), _) => {
+                    let vars = Vars {
+                        user_id: user.user_id,
+                        worker_index: ctx.worker_index,
+                        captured: &user.captured,
+                        sequence: Some(&user.sequence),
+                    };
+                    let bytes = ctx.run.encode(
+                        req,
+                        &vars,
+                        &mut user.rng,
+                        &mut user.scratch,
+                        &mut user.wire,
+                        &user.cookie_line,
+                    );
+                    super::sse::run(ctx, req, sse, bytes).await
+                }
+                (None, None) => execute(ctx, user, req, None, None).await.0,
+                (None, Some(poll)) => {
                     let mut attempt = 1;
                     loop {
                         let last = attempt >= poll.max;

@@ -8,8 +8,9 @@ pub enum ErrorKind {
     Timeout,
     Reset,
     Http,
-    /// An HTTP/2 server broke the protocol (bad frames, malformed or
-    /// oversized headers, a GOAWAY or RST_STREAM saying so).
+    /// The server broke the protocol: an HTTP/2 server's bad frames,
+    /// malformed or oversized headers, a GOAWAY or RST_STREAM saying so; a
+    /// WebSocket frame that breaks it (or a message above 1 MiB).
     Protocol,
     /// A body kept for `capture:` outgrew `defaults.max_capture_body`.
     BodyTooLarge,
@@ -19,6 +20,12 @@ pub enum ErrorKind {
     PollLimit,
     Template,
     Interrupted,
+    /// A WebSocket upgrade the server refused or answered wrongly.
+    Handshake,
+    /// A WebSocket the server closed (close frame or end of stream).
+    Closed,
+    /// A WebSocket step of a user whose socket is not open (its connect failed).
+    NoSocket,
 }
 
 impl ErrorKind {
@@ -36,6 +43,9 @@ impl ErrorKind {
             ErrorKind::PollLimit => "poll_limit",
             ErrorKind::Template => "template",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Handshake => "handshake",
+            ErrorKind::Closed => "closed",
+            ErrorKind::NoSocket => "no_socket",
         }
     }
 }
