@@ -13,8 +13,8 @@ pub mod file;
 mod resolve;
 pub mod size;
 pub mod spec;
-pub mod transport;
 pub mod sse;
+pub mod transport;
 pub mod ws;
 
 pub use ca::MAX_CA_BYTES;
