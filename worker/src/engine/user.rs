@@ -103,18 +103,46 @@ impl Drop for DoneOnDrop {
     }
 }
 
-/// A user's mutable state: its connection, captured variables and random stream.
-struct UserState {
-    user_id: u64,
+/// What a user keeps per host it talks to: a keep-alive connection, opened
+/// when first needed, and a cookie jar, so a cookie one host sets is never
+/// sent to another.
+#[derive(Debug, Default)]
+struct HostState {
     conn: Option<Connection>,
-    captured: HashMap<String, String>,
-    rng: SmallRng,
-    /// The `sequence()` counter.
-    sequence: Cell<u64>,
     /// The cookie jar (name, value) and the `Cookie` value it makes; both
     /// empty (and unallocated) until a response sets a cookie.
     jar: Vec<(String, String)>,
     cookie_line: String,
+}
+
+/// The state of host `target`: `home` for the run's own host, so a
+/// single-host scenario costs no lookup or allocation; the others grow
+/// `away` when first used (`away[i]` is target `i + 1`).
+fn host_state<'a>(
+    home: &'a mut HostState,
+    away: &'a mut Vec<HostState>,
+    target: usize,
+) -> &'a mut HostState {
+    match target.checked_sub(1) {
+        None => home,
+        Some(i) => {
+            if away.len() <= i {
+                away.resize_with(i + 1, HostState::default);
+            }
+            &mut away[i]
+        }
+    }
+}
+
+/// A user's mutable state: its connections, captured variables and random stream.
+struct UserState {
+    user_id: u64,
+    home: HostState,
+    away: Vec<HostState>,
+    captured: HashMap<String, String>,
+    rng: SmallRng,
+    /// The `sequence()` counter.
+    sequence: Cell<u64>,
     /// Rendered template parts and the request they make; both stay
     /// unallocated for a scenario without templates.
     scratch: String,
@@ -172,12 +200,11 @@ fn micros(d: Duration) -> u64 {
 fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
     UserState {
         user_id,
-        conn: None,
+        home: HostState::default(),
+        away: Vec::new(),
         captured: HashMap::new(),
         rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         sequence: Cell::new(0),
-        jar: Vec::new(),
-        cookie_line: String::new(),
         scratch: String::new(),
         wire: Vec::new(),
     }
@@ -487,13 +514,14 @@ async fn execute(
         captured: &user.captured,
         sequence: Some(&user.sequence),
     };
+    let mut target = req.target;
     let encoded = ctx.run.encode(
         req,
         &vars,
         &mut user.rng,
         &mut user.scratch,
         &mut user.wire,
-        &user.cookie_line,
+        &host_state(&mut user.home, &mut user.away, target).cookie_line,
     );
     let until_checks = until.map(|(u, _)| &u.checks);
     let want_body = req.needs_body || until_checks.is_some_and(|c| c.needs_body());
@@ -512,13 +540,17 @@ async fn execute(
         Ok(first) => {
             let mut request = first;
             loop {
+                let Some(addr) = target_addr(ctx, target).await else {
+                    break failure(ErrorKind::Connect, since, start);
+                };
+                let host = host_state(&mut user.home, &mut user.away, target);
                 // The deadline from the clock reading already taken.
                 let sent = tokio::time::timeout_at(
                     (start + timeout).into(),
                     connection::send(
-                        &mut user.conn,
-                        ctx.addr,
-                        ctx.run.tls.as_ref(),
+                        &mut host.conn,
+                        addr,
+                        ctx.run.targets[target].tls.as_ref(),
                         request,
                         req.head_only && hops == 0,
                         &ctx.read_buf,
@@ -535,14 +567,14 @@ async fn execute(
                 .await;
                 let resp = match sent {
                     Err(_) => {
-                        user.conn = None;
+                        host.conn = None;
                         break failure(ErrorKind::Timeout, since, start);
                     }
                     Ok(Err(kind)) => break failure(kind, since, start),
                     Ok(Ok(resp)) => resp,
                 };
                 if !resp.set_cookies.is_empty() {
-                    store_cookies(&mut user.jar, &mut user.cookie_line, &resp.set_cookies);
+                    store_cookies(&mut host.jar, &mut host.cookie_line, &resp.set_cookies);
                 }
                 // One clock reading serves both latency and service time.
                 let end = Instant::now();
@@ -555,14 +587,16 @@ async fn execute(
                     bytes: resp.bytes,
                 };
                 let next = (hops < redirects && is_redirect(resp.status))
-                    .then(|| ctx.run.redirect_target(&resp.headers))
+                    .then(|| ctx.run.redirect_target(target, &resp.headers))
                     .flatten();
                 match next {
-                    Some(path) => {
+                    Some((to, path)) => {
                         // Each hop is a request the target served: recorded
                         // on this endpoint as it went, unjudged.
                         ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
-                        ctx.run.encode_get(&path, &user.cookie_line, &mut hop_wire);
+                        target = to;
+                        let jar = &host_state(&mut user.home, &mut user.away, to).cookie_line;
+                        ctx.run.encode_get(to, &path, jar, &mut hop_wire);
                         request = &hop_wire;
                         hops += 1;
                         start = Instant::now();
@@ -612,6 +646,24 @@ async fn execute(
     (outcome.error, met)
 }
 
+/// The address of host `target`: the run's own was resolved when it started;
+/// another is resolved by its first use on this worker and kept (None when
+/// it resolves to nothing, which fails the request as `connect`).
+async fn target_addr(ctx: &ThreadCtx, target: usize) -> Option<SocketAddr> {
+    if target == 0 {
+        return Some(ctx.addr);
+    }
+    let t = ctx.run.targets.get(target)?;
+    if let Some(a) = t.addr.get() {
+        return Some(*a);
+    }
+    let found = tokio::net::lookup_host(t.authority.as_str())
+        .await
+        .ok()?
+        .next()?;
+    Some(*t.addr.get_or_init(|| found))
+}
+
 /// Statuses whose `Location` a redirect policy follows.
 fn is_redirect(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
@@ -624,7 +676,8 @@ const MAX_COOKIE_BYTES: usize = 4096;
 
 /// Puts a response's `Set-Cookie` values into the user's jar (a cookie with
 /// `Max-Age=0` or an empty value is removed) and rebuilds its `Cookie` value.
-/// Domains and paths are not tracked: a user talks to one host.
+/// Each host has its own jar (see `HostState`); within one, domains and
+/// paths are not tracked.
 fn store_cookies(jar: &mut Vec<(String, String)>, line_out: &mut String, set: &[String]) {
     for line in set {
         let mut parts = line.split(';');
