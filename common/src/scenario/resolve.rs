@@ -865,11 +865,31 @@ impl Loaded {
                 .map_err(|m| self.located(format!("{at}.status"), &text, m))?;
             status.push(range);
         }
+        // A condition's own `name:` (the report's name for it when it fails).
+        let mut names = BTreeMap::new();
+        let mut name_of = |path: &str, v: &serde_json::Value, default: String| {
+            let Some(given) = v.as_object().and_then(|m| m.get("name")) else {
+                return Ok(());
+            };
+            match given.as_str().filter(|n| crate::check::is_check_name(n)) {
+                Some(n) => {
+                    names.insert(default, n.to_owned());
+                    Ok(())
+                }
+                None => Err(self.invalid(
+                    format!("{path}.name"),
+                    format!(
+                        "expected a check name: text of 1 to {} bytes on one line",
+                        crate::check::MAX_CHECK_NAME_LEN
+                    ),
+                )),
+            }
+        };
         let cond = |path: String, v: &serde_json::Value| -> Result<Cond, ScenarioError> {
             let serde_json::Value::Object(map) = v else {
                 return Ok(Cond::Equals(v.clone()));
             };
-            let mut entries = map.iter();
+            let mut entries = map.iter().filter(|(k, _)| k.as_str() != "name");
             let (Some((k, val)), None) = (entries.next(), entries.next()) else {
                 return Err(self.invalid(
                     path,
@@ -913,13 +933,25 @@ impl Loaded {
                     format!("`{name}` is not a header name"),
                 ));
             }
-            headers.push((name.clone(), cond(format!("{at}.headers.{name}"), v)?));
+            let c = cond(format!("{at}.headers.{name}"), v)?;
+            name_of(
+                &format!("{at}.headers.{name}"),
+                v,
+                crate::check::header_check_name(name, &c),
+            )?;
+            headers.push((name.clone(), c));
         }
         let mut json = Vec::new();
         for (p, v) in &e.json {
             JsonPath::parse(p)
                 .map_err(|err| self.located(format!("{at}.json"), p, err.to_string()))?;
-            json.push((p.clone(), cond(format!("{at}.json.{p}"), v)?));
+            let c = cond(format!("{at}.json.{p}"), v)?;
+            name_of(
+                &format!("{at}.json.{p}"),
+                v,
+                crate::check::json_check_name(p, &c),
+            )?;
+            json.push((p.clone(), c));
         }
         Ok(ExpectSpec {
             status,
@@ -933,6 +965,7 @@ impl Loaded {
             max_latency_us: e
                 .max_latency
                 .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            names,
         })
     }
 

@@ -54,6 +54,10 @@ pub struct PreparedRequest {
     pub captures: Vec<(String, Capture)>,
     /// The checks of `expect:` beyond the status.
     pub checks: Checks,
+    /// The report's names for a failed `expect.status` and for each capture
+    /// that found nothing (`capture token`), built once.
+    pub status_check: Option<String>,
+    pub capture_checks: Vec<String>,
     /// What reading the response must keep: the body (captures, body or
     /// JSON checks), the body parsed as JSON, the header fields. All false
     /// for a plain request, which then keeps nothing.
@@ -644,6 +648,11 @@ fn prepare(
         own_length,
         own_cookie,
         spec: r.clone(),
+        status_check: r.expect.status_name(),
+        capture_checks: captures
+            .iter()
+            .map(|(v, _)| format!("capture {v}"))
+            .collect(),
         captures,
         checks,
         needs_body,

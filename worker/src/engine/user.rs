@@ -617,6 +617,11 @@ async fn execute(
     guard.armed = false;
     let mut outcome = outcome;
     let mut met = false;
+    // The check a failed response is counted under in the report.
+    let mut failed_check: Option<&str> = None;
+    if outcome.error == Some(ErrorKind::Status) {
+        failed_check = req.status_check.as_deref();
+    }
     if let Some(status) = outcome.status {
         // The body is parsed once, for checks, captures and the poll condition.
         let body = body.as_deref().unwrap_or_default();
@@ -630,10 +635,16 @@ async fn execute(
             json: json.as_ref(),
             latency_us: outcome.latency_us,
         };
-        if outcome.error.is_none()
-            && (!req.checks.passes(&observed) || !capture(req, &observed, &mut user.captured))
-        {
-            outcome.error = Some(ErrorKind::Check);
+        if outcome.error.is_none() {
+            let failed = match req.checks.first_failure(&observed) {
+                Some(i) => Some(req.checks.name(i)),
+                None => capture(req, &observed, &mut user.captured)
+                    .map(|i| req.capture_checks[i].as_str()),
+            };
+            if failed.is_some() {
+                outcome.error = Some(ErrorKind::Check);
+                failed_check = failed;
+            }
         }
         if let Some((u, last)) = until {
             met = u.spec.status_ok(status) && u.checks.passes(&observed);
@@ -642,7 +653,11 @@ async fn execute(
             }
         }
     }
-    ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
+    let mut recorder = ctx.recorder.borrow_mut();
+    recorder.record(req.endpoint, &outcome);
+    if let Some(name) = failed_check {
+        recorder.record_check(req.endpoint, name);
+    }
     (outcome.error, met)
 }
 
@@ -718,10 +733,15 @@ fn store_cookies(jar: &mut Vec<(String, String)>, line_out: &mut String, set: &[
     }
 }
 
-/// Stores the request's captures; false when one finds nothing.
-fn capture(req: &PreparedRequest, o: &Observed<'_>, into: &mut HashMap<String, String>) -> bool {
-    let mut all = true;
-    for (var, c) in &req.captures {
+/// Stores the request's captures; the index of the first that found
+/// nothing, if one did.
+fn capture(
+    req: &PreparedRequest,
+    o: &Observed<'_>,
+    into: &mut HashMap<String, String>,
+) -> Option<usize> {
+    let mut missing = None;
+    for (i, (var, c)) in req.captures.iter().enumerate() {
         let value = match c {
             Capture::Json(path) => o.json.and_then(|j| path.extract(j)),
             Capture::Header(name) => o
@@ -748,10 +768,12 @@ fn capture(req: &PreparedRequest, o: &Observed<'_>, into: &mut HashMap<String, S
             Some(v) => {
                 into.insert(var.clone(), v);
             }
-            None => all = false,
+            None => {
+                missing.get_or_insert(i);
+            }
         }
     }
-    all
+    missing
 }
 
 fn failure(kind: ErrorKind, since: Instant, start: Instant) -> Outcome {
