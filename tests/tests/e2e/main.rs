@@ -8,6 +8,7 @@ mod demo;
 mod faults;
 mod hostile_target;
 mod hostile_worker;
+mod hosts;
 mod https;
 mod journeys;
 mod kubernetes;
