@@ -36,6 +36,65 @@ pub struct ExpectSpec {
     pub json: Vec<(String, Cond)>,
     #[serde(default)]
     pub max_latency_us: Option<u64>,
+    /// Names given in the file (`name:` beside a condition), keyed by the
+    /// check's default name; reports count failed checks under these.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub names: std::collections::BTreeMap<String, String>,
+}
+
+/// The longest check name a report keeps; longer names given in a file are
+/// refused, and a longer one from a worker is counted under [`OTHER_CHECKS`].
+pub const MAX_CHECK_NAME_LEN: usize = 120;
+/// Distinct check names kept per endpoint; further names count under [`OTHER_CHECKS`].
+pub const MAX_CHECK_NAMES: usize = 32;
+/// Where failed checks past [`MAX_CHECK_NAMES`], or with unprintable names, are counted.
+pub const OTHER_CHECKS: &str = "(other checks)";
+
+/// Whether `name` may be shown as a check's name: 1 to [`MAX_CHECK_NAME_LEN`]
+/// bytes without control characters (it reaches terminals and HTML).
+pub fn is_check_name(name: &str) -> bool {
+    (1..=MAX_CHECK_NAME_LEN).contains(&name.len()) && !name.chars().any(char::is_control)
+}
+
+impl Cond {
+    /// The condition as a report shows it: `== true`, `contains "json"`, `exists`.
+    fn describe(&self) -> String {
+        match self {
+            Cond::Equals(v) => format!("== {v}"),
+            Cond::Contains(s) => format!("contains {}", serde_json::Value::from(s.as_str())),
+            Cond::Exists(true) => "exists".to_owned(),
+            Cond::Exists(false) => "is absent".to_owned(),
+            Cond::Matches(p) => format!("matches /{p}/"),
+        }
+    }
+}
+
+/// A header check's default name: `header content-type contains "json"`.
+pub fn header_check_name(header: &str, c: &Cond) -> String {
+    clip(format!(
+        "header {} {}",
+        header.to_ascii_lowercase(),
+        c.describe()
+    ))
+}
+
+/// A JSON check's default name: `$.ok == true`.
+pub fn json_check_name(path: &str, c: &Cond) -> String {
+    clip(format!("{path} {}", c.describe()))
+}
+
+/// Cuts a default name to [`MAX_CHECK_NAME_LEN`] bytes, on a character boundary.
+fn clip(mut name: String) -> String {
+    if name.len() > MAX_CHECK_NAME_LEN {
+        let mut end = MAX_CHECK_NAME_LEN - 3;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push_str("...");
+    }
+    name.retain(|c| !c.is_control());
+    name
 }
 
 impl ExpectSpec {
@@ -45,6 +104,26 @@ impl ExpectSpec {
             && self.body_contains.is_empty()
             && self.json.is_empty()
             && self.max_latency_us.is_none()
+    }
+
+    /// The status check's name (`status 200`, `status in [200, 300-399]`),
+    /// when `expect:` sets statuses.
+    pub fn status_name(&self) -> Option<String> {
+        let range = |&(lo, hi): &(u16, u16)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        };
+        match self.status.as_slice() {
+            [] => None,
+            [one] => Some(format!("status {}", range(one))),
+            many => Some(clip(format!(
+                "status in [{}]",
+                many.iter().map(range).collect::<Vec<_>>().join(", ")
+            ))),
+        }
     }
 
     pub fn status_ok(&self, status: u16) -> bool {
@@ -136,6 +215,9 @@ pub struct Checks {
     body_contains: Vec<String>,
     json: Vec<(JsonPath, Compiled)>,
     max_latency_us: Option<u64>,
+    /// Each check's name, in the order they are judged: latency, headers,
+    /// body texts, JSON paths.
+    names: Vec<String>,
 }
 
 /// What a response showed, for judging it.
@@ -160,12 +242,38 @@ impl Checks {
             .iter()
             .map(|(p, c)| Ok((JsonPath::parse(p)?, Compiled::new(c)?)))
             .collect::<Result<_, CheckError>>()?;
+        let named = |default: String| spec.names.get(&default).cloned().unwrap_or(default);
+        let names = spec
+            .max_latency_us
+            .map(|us| {
+                format!(
+                    "latency <= {}",
+                    crate::duration::format(std::time::Duration::from_micros(us))
+                )
+            })
+            .into_iter()
+            .chain(spec.headers.iter().map(|(h, c)| header_check_name(h, c)))
+            .chain(spec.body_contains.iter().map(|t| {
+                clip(format!(
+                    "body contains {}",
+                    serde_json::Value::from(t.as_str())
+                ))
+            }))
+            .chain(spec.json.iter().map(|(p, c)| json_check_name(p, c)))
+            .map(named)
+            .collect();
         Ok(Checks {
             headers,
             body_contains: spec.body_contains.clone(),
             json,
             max_latency_us: spec.max_latency_us,
+            names,
         })
+    }
+
+    /// The name of the check at `index` (as [`Checks::first_failure`] gives it).
+    pub fn name(&self, index: usize) -> &str {
+        self.names.get(index).map_or(OTHER_CHECKS, String::as_str)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,8 +297,18 @@ impl Checks {
 
     /// True when every check holds.
     pub fn passes(&self, o: &Observed<'_>) -> bool {
-        if self.max_latency_us.is_some_and(|max| o.latency_us > max) {
-            return false;
+        self.first_failure(o).is_none()
+    }
+
+    /// The index of the first check that does not hold (see [`Checks::name`]),
+    /// or None when all do.
+    pub fn first_failure(&self, o: &Observed<'_>) -> Option<usize> {
+        let mut index = 0;
+        if let Some(max) = self.max_latency_us {
+            if o.latency_us > max {
+                return Some(index);
+            }
+            index += 1;
         }
         for (name, c) in &self.headers {
             let value = o
@@ -199,22 +317,27 @@ impl Checks {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.as_str());
             if !c.text(value) {
-                return false;
+                return Some(index);
             }
+            index += 1;
         }
         if !self.body_contains.is_empty() {
             let body = String::from_utf8_lossy(o.body);
-            if !self.body_contains.iter().all(|s| body.contains(s.as_str())) {
-                return false;
+            for s in &self.body_contains {
+                if !body.contains(s.as_str()) {
+                    return Some(index);
+                }
+                index += 1;
             }
         }
         for (path, c) in &self.json {
             let value = o.json.and_then(|j| path.select(j));
             if !c.json(value) {
-                return false;
+                return Some(index);
             }
+            index += 1;
         }
-        true
+        None
     }
 }
 
@@ -303,6 +426,54 @@ mod tests {
         assert!(!checks.passes(&o));
         o.json = None;
         assert!(!checks.passes(&o));
+    }
+
+    #[test]
+    fn failed_checks_are_named_by_default_or_as_given() {
+        let mut spec = ExpectSpec {
+            status: vec![(200, 200), (300, 399)],
+            headers: vec![("Content-Type".into(), Cond::Contains("json".into()))],
+            body_contains: vec!["done".into()],
+            json: vec![
+                ("$.ok".into(), Cond::Equals(json!(true))),
+                ("$.id".into(), Cond::Exists(true)),
+            ],
+            max_latency_us: Some(200_000),
+            ..Default::default()
+        };
+        spec.names.insert("$.id exists".into(), "has an id".into());
+        assert_eq!(
+            spec.status_name().as_deref(),
+            Some("status in [200, 300-399]")
+        );
+        let checks = Checks::compile(&spec).expect("compiles");
+        let value = json!({"ok": false});
+        let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+        let mut o = Observed {
+            headers: &headers,
+            body: b"done",
+            json: Some(&value),
+            latency_us: 300_000,
+        };
+        let failed = |o: &Observed<'_>| checks.first_failure(o).map(|i| checks.name(i).to_owned());
+        assert_eq!(failed(&o).as_deref(), Some("latency <= 200ms"));
+        o.latency_us = 1;
+        assert_eq!(failed(&o).as_deref(), Some("$.ok == true"));
+        let ok = json!({"ok": true});
+        o.json = Some(&ok);
+        assert_eq!(failed(&o).as_deref(), Some("has an id"));
+        o.body = b"";
+        assert_eq!(failed(&o).as_deref(), Some("body contains \"done\""));
+        o.headers = &[];
+        assert_eq!(
+            failed(&o).as_deref(),
+            Some("header content-type contains \"json\"")
+        );
+        assert!(is_check_name("$.ok == true") && !is_check_name("a\x1b[2J") && !is_check_name(""));
+        assert_eq!(
+            json_check_name(&"x".repeat(500), &Cond::Exists(true)).len(),
+            MAX_CHECK_NAME_LEN
+        );
     }
 
     #[test]

@@ -167,6 +167,10 @@ pub struct EndpointReport {
     pub bytes_received: u64,
     pub status: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// Failed checks by name (`status 200`, `$.ok == true`): each failed
+    /// response once, under the first check it failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, u64>,
     /// Latency histogram, HDR V2 + deflate, base64.
     pub histogram: String,
 }

@@ -22,6 +22,9 @@ pub struct ScenarioFile {
     /// Base URL of the system under test; `--host` overrides it.
     #[serde(default)]
     pub host: Option<String>,
+    /// Further named hosts a request picks with `host: NAME`; `--host` leaves them be.
+    #[serde(default, with = "ordered")]
+    pub hosts: Vec<(String, String)>,
     #[serde(default)]
     pub defaults: Defaults,
     /// How an `https://` host's certificate is checked.
@@ -92,6 +95,9 @@ pub struct Defaults {
 pub struct ScenarioDef {
     #[serde(default)]
     pub host: Option<String>,
+    /// Named hosts for this scenario, each replacing the top level's of that name.
+    #[serde(default, with = "ordered")]
+    pub hosts: Vec<(String, String)>,
     #[serde(default)]
     pub users: Option<u64>,
     #[serde(default)]
@@ -172,6 +178,9 @@ pub struct RequestDef {
     pub name: Option<String>,
     #[serde(default)]
     pub weight: Option<u32>,
+    /// The named host (from `hosts:`) this request goes to, instead of `host:`.
+    #[serde(default)]
+    pub host: Option<String>,
     #[serde(default)]
     pub get: Option<String>,
     #[serde(default)]

@@ -313,6 +313,8 @@ impl Loaded {
             }
         };
 
+        let hosts = self.resolve_hosts(&at, sc)?;
+
         let load = self.resolve_load(&at, sc, overrides)?;
         load.check_limits()
             .map_err(|e| self.invalid(format!("{at}.{}", e.field), e.message))?;
@@ -335,6 +337,7 @@ impl Loaded {
             }
             classes.push(self.resolve_class(cname, c)?);
         }
+        self.bind_hosts(&at, &hosts, &mut classes)?;
         if classes.is_empty() {
             return Err(self.invalid("user_classes", "at least one user class is required"));
         }
@@ -387,6 +390,7 @@ impl Loaded {
             stop_when,
             scenario: name.to_owned(),
             host,
+            hosts,
             timeout: self.def.defaults.timeout.unwrap_or(Duration::from_secs(10)),
             graceful_stop: sc.graceful_stop.unwrap_or(Duration::from_secs(10)),
             cookies: self.def.defaults.cookies.unwrap_or(true),
@@ -910,11 +914,31 @@ impl Loaded {
                 .map_err(|m| self.located(format!("{at}.status"), &text, m))?;
             status.push(range);
         }
+        // A condition's own `name:` (the report's name for it when it fails).
+        let mut names = BTreeMap::new();
+        let mut name_of = |path: &str, v: &serde_json::Value, default: String| {
+            let Some(given) = v.as_object().and_then(|m| m.get("name")) else {
+                return Ok(());
+            };
+            match given.as_str().filter(|n| crate::check::is_check_name(n)) {
+                Some(n) => {
+                    names.insert(default, n.to_owned());
+                    Ok(())
+                }
+                None => Err(self.invalid(
+                    format!("{path}.name"),
+                    format!(
+                        "expected a check name: text of 1 to {} bytes on one line",
+                        crate::check::MAX_CHECK_NAME_LEN
+                    ),
+                )),
+            }
+        };
         let cond = |path: String, v: &serde_json::Value| -> Result<Cond, ScenarioError> {
             let serde_json::Value::Object(map) = v else {
                 return Ok(Cond::Equals(v.clone()));
             };
-            let mut entries = map.iter();
+            let mut entries = map.iter().filter(|(k, _)| k.as_str() != "name");
             let (Some((k, val)), None) = (entries.next(), entries.next()) else {
                 return Err(self.invalid(
                     path,
@@ -958,13 +982,25 @@ impl Loaded {
                     format!("`{name}` is not a header name"),
                 ));
             }
-            headers.push((name.clone(), cond(format!("{at}.headers.{name}"), v)?));
+            let c = cond(format!("{at}.headers.{name}"), v)?;
+            name_of(
+                &format!("{at}.headers.{name}"),
+                v,
+                crate::check::header_check_name(name, &c),
+            )?;
+            headers.push((name.clone(), c));
         }
         let mut json = Vec::new();
         for (p, v) in &e.json {
             JsonPath::parse(p)
                 .map_err(|err| self.located(format!("{at}.json"), p, err.to_string()))?;
-            json.push((p.clone(), cond(format!("{at}.json.{p}"), v)?));
+            let c = cond(format!("{at}.json.{p}"), v)?;
+            name_of(
+                &format!("{at}.json.{p}"),
+                v,
+                crate::check::json_check_name(p, &c),
+            )?;
+            json.push((p.clone(), c));
         }
         Ok(ExpectSpec {
             status,
@@ -978,6 +1014,7 @@ impl Loaded {
             max_latency_us: e
                 .max_latency
                 .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            names,
         })
     }
 
@@ -1012,6 +1049,8 @@ impl Loaded {
                 "give exactly one of get, post, put, patch, delete, head, options",
             ));
         }
+        let (target, path, default_name) = self.request_target(at, r, method, path)?;
+        let path = &path;
         // A path that is all template (a captured `Location`) is checked when rendered.
         if !path.starts_with('/') && !path.starts_with("{{") {
             return Err(self.located(
@@ -1163,9 +1202,10 @@ impl Loaded {
             Vec::new()
         };
         Ok(RequestSpec {
-            name: r.name.clone().unwrap_or_else(|| format!("{method} {path}")),
+            name: r.name.clone().unwrap_or(default_name),
             method: method.to_owned(),
             path: path.clone(),
+            host: target,
             headers: headers.into_iter().collect(),
             optional_headers,
             body,
@@ -1230,6 +1270,160 @@ impl Loaded {
         }
         Ok(Some(spec))
     }
+}
+
+/// Several hosts per scenario: `hosts:`, `host: NAME` on a request, absolute URLs.
+impl Loaded {
+    /// The scenario's named hosts: the top level's, each replaced by the
+    /// scenario's entry of the same name, then the scenario's new ones.
+    fn resolve_hosts(
+        &self,
+        at: &str,
+        sc: &ScenarioDef,
+    ) -> Result<Vec<(String, String)>, ScenarioError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (place, list) in [
+            ("hosts".to_owned(), &self.def.hosts),
+            (format!("{at}.hosts"), &sc.hosts),
+        ] {
+            for (name, url) in list {
+                if !valid_host_name(name) {
+                    return Err(self.located(
+                        format!("{place}.{name}"),
+                        name,
+                        format!("host name `{name}`: use letters, digits, `_` and `-` (it is what `host:` on a request names)"),
+                    ));
+                }
+                let url = validate_host(url)
+                    .map_err(|m| self.located(format!("{place}.{name}"), url, m))?;
+                match out.iter_mut().find(|(n, _)| n == name) {
+                    Some(entry) => entry.1 = url,
+                    None => out.push((name.clone(), url)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where a request goes: `(host URL or host name, path, default endpoint name)`.
+    /// An absolute URL is split into its origin and path; templates may only
+    /// be in the path, since connections are opened per origin.
+    fn request_target(
+        &self,
+        at: &str,
+        r: &RequestDef,
+        method: &str,
+        path: &str,
+    ) -> Result<(Option<String>, String, String), ScenarioError> {
+        let scheme_len = ["http://", "https://"]
+            .iter()
+            .find(|p| path.len() >= p.len() && path[..p.len()].eq_ignore_ascii_case(p))
+            .map(|p| p.len());
+        if let Some(skip) = scheme_len {
+            if let Some(name) = &r.host {
+                return Err(self.located(
+                    format!("{at}.host"),
+                    name,
+                    format!("`host: {name}` and the absolute URL `{path}` both say where the request goes: give a path with `host:`, or the URL alone"),
+                ));
+            }
+            let end = path[skip..].find('/').map_or(path.len(), |i| skip + i);
+            let (origin, rest) = path.split_at(end);
+            if origin.contains("{{") {
+                return Err(self.located(
+                    at,
+                    path,
+                    format!("`{path}`: templates are allowed in an absolute URL's path, not in its scheme or host; name the hosts in `hosts:` and pick one with `host:`"),
+                ));
+            }
+            let url = validate_host(origin).map_err(|m| self.located(at, path, m))?;
+            let rest = if rest.is_empty() { "/" } else { rest };
+            return Ok((Some(url), rest.to_owned(), format!("{method} {path}")));
+        }
+        match &r.host {
+            None => Ok((None, path.to_owned(), format!("{method} {path}"))),
+            Some(name) => {
+                let known: Vec<&str> = self
+                    .def
+                    .hosts
+                    .iter()
+                    .chain(self.def.scenarios.iter().flat_map(|(_, s)| &s.hosts))
+                    .map(|(n, _)| n.as_str())
+                    .fold(Vec::new(), |mut v, n| {
+                        if !v.contains(&n) {
+                            v.push(n);
+                        }
+                        v
+                    });
+                if !known.contains(&name.as_str()) {
+                    let listed = if known.is_empty() {
+                        "the file has no `hosts:`".to_owned()
+                    } else {
+                        format!("`hosts:` names {}", known.join(", "))
+                    };
+                    return Err(self.located(
+                        format!("{at}.host"),
+                        &format!("host: {name}"),
+                        format!(
+                            "unknown host `{name}` ({listed}){}",
+                            crate::suggest::hint(name, known.iter().copied())
+                        ),
+                    ));
+                }
+                Ok((
+                    Some(name.clone()),
+                    path.to_owned(),
+                    format!("{method} {name}:{path}"),
+                ))
+            }
+        }
+    }
+
+    /// Replaces each request's host name with its URL from the scenario's
+    /// `hosts` (absolute URLs already hold theirs).
+    fn bind_hosts(
+        &self,
+        at: &str,
+        hosts: &[(String, String)],
+        classes: &mut [UserClass],
+    ) -> Result<(), ScenarioError> {
+        for class in classes.iter_mut() {
+            let requests = class
+                .on_start
+                .iter_mut()
+                .chain(class.tasks.iter_mut().flat_map(|t| {
+                    t.request.iter_mut().chain(
+                        t.flow
+                            .iter_mut()
+                            .flat_map(|f| f.steps.iter_mut().filter_map(|s| s.request.as_mut())),
+                    )
+                }));
+            for r in requests {
+                let Some(name) = r.host.as_ref().filter(|h| !h.contains("://")) else {
+                    continue;
+                };
+                let url = hosts
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, u)| u.clone());
+                r.host = Some(url.ok_or_else(|| {
+                    self.invalid(
+                        format!("{at}.hosts"),
+                        format!("request `{}` goes to host `{name}`, which this scenario's `hosts:` does not name", r.name),
+                    )
+                })?);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Where `key:` is first written as a mapping key in `text` (byte offset).
@@ -1405,6 +1599,80 @@ user_classes:
         let spec = l.resolve("smoke", &o, false).expect("resolves");
         assert_eq!(spec.host, "http://127.0.0.1:9");
         assert!(matches!(spec.load, LoadModel::Closed { users: 3, .. }));
+    }
+
+    #[test]
+    fn several_hosts_resolve_and_mistakes_are_located() {
+        let text = |task: &str| {
+            format!(
+                "host: http://a:1\nhosts:\n  auth: http://b:2/\n  api: http://c:3\nscenarios:\n  s: {{ users: 1, duration: 1s, hosts: {{ api: https://d }} }}\nuser_classes:\n  u:\n    tasks:\n      - {task}\n"
+            )
+        };
+        let resolve = |task: &str| {
+            Loaded::from_str("t.yaml", &text(task)).and_then(|l| {
+                l.resolve(
+                    "s",
+                    &Overrides {
+                        host: Some("http://z:9".into()),
+                        ..Default::default()
+                    },
+                    false,
+                )
+            })
+        };
+        let spec = resolve("{ host: api, get: /x }").expect("resolves");
+        // `--host` replaces the run's own host only; the scenario's `hosts` wins per name.
+        assert_eq!(spec.host, "http://z:9");
+        assert_eq!(
+            spec.hosts,
+            [
+                ("auth".to_owned(), "http://b:2".to_owned()),
+                ("api".to_owned(), "https://d".to_owned())
+            ]
+        );
+        let r = &spec.classes[0].tasks[0].request.as_ref().expect("request");
+        assert_eq!(
+            (r.host.as_deref(), r.name.as_str()),
+            (Some("https://d"), "GET api:/x")
+        );
+        let spec = resolve("{ get: \"HTTPS://e:4/p/{{ user_id }}\" }").expect("resolves");
+        let r = &spec.classes[0].tasks[0].request.as_ref().expect("request");
+        assert_eq!(
+            (r.host.as_deref(), r.path.as_str()),
+            (Some("https://e:4"), "/p/{{ user_id }}")
+        );
+        let spec = resolve("{ get: \"http://e:4\" }").expect("resolves");
+        assert_eq!(
+            spec.classes[0].tasks[0]
+                .request
+                .as_ref()
+                .map(|r| r.path.as_str()),
+            Some("/")
+        );
+        for (task, line, says) in [
+            ("{ host: autth, get: /x }", 10, "did you mean `auth`"),
+            ("{ host: auth, get: \"http://e/x\" }", 10, "both say where"),
+            (
+                "{ get: \"http://{{ h }}/x\" }",
+                10,
+                "not in its scheme or host",
+            ),
+            ("{ get: \"http://u:p@e/x\" }", 10, "user name or password"),
+        ] {
+            let err = resolve(task).expect_err(task).to_string();
+            assert!(
+                err.contains(&format!("t.yaml:{line}:")) && err.contains(says),
+                "{task}: {err}"
+            );
+        }
+        let bad = text("{ get: / }").replace("http://b:2/", "ftp://b");
+        let err = Loaded::from_str("t.yaml", &bad)
+            .and_then(|l| l.resolve("s", &Overrides::default(), false))
+            .expect_err("ftp");
+        assert!(
+            err.to_string().contains("t.yaml:3:") && err.to_string().contains("unsupported scheme"),
+            "{err}"
+        );
     }
 
     #[test]

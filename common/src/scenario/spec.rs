@@ -18,6 +18,10 @@ pub struct RunSpec {
     pub scenario: String,
     /// Base URL, validated: `http://` or `https://host[:port]`, no trailing slash.
     pub host: String,
+    /// Further named hosts (`hosts:`), validated like `host`; requests name
+    /// theirs in `RequestSpec::host`, and redirects may follow onto any of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<(String, String)>,
     /// Certificate checks for an `https://` host.
     #[serde(default)]
     pub tls: TargetTls,
@@ -369,6 +373,10 @@ pub struct RequestSpec {
     pub name: String,
     pub method: String,
     pub path: String,
+    /// The base URL this request goes to (from `host: NAME` or an absolute
+    /// URL), validated like `RunSpec::host`; the run's `host` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub headers: Vec<(String, String)>,
     /// Headers inherited from `defaults` or the user class: sent only once the
     /// variables they use exist, so a class-wide `Authorization: Bearer {{ token }}`

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
+use crate::check::{MAX_CHECK_NAMES, OTHER_CHECKS, is_check_name};
+
 pub use hdr::{
     HdrSum, HistogramError, MAX_MICROS, V2Counts, decode, encode_v2, encode_v2_deflate, layout_len,
     max_v2_bytes, new_histogram, record_micros,
@@ -50,6 +52,24 @@ fn add_error(errors: &mut BTreeMap<String, u64>, key: &str, n: u64) {
     }
 }
 
+/// Adds `n` failures of check `name` into `checks`, keeping the map within
+/// [`MAX_CHECK_NAMES`] printable names plus [`OTHER_CHECKS`]: the names come
+/// from workers, so they are bounded like error kinds.
+pub fn add_check(checks: &mut BTreeMap<String, u64>, name: &str, n: u64) {
+    let name =
+        if is_check_name(name) && (checks.contains_key(name) || checks.len() < MAX_CHECK_NAMES) {
+            name
+        } else {
+            OTHER_CHECKS
+        };
+    match checks.get_mut(name) {
+        Some(v) => *v = v.saturating_add(n),
+        None => {
+            checks.insert(name.to_owned(), n);
+        }
+    }
+}
+
 /// Counters and histograms of one endpoint over some span of time.
 #[derive(Debug, Clone)]
 pub struct EndpointStats {
@@ -57,6 +77,9 @@ pub struct EndpointStats {
     pub failures: u64,
     pub status: BTreeMap<u16, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// Failed checks by name (`status 200`, `$.ok == true`): each failed
+    /// response counts once, under the first check it failed.
+    pub checks: BTreeMap<String, u64>,
     pub bytes_received: u64,
     /// Latency in µs (from the intended start in the open model).
     pub latency: Histogram<u64>,
@@ -79,6 +102,7 @@ impl EndpointStats {
             failures: 0,
             status: BTreeMap::new(),
             errors: BTreeMap::new(),
+            checks: BTreeMap::new(),
             bytes_received: 0,
             latency: new_histogram(),
             ttfb: new_histogram(),
@@ -87,7 +111,7 @@ impl EndpointStats {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.requests == 0 && self.failures == 0 && self.errors.is_empty()
+        self.requests == 0 && self.failures == 0 && self.errors.is_empty() && self.checks.is_empty()
     }
 
     /// Adds another span's stats into this one.
@@ -102,6 +126,9 @@ impl EndpointStats {
         for (k, v) in &other.errors {
             let c = self.errors.entry(k.clone()).or_default();
             *c = c.saturating_add(*v);
+        }
+        for (k, v) in &other.checks {
+            add_check(&mut self.checks, k, *v);
         }
         self.bytes_received = self.bytes_received.saturating_add(other.bytes_received);
         for (mine, theirs) in [
@@ -121,6 +148,7 @@ impl EndpointStats {
         self.failures = 0;
         self.status.clear();
         self.errors.clear();
+        self.checks.clear();
         self.bytes_received = 0;
         self.latency.reset();
         self.ttfb.reset();
@@ -141,6 +169,9 @@ pub struct EndpointDelta {
     pub failures: u64,
     pub status: BTreeMap<u16, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// Failed checks by name (`status 200`, `$.ok == true`): each failed
+    /// response counts once, under the first check it failed.
+    pub checks: BTreeMap<String, u64>,
     pub bytes_received: u64,
     /// HDR V2 bytes of the latency histogram (µs).
     pub latency: Vec<u8>,
@@ -172,6 +203,7 @@ impl EndpointDelta {
             failures: s.failures,
             status: s.status.clone(),
             errors: s.errors.clone(),
+            checks: s.checks.clone(),
             bytes_received: s.bytes_received,
             latency: encode_v2(&s.latency)?,
             ttfb: encode_v2(&s.ttfb)?,
@@ -187,6 +219,9 @@ pub struct EndpointSum {
     pub failures: u64,
     pub status: BTreeMap<u16, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// Failed checks by name (`status 200`, `$.ok == true`): each failed
+    /// response counts once, under the first check it failed.
+    pub checks: BTreeMap<String, u64>,
     pub bytes_received: u64,
     pub latency: HdrSum,
     pub ttfb: HdrSum,
@@ -214,6 +249,9 @@ impl EndpointSum {
         for (k, v) in &d.errors {
             add_error(&mut self.errors, k, *v);
         }
+        for (k, v) in &d.checks {
+            add_check(&mut self.checks, k, *v);
+        }
         self.bytes_received = self.bytes_received.saturating_add(d.bytes_received);
         self.latency.add(h.latency);
         self.ttfb.add(h.ttfb);
@@ -227,6 +265,7 @@ impl EndpointSum {
             failures: self.failures,
             status: self.status.clone(),
             errors: self.errors.clone(),
+            checks: self.checks.clone(),
             bytes_received: self.bytes_received,
             latency: self.latency.to_histogram(),
             ttfb: self.ttfb.to_histogram(),
@@ -312,6 +351,33 @@ mod tests {
         assert_eq!(a.status[&200], 2);
         assert_eq!(a.status[&500], 3);
         assert_eq!(a.errors["status"], 2);
+    }
+
+    /// Check names from workers merge exactly, within a bound on how many
+    /// and which names an endpoint keeps.
+    #[test]
+    fn check_names_merge_and_are_capped() {
+        let mut sum = EndpointSum::default();
+        let mut d = EndpointDelta::default();
+        d.checks.insert("$.ok == true".into(), 3);
+        d.checks.insert("status 200".into(), 1);
+        sum.add(&d).expect("adds");
+        sum.add(&d).expect("adds");
+        assert_eq!(sum.checks["$.ok == true"], 6);
+        assert_eq!(sum.checks["status 200"], 2);
+        let mut hostile = EndpointDelta::default();
+        hostile.checks.insert("\x1b[2Jwiped".into(), 1);
+        for i in 0..100 {
+            hostile.checks.insert(format!("check {i}"), 1);
+        }
+        sum.add(&hostile).expect("adds");
+        assert!(
+            sum.checks.len() <= MAX_CHECK_NAMES + 1,
+            "{}",
+            sum.checks.len()
+        );
+        assert!(sum.checks.keys().all(|k| is_check_name(k)));
+        assert_eq!(sum.checks.values().sum::<u64>(), 8 + 101);
     }
 
     /// Invented error kinds cannot grow an endpoint's map past the cap, and

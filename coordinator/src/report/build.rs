@@ -258,6 +258,7 @@ fn endpoint(
         bytes_received: totals.bytes_received,
         status: s.status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         errors: s.errors.clone(),
+        checks: s.checks.clone(),
         histogram: match histograms {
             Histograms::Encoded => {
                 base64::engine::general_purpose::STANDARD.encode(encode_v2_deflate(&s.latency)?)

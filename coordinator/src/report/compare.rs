@@ -217,6 +217,7 @@ mod tests {
             bytes_received: 0,
             status: Default::default(),
             errors: Default::default(),
+            checks: Default::default(),
             histogram: String::new(),
         }
     }

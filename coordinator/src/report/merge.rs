@@ -207,6 +207,7 @@ fn endpoint(
     let failures = sum(group.iter().map(|e| e.failures));
     let mut status: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut checks: BTreeMap<String, u64> = BTreeMap::new();
     for e in group {
         for (k, v) in &e.status {
             let n = status.entry(k.clone()).or_default();
@@ -215,6 +216,9 @@ fn endpoint(
         for (k, v) in &e.errors {
             let n = errors.entry(k.clone()).or_default();
             *n = n.saturating_add(*v);
+        }
+        for (k, v) in &e.checks {
+            squall_common::snapshot::add_check(&mut checks, k, *v);
         }
     }
     let latency = latency_ms(h);
@@ -238,6 +242,7 @@ fn endpoint(
         bytes_received: sum(group.iter().map(|e| e.bytes_received)),
         status,
         errors,
+        checks,
         histogram: base64::engine::general_purpose::STANDARD.encode(encoded),
     })
 }

@@ -25,6 +25,7 @@ impl From<&Snapshot> for pb::Snapshot {
                     failures: d.failures,
                     status: d.status.iter().map(|(k, v)| (u32::from(*k), *v)).collect(),
                     errors: d.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    checks: d.checks.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                     bytes_received: d.bytes_received,
                     latency_hdr: d.latency.clone(),
                     ttfb_hdr: d.ttfb.clone(),
@@ -59,6 +60,15 @@ impl TryFrom<pb::Snapshot> for Snapshot {
                     failures: e.failures,
                     status,
                     errors: e.errors.into_iter().collect(),
+                    // Names a worker chose: printable and at most
+                    // MAX_CHECK_NAMES per endpoint, the rest as "other".
+                    checks: e.checks.iter().fold(
+                        std::collections::BTreeMap::new(),
+                        |mut m, (k, v)| {
+                            squall_common::snapshot::add_check(&mut m, k, *v);
+                            m
+                        },
+                    ),
                     bytes_received: e.bytes_received,
                     latency: e.latency_hdr,
                     ttfb: e.ttfb_hdr,

@@ -9,6 +9,7 @@ mod faults;
 mod hostile_target;
 mod hostile_worker;
 mod http2;
+mod hosts;
 mod https;
 mod journeys;
 mod kubernetes;

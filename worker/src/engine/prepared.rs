@@ -18,6 +18,10 @@ use crate::error::WorkerError;
 use crate::http::TargetTlsConnector;
 use crate::http::h2::H2Pool;
 
+/// The most distinct hosts one run talks to: each costs every user a
+/// connection slot and a cookie jar once used.
+pub const MAX_TARGETS: usize = 64;
+
 /// Text that is either known before the run or rendered per request.
 #[derive(Debug, Clone)]
 enum Part {
@@ -28,6 +32,8 @@ enum Part {
 #[derive(Debug)]
 pub struct PreparedRequest {
     pub endpoint: usize,
+    /// Which of `PreparedRun::targets` the request goes to (0: the run's `host`).
+    pub target: usize,
     /// The whole request on the wire when nothing in it is templated: sent as
     /// is, so a static request costs no formatting at all.
     wire: Option<Box<[u8]>>,
@@ -49,6 +55,10 @@ pub struct PreparedRequest {
     pub captures: Vec<(String, Capture)>,
     /// The checks of `expect:` beyond the status.
     pub checks: Checks,
+    /// The report's names for a failed `expect.status` and for each capture
+    /// that found nothing (`capture token`), built once.
+    pub status_check: Option<String>,
+    pub capture_checks: Vec<String>,
     /// What reading the response must keep: the body (captures, body or
     /// JSON checks), the body parsed as JSON, the header fields. All false
     /// for a plain request, which then keeps nothing.
@@ -130,11 +140,12 @@ impl PreparedClass {
     }
 }
 
+/// One host a run's requests go to: its own connections, Host header, TLS
+/// name (SNI) and, on each user, its own cookie jar.
 #[derive(Debug)]
-pub struct PreparedRun {
-    pub spec: RunSpec,
-    pub classes: Vec<PreparedClass>,
-    pub endpoints: Vec<EndpointKey>,
+pub struct Target {
+    /// `scheme://authority`, as redirects are matched against it.
+    origin: String,
     /// The Host header's value: the host URL's authority.
     host: String,
     /// Path prefix of the host URL (`http://h/v1` → `/v1`), prepended to every path.
@@ -143,6 +154,74 @@ pub struct PreparedRun {
     pub authority: String,
     /// Set for an `https://` host.
     pub tls: Option<TargetTlsConnector>,
+    /// Resolved when the run starts (the run's own host is `ThreadCtx::addr`).
+    pub addr: std::sync::OnceLock<std::net::SocketAddr>,
+}
+
+impl Target {
+    fn new(
+        url_text: &str,
+        tls_spec: &squall_common::scenario::TargetTls,
+    ) -> Result<Self, WorkerError> {
+        let bad = |what: String| WorkerError::Scenario(what);
+        let url: Uri = url_text
+            .parse()
+            .map_err(|e| bad(format!("host `{url_text}`: {e}")))?;
+        let auth = url
+            .authority()
+            .ok_or_else(|| bad(format!("host `{url_text}` has no authority")))?;
+        // The coordinator refuses these at load time; a Start message is
+        // still input, and userinfo must never reach the Host header.
+        if auth.as_str().contains('@') {
+            return Err(bad(format!(
+                "host `{url_text}` carries a user name or password"
+            )));
+        }
+        let https = match url.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(bad(format!(
+                    "host `{url_text}`: expected http:// or https://"
+                )));
+            }
+        };
+        let authority = if auth.port().is_some() {
+            auth.as_str().to_owned()
+        } else {
+            format!("{}:{}", auth.host(), if https { 443 } else { 80 })
+        };
+        let tls = if https {
+            Some(TargetTlsConnector::new(tls_spec, auth.host())?)
+        } else {
+            None
+        };
+        HeaderValue::from_str(auth.as_str()).map_err(|e| bad(format!("host header: {e}")))?;
+        Ok(Target {
+            origin: format!(
+                "{}://{}",
+                if https { "https" } else { "http" },
+                auth.as_str()
+            ),
+            host: auth.as_str().to_owned(),
+            base_path: url.path().trim_end_matches('/').to_owned(),
+            authority,
+            tls,
+            addr: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct PreparedRun {
+    pub spec: RunSpec,
+    pub classes: Vec<PreparedClass>,
+    pub endpoints: Vec<EndpointKey>,
+    /// The hosts requests go to: the run's `host` first, then each named
+    /// host and absolute URL's origin, once each.
+    pub targets: Vec<Target>,
+    /// The run's own host's `host:port` (`targets[0]`), resolved by the run.
+    pub authority: String,
     /// This worker's rows of each feeder the classes draw from.
     pub feeds: Vec<Feed>,
     /// The worker's HTTP/2 connections, shared by all its engine threads
@@ -165,48 +244,60 @@ impl PreparedRun {
         worker_count: u32,
     ) -> Result<Self, WorkerError> {
         let bad = |what: String| WorkerError::Scenario(what);
-        let url: Uri = spec
-            .host
-            .parse()
-            .map_err(|e| bad(format!("host `{}`: {e}", spec.host)))?;
-        let auth = url
-            .authority()
-            .ok_or_else(|| bad(format!("host `{}` has no authority", spec.host)))?;
-        // The coordinator refuses these at load time; a Start message is
-        // still input, and userinfo must never reach the Host header.
-        if auth.as_str().contains('@') {
-            return Err(bad(format!(
-                "host `{}` carries a user name or password",
-                spec.host
-            )));
-        }
         ByteSize::bytes(spec.max_capture_body)
             .map_err(|e| bad(format!("max_capture_body {}: {e}", spec.max_capture_body)))?;
-        let https = url.scheme_str() == Some("https");
-        let authority = if auth.port().is_some() {
-            auth.as_str().to_owned()
-        } else {
-            format!("{}:{}", auth.host(), if https { 443 } else { 80 })
-        };
-        let tls = if https {
-            Some(TargetTlsConnector::new(&spec.tls, auth.host())?)
-        } else {
-            None
-        };
-        HeaderValue::from_str(auth.as_str()).map_err(|e| bad(format!("host header: {e}")))?;
+        // Each distinct origin once, so two names for one host share its
+        // connections and cookies; the run's host is always targets[0].
+        let mut targets = vec![Target::new(&spec.host, &spec.tls)?];
+        let used = spec.classes.iter().flat_map(|c| {
+            c.on_start.iter().chain(c.tasks.iter().flat_map(|t| {
+                t.request.iter().chain(
+                    t.flow
+                        .iter()
+                        .flat_map(|f| f.steps.iter().filter_map(|s| s.request.as_ref())),
+                )
+            }))
+        });
+        let urls: Vec<&str> = spec
+            .hosts
+            .iter()
+            .map(|(_, u)| u.as_str())
+            .chain(used.filter_map(|r| r.host.as_deref()))
+            .collect();
+        for url in urls {
+            let t = Target::new(url, &spec.tls)?;
+            if !targets
+                .iter()
+                .any(|x| x.origin == t.origin && x.base_path == t.base_path)
+            {
+                if targets.len() >= MAX_TARGETS {
+                    return Err(bad(format!("more than {MAX_TARGETS} hosts")));
+                }
+                targets.push(t);
+            }
+        }
+        let authority = targets[0].authority.clone();
+        // HTTP/2 goes to the run's own host only; named hosts and absolute
+        // URLs keep HTTP/1.1 (docs/scenarios.md, "HTTP/2").
         let h2 = match spec.http2 {
             None => None,
             Some(h) => {
-                let tls = if https {
+                let url: Uri = spec
+                    .host
+                    .parse()
+                    .map_err(|e| bad(format!("host `{}`: {e}", spec.host)))?;
+                let auth = url
+                    .authority()
+                    .cloned()
+                    .ok_or_else(|| bad(format!("host `{}` has no authority", spec.host)))?;
+                let tls = if targets[0].tls.is_some() {
                     Some(TargetTlsConnector::offering(&spec.tls, auth.host(), b"h2")?)
                 } else {
                     None
                 };
-                Some(H2Pool::new(h, tls, auth.clone()))
+                Some(H2Pool::new(h, tls, auth))
             }
         };
-        let host = auth.as_str().to_owned();
-        let base_path = url.path().trim_end_matches('/').to_owned();
         let endpoints: Vec<EndpointKey> = spec
             .endpoints()
             .into_iter()
@@ -228,7 +319,7 @@ impl PreparedRun {
                         .ok_or_else(|| bad(format!("class `{}`: no feeder `{name}`", c.name)))?,
                 ),
             };
-            let prep = |r: &RequestSpec| prepare(r, &endpoints, &base_path, &host);
+            let prep = |r: &RequestSpec| prepare(r, &endpoints, &spec.tls, &targets);
             let on_start = c.on_start.iter().map(prep).collect::<Result<Vec<_>, _>>()?;
             let mut tasks = Vec::new();
             for t in &c.tasks {
@@ -273,10 +364,8 @@ impl PreparedRun {
             spec,
             classes,
             endpoints,
-            host,
-            base_path,
+            targets,
             authority,
-            tls,
             feeds,
             h2,
         })
@@ -302,7 +391,10 @@ impl PreparedRun {
                 out.clear();
                 out.extend_from_slice(wire);
             }
-            None => write_request(req, &self.host, &self.base_path, vars, rng, scratch, out)?,
+            None => {
+                let t = &self.targets[req.target];
+                write_request(req, &t.host, &t.base_path, vars, rng, scratch, out)?;
+            }
         }
         if with_cookie {
             // After the request line: the head's end is the first blank line.
@@ -319,42 +411,50 @@ impl PreparedRun {
 }
 
 impl PreparedRun {
-    /// Where a redirect goes, as a request-target on this host: a path, or an
-    /// absolute URL on the same scheme and authority. None for anything else
-    /// (another host is not followed: the 3xx is the final answer).
-    pub fn redirect_target(&self, headers: &[(String, String)]) -> Option<String> {
+    /// Where a redirect from a response of host `from` goes: the target and
+    /// a request-target on it. A path stays on `from`; an absolute URL is
+    /// followed when its scheme and authority are one of the run's hosts
+    /// (`host`, `hosts:`, absolute URLs), and not otherwise: the 3xx is then
+    /// the final answer.
+    pub fn redirect_target(
+        &self,
+        from: usize,
+        headers: &[(String, String)],
+    ) -> Option<(usize, String)> {
         let loc = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("location"))
             .map(|(_, v)| v.trim())?;
-        let path = if loc.starts_with('/') && !loc.starts_with("//") {
-            loc.to_owned()
+        let (to, path) = if loc.starts_with('/') && !loc.starts_with("//") {
+            (from, loc.to_owned())
         } else {
             let uri: Uri = loc.parse().ok()?;
-            let same = uri.authority().map(|a| a.as_str()) == Some(self.host.as_str())
-                && uri.scheme_str() == Some(if self.tls.is_some() { "https" } else { "http" });
-            if !same {
-                return None;
-            }
-            uri.path_and_query()
-                .map_or("/".to_owned(), |p| p.as_str().to_owned())
+            let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?.as_str());
+            let to = self
+                .targets
+                .iter()
+                .position(|t| t.origin.eq_ignore_ascii_case(&origin))?;
+            let path = uri
+                .path_and_query()
+                .map_or("/".to_owned(), |p| p.as_str().to_owned());
+            (to, path)
         };
-        valid_target(&path).then_some(path)
+        valid_target(&path).then_some((to, path))
     }
 
-    /// A `GET` of `path` with the Host header and the user's cookies: the
-    /// request a followed redirect sends.
-    /// The Host header's value and the base path, for a WebSocket handshake.
+    /// The run's own host's Host header value and base path, for a WebSocket handshake.
     pub fn host_and_base(&self) -> (&str, &str) {
-        (&self.host, &self.base_path)
+        (&self.targets[0].host, &self.targets[0].base_path)
     }
 
-    pub fn encode_get(&self, path: &str, cookie: &str, out: &mut Vec<u8>) {
+    /// A `GET` of `path` on `target` with its Host header and the user's
+    /// cookies for it: the request a followed redirect sends.
+    pub fn encode_get(&self, target: usize, path: &str, cookie: &str, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(b"GET ");
         out.extend_from_slice(path.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        header(out, "host", &self.host);
+        header(out, "host", &self.targets[target].host);
         if !cookie.is_empty() {
             header(out, "cookie", cookie);
         }
@@ -457,10 +557,21 @@ fn finish(out: &mut Vec<u8>, body: Option<&[u8]>, method: &Method, own_length: b
 fn prepare(
     r: &RequestSpec,
     endpoints: &[EndpointKey],
-    base_path: &str,
-    host: &str,
+    tls: &squall_common::scenario::TargetTls,
+    targets: &[Target],
 ) -> Result<PreparedRequest, WorkerError> {
     let bad = |what: String| WorkerError::Scenario(format!("request `{}`: {what}", r.name));
+    let target = match &r.host {
+        None => 0,
+        Some(url) => {
+            let t = Target::new(url, tls)?;
+            targets
+                .iter()
+                .position(|x| x.origin == t.origin && x.base_path == t.base_path)
+                .ok_or_else(|| bad(format!("host `{url}` is not among the run's hosts")))?
+        }
+    };
+    let (base_path, host) = (&targets[target].base_path, &targets[target].host);
     let endpoint = endpoints
         .iter()
         .position(|e| e.name == r.name && e.method == r.method)
@@ -572,6 +683,7 @@ fn prepare(
     let own_cookie = own(http::header::COOKIE);
     let mut req = PreparedRequest {
         endpoint,
+        target,
         wire: None,
         head_only: method == Method::HEAD,
         method,
@@ -583,6 +695,11 @@ fn prepare(
         own_length,
         own_cookie,
         spec: r.clone(),
+        status_check: r.expect.status_name(),
+        capture_checks: captures
+            .iter()
+            .map(|(v, _)| format!("capture {v}"))
+            .collect(),
         captures,
         checks,
         needs_body,
@@ -855,14 +972,17 @@ user_classes:
             String::from_utf8(bytes.to_vec()).expect("ascii"),
             "GET /v1/fast HTTP/1.1\r\ncookie: sid=abc; x=1\r\nhost: 127.0.0.1:8080\r\n\r\n"
         );
-        let loc = |v: &str| r.redirect_target(&[("Location".to_owned(), v.to_owned())]);
+        let loc = |v: &str| {
+            r.redirect_target(0, &[("Location".to_owned(), v.to_owned())])
+                .map(|(_, p)| p)
+        };
         assert_eq!(loc("/next?a=1").as_deref(), Some("/next?a=1"));
         assert_eq!(loc("http://127.0.0.1:8080/x").as_deref(), Some("/x"));
         assert_eq!(loc("http://elsewhere:8080/x"), None);
         assert_eq!(loc("https://127.0.0.1:8080/x"), None);
         assert_eq!(loc("//127.0.0.1:8080/x"), None);
         let mut get = Vec::new();
-        r.encode_get("/x", "", &mut get);
+        r.encode_get(0, "/x", "", &mut get);
         assert_eq!(get, b"GET /x HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n");
     }
 
@@ -906,5 +1026,50 @@ user_classes:
         );
         assert!(wire.contains("x-user: alice\r\n"), "{wire}");
         assert!(wire.ends_with(r#"{"note":"say \"hi\""}"#), "{wire}");
+    }
+
+    /// Each request carries its own host's Host header and base path; a
+    /// redirect onto another of the run's hosts is followed there, onto a
+    /// host the run does not name it is not.
+    #[test]
+    fn requests_go_to_their_own_hosts_and_redirects_between_them() {
+        let yaml = "host: http://127.0.0.1:8080\nhosts:\n  auth: http://127.0.0.1:9090/v2\nscenarios:\n  s: { users: 1, duration: 1s }\nuser_classes:\n  u:\n    tasks:\n      - { get: /a }\n      - { host: auth, post: /login }\n      - { get: \"http://127.0.0.1:7070/x/{{ user_id }}\" }\n";
+        let r = run(yaml);
+        assert_eq!(r.targets.len(), 3);
+        let wire: Vec<String> = (0..3)
+            .map(|i| encode(&r, i, &HashMap::new()).expect("encodes"))
+            .collect();
+        assert_eq!(wire[0], "GET /a HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n");
+        assert!(
+            wire[1].starts_with("POST /v2/login HTTP/1.1\r\nhost: 127.0.0.1:9090\r\n"),
+            "{}",
+            wire[1]
+        );
+        assert_eq!(wire[2], "GET /x/7 HTTP/1.1\r\nhost: 127.0.0.1:7070\r\n\r\n");
+        let names: Vec<&str> = r.endpoints.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "GET /a",
+                "POST auth:/login",
+                "GET http://127.0.0.1:7070/x/{{ user_id }}"
+            ]
+        );
+        let loc = |from: usize, v: &str| {
+            r.redirect_target(from, &[("Location".to_owned(), v.to_owned())])
+        };
+        assert_eq!(loc(1, "/done"), Some((1, "/done".to_owned())));
+        assert_eq!(
+            loc(0, "http://127.0.0.1:9090/in"),
+            Some((1, "/in".to_owned()))
+        );
+        assert_eq!(loc(1, "http://127.0.0.1:7070/"), Some((2, "/".to_owned())));
+        assert_eq!(loc(0, "http://127.0.0.1:6060/"), None);
+        let mut get = Vec::new();
+        r.encode_get(1, "/in", "sid=1", &mut get);
+        assert_eq!(
+            get,
+            b"GET /in HTTP/1.1\r\nhost: 127.0.0.1:9090\r\ncookie: sid=1\r\n\r\n"
+        );
     }
 }

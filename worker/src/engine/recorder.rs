@@ -75,6 +75,21 @@ impl Recorder {
         }
     }
 
+    /// Counts a failed response under the check it failed (recorded with
+    /// `record` just before, in the same interval). The name is copied once
+    /// per interval, not per failure.
+    pub fn record_check(&mut self, endpoint: usize, name: &str) {
+        let Some(s) = self.stats.get_mut(endpoint) else {
+            return;
+        };
+        match s.checks.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                s.checks.insert(name.to_owned(), 1);
+            }
+        }
+    }
+
     /// Hands over the interval's stats and starts a fresh interval.
     /// Copies then resets, so the recording side keeps its allocations.
     /// Records how late a scheduled request started (open model, pacing).

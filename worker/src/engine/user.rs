@@ -104,18 +104,46 @@ impl Drop for DoneOnDrop {
     }
 }
 
-/// A user's mutable state: its connection, captured variables and random stream.
-pub(super) struct UserState {
-    user_id: u64,
+/// What a user keeps per host it talks to: a keep-alive connection, opened
+/// when first needed, and a cookie jar, so a cookie one host sets is never
+/// sent to another.
+#[derive(Debug, Default)]
+struct HostState {
     conn: Option<Connection>,
-    pub(super) captured: HashMap<String, String>,
-    rng: SmallRng,
-    /// The `sequence()` counter.
-    sequence: Cell<u64>,
     /// The cookie jar (name, value) and the `Cookie` value it makes; both
     /// empty (and unallocated) until a response sets a cookie.
     jar: Vec<(String, String)>,
     cookie_line: String,
+}
+
+/// The state of host `target`: `home` for the run's own host, so a
+/// single-host scenario costs no lookup or allocation; the others grow
+/// `away` when first used (`away[i]` is target `i + 1`).
+fn host_state<'a>(
+    home: &'a mut HostState,
+    away: &'a mut Vec<HostState>,
+    target: usize,
+) -> &'a mut HostState {
+    match target.checked_sub(1) {
+        None => home,
+        Some(i) => {
+            if away.len() <= i {
+                away.resize_with(i + 1, HostState::default);
+            }
+            &mut away[i]
+        }
+    }
+}
+
+/// A user's mutable state: its connections, captured variables and random stream.
+pub(super) struct UserState {
+    user_id: u64,
+    home: HostState,
+    away: Vec<HostState>,
+    pub(super) captured: HashMap<String, String>,
+    rng: SmallRng,
+    /// The `sequence()` counter.
+    sequence: Cell<u64>,
     /// Rendered template parts and the request they make; both stay
     /// unallocated for a scenario without templates.
     scratch: String,
@@ -175,12 +203,11 @@ fn micros(d: Duration) -> u64 {
 pub(super) fn new_user(ctx: &ThreadCtx, user_id: u64) -> UserState {
     UserState {
         user_id,
-        conn: None,
+        home: HostState::default(),
+        away: Vec::new(),
         captured: HashMap::new(),
         rng: SmallRng::seed_from_u64(ctx.seed ^ user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
         sequence: Cell::new(0),
-        jar: Vec::new(),
-        cookie_line: String::new(),
         scratch: String::new(),
         wire: Vec::new(),
         socket: None,
@@ -435,7 +462,7 @@ pub(super) async fn run_flow(
                         &mut user.rng,
                         &mut user.scratch,
                         &mut user.wire,
-                        &user.cookie_line,
+                        &user.home.cookie_line,
                     );
                     super::sse::run(ctx, req, sse, bytes).await
                 }
@@ -536,13 +563,14 @@ async fn execute(
         captured: &user.captured,
         sequence: Some(&user.sequence),
     };
+    let mut target = req.target;
     let encoded = ctx.run.encode(
         req,
         &vars,
         &mut user.rng,
         &mut user.scratch,
         &mut user.wire,
-        &user.cookie_line,
+        &host_state(&mut user.home, &mut user.away, target).cookie_line,
     );
     let until_checks = until.map(|(u, _)| &u.checks);
     let want_body = req.needs_body || until_checks.is_some_and(|c| c.needs_body());
@@ -562,6 +590,10 @@ async fn execute(
         Ok(first) => {
             let mut request = first;
             loop {
+                let Some(addr) = target_addr(ctx, target).await else {
+                    break failure(ErrorKind::Connect, since, start);
+                };
+                let host = host_state(&mut user.home, &mut user.away, target);
                 // The deadline from the clock reading already taken.
                 let body = body.as_mut().map(|buf| Body {
                     buf,
@@ -574,17 +606,20 @@ async fn execute(
                 let head_only = req.head_only && hops == 0;
                 if close {
                     // `connection: close`: a fresh connection (and handshake) every time.
-                    user.conn = None;
+                    host.conn = None;
                 }
-                let conn = &mut user.conn;
+                let conn = &mut host.conn;
+                let tls = ctx.run.targets[target].tls.as_ref();
+                // HTTP/2 serves the run's own host (target 0) only.
+                let pool = ctx.run.h2.as_ref().filter(|_| target == 0);
                 let sent = tokio::time::timeout_at((start + timeout).into(), async {
-                    match &ctx.run.h2 {
-                        Some(pool) => pool.send(ctx.addr, request, head_only, body, keep).await,
+                    match pool {
+                        Some(pool) => pool.send(addr, request, head_only, body, keep).await,
                         None => {
                             connection::send(
                                 conn,
-                                ctx.addr,
-                                ctx.run.tls.as_ref(),
+                                addr,
+                                tls,
                                 request,
                                 head_only,
                                 &ctx.read_buf,
@@ -597,18 +632,18 @@ async fn execute(
                 })
                 .await;
                 if close {
-                    user.conn = None;
+                    host.conn = None;
                 }
                 let resp = match sent {
                     Err(_) => {
-                        user.conn = None;
+                        host.conn = None;
                         break failure(ErrorKind::Timeout, since, start);
                     }
                     Ok(Err(kind)) => break failure(kind, since, start),
                     Ok(Ok(resp)) => resp,
                 };
                 if !resp.set_cookies.is_empty() {
-                    store_cookies(&mut user.jar, &mut user.cookie_line, &resp.set_cookies);
+                    store_cookies(&mut host.jar, &mut host.cookie_line, &resp.set_cookies);
                 }
                 // One clock reading serves both latency and service time.
                 let end = Instant::now();
@@ -621,14 +656,16 @@ async fn execute(
                     bytes: resp.bytes,
                 };
                 let next = (hops < redirects && is_redirect(resp.status))
-                    .then(|| ctx.run.redirect_target(&resp.headers))
+                    .then(|| ctx.run.redirect_target(target, &resp.headers))
                     .flatten();
                 match next {
-                    Some(path) => {
+                    Some((to, path)) => {
                         // Each hop is a request the target served: recorded
                         // on this endpoint as it went, unjudged.
                         ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
-                        ctx.run.encode_get(&path, &user.cookie_line, &mut hop_wire);
+                        target = to;
+                        let jar = &host_state(&mut user.home, &mut user.away, to).cookie_line;
+                        ctx.run.encode_get(to, &path, jar, &mut hop_wire);
                         request = &hop_wire;
                         hops += 1;
                         start = Instant::now();
@@ -649,6 +686,11 @@ async fn execute(
     guard.armed = false;
     let mut outcome = outcome;
     let mut met = false;
+    // The check a failed response is counted under in the report.
+    let mut failed_check: Option<&str> = None;
+    if outcome.error == Some(ErrorKind::Status) {
+        failed_check = req.status_check.as_deref();
+    }
     if let Some(status) = outcome.status {
         // The body is parsed once, for checks, captures and the poll condition.
         let body = body.as_deref().unwrap_or_default();
@@ -662,10 +704,16 @@ async fn execute(
             json: json.as_ref(),
             latency_us: outcome.latency_us,
         };
-        if outcome.error.is_none()
-            && (!req.checks.passes(&observed) || !capture(req, &observed, &mut user.captured))
-        {
-            outcome.error = Some(ErrorKind::Check);
+        if outcome.error.is_none() {
+            let failed = match req.checks.first_failure(&observed) {
+                Some(i) => Some(req.checks.name(i)),
+                None => capture(req, &observed, &mut user.captured)
+                    .map(|i| req.capture_checks[i].as_str()),
+            };
+            if failed.is_some() {
+                outcome.error = Some(ErrorKind::Check);
+                failed_check = failed;
+            }
         }
         if let Some((u, last)) = until {
             met = u.spec.status_ok(status) && u.checks.passes(&observed);
@@ -674,8 +722,30 @@ async fn execute(
             }
         }
     }
-    ctx.recorder.borrow_mut().record(req.endpoint, &outcome);
+    let mut recorder = ctx.recorder.borrow_mut();
+    recorder.record(req.endpoint, &outcome);
+    if let Some(name) = failed_check {
+        recorder.record_check(req.endpoint, name);
+    }
     (outcome.error, met)
+}
+
+/// The address of host `target`: the run's own was resolved when it started;
+/// another is resolved by its first use on this worker and kept (None when
+/// it resolves to nothing, which fails the request as `connect`).
+async fn target_addr(ctx: &ThreadCtx, target: usize) -> Option<SocketAddr> {
+    if target == 0 {
+        return Some(ctx.addr);
+    }
+    let t = ctx.run.targets.get(target)?;
+    if let Some(a) = t.addr.get() {
+        return Some(*a);
+    }
+    let found = tokio::net::lookup_host(t.authority.as_str())
+        .await
+        .ok()?
+        .next()?;
+    Some(*t.addr.get_or_init(|| found))
 }
 
 /// Statuses whose `Location` a redirect policy follows.
@@ -690,7 +760,8 @@ const MAX_COOKIE_BYTES: usize = 4096;
 
 /// Puts a response's `Set-Cookie` values into the user's jar (a cookie with
 /// `Max-Age=0` or an empty value is removed) and rebuilds its `Cookie` value.
-/// Domains and paths are not tracked: a user talks to one host.
+/// Each host has its own jar (see `HostState`); within one, domains and
+/// paths are not tracked.
 fn store_cookies(jar: &mut Vec<(String, String)>, line_out: &mut String, set: &[String]) {
     for line in set {
         let mut parts = line.split(';');
@@ -731,10 +802,15 @@ fn store_cookies(jar: &mut Vec<(String, String)>, line_out: &mut String, set: &[
     }
 }
 
-/// Stores the request's captures; false when one finds nothing.
-fn capture(req: &PreparedRequest, o: &Observed<'_>, into: &mut HashMap<String, String>) -> bool {
-    let mut all = true;
-    for (var, c) in &req.captures {
+/// Stores the request's captures; the index of the first that found
+/// nothing, if one did.
+fn capture(
+    req: &PreparedRequest,
+    o: &Observed<'_>,
+    into: &mut HashMap<String, String>,
+) -> Option<usize> {
+    let mut missing = None;
+    for (i, (var, c)) in req.captures.iter().enumerate() {
         let value = match c {
             Capture::Json(path) => o.json.and_then(|j| path.extract(j)),
             Capture::Header(name) => o
@@ -761,10 +837,12 @@ fn capture(req: &PreparedRequest, o: &Observed<'_>, into: &mut HashMap<String, S
             Some(v) => {
                 into.insert(var.clone(), v);
             }
-            None => all = false,
+            None => {
+                missing.get_or_insert(i);
+            }
         }
     }
-    all
+    missing
 }
 
 fn failure(kind: ErrorKind, since: Instant, start: Instant) -> Outcome {

@@ -517,7 +517,7 @@ fn build_request(
     scratch: &mut String,
 ) -> Option<http::Request<()>> {
     let (host, base) = run.host_and_base();
-    let scheme = if run.tls.is_some() { "wss" } else { "ws" };
+    let scheme = if run.targets[0].tls.is_some() { "wss" } else { "ws" };
     scratch.clear();
     path.render(vars, rng, scratch).ok()?;
     if !scratch.starts_with('/') {
@@ -550,7 +550,7 @@ pub(super) async fn connect_io(ctx: &ThreadCtx) -> Result<Box<dyn Io>, ErrorKind
         .await
         .map_err(|_| ErrorKind::Connect)?;
     let _ = tcp.set_nodelay(true);
-    Ok(match &ctx.run.tls {
+    Ok(match &ctx.run.targets[0].tls {
         None => Box::new(tcp),
         Some(tls) => Box::new(tls.handshake(tcp).await.map_err(|_| ErrorKind::Tls)?),
     })

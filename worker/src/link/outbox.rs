@@ -227,6 +227,7 @@ mod tests {
                     failures: 0,
                     status: Default::default(),
                     errors: Default::default(),
+                    checks: Default::default(),
                     bytes_received: 0,
                     latency: vec![7; kib * 1024],
                     ttfb: Vec::new(),

@@ -43,6 +43,7 @@ fn endpoint(
         bytes_received: requests * 2048,
         status: status.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         errors: errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        checks: Default::default(),
         histogram: String::new(),
     }
 }

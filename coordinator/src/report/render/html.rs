@@ -438,6 +438,15 @@ fn write_endpoints(out: &mut String, r: &Report) -> fmt::Result {
                     count(*n)
                 )?;
             }
+            // Which checks failed: under the errors, one chip per check name.
+            for (check, n) in &e.checks {
+                write!(
+                    out,
+                    "<span class=\"bad\">check <code>{}</code> × {}</span>",
+                    esc(check),
+                    count(*n)
+                )?;
+            }
             writeln!(out, "</td></tr>")?;
         }
         writeln!(out, "</tbody>\n</table></div>")?;

@@ -188,6 +188,25 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
         out.push_str(&table.render());
     }
 
+    if r.endpoints.iter().any(|e| !e.checks.is_empty()) {
+        writeln!(out)?;
+        writeln!(out, "Failed checks")?;
+        let mut table = Table::new(&[
+            ("method", Align::Left),
+            ("name", Align::Left),
+            ("check", Align::Left),
+            ("count", Align::Right),
+        ])
+        .without_header();
+        for e in &r.endpoints {
+            for (i, (check, n)) in e.checks.iter().enumerate() {
+                let (method, name) = if i == 0 { label(e) } else { Default::default() };
+                table.row(vec![method, name, clean(check), count(*n)]);
+            }
+        }
+        out.push_str(&table.render());
+    }
+
     let all = f::status_totals(r);
     if !all.is_empty() {
         writeln!(out)?;
