@@ -482,6 +482,12 @@ impl Loaded {
                 "an event stream takes no `poll`, `capture` or `expect` (a status other than 200 fails it)",
             ));
         }
+        if request.host.is_some() {
+            return Err(self.invalid(
+                format!("{at}.sse"),
+                "an event stream goes to the run's own `host`; `host:` and absolute URLs are not supported on `sse` steps",
+            ));
+        }
         if sse.events == 0 || sse.events > super::sse::MAX_EVENTS {
             return Err(self.invalid(
                 format!("{at}.sse.events"),

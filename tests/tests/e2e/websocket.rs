@@ -317,6 +317,11 @@ async fn misused_sockets_are_refused_with_their_line_before_any_traffic() {
             "unknown variable `nope`",
             9,
         ),
+        (
+            "  - name: f\n    flow:\n      - { get: \"http://127.0.0.1:9/sse\", sse: { events: 1 } }\n",
+            "not supported on `sse` steps",
+            0,
+        ),
     ];
     let target = CountingTarget::start().await;
     for (tasks, message, line) in cases {
