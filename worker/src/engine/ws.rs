@@ -517,7 +517,11 @@ fn build_request(
     scratch: &mut String,
 ) -> Option<http::Request<()>> {
     let (host, base) = run.host_and_base();
-    let scheme = if run.targets[0].tls.is_some() { "wss" } else { "ws" };
+    let scheme = if run.targets[0].tls.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
     scratch.clear();
     path.render(vars, rng, scratch).ok()?;
     if !scratch.starts_with('/') {
