@@ -10,9 +10,23 @@ const PER_REGRESSION: f64 = 5.0;
 const P95_FULL_MS: f64 = 1000.0;
 const P95_ZERO_MS: f64 = 5000.0;
 
-/// Scores a finished report; a run without requests scores 0.
+/// Scores a finished report; a run without any traffic scores 0.
+///
+/// A run of WebSocket or SSE steps only has no HTTP requests in its totals
+/// but rows of its own (`WS`, `WSMSG`, ...): its error part is taken from
+/// those rows and its latency part is not judged (full marks), rather than
+/// scoring a passing run 0.
 pub fn score(r: &Report) -> Score {
-    if r.totals.requests == 0 {
+    let (other_requests, other_failures) = r
+        .endpoints
+        .iter()
+        .filter(|e| e.method != squall_common::scenario::FLOW_METHOD)
+        .filter(|e| !squall_common::scenario::is_request_method(&e.method))
+        .fold((0u64, 0u64), |(n, f), e| {
+            (n.saturating_add(e.requests), f.saturating_add(e.failures))
+        });
+    let streams_only = r.totals.requests == 0 && other_requests > 0;
+    if r.totals.requests == 0 && !streams_only {
         return Score {
             value: 0,
             thresholds: 0.0,
@@ -35,12 +49,19 @@ pub fn score(r: &Report) -> Score {
     } else {
         40.0
     };
-    let errors = 30.0 * (1.0 - r.totals.error_rate / ERRORS_AT_ZERO).clamp(0.0, 1.0);
+    let error_rate = if streams_only {
+        other_failures as f64 / other_requests as f64
+    } else {
+        r.totals.error_rate
+    };
+    let errors = 30.0 * (1.0 - error_rate / ERRORS_AT_ZERO).clamp(0.0, 1.0);
     let regressions = r.comparison.as_ref().map_or(20.0, |c| {
         (20.0 - PER_REGRESSION * c.regressions as f64).max(0.0)
     });
     let p95 = r.totals.latency_ms.p95;
-    let latency = if p95.is_finite() {
+    let latency = if streams_only {
+        10.0
+    } else if p95.is_finite() {
         10.0 * ((P95_ZERO_MS - p95) / (P95_ZERO_MS - P95_FULL_MS)).clamp(0.0, 1.0)
     } else {
         0.0
@@ -125,5 +146,25 @@ mod tests {
         assert_eq!(score(&r).regressions, 10.0);
         r.totals.requests = 0;
         assert_eq!(score(&r).value, 0);
+    }
+
+    #[test]
+    fn a_websocket_only_run_is_scored_from_its_own_rows() {
+        let mut r = fixture::sample();
+        r.thresholds.clear();
+        r.totals.requests = 0;
+        r.totals.failures = 0;
+        r.totals.error_rate = 0.0;
+        r.endpoints.truncate(2);
+        for (i, e) in r.endpoints.iter_mut().enumerate() {
+            e.method = if i == 0 { "WS" } else { "WSMSG" }.into();
+            e.requests = 100;
+            e.failures = 0;
+        }
+        let s = score(&r);
+        assert_eq!(s.value, 100, "{s:?}");
+        // 1 failure in 100 messages of 200 rows: 0.5 % of 5 %: 30 * 0.9 = 27.
+        r.endpoints[0].failures = 1;
+        assert_eq!(score(&r).errors, 27.0, "{:?}", score(&r));
     }
 }
