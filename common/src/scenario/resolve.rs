@@ -1110,24 +1110,7 @@ impl Loaded {
                     format!("`{var}` is built in and cannot be captured into"),
                 ));
             }
-            match c {
-                CaptureSpec::Path(p) | CaptureSpec::From(CaptureFrom::Json(p)) => {
-                    JsonPath::parse(p).map_err(|e| self.located(&cat, p, e.to_string()))?;
-                }
-                CaptureSpec::From(CaptureFrom::Regex(p)) => {
-                    crate::check::regex(p).map_err(|e| self.located(&cat, p, e.to_string()))?;
-                }
-                CaptureSpec::From(CaptureFrom::Header(h)) => {
-                    if http_token(h).is_none() {
-                        return Err(self.located(&cat, h, format!("`{h}` is not a header name")));
-                    }
-                }
-                CaptureSpec::From(CaptureFrom::Cookie(n)) => {
-                    if n.is_empty() || n.contains([';', '=', ' ']) {
-                        return Err(self.located(&cat, n, format!("`{n}` is not a cookie name")));
-                    }
-                }
-            }
+            self.check_capture_source(&cat, var, c, false)?;
         }
         let optional_headers: Vec<String> = inherited
             .keys()
@@ -1381,6 +1364,44 @@ impl Loaded {
 
     /// Replaces each request's host name with its URL from the scenario's
     /// `hosts` (absolute URLs already hold theirs).
+    /// Where a capture reads from: a JSON path or pattern that compiles, a
+    /// header or cookie name that is one. `message`: a WebSocket message,
+    /// which has no headers or cookies.
+    pub(super) fn check_capture_source(
+        &self,
+        cat: &str,
+        var: &str,
+        c: &CaptureSpec,
+        message: bool,
+    ) -> Result<(), ScenarioError> {
+        match c {
+            CaptureSpec::Path(p) | CaptureSpec::From(CaptureFrom::Json(p)) => {
+                JsonPath::parse(p).map_err(|e| self.located(cat, p, e.to_string()))?;
+            }
+            CaptureSpec::From(CaptureFrom::Regex(p)) => {
+                crate::check::regex(p).map_err(|e| self.located(cat, p, e.to_string()))?;
+            }
+            CaptureSpec::From(CaptureFrom::Header(_) | CaptureFrom::Cookie(_)) if message => {
+                return Err(self.located(
+                    cat,
+                    var,
+                    "a message has no headers or cookies: capture with a JSON path or `regex`",
+                ));
+            }
+            CaptureSpec::From(CaptureFrom::Header(h)) => {
+                if http_token(h).is_none() {
+                    return Err(self.located(cat, h, format!("`{h}` is not a header name")));
+                }
+            }
+            CaptureSpec::From(CaptureFrom::Cookie(n)) => {
+                if n.is_empty() || n.contains([';', '=', ' ']) {
+                    return Err(self.located(cat, n, format!("`{n}` is not a cookie name")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn bind_hosts(
         &self,
         at: &str,

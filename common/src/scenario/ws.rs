@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ScenarioError;
 use super::file::{Expect, OneOrMany, RequestDef};
 use super::resolve::{Known, Loaded};
-use super::spec::{CaptureFrom, CaptureSpec};
+use super::spec::CaptureSpec;
 use crate::check::ExpectSpec;
 use crate::duration;
 use crate::template::Template;
@@ -522,22 +522,7 @@ impl Loaded {
                     format!("`{var}` is not a variable name a capture may set"),
                 ));
             }
-            match c {
-                CaptureSpec::Path(p) | CaptureSpec::From(CaptureFrom::Json(p)) => {
-                    crate::capture::JsonPath::parse(p)
-                        .map_err(|e| self.located(&cat, p, e.to_string()))?;
-                }
-                CaptureSpec::From(CaptureFrom::Regex(p)) => {
-                    crate::check::regex(p).map_err(|e| self.located(&cat, p, e.to_string()))?;
-                }
-                CaptureSpec::From(CaptureFrom::Header(_) | CaptureFrom::Cookie(_)) => {
-                    return Err(self.located(
-                        &cat,
-                        var,
-                        "a message has no headers or cookies: capture with a JSON path or `regex`",
-                    ));
-                }
-            }
+            self.check_capture_source(&cat, var, c, true)?;
         }
         Ok(())
     }
