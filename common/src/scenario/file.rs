@@ -258,6 +258,25 @@ pub struct RequestDef {
     pub sse: Option<super::sse::SseSpec>,
 }
 
+impl RequestDef {
+    /// The method keys given (`get:` ... `options:`) with their paths, in the
+    /// order the error messages list them: a request names exactly one, any
+    /// other step none.
+    pub fn methods(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        [
+            ("GET", &self.get),
+            ("POST", &self.post),
+            ("PUT", &self.put),
+            ("PATCH", &self.patch),
+            ("DELETE", &self.delete),
+            ("HEAD", &self.head),
+            ("OPTIONS", &self.options),
+        ]
+        .into_iter()
+        .filter_map(|(method, path)| path.as_ref().map(|path| (method, path)))
+    }
+}
+
 /// `poll: { every: 500ms, max: 20, until: { json: { "$.status": done } } }`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -707,10 +707,7 @@ impl Loaded {
         mut strict: BTreeSet<String>,
         all: &BTreeSet<String>,
     ) -> Result<FlowSpec, ScenarioError> {
-        let methods = [
-            &r.get, &r.post, &r.put, &r.patch, &r.delete, &r.head, &r.options,
-        ];
-        if methods.iter().any(|m| m.is_some())
+        if r.methods().next().is_some()
             || r.json.is_some()
             || r.body.is_some()
             || r.expect.is_some()
@@ -757,17 +754,7 @@ impl Loaded {
                     Some(w)
                 }
             };
-            let has_method = [
-                &step.get,
-                &step.post,
-                &step.put,
-                &step.patch,
-                &step.delete,
-                &step.head,
-                &step.options,
-            ]
-            .iter()
-            .any(|m| m.is_some());
+            let has_method = step.methods().next().is_some();
             let mut request = None;
             let mut poll = None;
             if super::ws::is_ws_step(step) {
@@ -1025,18 +1012,7 @@ impl Loaded {
         inherited: &BTreeMap<String, String>,
         known: &Known<'_>,
     ) -> Result<RequestSpec, ScenarioError> {
-        let methods = [
-            ("GET", &r.get),
-            ("POST", &r.post),
-            ("PUT", &r.put),
-            ("PATCH", &r.patch),
-            ("DELETE", &r.delete),
-            ("HEAD", &r.head),
-            ("OPTIONS", &r.options),
-        ];
-        let mut given = methods
-            .iter()
-            .filter_map(|(m, p)| p.as_ref().map(|p| (*m, p)));
+        let mut given = r.methods();
         let (method, path) = given.next().ok_or_else(|| {
             self.invalid(
                 at,

@@ -261,16 +261,7 @@ impl Loaded {
             step.ws_receive.is_some(),
             step.ws_close.is_some(),
         ];
-        let methods = [
-            &step.get,
-            &step.post,
-            &step.put,
-            &step.patch,
-            &step.delete,
-            &step.head,
-            &step.options,
-        ];
-        if given.iter().filter(|g| **g).count() > 1 || methods.iter().any(|m| m.is_some()) {
+        if given.iter().filter(|g| **g).count() > 1 || step.methods().next().is_some() {
             return Err(self.invalid(
                 at,
                 "a step is one of: a request (get, post, ...), `ws_connect`, `ws_send`, `ws_receive`, `ws_close`",
