@@ -61,15 +61,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_kib(pid: int) -> int | None:
+def rss_kib(pid: int, field: str = "VmRSS") -> int | None:
+    """VmRSS (resident now) or VmHWM (the highest it has been) of a process, KiB."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU-seconds of a process so far, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def wait_port(port: int, deadline: float) -> None:
@@ -111,7 +122,10 @@ def main() -> int:
     ap.add_argument("--nice", type=int, default=0, help="run the target, coordinator and workers at this nice value; "
                     "a negative one keeps a busy shared machine from starving the coordinator into losing its workers")
     ap.add_argument("--out", type=Path, default=None, help="output directory (default bench/out/soak-<timestamp>)")
+    ap.add_argument("--rejudge", type=Path, metavar="DIR", help="only recompute the verdict of a finished run's output directory")
     a = ap.parse_args()
+    if a.rejudge:
+        return rejudge(a, a.rejudge)
     if a.endpoints < 1 or a.rate < 1 or a.interval < 1 or a.duration < 2 * a.interval:
         print("soak: --endpoints and --rate must be >= 1, --duration at least two --interval", file=sys.stderr)
         return 2
@@ -167,7 +181,11 @@ def main() -> int:
             if now >= next_at:
                 row = {"t_s": round(now - t0), "coordinator_kib": rss_kib(coord.pid),
                        "worker1_kib": rss_kib(workers[0].pid), "worker2_kib": rss_kib(workers[1].pid),
-                       "load1": os.getloadavg()[0]}
+                       "load1": os.getloadavg()[0], "coordinator_cpu_s": cpu_s(coord.pid),
+                       "workers_cpu_s": sum(cpu_s(w.pid) or 0.0 for w in workers),
+                       "coordinator_hwm_kib": rss_kib(coord.pid, "VmHWM"),
+                       "worker1_hwm_kib": rss_kib(workers[0].pid, "VmHWM"),
+                       "worker2_hwm_kib": rss_kib(workers[1].pid, "VmHWM")}
                 if row["t_s"] <= a.duration:
                     rows.append(row)
                     print(fmt_row(row), flush=True)
@@ -181,7 +199,9 @@ def main() -> int:
         stop_all()
 
     with open(out / "rss.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["t_s", "coordinator_kib", "worker1_kib", "worker2_kib", "load1"])
+        w = csv.DictWriter(f, fieldnames=["t_s", "coordinator_kib", "worker1_kib", "worker2_kib", "load1",
+                                           "coordinator_cpu_s", "workers_cpu_s",
+                                           "coordinator_hwm_kib", "worker1_hwm_kib", "worker2_hwm_kib"])
         w.writeheader()
         w.writerows(rows)
     return verdict(a, out, rows, code)
@@ -192,33 +212,57 @@ def fmt_row(r: dict) -> str:
     return f"{r['t_s'] / 60:>5.1f} {mib('coordinator_kib'):>16} {mib('worker1_kib'):>12} {mib('worker2_kib'):>12}   load {r['load1']:.2f}"
 
 
+PROCS = [("coordinator_kib", "coordinator"), ("worker1_kib", "worker 1"), ("worker2_kib", "worker 2")]
+
+
 def verdict(a, out: Path, rows: list[dict], code) -> int:
+    """Writes result.md: the table, each process's growth, the count check and the verdict.
+
+    Growth is the highest RSS of the second half minus the highest RSS of
+    the first half after warm-up (the first tenth, at least 3 min): a leak
+    shows in it as its rate times half the run, while a transient peak (a
+    worker's snapshot buffers, about 40 MiB with 100 endpoints) that happens
+    in both halves does not."""
     lines = [f"# Soak: {a.duration} s, {a.endpoints} endpoints, {a.rate} req/s, binaries {a.bin}", "",
-             "| minute | coordinator RSS MiB | worker 1 RSS MiB | worker 2 RSS MiB | load avg (1 min) |",
-             "|---:|---:|---:|---:|---:|"]
+             "| minute | coordinator RSS MiB | worker 1 RSS MiB | worker 2 RSS MiB | load avg (1 min) | coordinator CPU-s | workers CPU-s |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    cell = lambda v, f: f.format(v) if v is not None else "-"
     for r in rows:
-        mib = lambda k: f"{r[k] / 1024:.1f}" if r[k] is not None else "-"
-        lines.append(f"| {r['t_s'] / 60:.1f} | {mib('coordinator_kib')} | {mib('worker1_kib')} | {mib('worker2_kib')} | {r['load1']:.2f} |")
+        mib = lambda k: cell(r[k] / 1024 if r[k] is not None else None, "{:.1f}")
+        lines.append(f"| {r['t_s'] / 60:.1f} | {mib('coordinator_kib')} | {mib('worker1_kib')} | {mib('worker2_kib')} | "
+                     f"{r['load1']:.2f} | {cell(r.get('coordinator_cpu_s'), '{:.1f}')} | {cell(r.get('workers_cpu_s'), '{:.1f}')} |")
     ran = len(rows) >= 3 and rows[-1]["t_s"] >= a.duration - a.interval and code == 0
     ok = ran
     lines.append("")
     if not ran:
-        lines.append(f"- the run did not complete (coordinator exit {code}, last sample at {rows[-1]['t_s'] if rows else 0} s): see coordinator.log")
-    if ok:
-        mid = min(rows, key=lambda r: abs(r["t_s"] - a.duration / 2))
-        last = rows[-1]
-        span_h = max(1, last["t_s"] - mid["t_s"]) / 3600
-        for k, name in [("coordinator_kib", "coordinator"), ("worker1_kib", "worker 1"), ("worker2_kib", "worker 2")]:
-            if mid[k] is None or last[k] is None:
+        lines.append(f"- the run did not complete (coordinator exit {code}, last sample at {rows[-1]['t_s'] if rows else 0} s "
+                     f"of {a.duration} s): see coordinator.log")
+    end = rows[-1]["t_s"] if rows else 0
+    warm = max(0.1 * end, min(180, end / 4))
+    first = [r for r in rows if warm <= r["t_s"] <= end / 2]
+    second = [r for r in rows if r["t_s"] > end / 2]
+    if not first or not second:
+        ok = False
+        lines.append("- too few samples after warm-up to judge growth")
+    else:
+        span_h = max(1, (end - warm) / 2) / 3600
+        for k, name in PROCS:
+            f_max = max((r[k] for r in first if r[k] is not None), default=None)
+            s_max = max((r[k] for r in second if r[k] is not None), default=None)
+            if f_max is None or s_max is None:
                 ok = False
                 lines.append(f"- {name}: no sample")
                 continue
-            grow = (last[k] - mid[k]) / 1024
+            grow = (s_max - f_max) / 1024
             flat = grow <= a.max_growth_mib
             ok &= flat
-            lines.append(f"- {name}: {mid[k] / 1024:.1f} MiB at {mid['t_s'] / 60:.1f} min, {last[k] / 1024:.1f} MiB at "
-                         f"{last['t_s'] / 60:.1f} min: {grow:+.1f} MiB over the second half ({grow / span_h:+.1f} MiB/h), "
-                         f"{'within' if flat else 'ABOVE'} {a.max_growth_mib} MiB")
+            hwm = k.replace("_kib", "_hwm_kib")
+            if rows[-1].get(hwm) is not None and first[-1].get(hwm) is not None:
+                lines.append(f"- {name}: peak RSS (VmHWM, between samples too) {first[-1][hwm] / 1024:.1f} MiB at "
+                             f"{first[-1]['t_s'] / 60:.1f} min, {rows[-1][hwm] / 1024:.1f} MiB at the end")
+            lines.append(f"- {name}: highest {f_max / 1024:.1f} MiB in {warm / 60:.1f}..{end / 120:.1f} min, "
+                         f"{s_max / 1024:.1f} MiB in {end / 120:.1f}..{end / 60:.1f} min: {grow:+.1f} MiB "
+                         f"(about {grow / span_h:+.1f} MiB/h), {'within' if flat else 'ABOVE'} {a.max_growth_mib} MiB")
     report = out / "report" / "report.json"
     exact = False
     if report.exists():
@@ -233,11 +277,25 @@ def verdict(a, out: Path, rows: list[dict], code) -> int:
     else:
         lines.append("- report: none written")
     ok &= exact
-    lines.append(f"- verdict: {'FLAT' if ok else 'NOT FLAT (or incomplete)'} (bound {a.max_growth_mib} MiB per process over the second half)")
+    lines.append(f"- verdict: {'FLAT' if ok else 'NOT FLAT (or incomplete)'} "
+                 f"(bound {a.max_growth_mib} MiB per process, second half against first half after warm-up)")
     text = "\n".join(lines) + "\n"
     (out / "result.md").write_text(text)
     print(text)
     return 0 if ok else 1
+
+
+def rejudge(a, out: Path) -> int:
+    """The verdict again from a finished run's directory (rss.csv, soak.yaml, report/)."""
+    num = lambda v: None if v in (None, "") else float(v)
+    with open(out / "rss.csv") as f:
+        rows = [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    m = re.search(r"duration: (\d+)s", (out / "soak.yaml").read_text())
+    a.duration = int(m.group(1)) if m else int(rows[-1]["t_s"])
+    a.endpoints = (out / "soak.yaml").read_text().count("get: /api/fast")
+    report = out / "report" / "report.json"
+    partial = json.loads(report.read_text()).get("partial", True) if report.exists() else True
+    return verdict(a, out, rows, None if partial else 0)
 
 
 if __name__ == "__main__":
