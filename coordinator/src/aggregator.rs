@@ -6,10 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use squall_common::report::StateChange;
+use squall_common::report::{LatencyMs, StateChange};
 use squall_common::snapshot::{DeltaHistograms, EndpointSum, HdrSum, HistogramError, V2Counts};
 use squall_common::{EndpointKey, RunSpec, Snapshot};
 
+use crate::report::latency_ms;
 use crate::worker_text;
 
 /// How far ahead of the coordinator's own clock a worker's seq and window may
@@ -19,6 +20,16 @@ const CLOCK_SLACK: Duration = Duration::from_secs(10);
 /// Active users a snapshot may claim: far above any real worker, and low
 /// enough that summing every worker's claim cannot overflow.
 const MAX_ACTIVE_USERS: u64 = u32::MAX as u64;
+/// Seconds of the run, behind the coordinator's clock, that keep their
+/// histogram and per-worker users; older ones keep only their numbers
+/// ([`Interval::compact`]). What reads a second's histogram looks at the
+/// latest seconds only: the live view and `stop_when` (the latest complete
+/// second), the break point (the live line); the report's rules
+/// (`recommend.rs`, `abort.rs`) read the timeline's numbers and the endpoint
+/// histograms, which are never compacted. 120 s covers a worker that lags or
+/// reconnects and resends for two minutes. Each second's histogram held
+/// about 33 KiB with 40 endpoints, 2.8 GiB over a day (issue 17, item 5).
+const COMPACT_AFTER_S: u64 = 120;
 
 /// Why a snapshot was refused as a whole: none of it was counted or acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +51,89 @@ pub enum Refused {
 }
 
 /// One second of the run (`t = seq`), summed over the workers that reported it.
+///
+/// A second older than [`COMPACT_AFTER_S`] is compacted: it keeps its numbers
+/// (the users' sum, percentiles) and drops its histogram and per-worker
+/// users, so a day-long run or weeks of serve mode hold ~100 bytes a second.
 #[derive(Debug, Default)]
 pub struct Interval {
-    /// Active users per worker that reported this second.
-    pub users: BTreeMap<String, u64>,
+    /// Active users per worker that reported this second (emptied by compaction).
+    users: BTreeMap<String, u64>,
+    /// Users and reporting workers of a compacted second, and of late
+    /// snapshots for it.
+    users_compacted: u64,
+    reporters_compacted: usize,
     pub requests: u64,
     pub failures: u64,
     /// `None` until a worker has reported the second (an event alone does not count).
-    pub latency: Option<HdrSum>,
+    latency: Option<SecondLatency>,
     /// The longest window any worker measured for this second, to turn counts into rates.
     pub window_us: u64,
     pub dropped: u64,
     pub events: Vec<String>,
+}
+
+/// A second's latencies: the histogram while the second is recent, its summary once compacted.
+#[derive(Debug)]
+enum SecondLatency {
+    Histogram(HdrSum),
+    Summary(LatencyMs),
+}
+
+impl Interval {
+    /// Whether any worker has reported this second (an event alone does not count).
+    pub fn reported(&self) -> bool {
+        self.latency.is_some()
+    }
+
+    /// Active users over the workers that reported this second.
+    pub fn users(&self) -> u64 {
+        self.users
+            .values()
+            .fold(self.users_compacted, |n, u| n.saturating_add(*u))
+    }
+
+    /// Workers that reported this second.
+    pub fn reporters(&self) -> usize {
+        self.users.len() + self.reporters_compacted
+    }
+
+    /// Active users one worker reported for this second; `None` once compacted.
+    pub fn users_of(&self, worker: &str) -> Option<u64> {
+        self.users.get(worker).copied()
+    }
+
+    /// The second's latency summary in ms (zeros before any report). For a
+    /// compacted second: that of the snapshots that arrived before it was
+    /// compacted (a late resend counts in the numbers, not the percentiles).
+    pub fn latency_ms(&self) -> LatencyMs {
+        match &self.latency {
+            None => LatencyMs::default(),
+            Some(SecondLatency::Histogram(h)) => latency_ms(&h.to_histogram()),
+            Some(SecondLatency::Summary(l)) => l.clone(),
+        }
+    }
+
+    fn add_users(&mut self, worker: &str, users: u64, compacted: bool) {
+        if compacted {
+            self.users_compacted = self.users_compacted.saturating_add(users);
+            self.reporters_compacted += 1;
+        } else {
+            self.users.insert(worker.to_owned(), users);
+        }
+    }
+
+    /// Keeps the second's numbers, drops its histogram and per-worker users.
+    fn compact(&mut self) {
+        if let Some(SecondLatency::Histogram(h)) = &self.latency {
+            self.latency = Some(SecondLatency::Summary(latency_ms(&h.to_histogram())));
+        }
+        let users = std::mem::take(&mut self.users);
+        self.reporters_compacted += users.len();
+        self.users_compacted = users
+            .values()
+            .fold(self.users_compacted, |n, u| n.saturating_add(*u));
+    }
 }
 
 /// One member of the run, as far as its snapshots and states tell.
@@ -134,6 +216,10 @@ pub struct Aggregator {
     schedule_lag: HdrSum,
     total_requests: u64,
     total_failures: u64,
+    /// Seconds older than this many behind the clock are compacted.
+    compact_after_s: u64,
+    /// Every second below this has been compacted.
+    compacted_below: u64,
 }
 
 impl Aggregator {
@@ -165,7 +251,29 @@ impl Aggregator {
             schedule_lag: HdrSum::default(),
             total_requests: 0,
             total_failures: 0,
+            compact_after_s: COMPACT_AFTER_S,
+            compacted_below: 0,
         }
+    }
+
+    /// The same aggregator with compaction after `seconds` instead of [`COMPACT_AFTER_S`].
+    #[cfg(test)]
+    fn compacting_after(mut self, seconds: u64) -> Self {
+        self.compact_after_s = seconds;
+        self
+    }
+
+    /// Compacts every second more than `compact_after_s` behind `elapsed`; a
+    /// second is compacted once, so this costs one histogram summary a second.
+    fn compact(&mut self, elapsed: Duration) {
+        let below = elapsed.as_secs().saturating_sub(self.compact_after_s);
+        if below <= self.compacted_below {
+            return;
+        }
+        for (_, iv) in self.intervals.range_mut(self.compacted_below..below) {
+            iv.compact();
+        }
+        self.compacted_below = below;
     }
 
     /// Counts a worker's snapshot, `elapsed` into the run by the coordinator's clock.
@@ -199,14 +307,21 @@ impl Aggregator {
         let ack = w.contiguous;
         self.max_window_end_us = self.max_window_end_us.max(snap.window_end_us);
 
+        let compacted = snap.seq < self.compacted_below;
         let interval = self.intervals.entry(snap.seq).or_default();
-        interval.users.insert(worker.to_owned(), active_users);
+        interval.add_users(worker, active_users, compacted);
         interval.dropped = interval.dropped.saturating_add(snap.dropped_iterations);
         self.schedule_lag.add(checked.schedule_lag);
         interval.window_us = interval
             .window_us
             .max(snap.window_end_us - snap.window_start_us);
-        let latency = interval.latency.get_or_insert_with(HdrSum::default);
+        let mut latency = match interval
+            .latency
+            .get_or_insert_with(|| SecondLatency::Histogram(HdrSum::default()))
+        {
+            SecondLatency::Histogram(h) => Some(h),
+            SecondLatency::Summary(_) => None,
+        };
         for ((key, delta), h) in snap.endpoints.iter().zip(&checked.endpoints) {
             // A flow's row times a whole flow, not a request: it has its own
             // endpoint row but stays out of the totals.
@@ -215,7 +330,9 @@ impl Aggregator {
                 interval.failures = interval.failures.saturating_add(delta.failures);
                 self.total_requests = self.total_requests.saturating_add(delta.requests);
                 self.total_failures = self.total_failures.saturating_add(delta.failures);
-                latency.add(h.latency);
+                if let Some(l) = latency.as_mut() {
+                    l.add(h.latency);
+                }
             }
             match self.endpoints.get_mut(key) {
                 Some(sum) => sum.add_checked(delta, h),
@@ -226,6 +343,12 @@ impl Aggregator {
                 }
             }
         }
+        if compacted {
+            // A late snapshot for a second nobody had reported before it was
+            // compacted: its own histogram, summarised at once.
+            interval.compact();
+        }
+        self.compact(elapsed);
         Ok(Added::Ack(ack))
     }
 
@@ -371,17 +494,12 @@ impl Aggregator {
     /// failing that the most recent one with any data (`false`).
     pub fn latest_second(&self) -> Option<(u64, &Interval, bool)> {
         let live_workers = self.workers.values().filter(|w| !w.lost).count();
-        let complete = |iv: &Interval| iv.users.len() >= live_workers && iv.latency.is_some();
+        let complete = |iv: &Interval| iv.reporters() >= live_workers && iv.reported();
         self.intervals
             .iter()
             .rev()
             .find(|(_, iv)| complete(iv))
-            .or_else(|| {
-                self.intervals
-                    .iter()
-                    .rev()
-                    .find(|(_, iv)| iv.latency.is_some())
-            })
+            .or_else(|| self.intervals.iter().rev().find(|(_, iv)| iv.reported()))
             .map(|(t, iv)| (*t, iv, complete(iv)))
     }
 
@@ -575,6 +693,128 @@ mod tests {
         assert_eq!(cpu.mean(), Some(50.0));
         assert_eq!(cpu.max(), Some(100.0));
         assert!(!agg.is_member("stranger"));
+    }
+
+    /// Two workers' seconds 0..n, with latencies that differ second to second.
+    fn feed(agg: &mut Aggregator, n: u64, skip: Option<(&str, u64)>) {
+        for seq in 0..n {
+            for w in ["w1", "w2"] {
+                if skip == Some((w, seq)) {
+                    continue;
+                }
+                let s = one_endpoint_second("r", seq, 1 + seq % 3, 5 + seq % 7);
+                agg.add(w, &s, Duration::from_secs(seq + 1)).expect("adds");
+            }
+        }
+    }
+
+    fn two_workers(spec: &RunSpec) -> Aggregator {
+        Aggregator::new("r", spec, &[("w1".into(), vec![1]), ("w2".into(), vec![1])])
+    }
+
+    fn json(r: &impl serde::Serialize) -> String {
+        serde_json::to_string(r).expect("serialises")
+    }
+
+    /// Compaction keeps every number of the report: the same snapshots with
+    /// and without it give the same report.json, byte for byte.
+    #[test]
+    fn compaction_leaves_the_report_identical() {
+        let spec = spec();
+        let mut whole = two_workers(&spec).compacting_after(u64::MAX);
+        let mut compact = two_workers(&spec).compacting_after(3);
+        feed(&mut whole, 40, None);
+        feed(&mut compact, 40, None);
+        let old = compact.intervals().range(..30).filter(|(_, iv)| {
+            matches!(iv.latency, Some(SecondLatency::Summary(_))) && iv.users.is_empty()
+        });
+        assert_eq!(old.count(), 30, "seconds 0..30 are compacted");
+        assert!(
+            whole
+                .intervals()
+                .values()
+                .all(|iv| matches!(iv.latency, Some(SecondLatency::Histogram(_))))
+        );
+        for agg in [&mut whole, &mut compact] {
+            agg.expect("w1", 40);
+            agg.expect("w2", 40);
+        }
+        let (a, b) = (report(&whole, &spec), report(&compact, &spec));
+        assert_eq!(a.timeline.len(), 40);
+        assert!(a.timeline[5].p95_ms > 0.0 && a.timeline[5].users == 2 * (1 + 5 % 3));
+        assert_eq!(json(&a), json(&b));
+        // The live line of a compacted second (a worker lagging behind) is the same too.
+        let line = |agg: &Aggregator| {
+            let iv = &agg.intervals()[&2];
+            (iv.users(), iv.reporters(), iv.latency_ms())
+        };
+        assert_eq!(line(&whole), line(&compact));
+    }
+
+    /// A snapshot that arrives after its second was compacted (a resend after a
+    /// reconnect) counts exactly in the totals, the endpoints and the second's
+    /// requests and users; the second's percentiles stay those of the snapshots
+    /// that arrived in time.
+    #[test]
+    fn late_snapshot_for_a_compacted_second_counts_exactly() {
+        let spec = spec();
+        let mut whole = two_workers(&spec).compacting_after(u64::MAX);
+        let mut compact = two_workers(&spec).compacting_after(3);
+        for agg in [&mut whole, &mut compact] {
+            // w2's second 4 arrives only at the end, long after compaction.
+            feed(agg, 30, Some(("w2", 4)));
+            let late = one_endpoint_second("r", 4, 2, 9);
+            assert_eq!(
+                agg.add("w2", &late, Duration::from_secs(31)).ok(),
+                Some(Added::Ack(30))
+            );
+            assert_eq!(
+                agg.add("w2", &late, Duration::from_secs(31)).ok(),
+                Some(Added::Duplicate)
+            );
+            agg.event(31, "stop requested".into());
+            agg.expect("w1", 30);
+            agg.expect("w2", 30);
+        }
+        let (a, b) = (report(&whole, &spec), report(&compact, &spec));
+        assert_eq!(json(&a.totals), json(&b.totals));
+        assert_eq!(json(&a.endpoints), json(&b.endpoints));
+        assert_eq!(a.timeline.len(), b.timeline.len());
+        for (x, y) in a.timeline.iter().zip(&b.timeline) {
+            assert_eq!(
+                (x.t, x.requests, x.failures, x.users, x.rps.to_bits()),
+                (y.t, y.requests, y.failures, y.users, y.rps.to_bits())
+            );
+            if x.t != 4 {
+                assert_eq!(json(x), json(y));
+            }
+        }
+        // Second 4 in the compacted run: w1's latencies only (both workers
+        // sent the same shape here, so the summary matches anyway).
+        assert_eq!((b.timeline[4].requests, b.timeline[4].users), (18, 4));
+        assert!(b.timeline[4].p95_ms > 0.0);
+    }
+
+    /// A late snapshot for a compacted second nobody had reported gets its own percentiles.
+    #[test]
+    fn late_snapshot_for_an_unreported_compacted_second_has_percentiles() {
+        let spec = spec();
+        let mut agg = Aggregator::new("r", &spec, &[("w1".into(), vec![1])]).compacting_after(3);
+        agg.event(2, "worker w1 reconnected".into());
+        for seq in (0..20).filter(|s| *s != 2) {
+            agg.add("w1", &snap(seq, 4), Duration::from_secs(seq + 1))
+                .expect("adds");
+        }
+        assert!(!agg.intervals()[&2].reported());
+        agg.add("w1", &snap(2, 4), Duration::from_secs(21))
+            .expect("adds");
+        let iv = &agg.intervals()[&2];
+        assert!(matches!(iv.latency, Some(SecondLatency::Summary(_))));
+        assert_eq!((iv.requests, iv.users(), iv.reporters()), (4, 1, 1));
+        assert_eq!(iv.latency_ms().p50, 1.001);
+        assert_eq!(iv.events, ["worker w1 reconnected"]);
+        agg.expect("w1", 20);
+        assert_eq!(report(&agg, &spec).totals.requests, 80);
     }
 
     /// Counts a worker makes up saturate instead of wrapping or panicking.

@@ -180,15 +180,11 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
 
 /// One second of the timeline as the workers reported it (the plan is added by the caller).
 fn second(t: u64, iv: &Interval) -> TimelinePoint {
-    let l = iv
-        .latency
-        .as_ref()
-        .map(|h| latency_ms(&h.to_histogram()))
-        .unwrap_or_default();
+    let l = iv.latency_ms();
     TimelinePoint {
         t,
         dropped_iterations: iv.dropped,
-        users: iv.users.values().fold(0u64, |n, u| n.saturating_add(*u)),
+        users: iv.users(),
         requests: iv.requests,
         failures: iv.failures,
         rps: rate(iv.requests, iv.window_us),

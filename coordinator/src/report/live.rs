@@ -35,15 +35,11 @@ pub struct LiveLine {
 /// The most recent second every live worker has reported, for the live view.
 pub fn latest(agg: &Aggregator) -> Option<LiveLine> {
     let (t, iv, complete) = agg.latest_second()?;
-    let latency = iv
-        .latency
-        .as_ref()
-        .map(|h| latency_ms(&h.to_histogram()))
-        .unwrap_or_default();
+    let latency = iv.latency_ms();
     let (total_requests, total_failures) = agg.totals();
     Some(LiveLine {
         t,
-        users: iv.users.values().sum(),
+        users: iv.users(),
         rps: rate(iv.requests, iv.window_us),
         p50_ms: latency.p50,
         p95_ms: latency.p95,
@@ -235,10 +231,7 @@ pub fn view(agg: &Aggregator, meta: ViewMeta<'_>) -> LiveView {
             }
         })
         .collect();
-    let latest_users = line
-        .as_ref()
-        .and_then(|l| agg.intervals().get(&l.t))
-        .map(|iv| &iv.users);
+    let latest = line.as_ref().and_then(|l| agg.intervals().get(&l.t));
     let workers = agg
         .workers()
         .iter()
@@ -248,7 +241,7 @@ pub fn view(agg: &Aggregator, meta: ViewMeta<'_>) -> LiveView {
                 0
             } else {
                 hb.active_users
-                    .max(latest_users.and_then(|u| u.get(id)).copied().unwrap_or(0))
+                    .max(latest.and_then(|iv| iv.users_of(id)).unwrap_or(0))
             };
             LiveWorker {
                 id: id.clone(),

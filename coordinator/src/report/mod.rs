@@ -12,6 +12,6 @@ mod score;
 pub mod verdict;
 mod write;
 
-pub use build::{ReportMeta, build, phase_endpoint};
+pub use build::{ReportMeta, build, latency_ms, phase_endpoint};
 pub use live::{LiveLine, LiveSender, LiveView, Phase};
 pub use write::{Output, write_file, write_quietly, write_report};

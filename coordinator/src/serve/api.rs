@@ -137,10 +137,38 @@ pub async fn workers(State(app): State<Arc<App>>) -> Json<Vec<MemberView>> {
     Json(app.members.borrow().clone())
 }
 
-/// Every run kept under `--data`, newest first.
-#[utoipa::path(get, path = "/api/runs", responses((status = 200, body = [RunRecord])))]
-pub async fn runs(State(app): State<Arc<App>>) -> Result<Json<Vec<RunRecord>>, ApiError> {
-    Ok(Json(app.store.list()?))
+/// Runs listed when the query names no `limit`: weeks of serve mode keep
+/// thousands of runs on disk, and the run list (the dashboard polls it) should
+/// not grow with them.
+pub const RUNS_LISTED: usize = 100;
+/// The most runs one list may hold.
+pub const MAX_RUNS_LISTED: usize = 1000;
+
+/// How many runs `GET /api/runs` lists.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// The newest this many runs (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// The newest runs kept under `--data`, newest first: `limit` of them.
+#[utoipa::path(get, path = "/api/runs", params(ListQuery),
+    responses((status = 200, body = [RunRecord]), (status = 400, body = ApiError)))]
+pub async fn runs(
+    State(app): State<Arc<App>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<RunRecord>>, ApiError> {
+    let query = query.map_err(|e| ApiError::bad(e.body_text()))?.0;
+    let limit = query.limit.unwrap_or(RUNS_LISTED);
+    if !(1..=MAX_RUNS_LISTED).contains(&limit) {
+        return Err(ApiError::bad(format!(
+            "limit must be 1 to {MAX_RUNS_LISTED}, not {limit}"
+        )));
+    }
+    let mut runs = app.store.list()?;
+    runs.truncate(limit);
+    Ok(Json(runs))
 }
 
 /// Starts a run. JSON body: a [`StartRequest`]; YAML body (`Content-Type: application/yaml`):

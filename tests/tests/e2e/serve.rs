@@ -368,6 +368,19 @@ async fn serve_runs_over_rest_and_keeps_its_history() {
         .await;
     assert_eq!(long.status, 202, "{}", long.text());
     let long_id = long.json()["run_id"].as_str().expect("id").to_owned();
+    let all = api.get("/api/runs").await.json();
+    // The run list is bounded: the newest `limit` runs (100 unless asked, 1 to 1000).
+    assert!(all.as_array().map_or(0, Vec::len) >= 2, "{all}");
+    let newest = api.get("/api/runs?limit=1").await.json();
+    assert_eq!(newest.as_array().map(Vec::len), Some(1), "{newest}");
+    assert_eq!(newest[0]["run_id"], long_id.as_str());
+    for bad in ["0", "1001", "lots"] {
+        assert_eq!(
+            api.get(&format!("/api/runs?limit={bad}")).await.status,
+            400,
+            "limit={bad}"
+        );
+    }
     eventually(
         Duration::from_secs(30),
         "the long run's first requests",
