@@ -54,6 +54,7 @@ root, a bad flag).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -114,6 +115,18 @@ def cpu_split() -> dict[str, float]:
 COUNTERS = ("ListenOverflows", "ListenDrops", "TCPAbortOnMemory", "TCPMemoryPressures", "PruneCalled",
             "RcvPruned", "TCPBacklogDrop", "TCPTimeouts", "RetransSegs", "TCPSynRetrans", "TCPReqQFullDrop",
             "TCPReqQFullDoCookies", "SyncookiesSent", "TCPAbortOnTimeout", "EstabResets", "OutRsts")
+
+
+def link_losses(log: Path) -> dict:
+    """What the coordinator said about workers losing their link: how many,
+    why (its `lost: REASON` lines), how many came back with every snapshot
+    and how many it stopped waiting for."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    reasons = collections.Counter(m.group(1) for m in re.finditer(r"warning: worker \S+ lost: (.*)", text))
+    never = re.search(r"(\d+) lost worker\(s\) never came back", text)
+    return {"lost": sum(reasons.values()), "reasons": dict(reasons),
+            "came_back": text.count("came back and delivered all its snapshots"),
+            "never_back": int(never.group(1)) if never else 0}
 
 
 def tcp_counters(ns: str, save: Path) -> dict[str, int]:
@@ -408,6 +421,9 @@ class Scale:
             row["coord_exit"] = coord.popen.returncode
             row.update(self.parse_report(base / "report" / "report.json", users))
             row["exact"] = (row.get("requests") == row["nginx_requests"] and row.get("failures") == 0)
+            # Every request once, failures or not (workers that lose their link cut requests short).
+            row["counted"] = row.get("requests") == row["nginx_requests"]
+            row["links"] = link_losses(base / "coordinator.log")
         except (BenchError, OSError, subprocess.CalledProcessError, KeyError, ValueError) as e:
             row["failed"] = str(e)
             log(f"run {tag} failed: {e}")
@@ -504,25 +520,29 @@ class Scale:
         lines = ["| users | workers x hosts | tunes | exact (report = nginx) | failures | ramp to all users | "
                  "steady req/s | p50 / p99 ms | coordinator CPU-s, % of a core (later half), peak RSS | "
                  "per-worker requests min-max | "
-                 "workers / nginx CPU-s | machine CPU user/sys/softirq/idle % | memory used |",
-                 "|--:|--|--|--|--|--:|--:|--|--|--|--|--|--:|"]
+                 "workers / nginx CPU-s | machine CPU user/sys/softirq/idle % | memory used | "
+                 "links lost / came back / never came back |",
+                 "|--:|--|--|--|--|--:|--:|--|--|--|--|--|--:|--|"]
         for r in self.rows:
             if "failed" in r:
                 lines.append(f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {tunes(r)} | "
                              f"failed: {r['failed']} ||||||||||")
                 continue
             c = r.get("cpu_split_pct", {})
+            links = r.get("links", {})
             errs = ", ".join(f"{k} {v:,}" for k, v in r.get("errors", {}).items()) or "0"
             lines.append(
                 f"| {r['users']:,} | {r['workers']} x {r['hosts']} | {tunes(r)} | "
-                f"{'yes' if r.get('exact') else 'NO'}: {r.get('requests', 0):,} / {r.get('nginx_requests', 0):,} | "
+                f"{'yes' if r.get('exact') else 'counted once, with failures' if r.get('counted') else 'NO'}: "
+                f"{r.get('requests', 0):,} / {r.get('nginx_requests', 0):,} | "
                 f"{errs} | {r.get('ramp_s')} s (asked {r['ramp_s_asked']}) | {r.get('steady_rps')} | "
                 f"{r.get('p50_ms')} / {r.get('p99_ms')} | {r.get('coord_cpu_s')} s, {r.get('coord_cpu_pct_late_half')} %, "
                 f"{r.get('coord_maxrss_mb')} MB | "
                 f"{r.get('worker_requests_min') or 0:,}-{r.get('worker_requests_max') or 0:,} ({r.get('worker_spread_pct')} %) | "
                 f"{r.get('workers_cpu_s')} / {r.get('nginx_cpu_s')} | "
                 f"{c.get('user')}/{c.get('system')}/{c.get('softirq')}/{c.get('idle')} | "
-                f"{r.get('mem_used_peak_mb'):,} MB |")
+                f"{r.get('mem_used_peak_mb'):,} MB | "
+                f"{links.get('lost', 0)} / {links.get('came_back', 0)} / {links.get('never_back', 0)} |")
         lines.append("")
         for tag, cmds in self.commands.items():
             lines.append(f"`{tag}`: `{cmds[0]}`; worker: `{cmds[1]}`")

@@ -473,6 +473,18 @@ impl Aggregator {
             .all(|w| w.lost || w.expected.is_some_and(|n| w.contiguous >= n))
     }
 
+    /// The worker said how many snapshots it sent for this run, and every one is in.
+    pub fn delivered(&self, worker: &str) -> bool {
+        self.workers
+            .get(worker)
+            .is_some_and(|w| w.expected.is_some_and(|n| w.contiguous >= n))
+    }
+
+    /// A member's first missing seq, and the end of its snapshots once its final status said it.
+    pub fn outstanding(&self, worker: &str) -> Option<(u64, Option<u64>)> {
+        self.workers.get(worker).map(|w| (w.contiguous, w.expected))
+    }
+
     pub fn all_lost(&self) -> bool {
         !self.workers.is_empty() && self.workers.values().all(|w| w.lost)
     }

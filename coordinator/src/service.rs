@@ -257,7 +257,7 @@ impl Coordinator for AttachService {
             hello,
             peer,
             tx,
-            gate,
+            gate: gate.clone(),
         };
         if self.events.send(ClusterEvent::Joined(link)).await.is_err() {
             return Err(AttachError::ShuttingDown.into());
@@ -287,6 +287,13 @@ impl Coordinator for AttachService {
                     Ok(Err(s)) => break format!("stream error: {}", s.message()),
                 };
             };
+            // A worker declared lost must hear it: the outbound stream would
+            // otherwise keep pinging it (the run holds its link until the
+            // end), so it would keep its load running and send snapshots
+            // nobody reads or acknowledges, and they would miss the report.
+            // Closing the connection makes it stop its load, redial and
+            // resend what was not acknowledged.
+            gate.close();
             // Left before the id is free again: a reconnect's Joined always comes after it.
             let _ = events
                 .send(ClusterEvent::Left {

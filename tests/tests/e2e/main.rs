@@ -15,6 +15,7 @@ mod journeys;
 mod kubernetes;
 mod live_view;
 mod load_models;
+mod lost;
 mod merge;
 mod network;
 mod open_model;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use squall_common::protocol::{
     CoordinatorMessage, Heartbeat, Hello, PROTOCOL_VERSION, Status, TOKEN_METADATA, WorkerMessage,
     WorkerState,
@@ -134,9 +135,23 @@ pub(super) async fn session(
     let end = loop {
         let ended = tokio::select! {
             () = raised(&mut signal) => Some(s.on_interrupt().await),
-            _ = tokio::time::sleep_until(last_heard + hb_timeout) => Some(SessionEnd::Lost(
-                format!("no word from the coordinator for {hb_timeout:?}"),
-            )),
+            _ = tokio::time::sleep_until(last_heard + hb_timeout) => {
+                // A loop that was not polled for the timeout (a starved
+                // machine, a stopped process) wakes with its timer and the
+                // coordinator's waiting messages both ready, and `select!`
+                // picks either: only silence is a lost coordinator.
+                match inbound.message().now_or_never() {
+                    Some(Ok(Some(m))) => {
+                        last_heard = tokio::time::Instant::now();
+                        s.on_wire_message(m).await
+                    }
+                    Some(Ok(None)) => Some(SessionEnd::Lost("the coordinator closed the stream".into())),
+                    Some(Err(status)) => Some(SessionEnd::Lost(status.message().to_owned())),
+                    None => Some(SessionEnd::Lost(format!(
+                        "no word from the coordinator for {hb_timeout:?}"
+                    ))),
+                }
+            }
             msg = inbound.message() => {
                 last_heard = tokio::time::Instant::now();
                 match msg {
