@@ -188,6 +188,7 @@ fn second(t: u64, iv: &Interval) -> TimelinePoint {
     TimelinePoint {
         t,
         dropped_iterations: iv.dropped,
+        open_connections: iv.open_connections,
         users: iv.users.values().fold(0u64, |n, u| n.saturating_add(*u)),
         requests: iv.requests,
         failures: iv.failures,

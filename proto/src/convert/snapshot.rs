@@ -13,6 +13,7 @@ impl From<&Snapshot> for pb::Snapshot {
             window_start_us: s.window_start_us,
             window_end_us: s.window_end_us,
             active_users: s.active_users,
+            open_connections: s.open_connections,
             dropped_iterations: s.dropped_iterations,
             schedule_lag_hdr: s.schedule_lag.clone(),
             endpoints: s
@@ -82,6 +83,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             window_start_us: s.window_start_us,
             window_end_us: s.window_end_us,
             active_users: s.active_users,
+            open_connections: s.open_connections,
             dropped_iterations: s.dropped_iterations,
             schedule_lag: s.schedule_lag_hdr,
             endpoints,

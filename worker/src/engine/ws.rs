@@ -10,6 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{SplitSink, SplitStream};
@@ -36,6 +37,7 @@ use tokio_tungstenite::tungstenite::{self, Bytes, Message};
 
 use super::prepared::PreparedRun;
 use super::recorder::SharedRecorder;
+use super::streams::OpenStreams;
 use super::user::ThreadCtx;
 use crate::error::WorkerError;
 use crate::http::{ErrorKind, Outcome};
@@ -338,8 +340,13 @@ pub async fn run_step(
             match opened {
                 Ok(ws) => {
                     record(&ctx.recorder, *endpoint, outcome(None, Some(101), start, 0));
-                    *user.socket =
-                        Some(spawn_reader(ws, ctx.recorder.clone(), *in_endpoint, *ping));
+                    *user.socket = Some(spawn_reader(
+                        ws,
+                        ctx.recorder.clone(),
+                        *in_endpoint,
+                        *ping,
+                        ctx.run.open_streams.as_ref(),
+                    ));
                     None
                 }
                 Err((kind, status)) => {
@@ -591,18 +598,20 @@ fn spawn_reader(
     recorder: SharedRecorder,
     in_endpoint: usize,
     ping: Option<Duration>,
+    open_streams: Option<&Arc<OpenStreams>>,
 ) -> Socket {
     let (sink, stream) = ws.split();
     let sink: Sink = Rc::new(tokio::sync::Mutex::new(sink));
+    let sink_r = sink.clone();
     let inbox = Rc::new(Inbox::default());
-    let reader = tokio::task::spawn_local(read_loop(
-        stream,
-        inbox.clone(),
-        sink.clone(),
-        recorder,
-        in_endpoint,
-        ping,
-    ));
+    // Counted open while the reader runs: it ends when the socket does, and
+    // is aborted when the user drops the socket.
+    let open = open_streams.map(OpenStreams::hold);
+    let inbox_r = inbox.clone();
+    let reader = tokio::task::spawn_local(async move {
+        let _open = open;
+        read_loop(stream, inbox_r, sink_r, recorder, in_endpoint, ping).await
+    });
     Socket {
         sink,
         inbox,
