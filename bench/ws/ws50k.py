@@ -105,6 +105,8 @@ from locust import User, constant, events, task
 
 class Chatter(User):
     wait_time = constant({think})
+    # A user stopped while it connects has no socket yet.
+    ws = None
 
     def fire(self, kind, name, start, exc=None):
         events.request.fire(request_type=kind, name=name, response_time=(time.perf_counter() - start) * 1000,
@@ -126,6 +128,7 @@ class Chatter(User):
     def on_stop(self):
         if self.ws is not None:
             self.ws.close()
+            self.ws = None
 
     @task
     def chat(self):
@@ -420,12 +423,13 @@ class Bench:
     def markdown(self) -> str:
         L = ["| tool | users | sockets held (server's max; Squall timeline) | connect failures | "
              "messages sent / server received | echoes / server sent | round trip p50 / p95 / p99 / max ms | "
-             "worker KiB per connection | workers CPU-s, peak RSS MB each | coordinator (master) CPU-s, peak RSS | "
+             "worker KiB per connection | workers CPU-s, peak RSS MB each | messages per worker CPU-s | "
+             "coordinator (master) CPU-s, peak RSS | "
              "demo target CPU-s, KiB per socket | load average before, after |",
-             "|--|--:|--|--:|--|--|--|--:|--|--|--|--|"]
+             "|--|--:|--|--:|--|--|--|--:|--|--:|--|--|--|"]
         for r in self.rows:
             if "failed" in r:
-                L.append(f"| {r['tool']} | {r['users']:,} | failed: {r['failed']} |||||||||")
+                L.append(f"| {r['tool']} | {r['users']:,} | failed: {r['failed']} ||||||||||")
                 continue
             s = r["server"]
             peaks = ", ".join(f"{p / 1024:.0f}" for p in r["workers_peak_rss_kb"])
@@ -436,6 +440,7 @@ class Bench:
                 f"{r.get('received'):,} / {s.get('sent'):,} ({'equal' if r['echoes_match_server'] else 'DIFFERENT'}) | "
                 f"{r.get('rt_p50_ms')} / {r.get('rt_p95_ms')} / {r.get('rt_p99_ms')} / {r.get('rt_max_ms')} | "
                 f"{r.get('worker_kib_per_connection')} | {r.get('workers_cpu_s')} s, {peaks} | "
+                f"{round(r['sent'] / r['workers_cpu_s']) if r.get('workers_cpu_s') else None} | "
                 f"{r.get('coord_cpu_s')} s, {r.get('coord_maxrss_mb')} MB | "
                 f"{r.get('target_cpu_s')} s, {r.get('target_kib_per_socket')} | "
                 f"{'/'.join(f'{x:.1f}' for x in r['load_before'])}, {'/'.join(f'{x:.1f}' for x in r['load_after'])} |")
