@@ -194,6 +194,10 @@ pub struct TimelinePoint {
     pub planned_rps: Option<f64>,
     #[serde(default)]
     pub dropped_iterations: u64,
+    /// WebSocket and SSE connections open at the end of the second, over
+    /// all workers; absent when the run has no such step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_connections: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
 }

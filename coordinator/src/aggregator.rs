@@ -17,7 +17,7 @@ use crate::worker_text;
 /// run: a worker starts its clock after the Start arrives, so a real one is
 /// never ahead; the slack absorbs scheduling delays on a loaded machine.
 const CLOCK_SLACK: Duration = Duration::from_secs(10);
-/// Active users a snapshot may claim: far above any real worker, and low
+/// Active users (or open connections) a snapshot may claim: far above any real worker, and low
 /// enough that summing every worker's claim cannot overflow.
 const MAX_ACTIVE_USERS: u64 = u32::MAX as u64;
 /// Seconds of the run, behind the coordinator's clock, that keep their
@@ -70,6 +70,9 @@ pub struct Interval {
     /// The longest window any worker measured for this second, to turn counts into rates.
     pub window_us: u64,
     pub dropped: u64,
+    /// WebSocket and SSE connections open at the second's end, summed over
+    /// the workers that counted them (None: none did).
+    pub open_connections: Option<u64>,
     pub events: Vec<String>,
 }
 
@@ -311,6 +314,11 @@ impl Aggregator {
         let interval = self.intervals.entry(snap.seq).or_default();
         interval.add_users(worker, active_users, compacted);
         interval.dropped = interval.dropped.saturating_add(snap.dropped_iterations);
+        if let Some(open) = snap.open_connections {
+            let open = open.min(MAX_ACTIVE_USERS);
+            interval.open_connections =
+                Some(interval.open_connections.unwrap_or(0).saturating_add(open));
+        }
         self.schedule_lag.add(checked.schedule_lag);
         interval.window_us = interval
             .window_us
@@ -567,6 +575,7 @@ pub(crate) fn one_endpoint_second(run_id: &str, seq: u64, users: u64, requests: 
         window_start_us: seq * 1_000_000,
         window_end_us: (seq + 1) * 1_000_000,
         active_users: users,
+        open_connections: None,
         dropped_iterations: 0,
         schedule_lag: Vec::new(),
         endpoints: vec![(
@@ -841,6 +850,7 @@ mod tests {
             s.endpoints[0].1.errors.insert("connect".into(), u64::MAX);
             s.dropped_iterations = u64::MAX;
             s.active_users = u64::MAX;
+            s.open_connections = Some(u64::MAX);
             agg.add("w1", &s, Duration::from_secs(3)).expect("adds");
         }
         assert_eq!(agg.totals(), (u64::MAX, u64::MAX));

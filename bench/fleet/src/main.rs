@@ -111,6 +111,7 @@ fn snapshot(run_id: &str, seq: u64, endpoints: usize, requests: u64) -> Snapshot
         window_start_us: seq * 1_000_000,
         window_end_us: (seq + 1) * 1_000_000,
         active_users: 100,
+        open_connections: None,
         dropped_iterations: 0,
         schedule_lag: Vec::new(),
         endpoints,

@@ -289,6 +289,9 @@ pub struct Snapshot {
     pub window_start_us: u64,
     pub window_end_us: u64,
     pub active_users: u64,
+    /// WebSocket and SSE connections open at the window's end (None: the
+    /// run has no such step), so a user holding a quiet socket still shows.
+    pub open_connections: Option<u64>,
     /// Open-model iterations skipped because every pool user was busy.
     pub dropped_iterations: u64,
     /// HDR V2 bytes: how late scheduled requests started (open model, pacing), µs.

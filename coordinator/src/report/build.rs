@@ -184,6 +184,7 @@ fn second(t: u64, iv: &Interval) -> TimelinePoint {
     TimelinePoint {
         t,
         dropped_iterations: iv.dropped,
+        open_connections: iv.open_connections,
         users: iv.users(),
         requests: iv.requests,
         failures: iv.failures,

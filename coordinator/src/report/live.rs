@@ -30,6 +30,8 @@ pub struct LiveLine {
     pub requests: u64,
     pub failures: u64,
     pub latency: LatencyMs,
+    /// WebSocket and SSE connections open at the second's end (None: the run has no such step).
+    pub open_connections: Option<u64>,
 }
 
 /// The most recent second every live worker has reported, for the live view.
@@ -50,6 +52,7 @@ pub fn latest(agg: &Aggregator) -> Option<LiveLine> {
         requests: iv.requests,
         failures: iv.failures,
         latency,
+        open_connections: iv.open_connections,
     })
 }
 
@@ -310,7 +313,7 @@ pub fn line(elapsed: Duration, planned: Duration, l: &LiveLine) -> String {
     } else {
         l.total_failures as f64 * 100.0 / l.total_requests as f64
     };
-    format!(
+    let mut s = format!(
         "[{:>4}s/{}s] users {:>6}  rps {:>9.1}  p50 {:>8.2}ms  p95 {:>8.2}ms  p99 {:>8.2}ms  requests {:>9}  errors {} ({:.2}%)",
         elapsed.as_secs(),
         planned.as_secs(),
@@ -322,7 +325,11 @@ pub fn line(elapsed: Duration, planned: Duration, l: &LiveLine) -> String {
         l.total_requests,
         l.total_failures,
         err_pct
-    )
+    );
+    if let Some(open) = l.open_connections {
+        s.push_str(&format!("  open {open}"));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -346,5 +353,12 @@ mod tests {
         assert!(s.contains("users    100"), "{s}");
         assert!(s.contains("812.0"), "{s}");
         assert!(s.contains("errors 10 (1.00%)"), "{s}");
+        assert!(!s.contains("open"), "{s}");
+        let ws = LiveLine {
+            open_connections: Some(5000),
+            ..l
+        };
+        let s = line(Duration::from_secs(12), Duration::from_secs(20), &ws);
+        assert!(s.ends_with("  open 5000"), "{s}");
     }
 }

@@ -304,6 +304,9 @@ fn timeline(reports: &[Report]) -> Vec<TimelinePoint> {
         m.p95_ms = m.p95_ms.max(p.p95_ms);
         m.p99_ms = m.p99_ms.max(p.p99_ms);
         m.dropped_iterations = m.dropped_iterations.saturating_add(p.dropped_iterations);
+        if let Some(o) = p.open_connections {
+            m.open_connections = Some(m.open_connections.unwrap_or(0).saturating_add(o));
+        }
         if let Some(u) = p.planned_users {
             m.planned_users = Some(m.planned_users.unwrap_or(0).saturating_add(u));
         }

@@ -13,6 +13,7 @@ impl From<&Snapshot> for pb::Snapshot {
             window_start_us: s.window_start_us,
             window_end_us: s.window_end_us,
             active_users: s.active_users,
+            open_connections: s.open_connections,
             dropped_iterations: s.dropped_iterations,
             schedule_lag_hdr: s.schedule_lag.clone(),
             endpoints: s
@@ -82,9 +83,42 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             window_start_us: s.window_start_us,
             window_end_us: s.window_end_us,
             active_users: s.active_users,
+            open_connections: s.open_connections,
             dropped_iterations: s.dropped_iterations,
             schedule_lag: s.schedule_lag_hdr,
             endpoints,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(open_connections: Option<u64>) -> Snapshot {
+        Snapshot {
+            run_id: "r".into(),
+            seq: 3,
+            window_start_us: 3_000_000,
+            window_end_us: 4_000_000,
+            active_users: 7,
+            open_connections,
+            dropped_iterations: 0,
+            schedule_lag: Vec::new(),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// A count of 0 (every socket closed) stays distinct from no count at all
+    /// (a run without WebSocket or SSE steps) on the wire.
+    #[test]
+    fn open_connections_survive_the_wire_including_zero_and_absent() {
+        for open in [None, Some(0), Some(50_000)] {
+            let wire = pb::Snapshot::from(&snapshot(open));
+            assert_eq!(wire.open_connections, open);
+            let back = Snapshot::try_from(wire).expect("converts");
+            assert_eq!(back.open_connections, open);
+            assert_eq!(back.active_users, 7);
+        }
     }
 }

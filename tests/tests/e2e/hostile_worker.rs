@@ -21,6 +21,7 @@ fn snapshot(start: &Start, seq: u64, endpoints: Vec<(EndpointKey, EndpointDelta)
         window_start_us: seq * 1_000_000,
         window_end_us: (seq + 1) * 1_000_000,
         active_users: 1,
+        open_connections: None,
         dropped_iterations: 0,
         schedule_lag: Vec::new(),
         endpoints,
@@ -71,6 +72,7 @@ async fn hostile_snapshots_and_statuses_neither_exhaust_nor_deface_the_coordinat
     // Accepted: counts that overflow when summed, and thousands of invented error kinds.
     fake.send(&WorkerMessage::Snapshot(Snapshot {
         active_users: u64::MAX,
+        open_connections: Some(u64::MAX),
         dropped_iterations: u64::MAX,
         ..snapshot(&start, 0, vec![(key.clone(), huge_delta())])
     }))

@@ -120,6 +120,110 @@ async fn round_trips_across_two_workers_match_the_demo_targets_own_counts() {
     drop((w1, w2));
 }
 
+const HOLDERS: &str = r#"
+scenarios:
+  s: { users: 12, spawn_rate: 100, duration: 5s }
+user_classes:
+  holder:
+    wait: { constant: 300ms }
+    tasks:
+      - name: chat
+        flow:
+          - name: connect chat
+            ws_connect: "/ws/chat?delay_ms=1"
+          - name: say
+            ws_send: hi
+          - name: echo
+            ws_receive: { contains: hi }
+            timeout: 2s
+"#;
+
+/// Users that keep one socket each show in the timeline as open connections
+/// while they hold them, summed over two workers, and as none once the run
+/// has closed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_counts_open_sockets_over_workers_and_none_after_close() {
+    let demo = Demo::start().await;
+    let run = TestRun::new(HOLDERS);
+    let mut coord = run
+        .coordinator(2, &demo.url, &["--wait-timeout", "30s"])
+        .await;
+    let w1 = run.worker("w1", &["--threads", "1"]);
+    let w2 = run.worker("w2", &["--threads", "1"]);
+    let code = coord.exit_code(Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{}", coord.output());
+    let report = run.report();
+    let connects = row(&report, "connect chat", "WS");
+    assert_eq!(
+        n(&connects["requests"]),
+        12,
+        "one socket per user: {connects}"
+    );
+    assert_eq!(n(&connects["failures"]), 0, "{connects}");
+    let timeline = report["timeline"].as_array().expect("timeline");
+    let open: Vec<Option<u64>> = timeline
+        .iter()
+        .map(|p| p["open_connections"].as_u64())
+        .collect();
+    // Every user holds its socket from its first second to the end: once all
+    // 12 are running, 12 are open, never more. (The last entry is the stop's,
+    // which reports the users it stopped and the sockets left: checked below.)
+    let full: Vec<u64> = timeline[..timeline.len().saturating_sub(1)]
+        .iter()
+        .filter(|p| n(&p["users"]) == 12)
+        .filter_map(|p| p["open_connections"].as_u64())
+        .collect();
+    assert!(full.len() >= 3, "too few full seconds: {open:?}");
+    assert!(full.iter().all(|&o| o == 12), "{open:?}");
+    assert!(open.iter().flatten().all(|&o| o <= 12), "{open:?}");
+    // The last second is the stop's: every socket closed.
+    assert_eq!(open.last().copied().flatten(), Some(0), "{open:?}");
+    // The same in timeline.csv, as its last column.
+    let csv = std::fs::read_to_string(run.out.join("timeline.csv")).expect("timeline.csv");
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.ends_with(",open_connections")),
+        "{csv}"
+    );
+    assert!(csv.lines().any(|l| l.ends_with(",12")), "{csv}");
+    assert!(csv.trim_end().ends_with(",0"), "{csv}");
+    // The server agrees: nothing left open.
+    eventually(
+        Duration::from_secs(10),
+        "the server's sockets closed",
+        || async { (n(&chat_stats(&demo.url).await["open"]) == 0).then_some(()) },
+    )
+    .await;
+    drop((w1, w2));
+}
+
+/// An HTTP-only run carries no open-connection count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_sockets_has_no_open_connection_count() {
+    let target = CountingTarget::start().await;
+    let run = TestRun::new(
+        "scenarios:\n  s: { users: 2, duration: 2s }\nuser_classes:\n  u: { wait: { constant: 100ms }, tasks: [ { name: a, get: /a } ] }\n",
+    );
+    let mut c = run.local(1, &target.url());
+    assert_eq!(
+        c.exit_code(Duration::from_secs(60)).await,
+        0,
+        "{}",
+        c.output()
+    );
+    let report = run.report();
+    let timeline = report["timeline"].as_array().expect("timeline");
+    assert!(!timeline.is_empty());
+    assert!(
+        timeline.iter().all(|p| p.get("open_connections").is_none()),
+        "{timeline:?}"
+    );
+    let csv = std::fs::read_to_string(run.out.join("timeline.csv")).expect("timeline.csv");
+    assert!(!csv.contains("open_connections"), "{csv}");
+}
+
 /// What the purpose-built server saw.
 #[derive(Default)]
 struct Seen {

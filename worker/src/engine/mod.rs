@@ -8,6 +8,7 @@ mod prepared;
 mod recorder;
 mod run;
 mod sse;
+mod streams;
 mod threads;
 mod user;
 mod ws;

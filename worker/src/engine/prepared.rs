@@ -1,12 +1,16 @@
 //! A run's scenario compiled once into ready-to-send requests: fully static
 //! requests encoded to their HTTP/1.1 bytes up front, templates pre-parsed.
 
+use std::sync::Arc;
+
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Uri};
 use rand::{Rng, SeedableRng};
 use squall_common::capture::JsonPath;
 use squall_common::check::{Checks, ExpectSpec};
 use squall_common::scenario::size::ByteSize;
+use squall_common::scenario::sse::SSE_METHOD;
+use squall_common::scenario::ws::WS_METHOD;
 use squall_common::scenario::{
     Body, CaptureFrom, CaptureSpec, FLOW_METHOD, FlowSpec, RequestSpec, Wait,
 };
@@ -227,6 +231,9 @@ pub struct PreparedRun {
     /// The worker's HTTP/2 connections, shared by all its engine threads
     /// (`defaults.http2`); None for HTTP/1.1.
     pub h2: Option<H2Pool>,
+    /// WebSocket and SSE connections open now; None when the run has no
+    /// such step (its snapshots then carry no count).
+    pub open_streams: Option<Arc<super::streams::OpenStreams>>,
 }
 
 impl PreparedRun {
@@ -360,6 +367,10 @@ impl PreparedRun {
                 cumulative,
             });
         }
+        let open_streams = endpoints
+            .iter()
+            .any(|e| e.method == WS_METHOD || e.method == SSE_METHOD)
+            .then(Arc::default);
         Ok(PreparedRun {
             spec,
             classes,
@@ -368,6 +379,7 @@ impl PreparedRun {
             authority,
             feeds,
             h2,
+            open_streams,
         })
     }
 

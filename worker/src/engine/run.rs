@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::plan::{Followed, SpawnPace, UserIds, follow_plan, open_plan, roster_for};
 use super::prepared::PreparedRun;
 use super::recorder::SampleLog;
+use super::streams::OpenStreams;
 use super::threads::{Engine, EngineOptions};
 
 /// Where a run sends its snapshots and statuses, in the order it makes them;
@@ -164,6 +165,8 @@ fn status(run_id: &str, state: WorkerState, reason: String, sent: u64) -> Worker
 struct Run {
     run_id: String,
     engine: Engine,
+    /// WebSocket and SSE connections open; None when the run has none to count.
+    open_streams: Option<Arc<OpenStreams>>,
     out: RunOutput,
     keys: Vec<EndpointKey>,
     load: LoadModel,
@@ -204,6 +207,7 @@ impl Run {
         );
         let addr = resolve(&prepared.authority).await?;
         let keys: Vec<EndpointKey> = prepared.endpoints.clone();
+        let open_streams = prepared.open_streams.clone();
         let load = prepared.spec.load.clone();
         let graceful_stop = prepared.spec.graceful_stop;
         let weights = prepared.spec.class_weights();
@@ -254,6 +258,7 @@ impl Run {
         let mut run = Run {
             run_id: start.run_id,
             engine,
+            open_streams,
             out,
             keys,
             seq: start.plan_offset.as_secs(),
@@ -380,6 +385,7 @@ impl Run {
             window_start_us,
             window_end_us: now_us,
             active_users: self.engine.active_users(),
+            open_connections: self.open_streams.as_ref().map(|o| o.get()),
             dropped_iterations: delta.dropped,
             schedule_lag: if delta.lag.is_empty() {
                 Vec::new()

@@ -13,6 +13,7 @@ use squall_common::{EndpointKey, template::RenderError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::prepared::PreparedRequest;
+use super::streams::OpenStreams;
 use super::user::ThreadCtx;
 use crate::error::WorkerError;
 use crate::http::{ErrorKind, Outcome};
@@ -106,6 +107,8 @@ async fn stream(
     got: &mut Got,
 ) -> Result<(), ErrorKind> {
     let mut io = super::ws::connect_io(ctx).await?;
+    // Open from the connection until the step ends, however it ends.
+    let _open = ctx.run.open_streams.as_ref().map(OpenStreams::hold);
     io.write_all(request).await.map_err(|_| ErrorKind::Reset)?;
     let mut raw: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];

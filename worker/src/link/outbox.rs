@@ -186,6 +186,7 @@ mod tests {
             window_start_us: 0,
             window_end_us: 0,
             active_users: 0,
+            open_connections: None,
             dropped_iterations: 0,
             schedule_lag: Vec::new(),
             endpoints: Vec::new(),

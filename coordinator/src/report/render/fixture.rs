@@ -86,6 +86,7 @@ pub(crate) fn sample() -> Report {
             planned_users: None,
             planned_rps: None,
             dropped_iterations: 0,
+            open_connections: None,
             event: match t {
                 0 => Some("stage 1".to_owned()),
                 5 => Some("ramp, stage \"2\"".to_owned()),

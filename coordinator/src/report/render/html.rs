@@ -207,7 +207,7 @@ fn write_charts(out: &mut String, r: &Report) -> fmt::Result {
         .filter_map(|p| p.event.as_ref().map(|e| (p.t as f64, e.clone())))
         .collect();
     writeln!(out, "<h2>Over time</h2>\n<section class=\"charts\">")?;
-    let charts = [
+    let mut charts = [
         Chart {
             title: "Throughput and users",
             left_unit: "req/s",
@@ -264,6 +264,18 @@ fn write_charts(out: &mut String, r: &Report) -> fmt::Result {
             }],
         },
     ];
+    // Sockets held next to users, on the same axis, in runs that count them.
+    if tl.iter().any(|p| p.open_connections.is_some()) {
+        charts[0].series.push(Series {
+            label: "open connections",
+            class: "c3",
+            right: true,
+            points: tl
+                .iter()
+                .filter_map(|p| p.open_connections.map(|o| (p.t as f64, o as f64)))
+                .collect(),
+        });
+    }
     for chart in &charts {
         write!(out, "<figure><figcaption>{}", esc(chart.title))?;
         for s in &chart.series {
@@ -719,6 +731,22 @@ mod tests {
         let page = html(&r);
         assert!(page.contains("<circle class=\"c1\""));
         assert!(!page.contains("NaN"));
+    }
+
+    #[test]
+    fn open_connections_join_the_users_chart_when_counted() {
+        let mut r = fixture::sample();
+        let before = html(&r);
+        assert!(!before.contains("open connections"));
+        for p in &mut r.timeline {
+            p.open_connections = Some(p.users);
+        }
+        let page = html(&r);
+        assert!(page.contains("</i>open connections</span>"), "no key");
+        // One more line in the c3 colour (the other is the latency chart's p99).
+        let c3 = |p: &str| p.matches("<path class=\"series c3\"").count();
+        assert_eq!(c3(&page), c3(&before) + 1);
+        assert_eq!(page.matches("<svg").count(), 3);
     }
 
     #[test]

@@ -6,14 +6,21 @@ use squall_common::report::Report;
 
 /// The CSV header; columns match `TimelinePoint`'s fields.
 const HEADER: &str = "t,users,requests,failures,rps,p50_ms,p95_ms,p99_ms,event";
+/// The last column, when the run had WebSocket or SSE steps: appended, so
+/// the columns of a run without them stay as they were.
+const OPEN_COLUMN: &str = ",open_connections";
 
 /// Renders the timeline as CSV (RFC 4180 quoting, `\n` line ends), header first.
 pub fn timeline_csv(r: &Report) -> String {
+    let open = r.timeline.iter().any(|p| p.open_connections.is_some());
     let mut out = String::with_capacity(64 * (r.timeline.len() + 1));
     out.push_str(HEADER);
+    if open {
+        out.push_str(OPEN_COLUMN);
+    }
     out.push('\n');
     for p in &r.timeline {
-        writeln!(
+        write!(
             out,
             "{},{},{},{},{},{},{},{},{}",
             p.t,
@@ -27,6 +34,14 @@ pub fn timeline_csv(r: &Report) -> String {
             p.event.as_deref().map(field).unwrap_or_default(),
         )
         .expect("writing to a String cannot fail");
+        if open {
+            // A second no worker reported has no count: an empty field.
+            out.push(',');
+            if let Some(n) = p.open_connections {
+                write!(out, "{n}").expect("writing to a String cannot fail");
+            }
+        }
+        out.push('\n');
     }
     out
 }
@@ -75,6 +90,18 @@ mod tests {
         assert_eq!(field("two\nlines"), "\"two\nlines\"");
         assert_eq!(num(f64::NAN), "");
         assert_eq!(num(0.25), "0.25");
+    }
+
+    #[test]
+    fn open_connections_column_only_when_counted() {
+        let mut r = fixture::sample();
+        assert!(!timeline_csv(&r).contains("open_connections"));
+        r.timeline[1].open_connections = Some(5000);
+        let csv = timeline_csv(&r);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], format!("{HEADER}{OPEN_COLUMN}"));
+        assert_eq!(lines[1], "0,10,800,0,800,12,40,90,stage 1,");
+        assert!(lines[2].ends_with(",5000"), "{}", lines[2]);
     }
 
     #[test]
