@@ -133,6 +133,10 @@ pub struct RunController<'a> {
     rebalance_due: bool,
     /// `away` members that attached again, and when.
     back: BTreeMap<String, Duration>,
+    /// Stopped from outside (interrupt, stop request): whoever asked wants
+    /// the report now (`docker stop` kills 10 s after its SIGTERM), so lost
+    /// members are not waited for.
+    stopped_from_outside: bool,
     /// Members that sent a snapshot or a status for this run.
     heard: std::collections::BTreeSet<String>,
 }
@@ -198,6 +202,7 @@ impl<'a> RunController<'a> {
             wait_announced: false,
             rebalance_due: false,
             back: BTreeMap::new(),
+            stopped_from_outside: false,
             heard: Default::default(),
         };
         for (i, (id, share)) in workers.iter().zip(&shares).enumerate() {
@@ -245,7 +250,7 @@ impl<'a> RunController<'a> {
             self.back.insert(worker.to_owned(), elapsed);
             let text = format!("worker {worker} is back; collecting the snapshots it resends");
             fx.note(text.clone());
-            self.agg.event(elapsed.as_secs(), text);
+            self.agg.event(self.event_second(elapsed), text);
             return fx;
         }
         if !self.options.rebalance || self.stopping() || self.agg.is_member(worker) {
@@ -287,8 +292,9 @@ impl<'a> RunController<'a> {
             self.drop_worker(worker, "lost", elapsed);
             // What it recorded and the coordinator has not acknowledged is in
             // its outbox: it resends that when it comes back. (A failed worker
-            // left the run before and stays out: it has nothing to resend.)
-            if !self.agg.delivered(worker) {
+            // left the run before and stays out: it has nothing to resend;
+            // one whose snapshots were refused is not trusted to resend any.)
+            if !self.agg.delivered(worker) && !self.refused.contains(worker) {
                 self.away.insert(worker.to_owned(), elapsed);
             }
         }
@@ -310,7 +316,7 @@ impl<'a> RunController<'a> {
             self.away.remove(worker);
             let text = format!("worker {worker} came back and delivered all its snapshots");
             fx.note(text.clone());
-            self.agg.event(elapsed.as_secs(), text);
+            self.agg.event(self.event_second(elapsed), text);
         }
         fx
     }
@@ -541,7 +547,7 @@ impl<'a> RunController<'a> {
             let text =
                 format!("worker {id} came back with nothing to resend: it had not started the run");
             fx.note(text.clone());
-            self.agg.event(elapsed.as_secs(), text);
+            self.agg.event(self.event_second(elapsed), text);
         }
         if self.return_deadline.is_some() && !self.away.is_empty() && !self.wait_announced {
             self.wait_announced = true;
@@ -569,6 +575,7 @@ impl<'a> RunController<'a> {
                 .into(),
         );
         self.agg.event(elapsed.as_secs(), "interrupted".into());
+        self.stopped_from_outside = true;
         self.stop_all(&mut fx, elapsed);
         fx
     }
@@ -585,6 +592,7 @@ impl<'a> RunController<'a> {
             self.run_id
         ));
         self.agg.event(elapsed.as_secs(), "stop requested".into());
+        self.stopped_from_outside = true;
         self.stop_all(&mut fx, elapsed);
         fx
     }
@@ -607,7 +615,7 @@ impl<'a> RunController<'a> {
         if !self.away.is_empty() {
             // Said on the next tick (see `on_tick`): this method only decides.
             let until = *self.return_deadline.get_or_insert(elapsed + RETURN_WAIT);
-            if elapsed < until {
+            if elapsed < until && !self.stopped_from_outside {
                 return None;
             }
             let text = format!(
@@ -616,7 +624,7 @@ impl<'a> RunController<'a> {
                 self.unaccounted()
             );
             fx.note(format!("warning: {text}"));
-            self.agg.event(elapsed.as_secs(), text);
+            self.agg.event(self.event_second(elapsed), text);
             self.partial = true;
         }
         if all_lost {
@@ -629,6 +637,22 @@ impl<'a> RunController<'a> {
             self.partial = true;
         }
         Some(fx)
+    }
+
+    /// The second a return-related event goes in: now, but never past the
+    /// last second with data, so that waiting for lost members does not
+    /// add empty seconds to the timeline.
+    fn event_second(&self, elapsed: Duration) -> u64 {
+        match self
+            .agg
+            .intervals()
+            .iter()
+            .rev()
+            .find(|(_, iv)| iv.latency.is_some())
+        {
+            Some((t, _)) => elapsed.as_secs().min(*t),
+            None => elapsed.as_secs(),
+        }
     }
 
     /// The members still away, e.g. `w3, w7`.
@@ -1139,6 +1163,19 @@ mod tests {
         );
         assert!(run.over(secs(10)).is_some());
         assert!(!run.finish("now".into()).expect("report").report.partial);
+    }
+
+    /// An interrupted run ends without waiting for lost members, naming them.
+    #[test]
+    fn an_interrupted_run_does_not_wait_for_lost_workers() {
+        let spec = spec("s");
+        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
+        run.on_message("w2", &snap("r", 0, 4), secs(1));
+        run.on_left("w2", "no heartbeat for 5s", secs(6));
+        run.on_interrupt(secs(7));
+        run.on_message("w1", &status("r", WorkerState::Stopped, 0), secs(8));
+        let fx = run.over(secs(8)).expect("no wait after an interrupt");
+        assert!(fx.notes[0].contains("never came back"), "{:?}", fx.notes);
     }
 
     /// When every worker is lost the run is over, but what they recorded may still come back.
