@@ -16,7 +16,7 @@ use squall_common::{EndpointKey, RunSpec};
 use super::feed::Feed;
 use crate::error::WorkerError;
 use crate::http::TargetTlsConnector;
-use crate::http::h2::H2Pool;
+use crate::http::h2::{H2Pool, H2Request};
 
 /// The most distinct hosts one run talks to: each costs every user a
 /// connection slot and a cookie jar once used.
@@ -37,6 +37,10 @@ pub struct PreparedRequest {
     /// The whole request on the wire when nothing in it is templated: sent as
     /// is, so a static request costs no formatting at all.
     wire: Option<Box<[u8]>>,
+    /// The same static request as an HTTP/2 head and body, when the run
+    /// speaks HTTP/2 to its host: built once instead of reading `wire` back
+    /// per request.
+    h2: Option<H2Request>,
     method: Method,
     /// The path with the host URL's base path already in front.
     path: Part,
@@ -319,7 +323,7 @@ impl PreparedRun {
                         .ok_or_else(|| bad(format!("class `{}`: no feeder `{name}`", c.name)))?,
                 ),
             };
-            let prep = |r: &RequestSpec| prepare(r, &endpoints, &spec.tls, &targets);
+            let prep = |r: &RequestSpec| prepare(r, &endpoints, &spec.tls, &targets, h2.as_ref());
             let on_start = c.on_start.iter().map(prep).collect::<Result<Vec<_>, _>>()?;
             let mut tasks = Vec::new();
             for t in &c.tasks {
@@ -407,6 +411,17 @@ impl PreparedRun {
             out.splice(line_end..line_end, field);
         }
         Ok(out)
+    }
+}
+
+impl PreparedRequest {
+    /// The prebuilt HTTP/2 form of this request when `sent` is its static
+    /// bytes as prepared (not rendered, nor given a cookie, nor a redirect's).
+    pub fn h2_for(&self, sent: &[u8]) -> Option<&H2Request> {
+        let wire = self.wire.as_deref()?;
+        std::ptr::eq(wire, sent)
+            .then_some(self.h2.as_ref())
+            .flatten()
     }
 }
 
@@ -559,6 +574,7 @@ fn prepare(
     endpoints: &[EndpointKey],
     tls: &squall_common::scenario::TargetTls,
     targets: &[Target],
+    h2: Option<&H2Pool>,
 ) -> Result<PreparedRequest, WorkerError> {
     let bad = |what: String| WorkerError::Scenario(format!("request `{}`: {what}", r.name));
     let target = match &r.host {
@@ -685,6 +701,7 @@ fn prepare(
         endpoint,
         target,
         wire: None,
+        h2: None,
         head_only: method == Method::HEAD,
         method,
         path,
@@ -733,6 +750,8 @@ fn prepare(
             &mut out,
         )
         .map_err(|e| bad(e.to_string()))?;
+        // HTTP/2 serves the run's own host (target 0) only.
+        req.h2 = h2.filter(|_| target == 0).and_then(|p| p.prebuild(&out));
         req.wire = Some(out.into_boxed_slice());
     }
     Ok(req)
