@@ -874,6 +874,49 @@ user_classes:
 "#;
 
     #[test]
+    fn http2_static_requests_are_prebuilt_and_used_only_for_their_own_bytes() {
+        let r = run(r#"
+host: http://127.0.0.1:8080/v1
+defaults:
+  http2: { connections: 1, max_streams: 4, prior_knowledge: true }
+scenarios:
+  s: { users: 1, duration: 1s }
+user_classes:
+  u:
+    tasks:
+      - { name: fast, get: /fast, headers: { X-A: b } }
+      - { name: item, get: "/items/{{ user_id }}" }
+      - { name: away, get: "http://127.0.0.1:9090/x" }
+"#);
+        let req = |i: usize| match &r.classes[0].tasks[i] {
+            PreparedTask::Request(q) => q,
+            PreparedTask::Flow(_) => panic!("task {i} is a request"),
+        };
+        let vars = Vars {
+            user_id: 7,
+            worker_index: 0,
+            captured: &HashMap::new(),
+            sequence: None,
+        };
+        let mut out = Vec::new();
+        let mut send = |q: &PreparedRequest, cookie: &str| {
+            let mut rng = SmallRng::seed_from_u64(1);
+            let bytes = r
+                .encode(q, &vars, &mut rng, &mut String::new(), &mut out, cookie)
+                .expect("encodes");
+            q.h2_for(bytes).cloned()
+        };
+        // The static request's own bytes: its prebuilt head.
+        let head = send(req(0), "").expect("prebuilt for the static bytes");
+        assert_eq!(head.to_string(), "GET http://127.0.0.1:8080/v1/fast");
+        // The same request with a cookie spliced in, a rendered one, and one
+        // to another host (HTTP/1.1) are not.
+        assert!(send(req(0), "a=1").is_none());
+        assert!(send(req(1), "").is_none());
+        assert!(req(2).h2.is_none());
+    }
+
+    #[test]
     fn static_and_templated_requests_encode_to_http11() {
         let r = run(&YAML.replace(r#"headers: { Authorization: "Bearer {{ token }}" }"#, ""));
         let none = HashMap::new();
