@@ -20,7 +20,7 @@ use squall_common::{EndpointKey, RunSpec};
 use super::feed::Feed;
 use crate::error::WorkerError;
 use crate::http::TargetTlsConnector;
-use crate::http::h2::H2Pool;
+use crate::http::h2::{H2Pool, H2Request};
 
 /// The most distinct hosts one run talks to: each costs every user a
 /// connection slot and a cookie jar once used.
@@ -41,6 +41,10 @@ pub struct PreparedRequest {
     /// The whole request on the wire when nothing in it is templated: sent as
     /// is, so a static request costs no formatting at all.
     wire: Option<Box<[u8]>>,
+    /// The same static request as an HTTP/2 head and body, when the run
+    /// speaks HTTP/2 to its host: built once instead of reading `wire` back
+    /// per request.
+    h2: Option<H2Request>,
     method: Method,
     /// The path with the host URL's base path already in front.
     path: Part,
@@ -326,7 +330,7 @@ impl PreparedRun {
                         .ok_or_else(|| bad(format!("class `{}`: no feeder `{name}`", c.name)))?,
                 ),
             };
-            let prep = |r: &RequestSpec| prepare(r, &endpoints, &spec.tls, &targets);
+            let prep = |r: &RequestSpec| prepare(r, &endpoints, &spec.tls, &targets, h2.as_ref());
             let on_start = c.on_start.iter().map(prep).collect::<Result<Vec<_>, _>>()?;
             let mut tasks = Vec::new();
             for t in &c.tasks {
@@ -419,6 +423,17 @@ impl PreparedRun {
             out.splice(line_end..line_end, field);
         }
         Ok(out)
+    }
+}
+
+impl PreparedRequest {
+    /// The prebuilt HTTP/2 form of this request when `sent` is its static
+    /// bytes as prepared (not rendered, nor given a cookie, nor a redirect's).
+    pub fn h2_for(&self, sent: &[u8]) -> Option<&H2Request> {
+        let wire = self.wire.as_deref()?;
+        std::ptr::eq(wire, sent)
+            .then_some(self.h2.as_ref())
+            .flatten()
     }
 }
 
@@ -571,6 +586,7 @@ fn prepare(
     endpoints: &[EndpointKey],
     tls: &squall_common::scenario::TargetTls,
     targets: &[Target],
+    h2: Option<&H2Pool>,
 ) -> Result<PreparedRequest, WorkerError> {
     let bad = |what: String| WorkerError::Scenario(format!("request `{}`: {what}", r.name));
     let target = match &r.host {
@@ -697,6 +713,7 @@ fn prepare(
         endpoint,
         target,
         wire: None,
+        h2: None,
         head_only: method == Method::HEAD,
         method,
         path,
@@ -745,6 +762,8 @@ fn prepare(
             &mut out,
         )
         .map_err(|e| bad(e.to_string()))?;
+        // HTTP/2 serves the run's own host (target 0) only.
+        req.h2 = h2.filter(|_| target == 0).and_then(|p| p.prebuild(&out));
         req.wire = Some(out.into_boxed_slice());
     }
     Ok(req)
@@ -865,6 +884,49 @@ user_classes:
       - { name: empty, post: /empty }
       - { name: head, head: /h }
 "#;
+
+    #[test]
+    fn http2_static_requests_are_prebuilt_and_used_only_for_their_own_bytes() {
+        let r = run(r#"
+host: http://127.0.0.1:8080/v1
+defaults:
+  http2: { connections: 1, max_streams: 4, prior_knowledge: true }
+scenarios:
+  s: { users: 1, duration: 1s }
+user_classes:
+  u:
+    tasks:
+      - { name: fast, get: /fast, headers: { X-A: b } }
+      - { name: item, get: "/items/{{ user_id }}" }
+      - { name: away, get: "http://127.0.0.1:9090/x" }
+"#);
+        let req = |i: usize| match &r.classes[0].tasks[i] {
+            PreparedTask::Request(q) => q,
+            PreparedTask::Flow(_) => panic!("task {i} is a request"),
+        };
+        let vars = Vars {
+            user_id: 7,
+            worker_index: 0,
+            captured: &HashMap::new(),
+            sequence: None,
+        };
+        let mut out = Vec::new();
+        let mut send = |q: &PreparedRequest, cookie: &str| {
+            let mut rng = SmallRng::seed_from_u64(1);
+            let bytes = r
+                .encode(q, &vars, &mut rng, &mut String::new(), &mut out, cookie)
+                .expect("encodes");
+            q.h2_for(bytes).cloned()
+        };
+        // The static request's own bytes: its prebuilt head.
+        let head = send(req(0), "").expect("prebuilt for the static bytes");
+        assert_eq!(head.to_string(), "GET http://127.0.0.1:8080/v1/fast");
+        // The same request with a cookie spliced in, a rendered one, and one
+        // to another host (HTTP/1.1) are not.
+        assert!(send(req(0), "a=1").is_none());
+        assert!(send(req(1), "").is_none());
+        assert!(req(2).h2.is_none());
+    }
 
     #[test]
     fn static_and_templated_requests_encode_to_http11() {

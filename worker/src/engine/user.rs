@@ -614,7 +614,11 @@ async fn execute(
                 let pool = ctx.run.h2.as_ref().filter(|_| target == 0);
                 let sent = tokio::time::timeout_at((start + timeout).into(), async {
                     match pool {
-                        Some(pool) => pool.send(addr, request, head_only, body, keep).await,
+                        Some(pool) => {
+                            let prebuilt = req.h2_for(request);
+                            pool.send(addr, prebuilt, request, head_only, body, keep)
+                                .await
+                        }
                         None => {
                             connection::send(
                                 conn,

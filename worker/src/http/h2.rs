@@ -1,24 +1,28 @@
 //! HTTP/2 to the target: every user of a worker multiplexes its requests over a few shared connections, each held to `max_streams` concurrent streams.
 //!
-//! hyper's HTTP/2 client does the framing, HPACK and flow control; this module
-//! owns the pool. The pool lives in the run (`PreparedRun`), which all engine
-//! threads of a worker share, so `http2.connections` is a count per worker:
-//! each connection is driven by a task on the engine thread that opened it,
-//! and any thread's users may send on it. A request is the same HTTP/1.1 bytes
-//! the rest of the engine builds (templates, cookies, redirects), read back
-//! with httparse into an `http::Request`: one encoder serves both protocols.
+//! The `h2` crate does the framing, HPACK and flow control, driven directly
+//! rather than through hyper's client: hyper puts every request through a
+//! channel to a dispatch task of its own and a oneshot back, on top of h2's
+//! own connection task (measured in docs/benchmarks.md, "HTTP/2"). This
+//! module owns the pool. The pool lives in the run (`PreparedRun`), which all
+//! engine threads of a worker share, so `http2.connections` is a count per
+//! worker: each connection is driven by a task on the engine thread that
+//! opened it, and any thread's users may send on it.
+//!
+//! A static request's HTTP/2 head is built once, when the run is prepared
+//! (`H2Request`); a request with rendered parts, a cookie or a redirect is
+//! the same HTTP/1.1 bytes the rest of the engine builds, read back with
+//! httparse: one encoder serves both protocols.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
+use h2::client::{Builder, SendRequest};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2::{Builder, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use squall_common::scenario::Http2Spec;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -33,12 +37,52 @@ use super::tls::TargetTlsConnector;
 const MAX_HEADER_LIST: u32 = 64 * 1024;
 /// Header fields our own request may carry when read back from its bytes.
 const MAX_REQUEST_HEADERS: usize = 128;
+/// Receive windows as hyper's client set them (2 MiB a stream, 5 MiB the
+/// connection): h2's default 64 KiB would stall a large body for a round
+/// trip per 64 KiB.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
-/// One live connection: the handle requests go through, and the streams
-/// this worker may still open on it.
+/// An HTTP/2 request head and body, ready to send as many times as needed:
+/// each send clones the parts (reference counts, and one header map).
+#[derive(Debug, Clone)]
+pub struct H2Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl H2Request {
+    /// A `Request<()>` for h2 (the body goes separately).
+    fn head(&self) -> Request<()> {
+        let mut r = Request::new(());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+impl std::fmt::Display for H2Request {
+    /// `METHOD absolute-URI`, as the report and tests name a request.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.uri)
+    }
+}
+
+/// One live connection: the handle requests go through, the streams this
+/// worker may still open on it, and whether its driver has ended.
 struct Live {
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Bytes>,
     streams: Semaphore,
+    closed: Arc<AtomicBool>,
+}
+
+impl Live {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
 }
 
 /// One of the worker's `connections`: the live one, if any, and a lock that
@@ -52,7 +96,7 @@ struct Slot {
 impl Slot {
     fn current(&self) -> Option<Arc<Live>> {
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.as_ref().filter(|l| !l.sender.is_closed()).cloned()
+        live.as_ref().filter(|l| !l.is_closed()).cloned()
     }
 
     /// Forgets `dead` (not a newer connection another request opened since).
@@ -86,8 +130,12 @@ impl std::fmt::Debug for H2Pool {
 /// Why one request failed, and whether its connection is gone.
 struct Failure {
     kind: ErrorKind,
-    /// The request never left: the connection was closed before it was sent.
+    /// The request never left (or the server refused it unprocessed): it
+    /// may be sent again on a new connection.
     unsent: bool,
+    /// The connection refused a new stream: it is gone, whether or not its
+    /// driver has noticed yet.
+    dead: bool,
 }
 
 impl H2Pool {
@@ -108,23 +156,34 @@ impl H2Pool {
         }
     }
 
-    /// Sends `wire` (an HTTP/1.1 request as the engine builds it) as an
-    /// HTTP/2 stream on one of the worker's connections, (re)opening it when
-    /// it is gone, and reads the whole response, counting the body and keeping
-    /// only what `body` asks for. A request refused because its connection
-    /// had just closed is sent once more, on a new one.
+    /// Sends a request as an HTTP/2 stream on one of the worker's
+    /// connections, (re)opening it when it is gone, and reads the whole
+    /// response, counting the body and keeping only what `body` asks for.
+    /// `prebuilt` is the request's head built at prepare time, when `wire`
+    /// is the static request as prepared; otherwise `wire` (an HTTP/1.1
+    /// request as the engine builds it) is read back into one. A request
+    /// refused because its connection had just closed is sent once more,
+    /// on a new one.
     pub async fn send(
         &self,
         addr: SocketAddr,
+        prebuilt: Option<&H2Request>,
         wire: &[u8],
         head_only: bool,
         mut body: Option<Body<'_>>,
         want: Keep,
     ) -> Result<Response, ErrorKind> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let rendered;
+        let request = match prebuilt {
+            Some(r) => r,
+            None => {
+                rendered = self.request(wire)?;
+                &rendered
+            }
+        };
         let mut retried = false;
         loop {
-            let request = self.request(wire)?;
             let live = self.live(slot, addr).await?;
             if let Some(b) = body.as_mut() {
                 b.buf.clear();
@@ -132,7 +191,7 @@ impl H2Pool {
             match exchange(&live, request, head_only, body.as_mut(), want).await {
                 Ok(resp) => return Ok(resp),
                 Err(f) => {
-                    if live.sender.is_closed() {
+                    if live.is_closed() || f.dead {
                         slot.drop_if(&live);
                     }
                     if !f.unsent || retried {
@@ -153,7 +212,12 @@ impl H2Pool {
         if let Some(l) = slot.current() {
             return Ok(l);
         }
-        let live = Arc::new(self.open(addr).await?);
+        // Boxed: the connect and TLS handshake futures are large and run once
+        // per connection, while their space would otherwise be part of every
+        // request's future and copied each time it is built (memcpy was 14%
+        // of the engine thread's samples in scenario D, most of it moving
+        // request futures).
+        let live = Arc::new(Box::pin(self.open(addr)).await?);
         *slot.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(live.clone());
         Ok(live)
     }
@@ -164,8 +228,9 @@ impl H2Pool {
             .map_err(|_| ErrorKind::Connect)?;
         // Small frames each way: Nagle would hold them for up to 40 ms.
         let _ = tcp.set_nodelay(true);
+        let closed = Arc::new(AtomicBool::new(false));
         let sender = match &self.tls {
-            None => handshake(tcp).await?,
+            None => handshake(tcp, closed.clone()).await?,
             Some(t) => {
                 let tls = t.handshake(tcp).await.map_err(|_| ErrorKind::Tls)?;
                 // h2 is required, not preferred: a server that picks
@@ -173,20 +238,28 @@ impl H2Pool {
                 if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
                     return Err(ErrorKind::Tls);
                 }
-                handshake(tls).await?
+                handshake(tls, closed.clone()).await?
             }
         };
         let permits = usize::try_from(self.spec.max_streams).unwrap_or(usize::MAX);
         Ok(Live {
             sender,
             streams: Semaphore::new(permits.min(Semaphore::MAX_PERMITS)),
+            closed,
         })
+    }
+
+    /// The HTTP/2 form of a static request, built once at prepare time; None
+    /// when its bytes cannot be one (the same request then fails as
+    /// `template` when sent, as before).
+    pub fn prebuild(&self, wire: &[u8]) -> Option<H2Request> {
+        self.request(wire).ok()
     }
 
     /// Reads the engine's HTTP/1.1 request bytes back into an HTTP/2 request:
     /// the Host header becomes `:authority`, connection-specific fields
     /// (forbidden in HTTP/2) are left out, the rest is the body.
-    fn request(&self, wire: &[u8]) -> Result<Request<Full<Bytes>>, ErrorKind> {
+    fn request(&self, wire: &[u8]) -> Result<H2Request, ErrorKind> {
         let mut fields = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
         let mut parsed = httparse::Request::new(&mut fields);
         // Our own bytes, built from a checked scenario: failing here is a
@@ -204,7 +277,7 @@ impl H2Pool {
             .and_then(|p| PathAndQuery::try_from(p).ok())
             .ok_or(ErrorKind::Template)?;
         let mut authority = None;
-        let mut builder = Request::builder().method(method);
+        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
             if h.name.eq_ignore_ascii_case("host") {
                 authority = Authority::try_from(h.value).ok();
@@ -225,7 +298,7 @@ impl H2Pool {
             let name =
                 HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ErrorKind::Template)?;
             let value = HeaderValue::from_bytes(h.value).map_err(|_| ErrorKind::Template)?;
-            builder = builder.header(name, value);
+            headers.append(name, value);
         }
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
@@ -233,35 +306,34 @@ impl H2Pool {
             .path_and_query(path)
             .build()
             .map_err(|_| ErrorKind::Template)?;
-        let rest = &wire[head..];
-        let body = if rest.is_empty() {
-            Bytes::new()
-        } else {
-            Bytes::copy_from_slice(rest)
-        };
-        builder
-            .uri(uri)
-            .body(Full::new(body))
-            .map_err(|_| ErrorKind::Template)
+        Ok(H2Request {
+            method,
+            uri,
+            headers,
+            body: Bytes::copy_from_slice(&wire[head..]),
+        })
     }
 }
 
 /// The HTTP/2 handshake over `io`; the connection's driver runs as a task
-/// on this engine thread until the connection ends.
-async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, ErrorKind>
+/// on this engine thread until the connection ends, then sets `closed`.
+async fn handshake<T>(io: T, closed: Arc<AtomicBool>) -> Result<SendRequest<Bytes>, ErrorKind>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = Builder::new(TokioExecutor::new())
+    let (sender, conn) = Builder::new()
         .max_header_list_size(MAX_HEADER_LIST)
-        // The server does not push; a peer that opens streams anyway is refused.
-        .max_concurrent_streams(0)
-        .handshake(TokioIo::new(io))
+        // The server does not push.
+        .enable_push(false)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| classify(&e))?;
     tokio::spawn(async move {
         // Its end (GOAWAY, reset, EOF) shows in the requests on it.
         let _ = conn.await;
+        closed.store(true, Ordering::Relaxed);
     });
     Ok(sender)
 }
@@ -270,19 +342,40 @@ where
 /// (and kept up to its limit when asked), all within one stream permit.
 async fn exchange(
     live: &Live,
-    request: Request<Full<Bytes>>,
+    request: &H2Request,
     head_only: bool,
     body: Option<&mut Body<'_>>,
     want: Keep,
 ) -> Result<Response, Failure> {
+    let unsent = |e: h2::Error| Failure {
+        kind: classify(&e),
+        unsent: true,
+        dead: true,
+    };
     let _stream = live.streams.acquire().await.map_err(|_| Failure {
         kind: ErrorKind::Reset,
         unsent: true,
+        dead: true,
     })?;
-    let mut sender = live.sender.clone();
-    let resp = sender.send_request(request).await.map_err(|e| Failure {
+    // A clone per request: h2's `send_request` takes `&mut self`, and a
+    // fresh handle has no pending-open stream of another request to wait on.
+    let mut sender = live.sender.clone().ready().await.map_err(unsent)?;
+    let empty = request.body.is_empty();
+    let (pending, mut out) = sender.send_request(request.head(), empty).map_err(unsent)?;
+    if !empty {
+        // h2 buffers what the send window does not yet allow.
+        out.send_data(request.body.clone(), true)
+            .map_err(|e| Failure {
+                kind: classify(&e),
+                unsent: false,
+                dead: false,
+            })?;
+    }
+    let resp = pending.await.map_err(|e| Failure {
         kind: classify(&e),
-        unsent: e.is_canceled(),
+        // The server refused the stream unprocessed: safe to send again.
+        unsent: e.reason() == Some(h2::Reason::REFUSED_STREAM),
+        dead: false,
     })?;
     let first_byte = Instant::now();
     let status = resp.status().as_u16();
@@ -303,6 +396,7 @@ async fn exchange(
     let failed = |kind| Failure {
         kind,
         unsent: false,
+        dead: false,
     };
     let mut keep = body.map(|b| (b.limit, &mut *b.buf));
     // A declared length beyond the limit fails before any of it is read.
@@ -318,13 +412,11 @@ async fn exchange(
     }
     let mut bytes: u64 = 0;
     if !head_only {
-        // hyper hands back flow-control credit as each frame is taken, so the
-        // body streams through without being held: only `keep` grows.
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| failed(classify(&e)))?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
+        while let Some(data) = incoming.data().await {
+            let data = data.map_err(|e| failed(classify(&e)))?;
+            // Credit goes back as each frame is taken, so the body streams
+            // through without being held: only `keep` grows.
+            let _ = incoming.flow_control().release_capacity(data.len());
             bytes = bytes.saturating_add(data.len() as u64);
             if let Some((limit, buf)) = keep.as_mut() {
                 let fits = (buf.len() as u64)
@@ -357,35 +449,76 @@ async fn exchange(
 /// How a failed stream or connection is reported: the server ending it
 /// (GOAWAY, RST_STREAM, a closed socket) is `reset`; a server that broke the
 /// protocol (bad frames, oversized or malformed headers) is `protocol`.
-fn classify(e: &hyper::Error) -> ErrorKind {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            if h2.is_io() || h2.is_remote() {
-                let broken = h2.reason().is_some_and(|r| {
-                    matches!(
-                        r,
-                        h2::Reason::PROTOCOL_ERROR
-                            | h2::Reason::COMPRESSION_ERROR
-                            | h2::Reason::FRAME_SIZE_ERROR
-                    )
-                });
-                return if broken {
-                    ErrorKind::Protocol
-                } else {
-                    ErrorKind::Reset
-                };
-            }
-            return ErrorKind::Protocol;
+fn classify(e: &h2::Error) -> ErrorKind {
+    if e.is_io() || e.is_remote() {
+        let broken = e.reason().is_some_and(|r| {
+            matches!(
+                r,
+                h2::Reason::PROTOCOL_ERROR
+                    | h2::Reason::COMPRESSION_ERROR
+                    | h2::Reason::FRAME_SIZE_ERROR
+            )
+        });
+        if broken {
+            ErrorKind::Protocol
+        } else {
+            ErrorKind::Reset
         }
-        if s.downcast_ref::<std::io::Error>().is_some() {
-            return ErrorKind::Reset;
-        }
-        source = s.source();
-    }
-    if e.is_parse() || e.is_user() {
-        ErrorKind::Protocol
     } else {
-        ErrorKind::Reset
+        ErrorKind::Protocol
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(tls: bool) -> H2Pool {
+        let spec = Http2Spec {
+            connections: 2,
+            max_streams: 8,
+            prior_knowledge: !tls,
+        };
+        let mut p = H2Pool::new(spec, None, Authority::from_static("example.test:8080"));
+        if tls {
+            p.scheme = Scheme::HTTPS;
+        }
+        p
+    }
+
+    #[test]
+    fn http11_bytes_become_an_http2_head_without_connection_fields() {
+        let wire = b"POST /a?b=1 HTTP/1.1\r\nHost: other.test\r\nConnection: keep-alive\r\n\
+            Transfer-Encoding: chunked\r\nX-One: 1\r\nX-One: 2\r\ncontent-length: 3\r\n\r\nabc";
+        let r = pool(true).request(wire).expect("converts");
+        assert_eq!(r.to_string(), "POST https://other.test/a?b=1");
+        assert!(r.headers.get("connection").is_none());
+        assert!(r.headers.get("transfer-encoding").is_none());
+        assert!(r.headers.get("host").is_none());
+        assert_eq!(r.headers.get_all("x-one").iter().count(), 2);
+        assert_eq!(&r.body[..], b"abc");
+        let head = r.head();
+        assert_eq!(
+            head.uri().authority().map(|a| a.as_str()),
+            Some("other.test")
+        );
+    }
+
+    #[test]
+    fn the_default_authority_serves_a_request_without_host() {
+        let r = pool(false)
+            .request(b"GET / HTTP/1.1\r\n\r\n")
+            .expect("converts");
+        assert_eq!(r.to_string(), "GET http://example.test:8080/");
+        assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_request_fail_as_template() {
+        assert!(matches!(
+            pool(false).request(b"GET / HTTP/1.1\r\nX: y"),
+            Err(ErrorKind::Template)
+        ));
+        assert!(pool(false).prebuild(b"\x01 / HTTP/1.1\r\n\r\n").is_none());
     }
 }
