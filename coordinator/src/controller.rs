@@ -648,7 +648,7 @@ impl<'a> RunController<'a> {
             .intervals()
             .iter()
             .rev()
-            .find(|(_, iv)| iv.latency.is_some())
+            .find(|(_, iv)| iv.reported())
         {
             Some((t, _)) => elapsed.as_secs().min(*t),
             None => elapsed.as_secs(),

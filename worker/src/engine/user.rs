@@ -614,9 +614,15 @@ async fn execute(
                 let pool = ctx.run.h2.as_ref().filter(|_| target == 0);
                 let sent = tokio::time::timeout_at((start + timeout).into(), async {
                     match pool {
+                        // Boxed: the HTTP/2 pool's future was 8,280 bytes (with
+                        // hyper's client) and, inline, every HTTP/1.1 request
+                        // moved that much into its timeout (memcpy was 10% of
+                        // the engine's CPU in scenario E keep-alive); a box per
+                        // HTTP/2 request is small beside the h2 crate's own
+                        // allocations per stream.
                         Some(pool) => {
                             let prebuilt = req.h2_for(request);
-                            pool.send(addr, prebuilt, request, head_only, body, keep)
+                            Box::pin(pool.send(addr, prebuilt, request, head_only, body, keep))
                                 .await
                         }
                         None => {
