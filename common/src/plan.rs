@@ -78,6 +78,32 @@ fn time_of_area(points: &[(f64, f64)], k: f64) -> Option<f64> {
     None
 }
 
+/// An open model's rate curve, built once, so that finding iteration k's due
+/// time allocates nothing: the engine asks once per arrival, and
+/// `LoadModel::arrival_time` builds the curve (a `Vec`) on every call.
+#[derive(Debug, Clone)]
+pub struct ArrivalCurve {
+    points: Vec<(f64, f64)>,
+}
+
+impl ArrivalCurve {
+    /// When global iteration `k` (from 0) is due, in seconds since the start;
+    /// `None` once the plan has no more iterations.
+    pub fn arrival_time(&self, k: u64) -> Option<f64> {
+        time_of_area(&self.points, k as f64)
+    }
+
+    /// Iterations due by `t` seconds (fractional).
+    pub fn arrivals_until(&self, t: f64) -> f64 {
+        area(&self.points, t)
+    }
+
+    /// The planned rate at `t` seconds, per second.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        at(&self.points, t)
+    }
+}
+
 impl LoadModel {
     /// True for arrival-rate models, where iterations are scheduled rather than looped.
     pub fn is_open(&self) -> bool {
@@ -123,6 +149,12 @@ impl LoadModel {
     /// Planned iterations started in `[0, t)`; `None` for closed models.
     pub fn arrivals_until(&self, t: f64) -> Option<f64> {
         self.rate_curve().map(|c| area(&c, t))
+    }
+
+    /// The rate curve of an open model (`None` for closed models), for many
+    /// `arrival_time` look-ups without rebuilding it.
+    pub fn arrival_curve(&self) -> Option<ArrivalCurve> {
+        self.rate_curve().map(|points| ArrivalCurve { points })
     }
 
     /// When global iteration `k` (from 0) is due, in seconds since the start;

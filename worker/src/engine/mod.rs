@@ -1,6 +1,7 @@
 //! The load engine: one run's part of the plan followed by users on thread-per-core runtimes, each request recorded on its own thread.
 
 mod alarm;
+mod arrivals;
 mod feed;
 mod phase;
 mod plan;

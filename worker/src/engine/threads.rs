@@ -14,14 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use squall_common::partition::largest_remainder;
+use squall_common::plan::ArrivalCurve;
 use squall_common::{EndpointStats, LoadModel};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinSet, LocalSet};
 
 use super::alarm::Alarm;
+use super::arrivals::{Arrivals, GROW_AFTER, MAX_START_LAG, Take, grow_by};
 use super::prepared::PreparedRun;
 use super::recorder::{Recorder, SampleLog};
-use super::user::{Active, OpenSlot, ThreadCtx, UserCtl, run_open_user, run_user};
+use super::user::{Active, OpenPool, ThreadCtx, UserCtl, run_open_user, run_user};
 
 /// One thread's interval delta.
 #[derive(Debug)]
@@ -29,7 +31,7 @@ pub struct ThreadDelta {
     pub stats: Vec<EndpointStats>,
     /// Schedule lag of scheduled requests, µs.
     pub lag: hdrhistogram::Histogram<u64>,
-    /// Open-model iterations dropped: the pool exhausted, or more than `MAX_START_LAG` late.
+    /// Open-model iterations dropped: more than `MAX_START_LAG` late (waiting for a user).
     pub dropped: u64,
     /// Iterations the worker may still start (`u64::MAX` without a limit).
     pub budget_left: u64,
@@ -328,18 +330,6 @@ fn thread_main(
     });
 }
 
-/// How late an open-model arrival may start before it is dropped instead:
-/// past this the generator (not the target) is what delays it, the asked-for
-/// rate is not being delivered, and sending it anyway would only add the
-/// generator's own backlog to the latency percentiles. Dropped arrivals are
-/// counted (`dropped_iterations`) and the coordinator warns within a second.
-/// 1 s, not less: with 100 ms, the 500/s two-worker e2e run (far below
-/// capacity) once counted outside its ±1 % on the shared 2-core machine at a
-/// load average of 27 (a stalled worker drops what it cannot start in time),
-/// and passed when run again. A generator above capacity usually runs out of
-/// idle pool users (dropped at once) long before its backlog reaches this.
-pub(super) const MAX_START_LAG: Duration = Duration::from_secs(1);
-
 /// The shortest sleep of the open-model schedule. Waking exactly at every
 /// arrival costs a context switch and three system calls (arm, epoll, read)
 /// each: at 20,000/s against a saturated target one run measured 3.56 CPU-s
@@ -348,21 +338,34 @@ pub(super) const MAX_START_LAG: Duration = Duration::from_secs(1);
 /// against 1,460 (1.57 against 1.21 CPU-s for 10 s) for a schedule-lag p50
 /// of 0.19 ms against 1.19 ms; the floor adds at most 0.25 ms of lag.
 const MIN_WAKE_GAP: Duration = Duration::from_micros(250);
-/// The shortest sleep while every pool user is busy (tokio's own timer
-/// granularity): against a saturated target the schedule only drops arrivals.
+/// The sleep while no user is idle: the busy users take the waiting
+/// arrivals themselves as they finish, so the schedule only wakes to grow
+/// the pool (`grow_by`, checked against `GROW_AFTER`, 2 ms) and to count
+/// expired arrivals as dropped.
 const BUSY_WAKE_GAP: Duration = Duration::from_millis(1);
 
-/// This thread's slice of the open-model schedule: global iteration k goes to
-/// worker k mod W; the worker's m-th iteration goes to thread m mod T. Each
-/// due iteration is handed to an idle pool user, starts a new one while the
-/// pool has room, or is counted as dropped (also when it is already more
-/// than `MAX_START_LAG` late).
+/// Users a thread's pool may have beyond twice what Little's law asks for
+/// (rate x the iterations' observed length): a floor for a pool whose
+/// measured length is still near zero, so that it can grow at all.
+const GROW_HEADROOM: u64 = 4;
+
+/// The plan's whole-worker rate at `now`, per second.
+fn curve_rate(curve: &ArrivalCurve, plan: &OpenPlan, now: std::time::Instant) -> f64 {
+    let t = now.saturating_duration_since(plan.t0).as_secs_f64();
+    curve.rate_at(t) / plan.worker_count.max(1) as f64
+}
+
+/// This thread's slice of the open-model schedule (`Arrivals`): each due
+/// arrival goes to an idle pool user, or waits for the next user to finish
+/// (users take waiting arrivals themselves), and the pool grows by
+/// `grow_by` while the queue's head is late, up to this thread's part of
+/// `max_users`. An arrival more than `MAX_START_LAG` late is dropped.
 ///
 /// Every wake-up releases all the arrivals due by then, so a busy thread
 /// pays one wake-up (and one alarm) per batch, not per arrival; the alarm is
 /// a timerfd (`Alarm`), not tokio's millisecond timer. Measured on one
 /// pinned core against the demo target (docs/benchmarks.md, open model at
-/// speed): before, one `sleep_until` and one `select!` per arrival.
+/// speed).
 async fn open_schedule(
     ctx: Rc<ThreadCtx>,
     plan: OpenPlan,
@@ -370,14 +373,13 @@ async fn open_schedule(
     (thread_index, thread_count): (u64, u64),
     (generation, mine): (Rc<Cell<u64>>, u64),
 ) {
+    let Some(curve) = plan.load.arrival_curve() else {
+        return;
+    };
     let t0 = tokio::time::Instant::from_std(plan.t0);
     // Start at the first of this thread's iterations not yet due (non-zero
     // when a rebalance hands this worker a new slice mid-run).
-    let due = plan
-        .load
-        .arrivals_until(t0.elapsed().as_secs_f64())
-        .unwrap_or(0.0)
-        .ceil() as u64;
+    let due = curve.arrivals_until(t0.elapsed().as_secs_f64()).ceil() as u64;
     let first_m = due
         .saturating_sub(plan.worker_index)
         .div_ceil(plan.worker_count);
@@ -387,42 +389,74 @@ async fn open_schedule(
         .copied()
         .unwrap_or(0);
     let weights = ctx.run.spec.class_weights();
-    let idle: Rc<RefCell<Vec<Rc<OpenSlot>>>> = Rc::new(RefCell::new(Vec::new()));
-    let closed = Rc::new(Cell::new(false));
-    let mut pool = JoinSet::new();
+    let rates = curve.clone();
+    let pool = Rc::new(OpenPool::new(Arrivals::new(
+        curve,
+        plan.t0,
+        (plan.worker_index, plan.worker_count),
+        thread_count,
+        first_m + skew,
+    )));
+    let mut tasks = JoinSet::new();
     let mut spawned: u64 = 0;
     let mut class_credit = vec![0i128; weights.len()];
     let total_weight: i128 = weights.iter().map(|&w| i128::from(w)).sum();
     let mut stop = ctx.stop.clone();
     let mut alarm = Alarm::new();
-    let mut m = first_m + skew;
+    let mut was_late = false;
+    let mut grown_at = std::time::Instant::now();
     'schedule: loop {
         if generation.get() != mine || *stop.borrow() {
             break;
         }
-        let now = tokio::time::Instant::now();
-        // Release every arrival due by now.
-        let next = loop {
-            let k = m * plan.worker_count + plan.worker_index;
-            let Some(at) = plan.load.arrival_time(k) else {
-                break 'schedule;
+        let now = std::time::Instant::now();
+        // Hand every arrival due by now to an idle user.
+        loop {
+            let Some(slot) = pool.idle.borrow().last().cloned() else {
+                break;
             };
-            let intended = t0 + Duration::from_secs_f64(at);
-            if intended > now {
-                break intended;
+            match pool.take(&ctx, now) {
+                Take::Start(at) => {
+                    pool.idle.borrow_mut().pop();
+                    slot.deliver(at);
+                }
+                Take::Wait(_) => break,
+                Take::End => break 'schedule,
             }
-            if !ctx.take_iteration() {
-                break 'schedule;
+        }
+        // Still late with no user idle: grow the pool, each new user
+        // starting with the queue's head.
+        let late = pool.arrivals.borrow().head_late(now);
+        if let Some(late) = late {
+            // Late at this wake-up and the one before: a backlog the users
+            // did not clear while the schedule slept, not the one a stall of
+            // the whole thread leaves (all its users' responses read at once).
+            let late_twice = was_late && late >= GROW_AFTER;
+            was_late = late >= GROW_AFTER;
+            let late = if late_twice { late } else { Duration::ZERO };
+            // Users ever started, not running: a user retired by
+            // `iterations_per_user` is not replaced (docs/scenarios.md).
+            // Little's law: the users this thread's rate needs at the
+            // iterations' observed length, with room for its variation.
+            let rate = curve_rate(&rates, &plan, now) / thread_count as f64;
+            let needed = rate * pool.service_s.get();
+            let ceiling = (2.0 * needed).ceil() as u64 + GROW_HEADROOM;
+            let grow = grow_by(
+                late,
+                spawned,
+                pool.starting.get(),
+                now.saturating_duration_since(grown_at),
+                pool_size.min(ceiling.max(spawned.min(1))),
+            );
+            if grow > 0 {
+                grown_at = now;
             }
-            m += thread_count;
-            if now - intended > MAX_START_LAG {
-                ctx.dropped.set(ctx.dropped.get() + 1);
-                continue;
-            }
-            let slot = idle.borrow_mut().pop();
-            if let Some(slot) = slot {
-                slot.deliver(intended.into_std());
-            } else if spawned < pool_size {
+            for _ in 0..grow {
+                let at = match pool.take(&ctx, now) {
+                    Take::Start(at) => at,
+                    Take::Wait(_) => break,
+                    Take::End => break 'schedule,
+                };
                 // Classes in proportion to their weights (smooth weighted round-robin).
                 let mut best = 0;
                 for (i, &w) in weights.iter().enumerate() {
@@ -435,39 +469,57 @@ async fn open_schedule(
                 let user_id =
                     first_user_id + (spawned * thread_count + thread_index) * plan.worker_count;
                 spawned += 1;
-                pool.spawn_local(run_open_user(
+                tasks.spawn_local(run_open_user(
                     ctx.clone(),
                     best,
                     user_id,
-                    intended.into_std(),
-                    idle.clone(),
-                    closed.clone(),
+                    at,
+                    pool.join(),
                     Active::new(&ctx.active),
                 ));
-            } else {
-                ctx.dropped.set(ctx.dropped.get() + 1);
             }
-        };
-        while pool.try_join_next().is_some() {}
+        } else {
+            was_late = false;
+        }
+        if !pool.arrivals.borrow_mut().drop_late(
+            now,
+            MAX_START_LAG,
+            || ctx.take_iteration(),
+            &ctx.dropped,
+        ) {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
         // At most one wake-up per `MIN_WAKE_GAP`: dense arrivals wait for
         // the next batch (at most that late) instead of one wake each. With
-        // every pool user busy the next arrivals will most likely be dropped,
-        // so waking for them precisely buys nothing: wait a whole `BUSY_WAKE_GAP`.
-        let exhausted = spawned >= pool_size && idle.borrow().is_empty();
-        let gap = if exhausted {
+        // no user idle, the busy ones take the next arrivals as they finish:
+        // wake only to check growth and drops, once per `BUSY_WAKE_GAP`.
+        let Some(next) = pool.arrivals.borrow().head() else {
+            break;
+        };
+        let gap = if pool.idle.borrow().is_empty() {
             BUSY_WAKE_GAP
         } else {
             MIN_WAKE_GAP
         };
+        let wake = tokio::time::Instant::from_std(next.max(now + gap));
         tokio::select! {
-            _ = alarm.until(next.max(now + gap)) => {}
+            _ = alarm.until(wake) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
     }
+    // Arrivals due and still waiting for a user were planned and not sent:
+    // count them as dropped, so sent + dropped is the plan up to now.
+    let _ = pool.arrivals.borrow_mut().drop_late(
+        std::time::Instant::now(),
+        Duration::ZERO,
+        || ctx.take_iteration(),
+        &ctx.dropped,
+    );
     // No more iterations: wake the idle users so they retire; busy ones retire when done.
-    for slot in idle.borrow_mut().drain(..) {
+    pool.arrivals.borrow_mut().end();
+    for slot in pool.idle.borrow_mut().drain(..) {
         slot.close();
     }
-    closed.set(true);
-    while pool.join_next().await.is_some() {}
+    while tasks.join_next().await.is_some() {}
 }

@@ -15,11 +15,11 @@ use squall_common::scenario::Wait;
 use squall_common::template::Vars;
 use tokio::sync::{Notify, watch};
 
+use super::arrivals::{Arrivals, MAX_START_LAG, Take};
 use super::prepared::{
     Capture, PreparedClass, PreparedFlow, PreparedRequest, PreparedRun, PreparedTask, Until,
 };
 use super::recorder::SharedRecorder;
-use super::threads::MAX_START_LAG;
 use crate::http::connection::{self, Body, Connection, Keep, ReadBuffer};
 use crate::http::{ErrorKind, Outcome};
 
@@ -36,7 +36,7 @@ pub struct ThreadCtx {
     /// limit), shared by its engine threads so that a thread without users
     /// holds none back (`u64::MAX`: no limit).
     pub budget: Arc<AtomicU64>,
-    /// Open-model iterations dropped (no idle user, or more than `MAX_START_LAG` late), since the last flush.
+    /// Open-model iterations dropped (more than `MAX_START_LAG` late, waiting for a user), since the last flush.
     pub dropped: Cell<u64>,
     /// Every user's responses are read through this one buffer, so an idle
     /// user holds none.
@@ -92,6 +92,77 @@ impl OpenSlot {
     pub fn close(&self) {
         self.closed.set(true);
         self.wake.notify_one();
+    }
+}
+
+/// One engine thread's open-model pool: the arrivals waiting for a user,
+/// the idle users, and how many users are still starting (for the growth
+/// rule, `grow_by`).
+pub struct OpenPool {
+    pub arrivals: RefCell<Arrivals>,
+    pub idle: RefCell<Vec<Rc<OpenSlot>>>,
+    /// Users started and not yet through their first iteration (most of
+    /// them connecting).
+    pub starting: Cell<u64>,
+    /// A moving mean of how long an iteration takes from its actual start,
+    /// in seconds (the pool's growth ceiling: rate x this).
+    pub service_s: Cell<f64>,
+}
+
+impl OpenPool {
+    pub fn new(arrivals: Arrivals) -> OpenPool {
+        OpenPool {
+            arrivals: RefCell::new(arrivals),
+            idle: RefCell::new(Vec::new()),
+            starting: Cell::new(0),
+            service_s: Cell::new(0.0),
+        }
+    }
+
+    /// Folds one iteration's time (from its actual start) into `service_s`:
+    /// each counts for 1/64, so a stall of one response moves it little.
+    fn observe(&self, took: Duration) {
+        let s = self.service_s.get();
+        let t = took.as_secs_f64();
+        self.service_s
+            .set(if s == 0.0 { t } else { s + (t - s) / 64.0 });
+    }
+
+    /// Takes the next due arrival for a user asking at `now`.
+    pub fn take(&self, ctx: &ThreadCtx, now: Instant) -> Take {
+        self.arrivals
+            .borrow_mut()
+            .take(now, || ctx.take_iteration(), &ctx.dropped)
+    }
+
+    /// Counts a new user as starting until its first iteration ends (or its task does).
+    pub fn join(self: &Rc<Self>) -> PoolMember {
+        self.starting.set(self.starting.get() + 1);
+        PoolMember {
+            pool: self.clone(),
+            starting: true,
+        }
+    }
+}
+
+/// A user's place in its `OpenPool`'s `starting` count, however its task ends.
+pub struct PoolMember {
+    pool: Rc<OpenPool>,
+    starting: bool,
+}
+
+impl PoolMember {
+    fn started(&mut self) {
+        if std::mem::take(&mut self.starting) {
+            let s = &self.pool.starting;
+            s.set(s.get().saturating_sub(1));
+        }
+    }
+}
+
+impl Drop for PoolMember {
+    fn drop(&mut self) {
+        self.started();
     }
 }
 
@@ -288,16 +359,18 @@ pub async fn run_user(
 }
 
 /// Runs one open-model pool user: `on_start` once, then one weighted task per
-/// iteration the scheduler hands it, timed from the iteration's intended start.
+/// arrival, timed from the arrival's planned start. Between iterations it
+/// takes the next waiting arrival itself, and only when none is due waits
+/// idle for the scheduler to hand it one.
 pub async fn run_open_user(
     ctx: Rc<ThreadCtx>,
     class: usize,
     user_id: u64,
     first: Instant,
-    idle: Rc<RefCell<Vec<Rc<OpenSlot>>>>,
-    closed: Rc<Cell<bool>>,
+    mut member: PoolMember,
     _active: Active,
 ) {
+    let pool = member.pool.clone();
     let Some(class) = ctx.run.classes.get(class) else {
         return;
     };
@@ -321,34 +394,45 @@ pub async fn run_open_user(
             return;
         }
         let task = class.pick(&mut user.rng);
+        let began = Instant::now();
         if run_task(&ctx, &mut user, task, Some(intended), &mut stop).await {
             return;
         }
+        pool.observe(began.elapsed());
+        member.started();
         done += 1;
-        if done >= per_user || closed.get() {
+        if done >= per_user {
             return;
         }
-        idle.borrow_mut().push(slot.clone());
-        loop {
-            if let Some(next) = slot.next.take() {
-                if next.elapsed() <= MAX_START_LAG {
-                    intended = next;
-                    break;
-                }
-                // Woken too late to start it on time (the thread is behind
-                // its schedule): drop the arrival and stay idle.
-                ctx.dropped.set(ctx.dropped.get() + 1);
-                idle.borrow_mut().push(slot.clone());
-                continue;
+        intended = loop {
+            match pool.take(&ctx, Instant::now()) {
+                Take::Start(at) => break at,
+                Take::End => return,
+                Take::Wait(_) => {}
             }
             if slot.closed.get() {
                 return;
             }
-            tokio::select! {
-                _ = slot.wake.notified() => {}
-                _ = stop.wait_for(|s| *s) => return,
+            pool.idle.borrow_mut().push(slot.clone());
+            let next = loop {
+                if let Some(next) = slot.next.take() {
+                    break next;
+                }
+                if slot.closed.get() {
+                    return;
+                }
+                tokio::select! {
+                    _ = slot.wake.notified() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            };
+            if next.elapsed() <= MAX_START_LAG {
+                break next;
             }
-        }
+            // Woken too late to start it on time (the thread is behind
+            // its schedule): drop the arrival and ask again.
+            ctx.dropped.set(ctx.dropped.get() + 1);
+        };
     }
 }
 

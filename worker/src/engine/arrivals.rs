@@ -1,0 +1,383 @@
+//! One engine thread's open-model arrivals waiting for a user, and the rule that grows its user pool.
+//!
+//! The queue of arrivals that are due but not started is the thread's slice
+//! of the schedule itself, read in order: its head is the next iteration not
+//! yet taken, and everything from the head up to now is waiting. Users that
+//! finish an iteration take the head themselves (no wake-up, no hand-over),
+//! the scheduler hands it to an idle user or starts a new one. So the queue
+//! is FIFO, holds no memory and allocates nothing; it is bounded by the late
+//! bound (`MAX_START_LAG`): an arrival that has waited longer is dropped,
+//! which caps the queue at the rate times that bound. A ring of due times
+//! would hold exactly what the schedule recomputes, plus a capacity to tune.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use squall_common::plan::ArrivalCurve;
+
+/// How late an open-model arrival may start before it is dropped instead:
+/// past this the generator (not the target) is what delays it, the asked-for
+/// rate is not being delivered, and sending it anyway would only add the
+/// generator's own backlog to the latency percentiles. Dropped arrivals are
+/// counted (`dropped_iterations`) and the coordinator warns within a second.
+/// 1 s, not less: with 100 ms, the 500/s two-worker e2e run (far below
+/// capacity) once counted outside its ±1 % on the shared 2-core machine at a
+/// load average of 27 (a stalled worker drops what it cannot start in time),
+/// and passed when run again.
+pub(super) const MAX_START_LAG: Duration = Duration::from_secs(1);
+
+/// How late the queue's head may be before the pool grows. Below it a user
+/// finishing its request soon takes the arrival; a new user costs a
+/// connection and adds one to the target's concurrency for the rest of the
+/// run. Starting a user for every arrival that found none idle grew the pool
+/// to 1,000 in the first second at 43,000/s (users still connecting made
+/// every next arrival start another), and the target's latency with it:
+/// 70 % of the asked rate delivered with 126,000 arrivals dropped
+/// (docs/benchmarks.md, open model at speed).
+pub(super) const GROW_AFTER: Duration = Duration::from_millis(2);
+
+/// What the queue's head holds for a user that asks for work at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Take {
+    /// Start this arrival (its planned time; lag is measured from it).
+    Start(Instant),
+    /// Nothing due yet: the next arrival is due at this instant.
+    Wait(Instant),
+    /// The schedule is over (no more iterations, the budget spent, or stopped).
+    End,
+}
+
+/// This thread's slice of the schedule: global iteration k goes to worker
+/// k mod W; the worker's m-th iteration goes to thread m mod T.
+pub(super) struct Arrivals {
+    curve: ArrivalCurve,
+    t0: Instant,
+    worker_index: u64,
+    worker_count: u64,
+    thread_count: u64,
+    /// The worker's iteration index of the head.
+    m: u64,
+    /// The head's planned time; `None` once the schedule is over.
+    head: Option<Instant>,
+}
+
+impl Arrivals {
+    /// The schedule from iteration `first_m` of this worker on (which must be
+    /// one of this thread's: `first_m mod thread_count` is its index).
+    pub(super) fn new(
+        curve: ArrivalCurve,
+        t0: Instant,
+        (worker_index, worker_count): (u64, u64),
+        thread_count: u64,
+        first_m: u64,
+    ) -> Arrivals {
+        let mut a = Arrivals {
+            curve,
+            t0,
+            worker_index,
+            worker_count: worker_count.max(1),
+            thread_count: thread_count.max(1),
+            m: first_m,
+            head: None,
+        };
+        a.head = a.time_of(first_m);
+        a
+    }
+
+    fn time_of(&self, m: u64) -> Option<Instant> {
+        let k = m
+            .checked_mul(self.worker_count)?
+            .checked_add(self.worker_index)?;
+        let at = self.curve.arrival_time(k)?;
+        Some(self.t0 + Duration::from_secs_f64(at))
+    }
+
+    fn advance(&mut self) {
+        self.m += self.thread_count;
+        self.head = self.time_of(self.m);
+    }
+
+    /// Ends the schedule: every later `take` says `End`.
+    pub(super) fn end(&mut self) {
+        self.head = None;
+    }
+
+    /// The head's planned time (`None`: the schedule is over).
+    pub(super) fn head(&self) -> Option<Instant> {
+        self.head
+    }
+
+    /// How late the head is at `now` (`None`: nothing is due, or the schedule is over).
+    pub(super) fn head_late(&self, now: Instant) -> Option<Duration> {
+        self.head.filter(|h| *h <= now).map(|h| now - h)
+    }
+
+    /// Takes the head if it is due by `now`. Each arrival taken or dropped
+    /// spends one iteration of the budget (`take_iteration`; false once it is
+    /// spent, which ends the schedule); arrivals more than `MAX_START_LAG`
+    /// late are dropped on the way and counted in `dropped`.
+    pub(super) fn take(
+        &mut self,
+        now: Instant,
+        mut take_iteration: impl FnMut() -> bool,
+        dropped: &Cell<u64>,
+    ) -> Take {
+        loop {
+            let Some(head) = self.head else {
+                return Take::End;
+            };
+            if head > now {
+                return Take::Wait(head);
+            }
+            if !take_iteration() {
+                self.end();
+                return Take::End;
+            }
+            self.advance();
+            if now - head > MAX_START_LAG {
+                dropped.set(dropped.get() + 1);
+                continue;
+            }
+            return Take::Start(head);
+        }
+    }
+
+    /// Drops every arrival more than `bound` late at `now`: with
+    /// `MAX_START_LAG`, so that drops are counted (and warned about) within
+    /// a second even while no user asks for work (every user stuck on a
+    /// slow target); with zero when the run stops, so that every planned
+    /// arrival is either sent or counted as dropped. False when the budget
+    /// ran out on the way (the schedule is over).
+    pub(super) fn drop_late(
+        &mut self,
+        now: Instant,
+        bound: Duration,
+        mut take_iteration: impl FnMut() -> bool,
+        dropped: &Cell<u64>,
+    ) -> bool {
+        while let Some(head) = self.head {
+            if head > now || (!bound.is_zero() && now - head <= bound) {
+                break;
+            }
+            if !take_iteration() {
+                self.end();
+                return false;
+            }
+            dropped.set(dropped.get() + 1);
+            self.advance();
+        }
+        true
+    }
+}
+
+/// How long users still in their first iteration hold the pool's growth
+/// back. On a fast target their first iteration is their connection (well
+/// under a millisecond on loopback); on a slow one it is its latency, and
+/// waiting for it would grow the pool by a quarter per response time (a 1 s
+/// target needing 200 users would take 20 s to get them). After this long
+/// they no longer count, so the pool grows by at most a quarter per 50 ms:
+/// a 300 ms stall of the target (seen on the shared machine) took a pool of
+/// 15 users to 222 when growth was held back only by the queue's lateness.
+pub(super) const GROW_PATIENCE: Duration = Duration::from_millis(50);
+
+/// How many users to start now, given how late the queue's head is, the
+/// users this thread has started (`live`, those still `starting` included:
+/// started and not yet through their first iteration), how long ago the
+/// pool last grew, and its part of `max_users`.
+///
+/// The first arrival starts the first user at once. After that the pool
+/// grows only while the head is at least `GROW_AFTER` late (the users it has
+/// cannot keep up), and by at most a quarter of its size at a time counting
+/// the users still starting (for up to `GROW_PATIENCE`), so users that are
+/// still connecting hold growth back instead of each arrival starting
+/// another: the pool grows geometrically (x1.25 per round of connections)
+/// for as long as the queue stays late, and stops as soon as it catches up.
+pub(super) fn grow_by(
+    head_late: Duration,
+    live: u64,
+    starting: u64,
+    since_growth: Duration,
+    max: u64,
+) -> u64 {
+    if live >= max {
+        return 0;
+    }
+    if live == 0 {
+        return 1;
+    }
+    if head_late < GROW_AFTER {
+        return 0;
+    }
+    let starting = if since_growth >= GROW_PATIENCE {
+        0
+    } else {
+        starting
+    };
+    let in_flight = (live / 4).max(1);
+    in_flight.saturating_sub(starting).min(max - live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use squall_common::LoadModel;
+
+    fn curve(per_second: f64, secs: u64) -> ArrivalCurve {
+        LoadModel::Open {
+            rate: squall_common::rate::Rate { per_second },
+            max_users: 10,
+            duration: Duration::from_secs(secs),
+        }
+        .arrival_curve()
+        .expect("open model")
+    }
+
+    /// The pool grew just now.
+    const NOW: Duration = Duration::ZERO;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn arrivals_wait_in_order_and_are_taken_first_in_first_out() {
+        let t0 = Instant::now();
+        // 1,000/s: iteration k at k ms.
+        let mut a = Arrivals::new(curve(1000.0, 10), t0, (0, 1), 1, 0);
+        let dropped = Cell::new(0);
+        let now = t0 + ms(3) + Duration::from_micros(500);
+        // 0, 1, 2 and 3 ms are due, in order; 4 ms is not.
+        for k in 0..4 {
+            assert_eq!(a.take(now, || true, &dropped), Take::Start(t0 + ms(k)));
+        }
+        assert_eq!(a.take(now, || true, &dropped), Take::Wait(t0 + ms(4)));
+        assert_eq!(dropped.get(), 0);
+        assert_eq!(a.head_late(now), None);
+        assert_eq!(a.head_late(t0 + ms(6)), Some(ms(2)));
+    }
+
+    #[test]
+    fn a_thread_takes_only_its_own_slice_of_the_workers_schedule() {
+        let t0 = Instant::now();
+        // Worker 1 of 2, thread 1 of 2 (first_m 1): global k = 2m + 1, m = 1, 3, 5...
+        let mut a = Arrivals::new(curve(1000.0, 10), t0, (1, 2), 2, 1);
+        let dropped = Cell::new(0);
+        let now = t0 + ms(100);
+        let got: Vec<Take> = (0..3).map(|_| a.take(now, || true, &dropped)).collect();
+        assert_eq!(
+            got,
+            vec![
+                Take::Start(t0 + ms(3)),
+                Take::Start(t0 + ms(7)),
+                Take::Start(t0 + ms(11))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_arrival_waits_up_to_the_late_bound_and_is_dropped_after() {
+        let t0 = Instant::now();
+        let mut a = Arrivals::new(curve(1000.0, 10), t0, (0, 1), 1, 0);
+        let dropped = Cell::new(0);
+        // At 1.0025 s: arrivals 0, 1 and 2 ms are more than 1 s late.
+        let now = t0 + MAX_START_LAG + Duration::from_micros(2500);
+        assert_eq!(a.take(now, || true, &dropped), Take::Start(t0 + ms(3)));
+        assert_eq!(dropped.get(), 3);
+        // The scheduler's sweep drops what no user asked for.
+        let later = now + ms(10);
+        assert!(a.drop_late(later, MAX_START_LAG, || true, &dropped));
+        assert_eq!(dropped.get(), 3 + 9);
+        assert_eq!(a.take(later, || true, &dropped), Take::Start(t0 + ms(13)));
+        // When the run stops, everything due and not started is dropped.
+        assert!(a.drop_late(later, Duration::ZERO, || true, &dropped));
+        assert_eq!(dropped.get(), 3 + 9 + 999, "14 to 1012 ms");
+        assert_eq!(a.head(), Some(t0 + ms(1013)));
+    }
+
+    #[test]
+    fn the_budget_and_the_plan_end_the_schedule() {
+        let t0 = Instant::now();
+        let mut a = Arrivals::new(curve(1000.0, 10), t0, (0, 1), 1, 0);
+        let dropped = Cell::new(0);
+        let left = Cell::new(2u64);
+        let budget = || {
+            let l = left.get();
+            left.set(l.saturating_sub(1));
+            l > 0
+        };
+        let now = t0 + ms(50);
+        assert!(matches!(a.take(now, budget, &dropped), Take::Start(_)));
+        assert!(matches!(a.take(now, budget, &dropped), Take::Start(_)));
+        assert_eq!(a.take(now, budget, &dropped), Take::End);
+        assert_eq!(a.take(now, || true, &dropped), Take::End, "stays over");
+        // 10 s at 10/s: 100 iterations, then the plan is over.
+        let mut b = Arrivals::new(curve(10.0, 10), t0, (0, 1), 1, 0);
+        let end = t0 + Duration::from_secs(20);
+        let mut started = 0;
+        loop {
+            match b.take(end, || true, &dropped) {
+                Take::Start(_) => started += 1,
+                Take::End => break,
+                Take::Wait(w) => panic!("waiting for {w:?} past the end"),
+            }
+        }
+        // Everything was more than 1 s late by then: all dropped.
+        assert_eq!(started, 0);
+        assert_eq!(dropped.get(), 100);
+    }
+
+    #[test]
+    fn the_first_arrival_starts_a_user_at_once() {
+        assert_eq!(grow_by(Duration::ZERO, 0, 0, NOW, 1000), 1);
+        assert_eq!(
+            grow_by(Duration::ZERO, 0, 0, NOW, 0),
+            0,
+            "no pool on this thread"
+        );
+    }
+
+    #[test]
+    fn the_pool_grows_only_while_the_queue_is_late() {
+        assert_eq!(
+            grow_by(GROW_AFTER - Duration::from_micros(1), 40, 0, NOW, 1000),
+            0
+        );
+        assert_eq!(grow_by(GROW_AFTER, 40, 0, NOW, 1000), 10);
+        assert_eq!(grow_by(ms(500), 3, 0, NOW, 1000), 1);
+    }
+
+    #[test]
+    fn users_still_starting_hold_growth_back() {
+        // A quarter of the pool may be connecting at once, no more: arrivals
+        // that find users connecting do not each start another.
+        assert_eq!(grow_by(ms(50), 40, 10, NOW, 1000), 0);
+        assert_eq!(grow_by(ms(50), 40, 7, NOW, 1000), 3);
+        assert_eq!(grow_by(ms(50), 1, 1, NOW, 1000), 0);
+    }
+
+    #[test]
+    fn users_slow_to_finish_their_first_iteration_hold_growth_back_only_for_a_while() {
+        // A slow target: the users started are waiting on it, not connecting.
+        assert_eq!(grow_by(ms(50), 40, 10, GROW_PATIENCE - ms(1), 1000), 0);
+        assert_eq!(grow_by(ms(50), 40, 10, GROW_PATIENCE, 1000), 10);
+    }
+
+    #[test]
+    fn the_pool_never_passes_max_users() {
+        assert_eq!(grow_by(ms(900), 998, 0, NOW, 1000), 2);
+        assert_eq!(grow_by(ms(900), 1000, 0, NOW, 1000), 0);
+        assert_eq!(grow_by(ms(900), 1200, 0, NOW, 1000), 0);
+    }
+
+    #[test]
+    fn growth_is_geometric_while_the_queue_stays_late() {
+        // Every round of connections completes before the next check.
+        let mut live = 1;
+        let mut rounds = 0;
+        while live < 50 {
+            live += grow_by(ms(5), live, 0, NOW, 1000);
+            rounds += 1;
+        }
+        assert!(rounds <= 20, "{rounds} rounds to 50 users");
+    }
+}
