@@ -405,6 +405,8 @@ async fn open_schedule(
     let mut stop = ctx.stop.clone();
     let mut alarm = Alarm::new();
     let mut backlog = Backlog::default();
+    // How late the schedule itself woke (the thread was stalled or busy).
+    let mut woke_late = Duration::ZERO;
     let mut grown_at = std::time::Instant::now();
     'schedule: loop {
         if generation.get() != mine || *stop.borrow() {
@@ -428,7 +430,7 @@ async fn open_schedule(
         // Still late with no user idle, and later than before: grow the
         // pool, each new user starting with the queue's head.
         let late = pool.arrivals.borrow().head_late(now);
-        let step = backlog.step(now, late);
+        let step = backlog.step(now, late, woke_late);
         let growing = step != Step::Hold;
         if let Some(late) = late {
             // Only a growing backlog asks for users (`Backlog`): one that
@@ -502,11 +504,12 @@ async fn open_schedule(
         } else {
             MIN_WAKE_GAP
         };
-        let wake = tokio::time::Instant::from_std(next.max(now + gap));
+        let wake = next.max(now + gap);
         tokio::select! {
-            _ = alarm.until(wake) => {}
+            _ = alarm.until(tokio::time::Instant::from_std(wake)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
+        woke_late = std::time::Instant::now().saturating_duration_since(wake);
     }
     // Arrivals due and still waiting for a user were planned and not sent:
     // count them as dropped, so sent + dropped is the plan up to now.
