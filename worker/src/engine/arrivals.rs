@@ -1,4 +1,4 @@
-//! One engine thread's open-model arrivals waiting for a user, and the rule that grows its user pool.
+//! One engine thread's open-model arrivals waiting for a user: its slice of the schedule, read in order.
 //!
 //! The queue of arrivals that are due but not started is the thread's slice
 //! of the schedule itself, read in order: its head is the next iteration not
@@ -25,16 +25,6 @@ use squall_common::plan::ArrivalCurve;
 /// load average of 27 (a stalled worker drops what it cannot start in time),
 /// and passed when run again.
 pub(super) const MAX_START_LAG: Duration = Duration::from_secs(1);
-
-/// How late the queue's head may be before the pool grows. Below it a user
-/// finishing its request soon takes the arrival; a new user costs a
-/// connection and adds one to the target's concurrency for the rest of the
-/// run. Starting a user for every arrival that found none idle grew the pool
-/// to 1,000 in the first second at 43,000/s (users still connecting made
-/// every next arrival start another), and the target's latency with it:
-/// 70 % of the asked rate delivered with 126,000 arrivals dropped
-/// (docs/benchmarks.md, open model at speed).
-pub(super) const GROW_AFTER: Duration = Duration::from_millis(2);
 
 /// What the queue's head holds for a user that asks for work at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,53 +160,6 @@ impl Arrivals {
     }
 }
 
-/// How long users still in their first iteration hold the pool's growth
-/// back. On a fast target their first iteration is their connection (well
-/// under a millisecond on loopback); on a slow one it is its latency, and
-/// waiting for it would grow the pool by a quarter per response time (a 1 s
-/// target needing 200 users would take 20 s to get them). After this long
-/// they no longer count, so the pool grows by at most a quarter per 50 ms:
-/// a 300 ms stall of the target (seen on the shared machine) took a pool of
-/// 15 users to 222 when growth was held back only by the queue's lateness.
-pub(super) const GROW_PATIENCE: Duration = Duration::from_millis(50);
-
-/// How many users to start now, given how late the queue's head is, the
-/// users this thread has started (`live`, those still `starting` included:
-/// started and not yet through their first iteration), how long ago the
-/// pool last grew, and its part of `max_users`.
-///
-/// The first arrival starts the first user at once. After that the pool
-/// grows only while the head is at least `GROW_AFTER` late (the users it has
-/// cannot keep up), and by at most a quarter of its size at a time counting
-/// the users still starting (for up to `GROW_PATIENCE`), so users that are
-/// still connecting hold growth back instead of each arrival starting
-/// another: the pool grows geometrically (x1.25 per round of connections)
-/// for as long as the queue stays late, and stops as soon as it catches up.
-pub(super) fn grow_by(
-    head_late: Duration,
-    live: u64,
-    starting: u64,
-    since_growth: Duration,
-    max: u64,
-) -> u64 {
-    if live >= max {
-        return 0;
-    }
-    if live == 0 {
-        return 1;
-    }
-    if head_late < GROW_AFTER {
-        return 0;
-    }
-    let starting = if since_growth >= GROW_PATIENCE {
-        0
-    } else {
-        starting
-    };
-    let in_flight = (live / 4).max(1);
-    in_flight.saturating_sub(starting).min(max - live)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,9 +174,6 @@ mod tests {
         .arrival_curve()
         .expect("open model")
     }
-
-    /// The pool grew just now.
-    const NOW: Duration = Duration::ZERO;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -324,60 +264,5 @@ mod tests {
         // Everything was more than 1 s late by then: all dropped.
         assert_eq!(started, 0);
         assert_eq!(dropped.get(), 100);
-    }
-
-    #[test]
-    fn the_first_arrival_starts_a_user_at_once() {
-        assert_eq!(grow_by(Duration::ZERO, 0, 0, NOW, 1000), 1);
-        assert_eq!(
-            grow_by(Duration::ZERO, 0, 0, NOW, 0),
-            0,
-            "no pool on this thread"
-        );
-    }
-
-    #[test]
-    fn the_pool_grows_only_while_the_queue_is_late() {
-        assert_eq!(
-            grow_by(GROW_AFTER - Duration::from_micros(1), 40, 0, NOW, 1000),
-            0
-        );
-        assert_eq!(grow_by(GROW_AFTER, 40, 0, NOW, 1000), 10);
-        assert_eq!(grow_by(ms(500), 3, 0, NOW, 1000), 1);
-    }
-
-    #[test]
-    fn users_still_starting_hold_growth_back() {
-        // A quarter of the pool may be connecting at once, no more: arrivals
-        // that find users connecting do not each start another.
-        assert_eq!(grow_by(ms(50), 40, 10, NOW, 1000), 0);
-        assert_eq!(grow_by(ms(50), 40, 7, NOW, 1000), 3);
-        assert_eq!(grow_by(ms(50), 1, 1, NOW, 1000), 0);
-    }
-
-    #[test]
-    fn users_slow_to_finish_their_first_iteration_hold_growth_back_only_for_a_while() {
-        // A slow target: the users started are waiting on it, not connecting.
-        assert_eq!(grow_by(ms(50), 40, 10, GROW_PATIENCE - ms(1), 1000), 0);
-        assert_eq!(grow_by(ms(50), 40, 10, GROW_PATIENCE, 1000), 10);
-    }
-
-    #[test]
-    fn the_pool_never_passes_max_users() {
-        assert_eq!(grow_by(ms(900), 998, 0, NOW, 1000), 2);
-        assert_eq!(grow_by(ms(900), 1000, 0, NOW, 1000), 0);
-        assert_eq!(grow_by(ms(900), 1200, 0, NOW, 1000), 0);
-    }
-
-    #[test]
-    fn growth_is_geometric_while_the_queue_stays_late() {
-        // Every round of connections completes before the next check.
-        let mut live = 1;
-        let mut rounds = 0;
-        while live < 50 {
-            live += grow_by(ms(5), live, 0, NOW, 1000);
-            rounds += 1;
-        }
-        assert!(rounds <= 20, "{rounds} rounds to 50 users");
     }
 }

@@ -3,6 +3,7 @@
 mod alarm;
 mod arrivals;
 mod feed;
+mod growth;
 mod phase;
 mod plan;
 mod prepared;

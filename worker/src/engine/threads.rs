@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinSet, LocalSet};
 
 use super::alarm::Alarm;
-use super::arrivals::{Arrivals, GROW_AFTER, MAX_START_LAG, Take, grow_by};
+use super::arrivals::{Arrivals, MAX_START_LAG, Take};
+use super::growth::{Backlog, Step, grow_by};
 use super::prepared::PreparedRun;
 use super::recorder::{Recorder, SampleLog};
 use super::user::{Active, OpenPool, ThreadCtx, UserCtl, run_open_user, run_user};
@@ -340,7 +341,7 @@ fn thread_main(
 const MIN_WAKE_GAP: Duration = Duration::from_micros(250);
 /// The sleep while no user is idle: the busy users take the waiting
 /// arrivals themselves as they finish, so the schedule only wakes to grow
-/// the pool (`grow_by`, checked against `GROW_AFTER`, 2 ms) and to count
+/// the pool (`grow_by`, while the backlog grows: `Backlog`) and to count
 /// expired arrivals as dropped.
 const BUSY_WAKE_GAP: Duration = Duration::from_millis(1);
 
@@ -358,7 +359,7 @@ fn curve_rate(curve: &ArrivalCurve, plan: &OpenPlan, now: std::time::Instant) ->
 /// This thread's slice of the open-model schedule (`Arrivals`): each due
 /// arrival goes to an idle pool user, or waits for the next user to finish
 /// (users take waiting arrivals themselves), and the pool grows by
-/// `grow_by` while the queue's head is late, up to this thread's part of
+/// `grow_by` while the backlog of late arrivals grows, up to this thread's part of
 /// `max_users`. An arrival more than `MAX_START_LAG` late is dropped.
 ///
 /// Every wake-up releases all the arrivals due by then, so a busy thread
@@ -403,7 +404,9 @@ async fn open_schedule(
     let total_weight: i128 = weights.iter().map(|&w| i128::from(w)).sum();
     let mut stop = ctx.stop.clone();
     let mut alarm = Alarm::new();
-    let mut was_late = false;
+    let mut backlog = Backlog::default();
+    // How late the schedule itself woke (the thread was stalled or busy).
+    let mut woke_late = Duration::ZERO;
     let mut grown_at = std::time::Instant::now();
     'schedule: loop {
         if generation.get() != mine || *stop.borrow() {
@@ -424,16 +427,16 @@ async fn open_schedule(
                 Take::End => break 'schedule,
             }
         }
-        // Still late with no user idle: grow the pool, each new user
-        // starting with the queue's head.
+        // Still late with no user idle, and later than before: grow the
+        // pool, each new user starting with the queue's head.
         let late = pool.arrivals.borrow().head_late(now);
+        let step = backlog.step(now, late, woke_late);
+        let growing = step != Step::Hold;
         if let Some(late) = late {
-            // Late at this wake-up and the one before: a backlog the users
-            // did not clear while the schedule slept, not the one a stall of
-            // the whole thread leaves (all its users' responses read at once).
-            let late_twice = was_late && late >= GROW_AFTER;
-            was_late = late >= GROW_AFTER;
-            let late = if late_twice { late } else { Duration::ZERO };
+            // Only a growing backlog asks for users (`Backlog`): one that
+            // holds or drains is kept up with, and one a stall of the whole
+            // thread leaves (all its users' responses read at once) clears.
+            let late = if growing { late } else { Duration::ZERO };
             // Users ever started, not running: a user retired by
             // `iterations_per_user` is not replaced (docs/scenarios.md).
             // Little's law: the users this thread's rate needs at the
@@ -447,6 +450,7 @@ async fn open_schedule(
                 pool.starting.get(),
                 now.saturating_duration_since(grown_at),
                 pool_size.min(ceiling.max(spawned.min(1))),
+                step == Step::Double,
             );
             if grow > 0 {
                 grown_at = now;
@@ -478,8 +482,6 @@ async fn open_schedule(
                     Active::new(&ctx.active),
                 ));
             }
-        } else {
-            was_late = false;
         }
         if !pool.arrivals.borrow_mut().drop_late(
             now,
@@ -502,11 +504,12 @@ async fn open_schedule(
         } else {
             MIN_WAKE_GAP
         };
-        let wake = tokio::time::Instant::from_std(next.max(now + gap));
+        let wake = next.max(now + gap);
         tokio::select! {
-            _ = alarm.until(wake) => {}
+            _ = alarm.until(tokio::time::Instant::from_std(wake)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
+        woke_late = std::time::Instant::now().saturating_duration_since(wake);
     }
     // Arrivals due and still waiting for a user were planned and not sent:
     // count them as dropped, so sent + dropped is the plan up to now.
