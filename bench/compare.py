@@ -106,15 +106,36 @@ USERS_PER_PROCESS = 17_000
 # ------------------------------------------------------------------ helpers ---
 
 
-def log(msg: str) -> None:
-    line = f"[compare {time.strftime('%H:%M:%S')}] {msg}"
-    print(line, file=sys.stderr, flush=True)
-    if LOG_FILE is not None:
-        with open(LOG_FILE, "a") as f:
-            f.write(line + "\n")
+class Log:
+    """A harness's log: each line stamped with the harness's name and the
+    time, on stderr and, once `path` is set (when the run's output folder is
+    known), appended to that file. bench/scale.py and bench/ws/ws50k.py keep
+    theirs with it too."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.path: Path | None = None
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{self.tag} {time.strftime('%H:%M:%S')}] {msg}"
+        print(line, file=sys.stderr, flush=True)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
 
 
-LOG_FILE: Path | None = None
+log = Log("compare")
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP end the harness as Ctrl-C does: its `finally`
+    still stops every process it started and writes what was measured."""
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
 
 
 class BenchError(Exception):
@@ -2156,7 +2177,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    global LOG_FILE
     a = parse_args(argv)
     raise_nofile()
     lock_path = Path(os.environ.get("TMPDIR", "/tmp")) / "squall-bench.lock"
@@ -2167,13 +2187,9 @@ def main(argv=None) -> int:
         log(f"another benchmark holds {lock_path}; waiting for it")
         fcntl.flock(lock, fcntl.LOCK_EX)
 
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    exit_on_signals()
     b = Bench(a)
-    LOG_FILE = b.out / "compare.log"
+    log.path = b.out / "compare.log"
     log(f"results: {b.out}")
     try:
         b.need_tools()

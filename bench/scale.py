@@ -82,15 +82,29 @@ TUNES = ("somaxconn", "multiaccept", "brnf", "notrack", "twreuse", "bufs", "jitt
 PREFIX = "sqscale"
 
 
-def log(msg: str) -> None:
-    line = f"[scale {time.strftime('%H:%M:%S')}] {msg}"
-    print(line, file=sys.stderr, flush=True)
-    if LOG is not None:
-        with open(LOG, "a") as f:
-            f.write(line + "\n")
+log = compare.Log("scale")
 
 
-LOG: Path | None = None
+def lab_args(doc: str, users: int, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The command line this harness shares with bench/ws/ws50k.py, which
+    runs on the same `Lab`: `doc`'s first paragraph as the description,
+    --users (comma-separated, `users` by default), --bin-dir and --out.
+    Each adds its own options to it."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=epilog)
+    p.add_argument("--users", type=compare.int_list, default=[users], help=f"users per run, comma-separated ({users})")
+    p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"), help="where coordinator and worker are")
+    p.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    return p
+
+
+def is_root(script: str) -> bool:
+    """Whether this process may make the network namespaces; if not, it says
+    so on stderr, naming `script` (under bench/), and the caller exits 2."""
+    if os.geteuid() == 0:
+        return True
+    print(f"{Path(script).name}: needs root, to make network namespaces: sudo python3 bench/{script}", file=sys.stderr)
+    return False
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -550,9 +564,7 @@ class Scale:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Needs root: it makes network namespaces. " + __doc__.split("\n\n", 2)[2])
-    p.add_argument("--users", type=compare.int_list, default=[100_000], help="users per run, comma-separated (100000)")
+    p = lab_args(__doc__, 100_000, epilog="Needs root: it makes network namespaces. " + __doc__.split("\n\n", 2)[2])
     p.add_argument("--per-worker", type=int, default=10_000, help="users per worker process and host (10000)")
     p.add_argument("--think", type=compare.parse_duration, default=30, help="think time (30s)")
     p.add_argument("--ramp", type=compare.parse_duration, default=None,
@@ -572,8 +584,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--many-hosts", type=int, default=4, help="hosts the --many workers share (4)")
     p.add_argument("--many-users", type=int, default=20, help="users per --many worker (20)")
     p.add_argument("--many-think", type=compare.parse_duration, default=5, help="think time of --many runs (5s)")
-    p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"), help="where coordinator and worker are")
-    p.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = p.parse_args(argv)
     tunes = {t.strip() for t in a.tune.split(",") if t.strip()}
     if tunes == {"all"}:
@@ -592,10 +602,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    global LOG
     a = parse_args(argv)
-    if os.geteuid() != 0:
-        print("scale.py: needs root, to make network namespaces: sudo python3 bench/scale.py", file=sys.stderr)
+    if not is_root("scale.py"):
         return 2
     compare.raise_nofile()
     # One benchmark at a time (compare.py takes the same lock): a second
@@ -609,13 +617,9 @@ def main(argv=None) -> int:
         print(f"scale.py: another benchmark holds {lock_path}; waiting for it", file=sys.stderr)
         compare.fcntl.flock(lock, compare.fcntl.LOCK_EX)
 
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    compare.exit_on_signals()
     s = Scale(a)
-    LOG = s.out / "scale.log"
+    log.path = s.out / "scale.log"
     log(f"results: {s.out}")
     try:
         s.nginx = s.need_tools()

@@ -54,24 +54,13 @@ import compare  # noqa: E402  (process handling, percentiles)
 import scale  # noqa: E402  (the namespace hosts)
 from compare import PROCS, BenchError, mem_kb, proc_stat  # noqa: E402
 
-ROOT = compare.ROOT
 CLK_TCK = compare.CLK_TCK
 NOFILE = scale.NOFILE
 # Namespaces are named after this run: scale.Lab removes leftovers with its
 # prefix only, so another harness's hosts are never touched.
 scale.PREFIX = "sqws50k"
 PUBLIC_PORT = 8800
-
-
-def log(msg: str) -> None:
-    line = f"[ws50k {time.strftime('%H:%M:%S')}] {msg}"
-    print(line, file=sys.stderr, flush=True)
-    if LOG is not None:
-        with open(LOG, "a") as f:
-            f.write(line + "\n")
-
-
-LOG: Path | None = None
+log = compare.Log("ws50k")
 
 
 def squall_yaml(path: Path, think: int) -> None:
@@ -451,20 +440,16 @@ class Bench:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=compare.int_list, default=[5000], help="users per run, comma-separated (5000)")
+    p = scale.lab_args(__doc__, 5000)
     p.add_argument("--hosts", type=int, default=5, help="worker hosts, one worker process each (5)")
     p.add_argument("--tools", type=compare.csv_list(("squall", "locust")), default=["squall", "locust"])
     p.add_argument("--think", type=int, default=10, help="seconds between a user's messages (10)")
     p.add_argument("--spawn-rate", type=int, default=1000, help="users started per second, over all hosts (1000)")
     p.add_argument("--hold", type=int, default=60, help="seconds to run after the ramp (60)")
     p.add_argument("--per-target", type=int, default=15000, help="sockets per demo target process (15000)")
-    p.add_argument("--bin-dir", default=str(ROOT / "target" / "release"), help="where coordinator and worker are")
     p.add_argument("--target-bin", default=None, help="the coordinator binary that serves the demo target "
                    "(default: --bin-dir's), e.g. an older build to compare its memory per socket")
     p.add_argument("--locust", default="/tmp/ws50k-venv/bin/locust", help="the locust executable")
-    p.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = p.parse_args(argv)
     if a.hosts < 1 or a.think < 1 or a.spawn_rate < 1 or a.hold < 0 or not 1 <= a.per_target <= NOFILE - 500:
         p.error(f"--hosts, --think and --spawn-rate must be positive, --per-target 1..{NOFILE - 500}")
@@ -472,20 +457,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    global LOG
     a = parse_args(argv)
-    if os.geteuid() != 0:
-        print("ws50k.py: needs root, to make network namespaces", file=sys.stderr)
+    if not scale.is_root("ws/ws50k.py"):
         return 2
     compare.raise_nofile()
-
-    def on_signal(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    compare.exit_on_signals()
     b = Bench(a)
-    LOG = b.out / "ws50k.log"
+    log.path = b.out / "ws50k.log"
     log(f"results: {b.out}")
     try:
         b.need_tools()

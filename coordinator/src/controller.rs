@@ -1010,6 +1010,23 @@ mod tests {
         })
     }
 
+    /// The lost-worker tests' start: w1 and w2 on scenario `s`; w2 sends its
+    /// first second (4 requests) and is lost by its link at 6 s, so the run's
+    /// end is to wait for it to come back with what it may still hold.
+    fn w2_lost_at_6s(spec: &RunSpec) -> RunController<'_> {
+        let (mut run, _) = RunController::new(spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
+        run.on_message("w2", &snap("r", 0, 4), secs(1));
+        run.on_left("w2", "no heartbeat for 5s", secs(6));
+        run
+    }
+
+    /// Whether an event on a report's timeline mentions `text`.
+    fn has_event(timeline: &[squall_common::report::TimelinePoint], text: &str) -> bool {
+        timeline
+            .iter()
+            .any(|p| p.event.as_deref().is_some_and(|e| e.contains(text)))
+    }
+
     /// (worker, kind, worker_index, worker_count) of each message sent.
     fn sent(fx: &Effects) -> Vec<(String, &'static str, u32, u32)> {
         fx.sends
@@ -1070,9 +1087,7 @@ mod tests {
     #[test]
     fn the_end_waits_for_a_lost_worker_that_comes_back_and_counts_its_resends_once() {
         let spec = spec("s");
-        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
-        run.on_message("w2", &snap("r", 0, 4), secs(1));
-        run.on_left("w2", "no heartbeat for 5s", secs(6));
+        let mut run = w2_lost_at_6s(&spec);
         run.on_message("w1", &snap("r", 0, 3), secs(1));
         run.on_message("w1", &status("r", WorkerState::Stopped, 1), secs(10));
         assert!(run.over(secs(10)).is_none(), "w2 may come back");
@@ -1109,9 +1124,7 @@ mod tests {
     #[test]
     fn a_lost_worker_that_never_comes_back_is_waited_for_boundedly_and_named() {
         let spec = spec("s");
-        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
-        run.on_message("w2", &snap("r", 0, 4), secs(1));
-        run.on_left("w2", "no heartbeat for 5s", secs(6));
+        let mut run = w2_lost_at_6s(&spec);
         run.on_message("w1", &snap("r", 0, 3), secs(1));
         run.on_message("w1", &status("r", WorkerState::Stopped, 1), secs(10));
         assert!(run.over(secs(10)).is_none());
@@ -1130,11 +1143,7 @@ mod tests {
         let report = run.finish("now".into()).expect("report").report;
         assert!(report.partial);
         assert_eq!(report.totals.requests, 7);
-        assert!(report.timeline.iter().any(|p| {
-            p.event
-                .as_deref()
-                .is_some_and(|e| e.contains("never came back"))
-        }));
+        assert!(has_event(&report.timeline, "never came back"));
     }
 
     /// A member lost before its Start reached it comes back with nothing: not waited for.
@@ -1169,9 +1178,7 @@ mod tests {
     #[test]
     fn an_interrupted_run_does_not_wait_for_lost_workers() {
         let spec = spec("s");
-        let (mut run, _) = RunController::new(&spec, &ids(&["w1", "w2"]), OPTIONS, "r".into(), 7);
-        run.on_message("w2", &snap("r", 0, 4), secs(1));
-        run.on_left("w2", "no heartbeat for 5s", secs(6));
+        let mut run = w2_lost_at_6s(&spec);
         run.on_interrupt(secs(7));
         run.on_message("w1", &status("r", WorkerState::Stopped, 0), secs(8));
         let fx = run.over(secs(8)).expect("no wait after an interrupt");
@@ -1383,11 +1390,7 @@ mod tests {
         assert!(!report.passed);
         assert_eq!(report.totals.requests, 10);
         assert!(!report.thresholds[0].passed);
-        assert!(report.timeline.iter().any(|p| {
-            p.event
-                .as_deref()
-                .is_some_and(|e| e.contains("run aborted"))
-        }));
+        assert!(has_event(&report.timeline, "run aborted"));
     }
 
     #[test]

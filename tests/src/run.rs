@@ -136,6 +136,22 @@ impl TestRun {
         self.headless(host, &["--local-workers", &workers.to_string()])
     }
 
+    /// [`TestRun::local`] run to its end within `deadline`: fails the test
+    /// with the coordinator's output unless it exits 0, then reads the report.
+    /// Most end-to-end tests begin this way; the process is returned for those
+    /// that look at its output afterwards.
+    pub async fn local_ok(
+        &self,
+        workers: usize,
+        host: &str,
+        deadline: Duration,
+    ) -> (Proc, serde_json::Value) {
+        let mut c = self.local(workers, host);
+        let code = c.exit_code(deadline).await;
+        assert_eq!(code, 0, "{}", c.output());
+        (c, self.report())
+    }
+
     /// [`TestRun::local`] with no file allowed beyond `kib` KiB, so that
     /// writing the report fails as on a full disk.
     pub fn local_with_file_size_limit(&self, workers: usize, host: &str, kib: u64) -> Proc {

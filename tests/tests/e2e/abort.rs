@@ -86,14 +86,9 @@ user_classes:
   u: { wait: { constant: 20ms }, tasks: [ { name: jitter, get: /jitter } ] }
 "#,
     );
-    let mut coord = run.local(1, &target.url());
-    assert_eq!(
-        coord.exit_code(Duration::from_secs(60)).await,
-        0,
-        "{}",
-        coord.output()
-    );
-    let report = run.report();
+    let (_, report) = run
+        .local_ok(1, &target.url(), Duration::from_secs(60))
+        .await;
     assert!(report.get("aborted").is_none(), "{}", report["aborted"]);
     assert_eq!(report["passed"], true);
     assert!(report["duration_s"].as_f64().expect("duration") >= 2.9);

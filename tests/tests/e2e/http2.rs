@@ -133,10 +133,9 @@ impl H2Target {
 async fn run(yaml: &str, target: &H2Target) -> serde_json::Value {
     let run = TestRun::new(yaml);
     squall_tests::write_file(run.dir(), "target-ca.pem", &target.ca_pem);
-    let mut c = run.local(1, &target.url);
-    let code = c.exit_code(Duration::from_secs(60)).await;
-    assert_eq!(code, 0, "{}", c.output());
-    run.report()
+    run.local_ok(1, &target.url, Duration::from_secs(60))
+        .await
+        .1
 }
 
 /// Every request of the report reached the server, as HTTP/2, and none failed.

@@ -68,10 +68,7 @@ async fn run(yaml: &str, front: &TlsFront, ca: bool) -> serde_json::Value {
     if ca {
         squall_tests::write_file(run.dir(), "target-ca.pem", &front.ca_pem);
     }
-    let mut c = run.local(1, &front.url);
-    let code = c.exit_code(Duration::from_secs(30)).await;
-    assert_eq!(code, 0, "{}", c.output());
-    run.report()
+    run.local_ok(1, &front.url, Duration::from_secs(30)).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

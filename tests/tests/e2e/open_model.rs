@@ -85,14 +85,9 @@ async fn below_capacity_every_arrival_is_sent_on_one_worker() {
     let run = TestRun::new(
         "scenarios:\n  under: { arrival_rate: 300/s, max_users: 100, duration: 10s }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n",
     );
-    let mut c = run.local(1, &target.url());
-    assert_eq!(
-        c.exit_code(Duration::from_secs(120)).await,
-        0,
-        "{}",
-        c.output()
-    );
-    let report = run.report();
+    let (c, report) = run
+        .local_ok(1, &target.url(), Duration::from_secs(120))
+        .await;
     let t = &report["totals"];
     let requests = t["requests"].as_u64().expect("requests");
     let dropped = t["dropped_iterations"].as_u64().expect("dropped");
@@ -122,14 +117,9 @@ async fn below_capacity_a_small_pool_delivers_the_rate() {
     let run = TestRun::new(
         "scenarios:\n  under: { arrival_rate: 2000/s, max_users: 1000, duration: 5s }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n",
     );
-    let mut c = run.local(1, &target.url());
-    assert_eq!(
-        c.exit_code(Duration::from_secs(120)).await,
-        0,
-        "{}",
-        c.output()
-    );
-    let report = run.report();
+    let (_, report) = run
+        .local_ok(1, &target.url(), Duration::from_secs(120))
+        .await;
     let t = &report["totals"];
     let requests = t["requests"].as_u64().expect("requests");
     let dropped = t["dropped_iterations"].as_u64().expect("dropped");

@@ -81,22 +81,14 @@ async fn a_full_disk_keeps_the_summary_and_leaves_an_older_report_whole() {
 async fn a_second_run_replaces_the_first_runs_files() {
     let target = CountingTarget::start().await;
     let run = TestRun::new(SHORT);
-    let mut c = run.local(1, &target.url());
-    assert_eq!(
-        c.exit_code(Duration::from_secs(60)).await,
-        0,
-        "{}",
-        c.output()
-    );
-    let first = run.report()["run_id"].clone();
-    let mut c = run.local(1, &target.url());
-    assert_eq!(
-        c.exit_code(Duration::from_secs(60)).await,
-        0,
-        "{}",
-        c.output()
-    );
-    let second = run.report()["run_id"].clone();
+    let (_, report) = run
+        .local_ok(1, &target.url(), Duration::from_secs(60))
+        .await;
+    let first = report["run_id"].clone();
+    let (_, report) = run
+        .local_ok(1, &target.url(), Duration::from_secs(60))
+        .await;
+    let second = report["run_id"].clone();
     assert_ne!(first, second);
     let id = second.as_str().expect("run id");
     for name in ["summary.txt", "report.html"] {

@@ -462,9 +462,7 @@ async fn a_saturating_target_gets_the_knee_and_rising_latency_recommendations() 
     let run = TestRun::new(
         "scenarios:\n  ramp: { stages: [ { duration: 8s, users: 32 }, { duration: 2s, users: 32 } ] }\nuser_classes:\n  u: { wait: { constant: 20ms }, tasks: [ { name: busy, get: /busy } ] }\n",
     );
-    let mut c = run.local(1, &url);
-    assert_eq!(c.exit_code(DEADLINE).await, 0, "{}", c.output());
-    let report = run.report();
+    let (_, report) = run.local_ok(1, &url, DEADLINE).await;
     let recs = report["recommendations"]
         .as_array()
         .expect("recommendations");

@@ -207,14 +207,9 @@ async fn a_run_without_sockets_has_no_open_connection_count() {
     let run = TestRun::new(
         "scenarios:\n  s: { users: 2, duration: 2s }\nuser_classes:\n  u: { wait: { constant: 100ms }, tasks: [ { name: a, get: /a } ] }\n",
     );
-    let mut c = run.local(1, &target.url());
-    assert_eq!(
-        c.exit_code(Duration::from_secs(60)).await,
-        0,
-        "{}",
-        c.output()
-    );
-    let report = run.report();
+    let (_, report) = run
+        .local_ok(1, &target.url(), Duration::from_secs(60))
+        .await;
     let timeline = report["timeline"].as_array().expect("timeline");
     assert!(!timeline.is_empty());
     assert!(
@@ -311,10 +306,7 @@ user_classes:
 
 async fn run_against(url: &str, path: &str) -> serde_json::Value {
     let run = TestRun::new(&hostile_scenario(path));
-    let mut c = run.local(2, url);
-    let code = c.exit_code(Duration::from_secs(60)).await;
-    assert_eq!(code, 0, "{}", c.output());
-    run.report()
+    run.local_ok(2, url, Duration::from_secs(60)).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,10 +461,7 @@ user_classes:
 async fn server_sent_events_are_counted_with_first_event_and_gap_percentiles() {
     let demo = Demo::start().await;
     let run = TestRun::new(TICKS);
-    let mut c = run.local(2, &demo.url);
-    let code = c.exit_code(Duration::from_secs(60)).await;
-    assert_eq!(code, 0, "{}", c.output());
-    let report = run.report();
+    let (_, report) = run.local_ok(2, &demo.url, Duration::from_secs(60)).await;
     let get = row(&report, "ticks", "GET");
     let streams = n(&get["requests"]);
     assert!(streams > 10, "{get}");
