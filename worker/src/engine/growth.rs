@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 /// every next arrival start another), and the target's latency with it:
 /// 70 % of the asked rate delivered with 126,000 arrivals dropped
 /// (docs/benchmarks.md, open model at speed).
-pub(super) const GROW_AFTER: Duration = Duration::from_millis(2);
+const GROW_AFTER: Duration = Duration::from_millis(2);
 
 /// How far the head's lateness must rise above its lowest point since the
 /// backlog began (or the last step) before the pool grows: responses come
 /// in batches (50 at once is 1 ms of arrivals at 50,000/s), and a rise
 /// smaller than a batch is the batch, not a trend.
-pub(super) const RISE: Duration = Duration::from_micros(500);
+const RISE: Duration = Duration::from_micros(500);
 
 /// The least slope of that rise, as a share of the time it took: the pool
 /// grows while it completes less than 99 % of the rate asked for. A rise
@@ -46,7 +46,7 @@ const RISE_SLOPE: f64 = 0.01;
 /// stall of the target or of the machine, not a pool too small, and
 /// doubling on each stall took a pool from 68 to 959 users in 4 s on the
 /// loaded machine.
-pub(super) const STEEP: f64 = 0.5;
+const STEEP: f64 = 0.5;
 
 /// How the pool should grow at a wake-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl Backlog {
 /// they no longer count, so the pool grows by at most a quarter per 50 ms:
 /// a 300 ms stall of the target (seen on the shared machine) took a pool of
 /// 15 users to 222 when growth was held back only by the queue's lateness.
-pub(super) const GROW_PATIENCE: Duration = Duration::from_millis(50);
+const GROW_PATIENCE: Duration = Duration::from_millis(50);
 
 /// How many users to start now, given how late the queue's head is, the
 /// users this thread has started (`live`, those still `starting` included:
