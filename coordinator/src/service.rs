@@ -159,6 +159,40 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
+/// Sends one worker's outbound messages, converted to the wire, with a
+/// ping every `interval`, until the channel closes, the stream goes or a
+/// Shutdown is sent. The first ping comes one interval after the start, and
+/// a queued message goes before a due ping: with `interval`'s immediate
+/// first tick and an unbiased `select!`, a first poll that came a
+/// millisecond late (a loaded or very slow coordinator: seen under
+/// valgrind) sent Ping before the Welcome on half the attaches, which the
+/// worker took for a broken session ("expected Welcome, got Ping").
+async fn forward(
+    mut rx: mpsc::Receiver<CoordinatorMessage>,
+    wire_tx: mpsc::Sender<Result<pb::CoordinatorMessage, Status>>,
+    interval: Duration,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            m = rx.recv() => match m { Some(m) => m, None => break },
+            _ = ping.tick() => CoordinatorMessage::Ping,
+        };
+        let wire = match pb::CoordinatorMessage::try_from(&msg) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("cannot encode {msg:?}: {e}");
+                continue;
+            }
+        };
+        let shutdown = matches!(msg, CoordinatorMessage::Shutdown { .. });
+        if wire_tx.send(Ok(wire)).await.is_err() || shutdown {
+            break;
+        }
+    }
+}
+
 type OutStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -220,7 +254,7 @@ impl Coordinator for AttachService {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
 
         // Outbound: domain messages from the controller, converted here, plus pings.
-        let (tx, mut rx) = mpsc::channel::<CoordinatorMessage>(SEND_QUEUE);
+        let (tx, rx) = mpsc::channel::<CoordinatorMessage>(SEND_QUEUE);
         let (wire_tx, wire_rx) =
             mpsc::channel::<Result<pb::CoordinatorMessage, Status>>(SEND_QUEUE);
         let welcome = CoordinatorMessage::Welcome(Welcome {
@@ -229,27 +263,7 @@ impl Coordinator for AttachService {
             heartbeat_timeout: self.heartbeats.timeout,
         });
         let _ = tx.send(welcome).await;
-        let interval = self.heartbeats.interval;
-        tokio::spawn(async move {
-            let mut ping = tokio::time::interval(interval);
-            loop {
-                let msg = tokio::select! {
-                    m = rx.recv() => match m { Some(m) => m, None => break },
-                    _ = ping.tick() => CoordinatorMessage::Ping,
-                };
-                let wire = match pb::CoordinatorMessage::try_from(&msg) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::error!("cannot encode {msg:?}: {e}");
-                        continue;
-                    }
-                };
-                let shutdown = matches!(msg, CoordinatorMessage::Shutdown { .. });
-                if wire_tx.send(Ok(wire)).await.is_err() || shutdown {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(forward(rx, wire_tx, self.heartbeats.interval));
 
         let link = WorkerLink {
             id: id.clone(),
@@ -313,12 +327,6 @@ impl Coordinator for AttachService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use std::time::Duration;
-
-    use squall_proto::{CoordinatorClient, pb};
-
-    use crate::cluster::Cluster;
 
     fn hello(id: &str) -> pb::WorkerMessage {
         let h = WorkerMessage::Hello(Hello {

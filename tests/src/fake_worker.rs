@@ -140,6 +140,11 @@ impl FakeWorker {
         }
     }
 
+    /// The first message the coordinator sent this worker, whatever it is.
+    pub async fn first(&mut self, timeout: Duration) -> CoordinatorMessage {
+        self.expect(timeout, "a first message", Some).await
+    }
+
     /// Waits for this worker's Start.
     pub async fn start(&mut self, timeout: Duration) -> Start {
         self.expect(timeout, "Start", |m| match m {

@@ -2,6 +2,7 @@
 
 mod abort;
 mod accounting;
+mod attach;
 mod bad_input;
 mod compose;
 mod demo;

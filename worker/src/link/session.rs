@@ -76,6 +76,9 @@ pub(super) async fn raised(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|s| *s).await;
 }
 
+/// Pings a worker accepts while it waits for its Welcome.
+const MAX_PINGS_BEFORE_WELCOME: u32 = 3;
+
 /// Attaches once and serves the coordinator until the session ends.
 pub(super) async fn session(
     cfg: &AgentConfig,
@@ -84,18 +87,26 @@ pub(super) async fn session(
     (run_output, outbox): (&RunOutput, &mut Outbox),
 ) -> Result<SessionEnd, SessionError> {
     let (out, mut inbound) = attach(cfg).await?;
-    let welcome = match inbound.message().await {
-        Ok(Some(m)) => match decode_coordinator_message(m) {
-            Ok(CoordinatorMessage::Welcome(w)) => w,
-            Ok(other) => return Ok(SessionEnd::Lost(format!("expected Welcome, got {other:?}"))),
-            Err(e) => return Ok(SessionEnd::Lost(e.to_string())),
-        },
-        Ok(None) => return Ok(SessionEnd::Lost("stream closed before Welcome".into())),
-        Err(status) => {
-            return match SessionError::from_status(cfg, &status) {
-                Some(e) => Err(e),
-                None => Ok(SessionEnd::Lost(status.message().to_owned())),
-            };
+    // A coordinator before 2026-12-07 could send its first Ping ahead of
+    // the Welcome: a ping carries nothing, so it is skipped, a few at most.
+    let mut pings = 0;
+    let welcome = loop {
+        match inbound.message().await {
+            Ok(Some(m)) => match decode_coordinator_message(m) {
+                Ok(CoordinatorMessage::Welcome(w)) => break w,
+                Ok(CoordinatorMessage::Ping) if pings < MAX_PINGS_BEFORE_WELCOME => pings += 1,
+                Ok(other) => {
+                    return Ok(SessionEnd::Lost(format!("expected Welcome, got {other:?}")));
+                }
+                Err(e) => return Ok(SessionEnd::Lost(e.to_string())),
+            },
+            Ok(None) => return Ok(SessionEnd::Lost("stream closed before Welcome".into())),
+            Err(status) => {
+                return match SessionError::from_status(cfg, &status) {
+                    Some(e) => Err(e),
+                    None => Ok(SessionEnd::Lost(status.message().to_owned())),
+                };
+            }
         }
     };
     tracing::info!(
