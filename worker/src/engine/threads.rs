@@ -24,6 +24,7 @@ use super::arrivals::{Arrivals, MAX_START_LAG, Take};
 use super::growth::{Backlog, Step, grow_by};
 use super::prepared::PreparedRun;
 use super::recorder::{Recorder, SampleLog};
+use super::trial::{Trials, Verdict};
 use super::user::{Active, OpenPool, ThreadCtx, UserCtl, run_open_user, run_user};
 
 /// One thread's interval delta.
@@ -405,6 +406,7 @@ async fn open_schedule(
     let mut stop = ctx.stop.clone();
     let mut alarm = Alarm::new();
     let mut backlog = Backlog::default();
+    let mut trials = Trials::default();
     // How late the schedule itself woke (the thread was stalled or busy).
     let mut woke_late = Duration::ZERO;
     let mut grown_at = std::time::Instant::now();
@@ -430,7 +432,20 @@ async fn open_schedule(
         // Still late with no user idle, and later than before: grow the
         // pool, each new user starting with the queue's head.
         let late = pool.arrivals.borrow().head_late(now);
+        // Users asked to leave are gone already as far as growth goes.
+        let live = spawned.saturating_sub(pool.left.get() + pool.leave.get());
+        if let Verdict::Undo(n) = trials.tick(now, pool.done.get(), late.is_some()) {
+            pool.leave
+                .set(pool.leave.get() + n.min(live.saturating_sub(1)));
+        }
+        let live = spawned.saturating_sub(pool.left.get() + pool.leave.get());
         let step = backlog.step(now, late, woke_late);
+        // One step at a time, each judged by what it bought (`Trials`).
+        let step = if trials.may_step(now) {
+            step
+        } else {
+            Step::Hold
+        };
         let growing = step != Step::Hold;
         if let Some(late) = late {
             // Only a growing backlog asks for users (`Backlog`): one that
@@ -446,14 +461,15 @@ async fn open_schedule(
             let ceiling = (2.0 * needed).ceil() as u64 + GROW_HEADROOM;
             let grow = grow_by(
                 late,
-                spawned,
+                live,
                 pool.starting.get(),
                 now.saturating_duration_since(grown_at),
-                pool_size.min(ceiling.max(spawned.min(1))),
+                pool_size.min(ceiling.max(live.min(1))),
                 step == Step::Double,
             );
             if grow > 0 {
                 grown_at = now;
+                trials.stepped(now, pool.done.get(), live, grow, step == Step::Double);
             }
             for _ in 0..grow {
                 let at = match pool.take(&ctx, now) {
