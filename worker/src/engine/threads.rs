@@ -24,7 +24,7 @@ use super::arrivals::{Arrivals, MAX_START_LAG, Take};
 use super::growth::{Backlog, Step, grow_by};
 use super::prepared::PreparedRun;
 use super::recorder::{Recorder, SampleLog};
-use super::trial::{Trials, Verdict};
+use super::trial::{Completions, Trials, Verdict};
 use super::user::{Active, OpenPool, ThreadCtx, UserCtl, run_open_user, run_user};
 
 /// One thread's interval delta.
@@ -107,10 +107,12 @@ impl Engine {
         // users (1 user, 2 threads) would hold its part and the run would
         // never end on its iterations.
         let budget = Arc::new(AtomicU64::new(opts.iterations.unwrap_or(u64::MAX)));
+        let completions = Arc::new(Completions::new(n));
         let classes = run.classes.len();
         let mut threads = Vec::new();
         for i in 0..n {
             let budget = budget.clone();
+            let completions = completions.clone();
             let (tx, rx) = mpsc::unbounded_channel();
             let run = run.clone();
             let active = active.clone();
@@ -118,7 +120,9 @@ impl Engine {
             let place = (i as u64, n as u64);
             std::thread::Builder::new()
                 .name(format!("squall-engine-{i}"))
-                .spawn(move || thread_main(rx, run, addr, active, opts, budget, place))?;
+                .spawn(move || {
+                    thread_main(rx, run, addr, active, opts, (budget, completions), place)
+                })?;
             threads.push(Thread {
                 tx,
                 per_class: vec![0; classes],
@@ -229,7 +233,7 @@ fn thread_main(
     addr: SocketAddr,
     active: Arc<AtomicU64>,
     opts: EngineOptions,
-    budget: Arc<AtomicU64>,
+    (budget, completions): (Arc<AtomicU64>, Arc<Completions>),
     (thread_index, thread_count): (u64, u64),
 ) {
     // I/O and timers only: `enable_all` would add the signal and process
@@ -261,6 +265,7 @@ fn thread_main(
             worker_index: opts.worker_index,
             seed: opts.seed,
             budget,
+            completions,
             dropped: Cell::new(0),
             read_buf: crate::http::connection::read_buffer(),
         });
@@ -406,7 +411,7 @@ async fn open_schedule(
     let mut stop = ctx.stop.clone();
     let mut alarm = Alarm::new();
     let mut backlog = Backlog::default();
-    let mut trials = Trials::default();
+    let mut trials = Trials::new(ctx.completions.clone(), thread_index as usize);
     // How late the schedule itself woke (the thread was stalled or busy).
     let mut woke_late = Duration::ZERO;
     let mut grown_at = std::time::Instant::now();
@@ -441,7 +446,7 @@ async fn open_schedule(
         let live = spawned.saturating_sub(pool.left.get() + pool.leave.get());
         let step = backlog.step(now, late, woke_late);
         // One step at a time, each judged by what it bought (`Trials`).
-        let step = if trials.may_step(now) {
+        let step = if step != Step::Hold && trials.may_step(now, live) {
             step
         } else {
             Step::Hold
@@ -469,7 +474,9 @@ async fn open_schedule(
             );
             if grow > 0 {
                 grown_at = now;
-                trials.stepped(now, pool.done.get(), live, grow, step == Step::Double);
+            }
+            if growing {
+                trials.stepped(now, live, grow, step == Step::Double);
             }
             for _ in 0..grow {
                 let at = match pool.take(&ctx, now) {

@@ -38,6 +38,9 @@ pub struct ThreadCtx {
     /// limit), shared by its engine threads so that a thread without users
     /// holds none back (`u64::MAX`: no limit).
     pub budget: Arc<AtomicU64>,
+    /// The worker's open-model completions, which judge each step of its
+    /// threads' pools (`trial::Trials`).
+    pub completions: Arc<super::trial::Completions>,
     /// Open-model iterations dropped (more than `MAX_START_LAG` late, waiting for a user), since the last flush.
     pub dropped: Cell<u64>,
     /// Every user's responses are read through this one buffer, so an idle
@@ -1083,6 +1086,7 @@ mod tests {
             worker_index: 0,
             seed: 0,
             budget: Arc::new(AtomicU64::new(u64::MAX)),
+            completions: Arc::new(super::super::trial::Completions::new(1)),
             dropped: Cell::new(0),
             read_buf: crate::http::connection::read_buffer(),
         };
