@@ -58,6 +58,22 @@ async fn stall(started: tokio::time::Instant) -> &'static str {
     "ok"
 }
 
+/// How long `/serial` holds its one place per request.
+const SERIAL_SERVICE: Duration = Duration::from_micros(100);
+
+/// Serves one request at a time, each holding the place for
+/// `SERIAL_SERVICE` of the CPU: a target whose capacity (at most 10,000/s)
+/// more concurrency cannot raise, only queue at, like a server bound by one
+/// lock or one core.
+async fn serial(place: Arc<tokio::sync::Mutex<()>>) -> &'static str {
+    let _held = place.lock().await;
+    let began = std::time::Instant::now();
+    while began.elapsed() < SERIAL_SERVICE {
+        std::hint::spin_loop();
+    }
+    "ok"
+}
+
 /// What `/huge` streams: the same block over and over, never allocated per request.
 static FILL: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
@@ -111,6 +127,7 @@ impl CountingTarget {
     fn serve(listener: tokio::net::TcpListener) -> CountingTarget {
         let counts = Arc::new(Counts::default());
         let started = tokio::time::Instant::now();
+        let place = Arc::new(tokio::sync::Mutex::new(()));
         let app = Router::new()
             .route("/ok", any(|| async { "ok" }))
             .route("/created", post(|| async { (StatusCode::CREATED, "{}") }))
@@ -127,6 +144,7 @@ impl CountingTarget {
             )
             .route("/jitter", get(jitter))
             .route("/stall", get(move || stall(started)))
+            .route("/serial", get(move || serial(place.clone())))
             .route(
                 "/login",
                 post(|| async {

@@ -113,7 +113,8 @@ async fn below_capacity_a_small_pool_delivers_the_rate() {
     let target = CountingTarget::start().await;
     // 2,000/s against a target that answers at once: a handful of users
     // carry it. The pool may grow to 1,000 but should stay far below: it
-    // grows only while arrivals wait more than 2 ms for a user.
+    // grows only while arrivals wait more than 0.5 ms for a user and that
+    // wait grows.
     let run = TestRun::new(
         "scenarios:\n  under: { arrival_rate: 2000/s, max_users: 1000, duration: 5s }\nuser_classes:\n  u: { tasks: [ { get: /ok } ] }\n",
     );
@@ -146,5 +147,45 @@ async fn below_capacity_a_small_pool_delivers_the_rate() {
     assert!(
         (1..=100).contains(&pool),
         "pool of {pool} users for 2,000/s against an instant target"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_target_does_not_get_the_whole_pool() {
+    let target = CountingTarget::start().await;
+    // 20,000/s against a target that serves one request at a time (at most
+    // 10,000/s): above its capacity whatever the pool. Each step of the
+    // pool's growth past 16 users is judged by what it bought, and here
+    // steps buy nothing: the pool stays small and the arrivals the target
+    // cannot take are dropped and counted, not queued on 1,000 connections.
+    let run = TestRun::new(
+        "scenarios:\n  over: { arrival_rate: 20000/s, max_users: 1000, duration: 4s }\nuser_classes:\n  u: { tasks: [ { get: /serial } ] }\n",
+    );
+    let (_, report) = run
+        .local_ok(1, &target.url(), Duration::from_secs(120))
+        .await;
+    let t = &report["totals"];
+    let requests = t["requests"].as_u64().expect("requests");
+    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
+    assert_eq!(requests, target.total(), "report against target");
+    assert!(
+        (79_000..=80_000).contains(&(requests + dropped)),
+        "{requests} sent + {dropped} dropped, want 80,000"
+    );
+    assert!(
+        dropped > 0,
+        "{requests} sent: the target cannot take 20,000/s"
+    );
+    let pool: u64 = report["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["peak_users"].as_u64().expect("peak_users"))
+        .sum();
+    // Growing while the backlog grew (before steps were judged) ran the
+    // pool to all 1,000.
+    assert!(
+        (1..=200).contains(&pool),
+        "pool of {pool} users against a target that serves one at a time"
     );
 }

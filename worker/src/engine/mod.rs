@@ -12,6 +12,7 @@ mod run;
 mod sse;
 mod streams;
 mod threads;
+mod trial;
 mod user;
 mod ws;
 

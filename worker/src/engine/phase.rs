@@ -109,6 +109,7 @@ async fn on_thread(
         worker_index: 0,
         seed: rand::random(),
         budget: Arc::new(AtomicU64::new(u64::MAX)),
+        completions: Arc::new(super::trial::Completions::new(1)),
         dropped: Cell::new(0),
         read_buf: crate::http::connection::read_buffer(),
     };

@@ -24,6 +24,7 @@ use super::arrivals::{Arrivals, MAX_START_LAG, Take};
 use super::growth::{Backlog, Step, grow_by};
 use super::prepared::PreparedRun;
 use super::recorder::{Recorder, SampleLog};
+use super::trial::{Completions, Trials, Verdict};
 use super::user::{Active, OpenPool, ThreadCtx, UserCtl, run_open_user, run_user};
 
 /// One thread's interval delta.
@@ -106,10 +107,12 @@ impl Engine {
         // users (1 user, 2 threads) would hold its part and the run would
         // never end on its iterations.
         let budget = Arc::new(AtomicU64::new(opts.iterations.unwrap_or(u64::MAX)));
+        let completions = Arc::new(Completions::new(n));
         let classes = run.classes.len();
         let mut threads = Vec::new();
         for i in 0..n {
             let budget = budget.clone();
+            let completions = completions.clone();
             let (tx, rx) = mpsc::unbounded_channel();
             let run = run.clone();
             let active = active.clone();
@@ -117,7 +120,9 @@ impl Engine {
             let place = (i as u64, n as u64);
             std::thread::Builder::new()
                 .name(format!("squall-engine-{i}"))
-                .spawn(move || thread_main(rx, run, addr, active, opts, budget, place))?;
+                .spawn(move || {
+                    thread_main(rx, run, addr, active, opts, (budget, completions), place)
+                })?;
             threads.push(Thread {
                 tx,
                 per_class: vec![0; classes],
@@ -228,7 +233,7 @@ fn thread_main(
     addr: SocketAddr,
     active: Arc<AtomicU64>,
     opts: EngineOptions,
-    budget: Arc<AtomicU64>,
+    (budget, completions): (Arc<AtomicU64>, Arc<Completions>),
     (thread_index, thread_count): (u64, u64),
 ) {
     // I/O and timers only: `enable_all` would add the signal and process
@@ -260,6 +265,7 @@ fn thread_main(
             worker_index: opts.worker_index,
             seed: opts.seed,
             budget,
+            completions,
             dropped: Cell::new(0),
             read_buf: crate::http::connection::read_buffer(),
         });
@@ -405,6 +411,7 @@ async fn open_schedule(
     let mut stop = ctx.stop.clone();
     let mut alarm = Alarm::new();
     let mut backlog = Backlog::default();
+    let mut trials = Trials::new(ctx.completions.clone(), thread_index as usize);
     // How late the schedule itself woke (the thread was stalled or busy).
     let mut woke_late = Duration::ZERO;
     let mut grown_at = std::time::Instant::now();
@@ -430,7 +437,20 @@ async fn open_schedule(
         // Still late with no user idle, and later than before: grow the
         // pool, each new user starting with the queue's head.
         let late = pool.arrivals.borrow().head_late(now);
+        // Users asked to leave are gone already as far as growth goes.
+        let live = spawned.saturating_sub(pool.left.get() + pool.leave.get());
+        if let Verdict::Undo(n) = trials.tick(now, pool.done.get(), late.is_some()) {
+            pool.leave
+                .set(pool.leave.get() + n.min(live.saturating_sub(1)));
+        }
+        let live = spawned.saturating_sub(pool.left.get() + pool.leave.get());
         let step = backlog.step(now, late, woke_late);
+        // One step at a time, each judged by what it bought (`Trials`).
+        let step = if step != Step::Hold && trials.may_step(now, live) {
+            step
+        } else {
+            Step::Hold
+        };
         let growing = step != Step::Hold;
         if let Some(late) = late {
             // Only a growing backlog asks for users (`Backlog`): one that
@@ -446,14 +466,17 @@ async fn open_schedule(
             let ceiling = (2.0 * needed).ceil() as u64 + GROW_HEADROOM;
             let grow = grow_by(
                 late,
-                spawned,
+                live,
                 pool.starting.get(),
                 now.saturating_duration_since(grown_at),
-                pool_size.min(ceiling.max(spawned.min(1))),
+                pool_size.min(ceiling.max(live.min(1))),
                 step == Step::Double,
             );
             if grow > 0 {
                 grown_at = now;
+            }
+            if growing {
+                trials.stepped(now, live, grow, step == Step::Double);
             }
             for _ in 0..grow {
                 let at = match pool.take(&ctx, now) {

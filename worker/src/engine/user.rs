@@ -38,6 +38,9 @@ pub struct ThreadCtx {
     /// limit), shared by its engine threads so that a thread without users
     /// holds none back (`u64::MAX`: no limit).
     pub budget: Arc<AtomicU64>,
+    /// The worker's open-model completions, which judge each step of its
+    /// threads' pools (`trial::Trials`).
+    pub completions: Arc<super::trial::Completions>,
     /// Open-model iterations dropped (more than `MAX_START_LAG` late, waiting for a user), since the last flush.
     pub dropped: Cell<u64>,
     /// Every user's responses are read through this one buffer, so an idle
@@ -109,6 +112,14 @@ pub struct OpenPool {
     /// A moving mean of how long an iteration takes from its actual start,
     /// in seconds (the pool's growth ceiling: rate x this).
     pub service_s: Cell<f64>,
+    /// Iterations completed by the pool's users (a step of its growth is
+    /// judged by the rate of these: `trial::Trials`).
+    pub done: Cell<u64>,
+    /// Users asked to leave after their current iteration: a step that
+    /// bought too little, undone.
+    pub leave: Cell<u64>,
+    /// Users that left when asked.
+    pub left: Cell<u64>,
 }
 
 impl OpenPool {
@@ -118,6 +129,9 @@ impl OpenPool {
             idle: RefCell::new(Vec::new()),
             starting: Cell::new(0),
             service_s: Cell::new(0.0),
+            done: Cell::new(0),
+            leave: Cell::new(0),
+            left: Cell::new(0),
         }
     }
 
@@ -125,6 +139,7 @@ impl OpenPool {
     /// each counts for 1/64, so a stall of one response moves it little.
     fn observe(&self, took: Duration) {
         let s = self.service_s.get();
+        self.done.set(self.done.get() + 1);
         let t = took.as_secs_f64();
         self.service_s
             .set(if s == 0.0 { t } else { s + (t - s) / 64.0 });
@@ -448,6 +463,11 @@ pub async fn run_open_user(
         member.started();
         done += 1;
         if done >= per_user {
+            return;
+        }
+        if pool.leave.get() > 0 {
+            pool.leave.set(pool.leave.get() - 1);
+            pool.left.set(pool.left.get() + 1);
             return;
         }
         intended = loop {
@@ -1066,6 +1086,7 @@ mod tests {
             worker_index: 0,
             seed: 0,
             budget: Arc::new(AtomicU64::new(u64::MAX)),
+            completions: Arc::new(super::super::trial::Completions::new(1)),
             dropped: Cell::new(0),
             read_buf: crate::http::connection::read_buffer(),
         };
