@@ -328,6 +328,10 @@ impl Coordinator for AttachService {
 mod tests {
     use super::*;
 
+    use squall_proto::{CoordinatorClient, pb};
+
+    use crate::cluster::Cluster;
+
     fn hello(id: &str) -> pb::WorkerMessage {
         let h = WorkerMessage::Hello(Hello {
             worker_id: id.to_owned(),
