@@ -1,7 +1,9 @@
 //! The open model at and above capacity: every arrival is sent or counted as dropped, and a rate that cannot be met is reported while the run goes on.
 
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use squall_tests::{CountingTarget, TestRun, has_event};
 
 const WARNING: &str = "warning: arrival rate not met";
@@ -9,6 +11,32 @@ const WARNING: &str = "warning: arrival rate not met";
 /// How many of `text`'s lines hold `needle`.
 fn lines_with(text: &str, needle: &str) -> usize {
     text.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// A report's requests and dropped arrivals, once every request the target
+/// saw is checked to be in it, and nothing else; asserts that sent plus
+/// dropped is within `plan` (a few arrivals due in the last instant may be
+/// left when the plan's end stops the run).
+fn accounted(report: &Value, target: &CountingTarget, plan: RangeInclusive<u64>) -> (u64, u64) {
+    let t = &report["totals"];
+    let requests = t["requests"].as_u64().expect("requests");
+    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
+    assert_eq!(requests, target.total(), "report against target");
+    assert!(
+        plan.contains(&(requests + dropped)),
+        "{requests} sent + {dropped} dropped, want {plan:?}"
+    );
+    (requests, dropped)
+}
+
+/// The most users the open model's pools ran, summed over the workers.
+fn pool(report: &Value) -> u64 {
+    report["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["peak_users"].as_u64().expect("peak_users"))
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,18 +84,10 @@ async fn above_capacity_the_drops_are_counted_and_warned_about_while_the_run_goe
     );
     let report = run.report();
     let t = &report["totals"];
-    let requests = t["requests"].as_u64().expect("requests");
-    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
-    // Every request the target saw is in the report, and nothing else.
-    assert_eq!(requests, target.total(), "report against target");
+    // Each of the 1,600 planned arrivals was either sent or dropped.
+    let (requests, _) = accounted(&report, &target, 1_550..=1_600);
     // 20 users for 8 s at 1 s each: far below the 1,600 planned.
     assert!((10..=400).contains(&requests), "{requests} requests");
-    // Each of the 1,600 planned arrivals was either sent or dropped (a few
-    // due in the last instant may be left when the plan's end stops the run).
-    assert!(
-        (1_550..=1_600).contains(&(requests + dropped)),
-        "{requests} sent + {dropped} dropped, want 1,600"
-    );
     let recs = report["recommendations"].as_array().expect("recs");
     assert!(
         recs.iter().any(|r| r["kind"] == "arrival_rate_not_met"),
@@ -89,15 +109,9 @@ async fn below_capacity_every_arrival_is_sent_on_one_worker() {
         .local_ok(1, &target.url(), Duration::from_secs(120))
         .await;
     let t = &report["totals"];
-    let requests = t["requests"].as_u64().expect("requests");
-    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
-    assert_eq!(requests, target.total(), "report against target");
     // 3,000 planned. A worker may drop an arrival it could not start within
     // 1 s (a stalled CI machine), but it says so: sent + dropped is the plan.
-    assert!(
-        (2_970..=3_000).contains(&(requests + dropped)),
-        "{requests} sent + {dropped} dropped, want 3,000"
-    );
+    let (_, dropped) = accounted(&report, &target, 2_970..=3_000);
     assert!(dropped <= 30, "{dropped} dropped below capacity");
     if dropped == 0 {
         assert_eq!(lines_with(&c.output(), WARNING), 0, "{}", c.output());
@@ -121,26 +135,14 @@ async fn below_capacity_a_small_pool_delivers_the_rate() {
     let (_, report) = run
         .local_ok(1, &target.url(), Duration::from_secs(120))
         .await;
-    let t = &report["totals"];
-    let requests = t["requests"].as_u64().expect("requests");
-    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
-    assert_eq!(requests, target.total(), "report against target");
     // 10,000 planned: every one sent or counted as dropped, and within 1 %
     // of them sent.
-    assert!(
-        (9_900..=10_000).contains(&(requests + dropped)),
-        "{requests} sent + {dropped} dropped, want 10,000"
-    );
+    let (requests, dropped) = accounted(&report, &target, 9_900..=10_000);
     assert!(
         requests >= 9_900,
         "{requests} sent of 10,000 ({dropped} dropped)"
     );
-    let pool: u64 = report["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .map(|w| w["peak_users"].as_u64().expect("peak_users"))
-        .sum();
+    let pool = pool(&report);
     // A generous bound for a loaded machine (each stall of the worker's
     // thread lets arrivals wait and the pool grow a little); starting a
     // user for every arrival that found none idle reached hundreds.
@@ -164,24 +166,12 @@ async fn a_saturated_target_does_not_get_the_whole_pool() {
     let (_, report) = run
         .local_ok(1, &target.url(), Duration::from_secs(120))
         .await;
-    let t = &report["totals"];
-    let requests = t["requests"].as_u64().expect("requests");
-    let dropped = t["dropped_iterations"].as_u64().expect("dropped");
-    assert_eq!(requests, target.total(), "report against target");
-    assert!(
-        (79_000..=80_000).contains(&(requests + dropped)),
-        "{requests} sent + {dropped} dropped, want 80,000"
-    );
+    let (requests, dropped) = accounted(&report, &target, 79_000..=80_000);
     assert!(
         dropped > 0,
         "{requests} sent: the target cannot take 20,000/s"
     );
-    let pool: u64 = report["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .map(|w| w["peak_users"].as_u64().expect("peak_users"))
-        .sum();
+    let pool = pool(&report);
     // Growing while the backlog grew (before steps were judged) ran the
     // pool to all 1,000.
     assert!(

@@ -69,18 +69,26 @@ user_classes:
             timeout: 2s
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trips_across_two_workers_match_the_demo_targets_own_counts() {
-    let demo = Demo::start().await;
-    let run = TestRun::new(CHAT);
+/// Runs `yaml` against the demo target on two single-thread workers and
+/// returns the run (its output directory) and report, once the coordinator
+/// has exited 0.
+async fn on_two_workers(demo: &Demo, yaml: &str) -> (TestRun, serde_json::Value) {
+    let run = TestRun::new(yaml);
     let mut coord = run
         .coordinator(2, &demo.url, &["--wait-timeout", "30s"])
         .await;
-    let w1 = run.worker("w1", &["--threads", "1"]);
-    let w2 = run.worker("w2", &["--threads", "1"]);
+    let _w1 = run.worker("w1", &["--threads", "1"]);
+    let _w2 = run.worker("w2", &["--threads", "1"]);
     let code = coord.exit_code(Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{}", coord.output());
     let report = run.report();
+    (run, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_across_two_workers_match_the_demo_targets_own_counts() {
+    let demo = Demo::start().await;
+    let (_, report) = on_two_workers(&demo, CHAT).await;
     let say = n(&row(&report, "say", "WSSEND")["requests"]);
     let again = n(&row(&report, "say again", "WSSEND")["requests"]);
     let echo = row(&report, "echo", "WSMSG");
@@ -117,7 +125,6 @@ async fn round_trips_across_two_workers_match_the_demo_targets_own_counts() {
             })
     })
     .await;
-    drop((w1, w2));
 }
 
 const HOLDERS: &str = r#"
@@ -144,15 +151,7 @@ user_classes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeline_counts_open_sockets_over_workers_and_none_after_close() {
     let demo = Demo::start().await;
-    let run = TestRun::new(HOLDERS);
-    let mut coord = run
-        .coordinator(2, &demo.url, &["--wait-timeout", "30s"])
-        .await;
-    let w1 = run.worker("w1", &["--threads", "1"]);
-    let w2 = run.worker("w2", &["--threads", "1"]);
-    let code = coord.exit_code(Duration::from_secs(60)).await;
-    assert_eq!(code, 0, "{}", coord.output());
-    let report = run.report();
+    let (run, report) = on_two_workers(&demo, HOLDERS).await;
     let connects = row(&report, "connect chat", "WS");
     assert_eq!(
         n(&connects["requests"]),
@@ -197,7 +196,6 @@ async fn the_timeline_counts_open_sockets_over_workers_and_none_after_close() {
         || async { (n(&chat_stats(&demo.url).await["open"]) == 0).then_some(()) },
     )
     .await;
-    drop((w1, w2));
 }
 
 /// An HTTP-only run carries no open-connection count.

@@ -464,19 +464,25 @@ async fn open_schedule(
             let rate = curve_rate(&rates, &plan, now) / thread_count as f64;
             let needed = rate * pool.service_s.get();
             let ceiling = (2.0 * needed).ceil() as u64 + GROW_HEADROOM;
+            // Under what Little's law asks for, a step doubles: at most
+            // twice the need, within the ceiling. A start-up growing by
+            // quarters left a backlog that drains only at the spare share of
+            // the rate: at 80 % of the closed maximum the first second's p99
+            // was 24 ms against 2.7 ms doubling (docs/benchmarks.md).
+            let double = step == Step::Double || (growing && (live as f64) < needed);
             let grow = grow_by(
                 late,
                 live,
                 pool.starting.get(),
                 now.saturating_duration_since(grown_at),
                 pool_size.min(ceiling.max(live.min(1))),
-                step == Step::Double,
+                double,
             );
             if grow > 0 {
                 grown_at = now;
             }
             if growing {
-                trials.stepped(now, live, grow, step == Step::Double);
+                trials.stepped(now, live, grow, double);
             }
             for _ in 0..grow {
                 let at = match pool.take(&ctx, now) {
