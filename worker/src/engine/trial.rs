@@ -56,7 +56,7 @@ const JUDGE_MAX: Duration = Duration::from_millis(200);
 /// 16 they reached 22-63 users and delivered every arrival (same build,
 /// same minutes, docs/benchmarks.md). Sixteen connections cost any target
 /// next to nothing.
-const JUDGE_FROM: u64 = 16;
+pub(super) const JUDGE_FROM: u64 = 16;
 
 /// The share of its proportional gain a step must buy to stand: a quarter
 /// more users must complete at least 8.3 % more, a doubling 33 % more.
