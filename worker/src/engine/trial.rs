@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 const QUARTER_COMPLETIONS: u64 = 512;
 
 /// Completions after a doubling step before it is judged: it must buy a
-/// third more, so fewer samples tell; a start-up doubles 4 times from 1
-/// user in about 25 ms at 10,000/s instead of 100 ms.
+/// third more, so fewer samples tell, and a pool far behind its rate is
+/// judged in a quarter of the time.
 const DOUBLE_COMPLETIONS: u64 = 128;
 
 /// The shortest time a step is judged over, whatever the rate.
