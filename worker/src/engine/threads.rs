@@ -438,12 +438,13 @@ async fn open_schedule(
         // pool, each new user starting with the queue's head.
         let late = pool.arrivals.borrow().head_late(now);
         // Users asked to leave are gone already as far as growth goes.
-        let live = spawned.saturating_sub(pool.left.get() + pool.leave.get());
+        let live = || spawned.saturating_sub(pool.left.get() + pool.leave.get());
         if let Verdict::Undo(n) = trials.tick(now, pool.done.get(), late.is_some()) {
+            // One user always stays.
             pool.leave
-                .set(pool.leave.get() + n.min(live.saturating_sub(1)));
+                .set(pool.leave.get() + n.min(live().saturating_sub(1)));
         }
-        let live = spawned.saturating_sub(pool.left.get() + pool.leave.get());
+        let live = live();
         let step = backlog.step(now, late, woke_late);
         // One step at a time, each judged by what it bought (`Trials`).
         let step = if step != Step::Hold && trials.may_step(now, live) {
