@@ -160,10 +160,9 @@ pub(super) struct Trials {
 }
 
 impl Drop for Trials {
+    /// A schedule that ends with a step being judged frees the worker's judgement.
     fn drop(&mut self) {
-        if self.claimed {
-            self.shared.release();
-        }
+        self.end_step();
     }
 }
 
