@@ -176,6 +176,9 @@ pub struct RunArgs {
     /// Engine threads per local worker. Default: cores / local workers.
     #[arg(long, env = "SQUALL_THREADS")]
     pub threads: Option<usize>,
+    /// Run the local workers' engine threads under SCHED_FIFO at this priority (1-99); needs root or CAP_SYS_NICE. Remote workers take the worker's own --realtime-priority.
+    #[arg(long, env = "SQUALL_REALTIME_PRIORITY", value_name = "1-99")]
+    pub realtime_priority: Option<u8>,
     /// Serve Prometheus /metrics (OpenMetrics) on this address while the run goes on; a non-loopback address needs --token (sent as a bearer token).
     #[arg(long, env = "SQUALL_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,

@@ -195,7 +195,12 @@ async fn run_tests(cfg: RunConfig) -> Result<Verdict, CoordinatorError> {
                 "coordinator listening on {} for {n} local worker(s)",
                 cluster.addr()
             );
-            local::spawn(n, cluster.addr(), cfg.token.clone(), cfg.local_threads);
+            local::spawn(
+                n,
+                cluster.addr(),
+                cfg.token.clone(),
+                (cfg.local_threads, cfg.local_realtime),
+            );
             n
         }
     };

@@ -57,6 +57,8 @@ pub struct RunConfig {
     pub heartbeats: Heartbeats,
     /// Engine threads per local worker.
     pub local_threads: usize,
+    /// SCHED_FIFO for the local workers' engine threads (`--realtime-priority`).
+    pub local_realtime: Option<squall_worker::Realtime>,
     /// Baselines and CI outputs.
     pub verdicts: Verdicts,
     /// Where `/metrics` is served during the run (`--metrics-bind`).
@@ -320,6 +322,15 @@ fn run(a: RunArgs) -> Result<RunConfig, CoordinatorError> {
     )?;
     cfg.rebalance = !a.no_rebalance;
     cfg.verdicts = verdicts;
+    if let Some(p) = a.realtime_priority {
+        if matches!(cfg.workers, Workers::Remote(_)) {
+            return Err(usage(
+                "--realtime-priority is for in-process workers (--local-workers); give remote workers their own --realtime-priority",
+            ));
+        }
+        cfg.local_realtime =
+            Some(squall_worker::Realtime::new(p).map_err(|e| usage(e.to_string()))?);
+    }
     if let Some(addr) = a.metrics_bind {
         check_http_exposure(
             "--metrics-bind",
@@ -458,6 +469,7 @@ fn finish(
         wait_timeout,
         heartbeats: Heartbeats::default(),
         local_threads,
+        local_realtime: None,
         verdicts: Verdicts::default(),
         metrics_bind: None,
     })

@@ -3,10 +3,15 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use squall_worker::AgentConfig;
+use squall_worker::{AgentConfig, Realtime};
 
 /// Starts `n` local workers dialling `addr`; they exit when the coordinator sends Shutdown.
-pub fn spawn(n: usize, addr: SocketAddr, token: Option<String>, threads: usize) {
+pub fn spawn(
+    n: usize,
+    addr: SocketAddr,
+    token: Option<String>,
+    (threads, realtime): (usize, Option<Realtime>),
+) {
     // A wildcard bind is reached through loopback.
     let dial = if addr.ip().is_unspecified() {
         SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
@@ -20,6 +25,7 @@ pub fn spawn(n: usize, addr: SocketAddr, token: Option<String>, threads: usize) 
             token: token.clone(),
             id: format!("local-{i}"),
             threads,
+            realtime,
             labels: [("mode".to_owned(), "local".to_owned())].into(),
             samples_file: None,
             give_up_after: Some(Duration::from_secs(10)),

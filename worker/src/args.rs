@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::engine::Realtime;
 use crate::error::WorkerError;
 use crate::link::AgentConfig;
 
@@ -57,6 +58,9 @@ pub struct Args {
         requires = "tls_ca"
     )]
     tls_domain: Option<String>,
+    /// Run the engine threads under SCHED_FIFO at this priority (1-99), so that nothing else on their cores delays the open model's arrivals; needs root or CAP_SYS_NICE (docs/deploy.md).
+    #[arg(long, env = "SQUALL_REALTIME_PRIORITY", value_name = "1-99")]
+    realtime_priority: Option<u8>,
     /// Write every request's latency (endpoint index, µs) to this file, for auditing.
     #[arg(long, env = "SQUALL_SAMPLES_FILE")]
     samples_file: Option<PathBuf>,
@@ -96,6 +100,7 @@ impl Args {
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             labels: Default::default(),
+            realtime: self.realtime_priority.map(Realtime::new).transpose()?,
             samples_file: self.samples_file,
             give_up_after: self.give_up_after,
             handle_signals: true,

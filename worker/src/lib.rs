@@ -8,6 +8,6 @@ mod http;
 mod link;
 
 pub use args::Args;
-pub use engine::{PhaseOutcome, run_phase};
+pub use engine::{PhaseOutcome, Realtime, run_phase};
 pub use error::WorkerError;
 pub use link::{AgentConfig, ClientTls, run};

@@ -21,6 +21,7 @@ mod merge;
 mod network;
 mod open_model;
 mod partition;
+mod realtime;
 mod reports;
 mod scale;
 mod scenario_errors;

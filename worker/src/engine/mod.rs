@@ -7,6 +7,7 @@ mod growth;
 mod phase;
 mod plan;
 mod prepared;
+mod realtime;
 mod recorder;
 mod run;
 mod sse;
@@ -17,5 +18,6 @@ mod user;
 mod ws;
 
 pub use phase::{PhaseOutcome, run_phase};
+pub use realtime::Realtime;
 pub use recorder::SampleLog;
 pub use run::{RunHandle, RunOutput};

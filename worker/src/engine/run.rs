@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::plan::{Followed, SpawnPace, UserIds, follow_plan, open_plan, roster_for};
 use super::prepared::PreparedRun;
+use super::realtime::Realtime;
 use super::recorder::SampleLog;
 use super::streams::OpenStreams;
 use super::threads::{Engine, EngineOptions};
@@ -43,7 +44,7 @@ impl RunHandle {
     /// Starts the run a `Start` message describes on `threads` engine threads.
     pub fn start(
         start: Start,
-        threads: usize,
+        (threads, realtime): (usize, Option<Realtime>),
         samples: Option<SampleLog>,
         out: RunOutput,
     ) -> RunHandle {
@@ -52,7 +53,7 @@ impl RunHandle {
         let run_id = start.run_id.clone();
         let task = tokio::spawn(run_task(
             start,
-            threads,
+            (threads, realtime),
             samples,
             active.clone(),
             out,
@@ -99,7 +100,7 @@ impl RunHandle {
 /// Drives one run on this worker: spawn at the share's rate, snapshot every second, stop on request.
 async fn run_task(
     start: Start,
-    threads: usize,
+    threads: (usize, Option<Realtime>),
     samples: Option<SampleLog>,
     active: Arc<AtomicU64>,
     out: RunOutput,
@@ -196,7 +197,7 @@ impl Run {
     /// and, in an open model, the schedule; `Err` is the reason the run failed.
     async fn start(
         start: Start,
-        threads: usize,
+        (threads, realtime): (usize, Option<Realtime>),
         samples: Option<SampleLog>,
         active: Arc<AtomicU64>,
         out: RunOutput,
@@ -241,6 +242,7 @@ impl Run {
                 worker_index: start.worker_index,
                 samples,
                 iterations,
+                realtime,
             },
         )
         .map_err(|e| format!("cannot start engine threads: {e}"))?;

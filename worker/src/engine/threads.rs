@@ -23,6 +23,7 @@ use super::alarm::Alarm;
 use super::arrivals::{Arrivals, MAX_START_LAG, Take};
 use super::growth::{Backlog, Step, grow_by};
 use super::prepared::PreparedRun;
+use super::realtime::Realtime;
 use super::recorder::{Recorder, SampleLog};
 use super::trial::{Completions, JUDGE_FROM, Trials, Verdict};
 use super::user::{Active, OpenPool, ThreadCtx, UserCtl, run_open_user, run_user};
@@ -84,6 +85,8 @@ pub struct EngineOptions {
     pub samples: Option<SampleLog>,
     /// This worker's share of a cluster-wide iteration limit.
     pub iterations: Option<u64>,
+    /// SCHED_FIFO for every engine thread (`--realtime-priority`).
+    pub realtime: Option<Realtime>,
 }
 
 pub struct Engine {
@@ -236,6 +239,16 @@ fn thread_main(
     (budget, completions): (Arc<AtomicU64>, Arc<Completions>),
     (thread_index, thread_count): (u64, u64),
 ) {
+    if let Some(rt) = opts.realtime
+        && let Err(e) = rt.apply()
+    {
+        // Checked at the worker's start (`Realtime::new`); a limit changed
+        // since costs only the priority, not the run.
+        tracing::warn!(
+            "engine thread {thread_index}: SCHED_FIFO {} refused, running unprioritised: {e}",
+            rt.priority()
+        );
+    }
     // I/O and timers only: `enable_all` would add the signal and process
     // drivers (the workspace's tests enable tokio's `process` feature, and
     // features unify), whose orphan-process check ran on every park of this

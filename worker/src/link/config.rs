@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::tls::ClientTls;
+use crate::engine::Realtime;
 use crate::error::WorkerError;
 
 /// A validated worker configuration.
@@ -18,6 +19,8 @@ pub struct AgentConfig {
     pub id: String,
     /// Engine threads (one current-thread runtime each).
     pub threads: usize,
+    /// SCHED_FIFO for the engine threads, checked (`Realtime::new`).
+    pub realtime: Option<Realtime>,
     pub labels: BTreeMap<String, String>,
     pub samples_file: Option<PathBuf>,
     /// Stop retrying after this long without reaching a coordinator; `None` retries forever.

@@ -19,7 +19,7 @@ use super::config::AgentConfig;
 use super::cpu::{CpuMeter, machine_cores};
 use super::outbox::Outbox;
 use super::wire::encode;
-use crate::engine::{RunHandle, RunOutput, SampleLog};
+use crate::engine::{Realtime, RunHandle, RunOutput, SampleLog};
 use crate::error::WorkerError;
 
 /// How long a worker told to leave (SIGTERM) lets in-flight requests finish.
@@ -133,6 +133,7 @@ pub(super) async fn session(
     }
     let mut s = Session {
         threads: cfg.threads,
+        realtime: cfg.realtime,
         samples,
         run_output,
         outbox,
@@ -246,6 +247,8 @@ async fn attach(
 /// An attached session's state between events.
 struct Session<'a> {
     threads: usize,
+    /// SCHED_FIFO for the engine threads (`--realtime-priority`).
+    realtime: Option<Realtime>,
     samples: Option<SampleLog>,
     /// Where runs send their messages; it outlives the session, like the outbox.
     run_output: &'a RunOutput,
@@ -313,7 +316,7 @@ impl Session<'_> {
                 );
                 self.current = Some(RunHandle::start(
                     *start,
-                    self.threads,
+                    (self.threads, self.realtime),
                     self.samples.clone(),
                     self.run_output.clone(),
                 ));
@@ -430,6 +433,7 @@ mod tests {
         let (out, rx) = mpsc::channel(16);
         let s = Session {
             threads: 1,
+            realtime: None,
             samples: None,
             run_output,
             outbox,
