@@ -41,6 +41,7 @@ Scenarios:
      and hey -q RATE/c -c c (hey's -q is per worker) run at --r-fractions
      (50,80,90,110 %) of it: achieved rate (the target's served counter),
      Squall's schedule lag p50/p99 and dropped iterations, latency p50/p99.
+     --r-realtime N runs every generator under SCHED_FIFO priority N.
   C  idle users: --c-users (10,000 and 50,000) users with --c-think (10 s) think
      time against nginx (4 workers, reuseport); RSS of the generator process(es)
      once all users hold a connection, per user and per user above a run of the
@@ -1565,16 +1566,21 @@ user_classes:
                 yaml = self.out / f"R-squall-{pct}.yaml"
                 squall_open_yaml(yaml, rate, a.r_max_users, d, "/api/fast")
                 row["model"] = f"open, arrival_rate {rate}/s, max_users {a.r_max_users}"
+            # SCHED_FIFO for every generator alike (--r-realtime): Squall's
+            # engine thread by its own flag, the peers' whole process by chrt.
+            rt = a.r_realtime
+            squall_rt = ["--realtime-priority", rt] if rt else []
+            chrt = ["chrt", "-f", rt] if rt else []
             if tool == "squall":
                 def start():
                     return [PROCS.start("squall", [self.coordinator, "-f", yaml, "--local-workers", 1, "--threads", 1,
-                                                   "--headless", "--out", base, "--host", target.url],
+                                                   "--headless", "--out", base, "--host", target.url, *squall_rt],
                                         out=Path(f"{base}.log"), cpu=a.gen_cpu)]
             elif tool == "oha":
                 row["model"] = f"-q {rate} over {n} connections"
 
                 def start():
-                    return [PROCS.start("oha", [self.exe["oha"], "--no-tui", "--output-format", "json",
+                    return [PROCS.start("oha", [*chrt, self.exe["oha"], "--no-tui", "--output-format", "json",
                                                 "--worker-threads", 1, "-c", n, "-q", rate, "-z", f"{d}s", url],
                                         out=Path(f"{base}.json"), cpu=a.gen_cpu)]
             else:
@@ -1582,7 +1588,7 @@ user_classes:
                 row["model"] = f"-c {n} -q {per:.2f} (per worker)"
 
                 def start():
-                    return [PROCS.start("hey", [self.exe["hey"], "-z", f"{d}s", "-c", n, "-q", f"{per:.2f}", url],
+                    return [PROCS.start("hey", [*chrt, self.exe["hey"], "-z", f"{d}s", "-c", n, "-q", f"{per:.2f}", url],
                                         out=Path(f"{base}.txt"), cpu=a.gen_cpu, env={**os.environ, "GOMAXPROCS": "1"})]
             w, oc = self.run_window(target, f"R/{tool}" + ("/closed" if at is None else ""), start, d + 60)
             row.update(w)
@@ -1616,7 +1622,10 @@ user_classes:
              f"{a.r_max_users}), oha `-q RATE -c {a.connections}`, hey `-c {a.connections} -q RATE/{a.connections}`. "
              f"Achieved: the target's served counter over the run's length. Schedule lag (how late each request "
              f"started against its plan), dropped arrivals and the pool (the most users it ran) are Squall's; oha and hey report neither, and their "
-             f"latency is from the actual send (no coordinated-omission correction).", ""]
+             f"latency is from the actual send (no coordinated-omission correction)."
+             + (f" Every generator ran under SCHED_FIFO priority {a.r_realtime}: Squall's engine thread by "
+                f"`--realtime-priority {a.r_realtime}`, oha and hey by `chrt -f {a.r_realtime}`." if a.r_realtime else ""),
+             ""]
         L.append("| rate | tool | how | asked req/s | achieved req/s | of asked | lag p50 ms | lag p99 ms | dropped "
                  "| pool | p50 ms | p99 ms | generator CPU | errors | other CPU |")
         L.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
@@ -2151,6 +2160,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="scenario R: open-model rates in %% of the closed model's maximum")
     p.add_argument("--r-duration", type=parse_duration, default=10, help="scenario R run length (default 10s)")
     p.add_argument("--r-max-users", type=int, default=1000, help="scenario R: Squall's open-model pool")
+    p.add_argument("--r-realtime", type=int, default=0, metavar="PRIORITY",
+                   help="scenario R: every generator under SCHED_FIFO at this priority (Squall's "
+                        "--realtime-priority, oha and hey under chrt -f; needs root). 0: off")
     p.add_argument("--c-users", type=int_list, default=[10_000, 50_000])
     p.add_argument("--c-think", type=int, default=10, help="scenario C think time, seconds")
     p.add_argument("--c-hold", type=int, default=10, help="seconds to hold once all C users are up, before sampling")
