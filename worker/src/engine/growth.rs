@@ -63,6 +63,16 @@ const STEEP: f64 = 0.5;
 /// 146,000 arrivals dropped, after one step was undone by a stall.
 const DROPPING: Duration = MAX_START_LAG.saturating_sub(Duration::from_millis(10));
 
+/// How late a wake-up of the schedule may come and still be the thread
+/// busy with its users rather than stalled: only a wake-up later than this
+/// counts as a stall (`Backlog::step`). A thread near its core's limit wakes a few
+/// hundred microseconds late at every wake-up (its users' responses are
+/// handled first), and counting all of that explained any backlog away: at
+/// 90 % of the closed maximum one run's 3,193 late wake-ups (p50 0.31 ms,
+/// 940 ms in all) hid a backlog that rose to 0.78 s, and its pool stayed
+/// at 25 users for 10 s, dropping 61,000 arrivals.
+const STALL_SLACK: Duration = Duration::from_millis(1);
+
 /// How the pool should grow at a wake-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
@@ -127,7 +137,9 @@ impl Backlog {
             self.mark(now, late);
             return Step::Hold;
         }
-        self.stalled += woke_late;
+        if woke_late > STALL_SLACK {
+            self.stalled += woke_late;
+        }
         let rise = (late - low).saturating_sub(self.stalled).as_secs_f64();
         let span = now.saturating_duration_since(at).as_secs_f64();
         if rise < RISE.as_secs_f64() || rise < RISE_SLOPE * span {
@@ -378,6 +390,19 @@ mod tests {
         assert_eq!(b.step(t0 + ms(4), Some(ms(15)), ms(3)), Step::Double);
         // Slipping only by the stalls: nothing to grow for.
         assert_eq!(b.step(t0 + ms(8), Some(ms(18)), ms(3)), Step::Hold);
+    }
+
+    #[test]
+    fn a_busy_thread_waking_a_little_late_still_grows_a_rising_backlog() {
+        // Near its core's limit every wake-up comes 0.4 ms late, while the
+        // head slips 70 µs a ms (the pool completes 93 % of the rate).
+        let t0 = Instant::now();
+        let mut b = Backlog::default();
+        let got: Vec<(u64, Step)> = (0..20)
+            .map(|i| (i, b.step(t0 + ms(i), Some(ms(5) + us(70 * i)), us(400))))
+            .filter(|(_, s)| *s != Step::Hold)
+            .collect();
+        assert_eq!(got.first(), Some(&(4, Step::Quarter)), "{got:?}");
     }
 
     #[test]
