@@ -5,9 +5,9 @@
 //! other daemons, a noisy neighbour) delays it by whole milliseconds at a
 //! time. At half the closed model's maximum on one core of the 2-core
 //! benchmark machine, an ordinary engine thread's schedule woke more than
-//! 0.5 ms late 56-93 times in 10 s (117-187 ms in all) and the schedule-lag
-//! p99 was 2.3-9.4 ms; under SCHED_FIFO 11-21 times (13-25 ms) and
-//! 0.62-0.74 ms (docs/benchmarks.md, "real-time engine threads").
+//! 0.5 ms late 36-93 times in 10 s (64-187 ms in all) and the schedule-lag
+//! p99 was under 1 ms in 1 run of 9; under SCHED_FIFO 10-31 times (13-46
+//! ms) and in 6 runs of 8 (docs/benchmarks.md, "real-time engine threads").
 
 use thread_priority::{
     RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
