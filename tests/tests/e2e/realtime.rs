@@ -76,20 +76,7 @@ async fn engine_threads_run_under_sched_fifo_and_nothing_else_does() {
         ],
     );
     let pid = c.child.id().expect("coordinator running");
-    let seen = engine_threads(pid, 2).await;
-    check_fifo(&seen, 7);
-    assert_eq!(
-        c.exit_code(Duration::from_secs(60)).await,
-        0,
-        "{}",
-        c.output()
-    );
-    let report = run.report();
-    assert_eq!(
-        report["totals"]["requests"].as_u64(),
-        Some(target.total()),
-        "every request counted once under SCHED_FIFO too"
-    );
+    runs_under_fifo(&mut c, pid, (2, 7), &run, &target).await;
 
     // A remote worker: its own flag.
     let target = CountingTarget::start().await;
@@ -97,16 +84,33 @@ async fn engine_threads_run_under_sched_fifo_and_nothing_else_does() {
     let mut c = run.coordinator(1, &target.url(), &[]).await;
     let w = run.worker("w1", &["--threads", "1", "--realtime-priority", "5"]);
     let pid = w.child.id().expect("worker running");
-    let seen = engine_threads(pid, 1).await;
-    check_fifo(&seen, 5);
+    runs_under_fifo(&mut c, pid, (1, 5), &run, &target).await;
+    drop(w);
+}
+
+/// Checks that process `pid`'s `engines` engine threads, and only they, run
+/// under SCHED_FIFO at `priority` while coordinator `c` runs, and that the
+/// run then ends well with every request counted once.
+async fn runs_under_fifo(
+    c: &mut Proc,
+    pid: u32,
+    (engines, priority): (usize, u32),
+    run: &TestRun,
+    target: &CountingTarget,
+) {
+    let seen = engine_threads(pid, engines).await;
+    check_fifo(&seen, priority);
     assert_eq!(
         c.exit_code(Duration::from_secs(60)).await,
         0,
         "{}",
         c.output()
     );
-    assert!(target.total() > 0);
-    drop(w);
+    assert_eq!(
+        run.report()["totals"]["requests"].as_u64(),
+        Some(target.total()),
+        "every request counted once under SCHED_FIFO too"
+    );
 }
 
 /// Whether this process runs as root (uid 0), from /proc.
