@@ -129,13 +129,7 @@ async fn a_priority_that_cannot_be_had_is_refused_before_any_run() {
     let dir = dir.path();
     for p in ["0", "100"] {
         let mut w = worker(&["--realtime-priority", p, "--give-up-after", "1s"], dir);
-        assert_eq!(
-            w.exit_code(Duration::from_secs(20)).await,
-            2,
-            "{}",
-            w.output()
-        );
-        assert!(w.stderr().contains("expected 1 to 99"), "{}", w.output());
+        exits_2_saying(&mut w, "expected 1 to 99").await;
     }
     // Without CAP_SYS_NICE and with no real-time allowance (RLIMIT_RTPRIO
     // 0), SCHED_FIFO is not permitted: the worker says what it needs.
@@ -159,28 +153,26 @@ async fn a_priority_that_cannot_be_had_is_refused_before_any_run() {
         "1s",
     ]);
     let mut w = Proc::spawn("worker", Path::new("prlimit"), &args, dir);
-    assert_eq!(
-        w.exit_code(Duration::from_secs(20)).await,
-        2,
-        "{}",
-        w.output()
-    );
-    let err = w.stderr();
-    assert!(
-        err.contains("--realtime-priority 5: not permitted"),
-        "{err}"
-    );
+    let err = exits_2_saying(&mut w, "--realtime-priority 5: not permitted").await;
     assert!(err.contains("CAP_SYS_NICE"), "{err}");
     // The coordinator's flag is for its in-process workers only.
     let target = CountingTarget::start().await;
     let run = TestRun::new(OPEN);
     let mut c = run.start_coordinator(1, &target.url(), &["--realtime-priority", "3"]);
+    exits_2_saying(&mut c, "in-process workers").await;
+    assert_eq!(target.total(), 0);
+}
+
+/// Waits for `p` to exit, which must be with 2 (bad input) and `needle` in
+/// its stderr; returns the stderr.
+async fn exits_2_saying(p: &mut Proc, needle: &str) -> String {
     assert_eq!(
-        c.exit_code(Duration::from_secs(20)).await,
+        p.exit_code(Duration::from_secs(20)).await,
         2,
         "{}",
-        c.output()
+        p.output()
     );
-    assert!(c.stderr().contains("in-process workers"), "{}", c.output());
-    assert_eq!(target.total(), 0);
+    let err = p.stderr();
+    assert!(err.contains(needle), "{}", p.output());
+    err
 }
