@@ -4,7 +4,7 @@
     python3 bench/compare.py [--scenarios A,B,C] [--tools squall,wrk,oha,locust]
                              [--targets nginx,demo] [--duration 10s] [--rounds N]
                              [--bin-dir DIR] [--skip-build] [--write-docs]
-                             [--a-budget PCT] [--docs-section NAME]
+                             [--a-budget PCT] [--d-budget PCT] [--docs-section NAME]
 
 The target runs pinned to CPU 0 and every generator to CPU 1 (`taskset -c`), one
 generator at a time, each run bounded by a timeout; before each measured run the
@@ -27,7 +27,9 @@ Scenarios:
      --d-streams (32) concurrent streams each against nginx (http2, a
      certificate the harness makes with openssl), no think time, GET /api/fast:
      Squall (`defaults.http2`) against h2load (nghttp2-client) and
-     `oha --http2`.
+     `oha --http2`. --d-budget PCT holds every generator to PCT% of one core,
+     as --a-budget does in A (one nginx core serves about what one generator
+     core sends, so unbudgeted every tool runs into the target).
   E  HTTPS with HTTP/1.1 against the same nginx: `E-keepalive`, --connections
      keep-alive connections (Squall, wrk, oha); `E-close`, --e-close-connections
      (10) connections each opening a new connection (TCP + full TLS handshake:
@@ -562,7 +564,7 @@ http {{
 
 
 class CpuBudget:
-    """A CPU quota for the generator in scenario A (`--a-budget PCT`).
+    """A CPU quota for the generator in scenarios A and D (`--a-budget PCT`, `--d-budget PCT`).
 
     On this 2-core machine one target core cannot outrun one generator core,
     so in a plain run of A the target is the bottleneck (99% of its core) and
@@ -1193,6 +1195,13 @@ class Bench:
     def scenario_d(self) -> None:
         a = self.a
         log(f"scenario D: nginx with http2 over TLS on CPU {a.target_cpu}")
+        # As in scenario A (`CpuBudget`): one nginx core serves about what one
+        # generator core sends, so unbudgeted every tool runs into the target
+        # (98 % of its core) and requests per CPU-second say how a tool waits.
+        budget = CpuBudget(a.d_budget) if a.d_budget else None
+        self.cgroup = budget.procs if budget else None
+        if budget:
+            log(f"scenario D: generators held to {a.d_budget:g}% of CPU {a.gen_cpu} ({budget.dir})")
         target = NginxTarget(self.exe["nginx"], a.target_cpu, self.out, self.work, tls=self.make_cert(), http2=True)
         try:
             for rnd in range(1, a.rounds + 1):
@@ -1202,6 +1211,9 @@ class Bench:
                         time.sleep(1)
         finally:
             target.stop()
+            self.cgroup = None
+            if budget:
+                budget.close()
 
     def scenario_e(self) -> None:
         a = self.a
@@ -1248,23 +1260,23 @@ user_classes:
                 def start():
                     return [PROCS.start("squall", [self.coordinator, "-f", yaml, "--local-workers", 1, "--threads", 1,
                                                    "--headless", "--out", base, "--host", target.url],
-                                        out=Path(f"{base}.log"), cpu=a.gen_cpu)]
+                                        out=Path(f"{base}.log"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             elif tool == "h2load":
                 def start():
                     return [PROCS.start("h2load", [self.exe["h2load"], "-t", 1, "-c", conns, "-m", streams,
-                                                   "-D", d, url], out=Path(f"{base}.txt"), cpu=a.gen_cpu)]
+                                                   "-D", d, url], out=Path(f"{base}.txt"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             elif tool == "wrk":
                 def start():
                     return [PROCS.start("wrk", [self.exe["wrk"], "-t1", f"-c{conns}", f"-d{d}s", "--latency",
                                                 *(["-H", "Connection: close"] if close else []), url],
-                                        out=Path(f"{base}.txt"), cpu=a.gen_cpu)]
+                                        out=Path(f"{base}.txt"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             else:
                 def start():
                     return [PROCS.start("oha", [self.exe["oha"], "--no-tui", "--output-format", "json",
                                                 "--worker-threads", 1, "--insecure", "-c", conns, "-z", f"{d}s",
                                                 *(["--http2", "-p", streams] if h2 else []),
                                                 *(["--disable-keepalive"] if close else []), url],
-                                        out=Path(f"{base}.json"), cpu=a.gen_cpu)]
+                                        out=Path(f"{base}.json"), cpu=a.gen_cpu, cgroup=self.cgroup)]
             w, oc = self.run_window(target, f"{scen}-{variant}/{tool}", start, d + 90)
             row.update(w)
             row.update(parse_h2load(Path(f"{base}.txt").read_text()) if tool == "h2load" else self.parse(tool, base))
@@ -1278,9 +1290,12 @@ user_classes:
     def table_tls(self, scen: str) -> list[str]:
         a = self.a
         if scen == "D":
+            held = (f" Every generator held to **{a.d_budget:g}% of one core** (cgroup CPU quota, 5 ms periods), "
+                    f"so that the generator, not nginx, is the bottleneck: compare requests/s (requests/s per core "
+                    f"= requests/s / {a.d_budget / 100:g})." if a.d_budget else "")
             L = [f"**Scenario D**: HTTP/2 over TLS (ALPN h2, ECDSA P-256 certificate), nginx 1 worker, "
                  f"{a.d_connections} connections x {a.d_streams} concurrent streams, no think time, GET /api/fast, "
-                 f"{a.duration}s per run, every generator on one core.", ""]
+                 f"{a.duration}s per run, every generator on one core.{held}", ""]
         else:
             L = [f"**Scenario E**: HTTPS with HTTP/1.1 (ECDSA P-256, TLS 1.3, nginx 1 worker, no session "
                  f"resumption), GET /api/fast, {a.duration}s per run, every generator on one core: `keepalive` "
@@ -2172,6 +2187,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--c-stall", type=int, default=15, help="give up waiting when connections stop growing this long")
     p.add_argument("--d-connections", type=int, default=4, help="scenario D HTTP/2 connections (default 4)")
     p.add_argument("--d-streams", type=int, default=32, help="scenario D concurrent streams per connection (32)")
+    p.add_argument("--d-budget", type=float, default=0,
+                   help="scenario D: hold each generator to this %% of one core (cgroup quota), so that the "
+                        "generator and not nginx is the bottleneck; 0: no limit")
     p.add_argument("--e-close-connections", type=int, default=10,
                    help="scenario E: connections opening a new connection per request (default 10)")
     p.add_argument("--target-cpu", type=int, default=0)

@@ -33,6 +33,8 @@ pub struct TestRun {
     live: bool,
     /// The network namespace the coordinator and [`TestRun::worker`]s run in, when not this one.
     netns: Option<String>,
+    /// The coordinator's `RUST_LOG`, when not `info`.
+    log: Option<String>,
     /// The address the last coordinator started with [`TestRun::coordinator`] printed.
     listening: Mutex<Option<String>>,
 }
@@ -56,6 +58,7 @@ impl TestRun {
             fd_limit: None,
             live: false,
             netns: None,
+            log: None,
             listening: Mutex::new(None),
         }
     }
@@ -84,6 +87,13 @@ impl TestRun {
         self
     }
 
+    /// Runs the coordinator with `RUST_LOG=filter` (its stderr then holds
+    /// what the filter lets through).
+    pub fn log(mut self, filter: &str) -> TestRun {
+        self.log = Some(filter.to_owned());
+        self
+    }
+
     /// Has the coordinator print its live line every second (no `--headless`).
     pub fn live_view(mut self) -> TestRun {
         self.live = true;
@@ -104,6 +114,18 @@ impl TestRun {
     pub fn command(&self, args: &[&str]) -> Proc {
         let mut all = vec!["-f", utf8(&self.file)];
         all.extend_from_slice(args);
+        if let Some(filter) = &self.log {
+            assert!(
+                self.fd_limit.is_none() && self.netns.is_none(),
+                "TestRun::log goes with neither fd_limit nor in_namespace"
+            );
+            // env sets the variable and then execs the coordinator: same pid.
+            let var = format!("RUST_LOG={filter}");
+            let program = bin("coordinator");
+            let mut wrapped = vec![var.as_str(), utf8(&program)];
+            wrapped.extend_from_slice(&all);
+            return Proc::spawn("coordinator", Path::new("env"), &wrapped, self.dir());
+        }
         match self.fd_limit {
             None => match &self.netns {
                 None => coordinator(&all, self.dir()),

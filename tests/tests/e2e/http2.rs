@@ -176,6 +176,29 @@ async fn h2c_prior_knowledge_multiplexes_users_over_n_connections_of_m_streams()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_keeps_one_connection_and_users_are_dealt_over_them() {
+    // Two users, four connections: each user sends on its own, so the
+    // other two are never opened (requests dealt in turn opened all four).
+    let target = H2Target::start(None).await;
+    let yaml = "defaults:\n  http2: { connections: 4, max_streams: 10, prior_knowledge: true }\nscenarios:\n  s: { users: 2, spawn_rate: 1000, duration: 2s }\nuser_classes:\n  u: { tasks: [ { get: /slow } ] }\n";
+    let report = run(yaml, &target).await;
+    assert_all_h2(&report, &target);
+    assert_eq!(target.get(|s| &s.connections), 2, "one connection per user");
+    // Eight users over four connections: two on each, one request in
+    // flight each, so never more than two streams at once on one.
+    let target = H2Target::start(None).await;
+    let yaml = yaml.replace("users: 2,", "users: 8,");
+    let report = run(&yaml, &target).await;
+    assert_all_h2(&report, &target);
+    assert_eq!(target.get(|s| &s.connections), 4);
+    assert_eq!(
+        target.get(|s| &s.max_streams),
+        2,
+        "two users on each connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_over_tls_is_chosen_by_alpn() {
     let target = H2Target::start(Some(&[b"h2", b"http/1.1"])).await;
     let yaml = "tls: { ca: target-ca.pem }\ndefaults:\n  http2: { connections: 1 }\nscenarios:\n  s: { users: 8, spawn_rate: 1000, duration: 2s }\nuser_classes:\n  u: { wait: { constant: 5ms }, tasks: [ { get: /ok }, { post: /ok, json: { a: 1 } } ] }\n";

@@ -162,8 +162,9 @@ async fn a_saturated_target_does_not_get_the_whole_pool() {
     // cannot take are dropped and counted, not queued on 1,000 connections.
     let run = TestRun::new(
         "scenarios:\n  over: { arrival_rate: 20000/s, max_users: 1000, duration: 4s }\nuser_classes:\n  u: { tasks: [ { get: /serial } ] }\n",
-    );
-    let (_, report) = run
+    )
+    .log("info,squall::growth=debug");
+    let (coordinator, report) = run
         .local_ok(1, &target.url(), Duration::from_secs(120))
         .await;
     let (requests, dropped) = accounted(&report, &target, 79_000..=80_000);
@@ -177,5 +178,13 @@ async fn a_saturated_target_does_not_get_the_whole_pool() {
     assert!(
         (1..=200).contains(&pool),
         "pool of {pool} users against a target that serves one at a time"
+    );
+    // The growth log (docs/scenarios.md) says why: steps were taken, and
+    // the ones judged bought too little and were undone.
+    let log = coordinator.stderr();
+    assert!(lines_with(&log, "pool grows") > 0, "{log}");
+    assert!(
+        lines_with(&log, "step undone: it bought too little") > 0,
+        "{log}"
     );
 }

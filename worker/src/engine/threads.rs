@@ -452,10 +452,17 @@ async fn open_schedule(
         let late = pool.arrivals.borrow().head_late(now);
         // Users asked to leave are gone already as far as growth goes.
         let live = || spawned.saturating_sub(pool.left.get() + pool.leave.get());
-        if let Verdict::Undo(n) = trials.tick(now, pool.done.get(), late.is_some()) {
-            // One user always stays.
-            pool.leave
-                .set(pool.leave.get() + n.min(live().saturating_sub(1)));
+        match trials.tick(now, pool.done.get(), late.is_some()) {
+            Verdict::Undo(n) => {
+                // One user always stays.
+                let n = n.min(live().saturating_sub(1));
+                pool.leave.set(pool.leave.get() + n);
+                tracing::debug!(target: "squall::growth", thread = thread_index, users = live(), left = n, "step undone: it bought too little");
+            }
+            Verdict::Stands => {
+                tracing::debug!(target: "squall::growth", thread = thread_index, users = live(), "step stands");
+            }
+            Verdict::Pending => {}
         }
         let live = live();
         let step = backlog.step(now, late, woke_late);
@@ -498,6 +505,9 @@ async fn open_schedule(
             );
             if grow > 0 {
                 grown_at = now;
+                // Off unless asked for (`RUST_LOG=squall::growth=debug`):
+                // why a pool has the size it has, a line per step.
+                tracing::debug!(target: "squall::growth", thread = thread_index, users = live, added = grow, ?step, late_ms = late.as_secs_f64() * 1e3, "pool grows");
             }
             if growing {
                 trials.stepped(now, live, grow, double);

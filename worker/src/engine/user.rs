@@ -23,6 +23,7 @@ use super::prepared::{
 };
 use super::recorder::SharedRecorder;
 use crate::http::connection::{self, Body, Connection, Keep, ReadBuffer};
+use crate::http::h2::Seat;
 use crate::http::{ErrorKind, Outcome};
 
 /// What every user on one engine thread shares.
@@ -198,6 +199,8 @@ impl Drop for DoneOnDrop {
 #[derive(Debug, Default)]
 struct HostState {
     conn: Option<Connection>,
+    /// The user's HTTP/2 connection, when the run has a pool (`H2Pool`).
+    seat: Seat,
     /// The cookie jar (name, value) and the `Cookie` value it makes; both
     /// empty (and unallocated) until a response sets a cookie.
     jar: Vec<(String, String)>,
@@ -764,7 +767,7 @@ async fn execute(
                     // `connection: close`: a fresh connection (and handshake) every time.
                     host.conn = None;
                 }
-                let conn = &mut host.conn;
+                let (conn, seat) = (&mut host.conn, &mut host.seat);
                 let tls = ctx.run.targets[target].tls.as_ref();
                 // HTTP/2 serves the run's own host (target 0) only.
                 let pool = ctx.run.h2.as_ref().filter(|_| target == 0);
@@ -780,8 +783,10 @@ async fn execute(
                             // allocations per stream.
                             Some(pool) => {
                                 let prebuilt = req.h2_for(request);
-                                Box::pin(pool.send(addr, prebuilt, request, head_only, body, keep))
-                                    .await
+                                Box::pin(
+                                    pool.send(seat, addr, prebuilt, request, head_only, body, keep),
+                                )
+                                .await
                             }
                             None => {
                                 connection::send(

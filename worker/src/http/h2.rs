@@ -71,6 +71,15 @@ impl std::fmt::Display for H2Request {
     }
 }
 
+/// Which of the worker's connections a user sends on, for all its
+/// requests: the users whose responses one read brought then send their
+/// next requests on that same connection, in one write. Spread request by
+/// request, every read's users wrote to most of the connections: 0.29
+/// writes per request in scenario D under a 40 % CPU budget, against 0.10
+/// for h2load and 0.11 for oha, whose streams each keep their connection.
+#[derive(Debug, Default)]
+pub struct Seat(Option<usize>);
+
 /// One live connection: the handle requests go through, the streams this
 /// worker may still open on it, and whether its driver has ended.
 struct Live {
@@ -117,7 +126,8 @@ pub struct H2Pool {
     /// The host URL's authority, for requests whose Host header is the default.
     authority: Authority,
     slots: Box<[Slot]>,
-    /// Round-robin over the slots, so that every connection carries an even share.
+    /// Hands each user its connection (`Seat`) in turn, so that every
+    /// connection carries an even share of the users.
     next: AtomicUsize,
 }
 
@@ -163,9 +173,12 @@ impl H2Pool {
     /// is the static request as prepared; otherwise `wire` (an HTTP/1.1
     /// request as the engine builds it) is read back into one. A request
     /// refused because its connection had just closed is sent once more,
-    /// on a new one.
+    /// on a new one. `seat` is the user's connection, taken at its first
+    /// request.
+    #[allow(clippy::too_many_arguments)] // as `connection::send`, plus the user's seat
     pub async fn send(
         &self,
+        seat: &mut Seat,
         addr: SocketAddr,
         prebuilt: Option<&H2Request>,
         wire: &[u8],
@@ -173,7 +186,10 @@ impl H2Pool {
         mut body: Option<Body<'_>>,
         want: Keep,
     ) -> Result<Response, ErrorKind> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let i = *seat
+            .0
+            .get_or_insert_with(|| self.next.fetch_add(1, Ordering::Relaxed));
+        let slot = &self.slots[i % self.slots.len()];
         let rendered;
         let request = match prebuilt {
             Some(r) => r,
