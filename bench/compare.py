@@ -4,7 +4,8 @@
     python3 bench/compare.py [--scenarios A,B,C] [--tools squall,wrk,oha,locust]
                              [--targets nginx,demo] [--duration 10s] [--rounds N]
                              [--bin-dir DIR] [--skip-build] [--write-docs]
-                             [--a-budget PCT] [--d-budget PCT] [--docs-section NAME]
+                             [--a-budget PCT] [--d-budget PCT] [--e-budget PCT]
+                             [--docs-section NAME]
 
 The target runs pinned to CPU 0 and every generator to CPU 1 (`taskset -c`), one
 generator at a time, each run bounded by a timeout; before each measured run the
@@ -35,7 +36,8 @@ Scenarios:
      (10) connections each opening a new connection (TCP + full TLS handshake:
      nginx has session tickets and its session cache off) per request (Squall
      `connection: close`, wrk `-H "Connection: close"`, oha
-     `--disable-keepalive`): handshakes per second.
+     `--disable-keepalive`): handshakes per second. --e-budget PCT holds every
+     generator to PCT% of one core, as --d-budget does in D.
   R  open model at speed (`--scenarios R`, not in the default set): Squall's
      closed model (--connections users, no think time, one engine thread)
      finds the generator core's maximum req/s against the demo target's
@@ -564,7 +566,7 @@ http {{
 
 
 class CpuBudget:
-    """A CPU quota for the generator in scenarios A and D (`--a-budget PCT`, `--d-budget PCT`).
+    """A CPU quota for the generator in scenarios A, D and E (`--a-budget`, `--d-budget`, `--e-budget PCT`).
 
     On this 2-core machine one target core cannot outrun one generator core,
     so in a plain run of A the target is the bottleneck (99% of its core) and
@@ -1218,6 +1220,10 @@ class Bench:
     def scenario_e(self) -> None:
         a = self.a
         log(f"scenario E: nginx with TLS (HTTP/1.1) on CPU {a.target_cpu}")
+        budget = CpuBudget(a.e_budget) if a.e_budget else None
+        self.cgroup = budget.procs if budget else None
+        if budget:
+            log(f"scenario E: generators held to {a.e_budget:g}% of CPU {a.gen_cpu} ({budget.dir})")
         target = NginxTarget(self.exe["nginx"], a.target_cpu, self.out, self.work, tls=self.make_cert())
         try:
             for rnd in range(1, a.rounds + 1):
@@ -1228,6 +1234,9 @@ class Bench:
                             time.sleep(1)
         finally:
             target.stop()
+            self.cgroup = None
+            if budget:
+                budget.close()
 
     def run_tls(self, scen: str, variant: str, target: Target, tool: str, rnd: int, conns: int, streams: int,
                 close: bool) -> None:
@@ -1297,10 +1306,13 @@ user_classes:
                  f"{a.d_connections} connections x {a.d_streams} concurrent streams, no think time, GET /api/fast, "
                  f"{a.duration}s per run, every generator on one core.{held}", ""]
         else:
+            held = (f" Every generator held to **{a.e_budget:g}% of one core** (cgroup CPU quota, 5 ms periods), "
+                    f"so that the generator, not nginx, is the bottleneck: compare requests/s (requests/s per core "
+                    f"= requests/s / {a.e_budget / 100:g})." if a.e_budget else "")
             L = [f"**Scenario E**: HTTPS with HTTP/1.1 (ECDSA P-256, TLS 1.3, nginx 1 worker, no session "
                  f"resumption), GET /api/fast, {a.duration}s per run, every generator on one core: `keepalive` "
                  f"{a.connections} keep-alive connections; `close` {a.e_close_connections} connections each opening "
-                 f"a new TCP connection and TLS handshake per request (requests/s = handshakes/s).", ""]
+                 f"a new TCP connection and TLS handshake per request (requests/s = handshakes/s).{held}", ""]
         L.append("| variant | tool | requests/s | p50 ms | p99 ms | generator CPU | req per CPU-s | errors "
                  "| target CPU | other CPU | clean rounds |")
         L.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
@@ -2187,6 +2199,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--c-stall", type=int, default=15, help="give up waiting when connections stop growing this long")
     p.add_argument("--d-connections", type=int, default=4, help="scenario D HTTP/2 connections (default 4)")
     p.add_argument("--d-streams", type=int, default=32, help="scenario D concurrent streams per connection (32)")
+    p.add_argument("--e-budget", type=float, default=0,
+                   help="scenario E: hold each generator to this %% of one core (cgroup quota), as --d-budget")
     p.add_argument("--d-budget", type=float, default=0,
                    help="scenario D: hold each generator to this %% of one core (cgroup quota), so that the "
                         "generator and not nginx is the bottleneck; 0: no limit")
