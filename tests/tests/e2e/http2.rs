@@ -139,7 +139,7 @@ async fn run(yaml: &str, target: &H2Target) -> serde_json::Value {
 }
 
 /// Every request of the report reached the server, as HTTP/2, and none failed.
-fn assert_all_h2(report: &serde_json::Value, target: &H2Target) -> u64 {
+fn assert_all_h2(report: &serde_json::Value, target: &H2Target) {
     let requests = report["totals"]["requests"].as_u64().expect("requests");
     assert!(requests > 50, "too little traffic: {requests}");
     assert_eq!(report["totals"]["failures"].as_u64(), Some(0), "{report}");
@@ -153,15 +153,22 @@ fn assert_all_h2(report: &serde_json::Value, target: &H2Target) -> u64 {
         target.get(|s| &s.http2),
         "every request was HTTP/2"
     );
-    requests
+}
+
+/// Runs `yaml` against a new counting server (`alpn` as for
+/// [`H2Target::start`]) and checks that every request reached it as HTTP/2
+/// ([`assert_all_h2`]); the server, for what else a test counts.
+async fn served_as_h2(alpn: Option<&[&[u8]]>, yaml: &str) -> H2Target {
+    let target = H2Target::start(alpn).await;
+    let report = run(yaml, &target).await;
+    assert_all_h2(&report, &target);
+    target
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_multiplexes_users_over_n_connections_of_m_streams() {
-    let target = H2Target::start(None).await;
     let yaml = "defaults:\n  http2: { connections: 2, max_streams: 3, prior_knowledge: true }\nscenarios:\n  s: { users: 20, spawn_rate: 1000, duration: 2s }\nuser_classes:\n  u: { tasks: [ { get: /slow } ] }\n";
-    let report = run(yaml, &target).await;
-    assert_all_h2(&report, &target);
+    let target = served_as_h2(None, yaml).await;
     let connections = target.get(|s| &s.connections);
     assert!(
         (1..=2).contains(&connections),
@@ -179,17 +186,13 @@ async fn h2c_prior_knowledge_multiplexes_users_over_n_connections_of_m_streams()
 async fn each_user_keeps_one_connection_and_users_are_dealt_over_them() {
     // Two users, four connections: each user sends on its own, so the
     // other two are never opened (requests dealt in turn opened all four).
-    let target = H2Target::start(None).await;
     let yaml = "defaults:\n  http2: { connections: 4, max_streams: 10, prior_knowledge: true }\nscenarios:\n  s: { users: 2, spawn_rate: 1000, duration: 2s }\nuser_classes:\n  u: { tasks: [ { get: /slow } ] }\n";
-    let report = run(yaml, &target).await;
-    assert_all_h2(&report, &target);
+    let target = served_as_h2(None, yaml).await;
     assert_eq!(target.get(|s| &s.connections), 2, "one connection per user");
     // Eight users over four connections: two on each, one request in
     // flight each, so never more than two streams at once on one.
-    let target = H2Target::start(None).await;
     let yaml = yaml.replace("users: 2,", "users: 8,");
-    let report = run(&yaml, &target).await;
-    assert_all_h2(&report, &target);
+    let target = served_as_h2(None, &yaml).await;
     assert_eq!(target.get(|s| &s.connections), 4);
     assert_eq!(
         target.get(|s| &s.max_streams),
@@ -200,10 +203,8 @@ async fn each_user_keeps_one_connection_and_users_are_dealt_over_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_over_tls_is_chosen_by_alpn() {
-    let target = H2Target::start(Some(&[b"h2", b"http/1.1"])).await;
     let yaml = "tls: { ca: target-ca.pem }\ndefaults:\n  http2: { connections: 1 }\nscenarios:\n  s: { users: 8, spawn_rate: 1000, duration: 2s }\nuser_classes:\n  u: { wait: { constant: 5ms }, tasks: [ { get: /ok }, { post: /ok, json: { a: 1 } } ] }\n";
-    let report = run(yaml, &target).await;
-    assert_all_h2(&report, &target);
+    let target = served_as_h2(Some(&[b"h2", b"http/1.1"]), yaml).await;
     assert_eq!(
         target.get(|s| &s.connections),
         1,
