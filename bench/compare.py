@@ -71,6 +71,7 @@ pip when missing (only those the selected tools and scenarios need).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -607,6 +608,15 @@ class CpuBudget:
             pass
 
 
+def budget_note(pct: float) -> str:
+    """The sentence a results table adds when its generators ran under `CpuBudget` (empty without one)."""
+    if not pct:
+        return ""
+    return (f" Every generator held to **{pct:g}% of one core** (cgroup CPU quota, 5 ms periods), so that the "
+            f"generator, not the target, is the bottleneck: compare requests/s (requests/s per core = requests/s / "
+            f"{pct / 100:g}).")
+
+
 class Hosts:
     """Scenario C's hosts: the target's host and one host per generator process,
     each a network namespace with its own address, joined by a bridge.
@@ -1093,20 +1103,25 @@ class Bench:
         row["noisy"] = row["other_cpu_pct"] > self.a.noise_max
         return row, oc
 
-    # ---- scenario A -----------------------------------------------------------------
-
-    def scenario_a(self) -> None:
-        a = self.a
-        budget = CpuBudget(a.a_budget) if a.a_budget else None
+    @contextlib.contextmanager
+    def budget(self, pct: float, scen: str):
+        """Every generator started meanwhile runs under a `CpuBudget` of `pct` (none when 0)."""
+        budget = CpuBudget(pct) if pct else None
         self.cgroup = budget.procs if budget else None
         if budget:
-            log(f"scenario A: generators held to {a.a_budget:g}% of CPU {a.gen_cpu} ({budget.dir})")
+            log(f"scenario {scen}: generators held to {pct:g}% of CPU {self.a.gen_cpu} ({budget.dir})")
         try:
-            self.scenario_a_targets()
+            yield
         finally:
             self.cgroup = None
             if budget:
                 budget.close()
+
+    # ---- scenario A -----------------------------------------------------------------
+
+    def scenario_a(self) -> None:
+        with self.budget(self.a.a_budget, "A"):
+            self.scenario_a_targets()
 
     def scenario_a_targets(self) -> None:
         a = self.a
@@ -1197,46 +1212,35 @@ class Bench:
     def scenario_d(self) -> None:
         a = self.a
         log(f"scenario D: nginx with http2 over TLS on CPU {a.target_cpu}")
+        target = NginxTarget(self.exe["nginx"], a.target_cpu, self.out, self.work, tls=self.make_cert(), http2=True)
         # As in scenario A (`CpuBudget`): one nginx core serves about what one
         # generator core sends, so unbudgeted every tool runs into the target
         # (98 % of its core) and requests per CPU-second say how a tool waits.
-        budget = CpuBudget(a.d_budget) if a.d_budget else None
-        self.cgroup = budget.procs if budget else None
-        if budget:
-            log(f"scenario D: generators held to {a.d_budget:g}% of CPU {a.gen_cpu} ({budget.dir})")
-        target = NginxTarget(self.exe["nginx"], a.target_cpu, self.out, self.work, tls=self.make_cert(), http2=True)
         try:
-            for rnd in range(1, a.rounds + 1):
-                for tool in ("squall", "h2load", "oha"):
-                    if tool in a.tools or tool == "h2load":
-                        self.run_tls("D", "h2", target, tool, rnd, a.d_connections, a.d_streams, close=False)
-                        time.sleep(1)
+            with self.budget(a.d_budget, "D"):
+                for rnd in range(1, a.rounds + 1):
+                    for tool in ("squall", "h2load", "oha"):
+                        if tool in a.tools or tool == "h2load":
+                            self.run_tls("D", "h2", target, tool, rnd, a.d_connections, a.d_streams, close=False)
+                            time.sleep(1)
         finally:
             target.stop()
-            self.cgroup = None
-            if budget:
-                budget.close()
 
     def scenario_e(self) -> None:
         a = self.a
         log(f"scenario E: nginx with TLS (HTTP/1.1) on CPU {a.target_cpu}")
-        budget = CpuBudget(a.e_budget) if a.e_budget else None
-        self.cgroup = budget.procs if budget else None
-        if budget:
-            log(f"scenario E: generators held to {a.e_budget:g}% of CPU {a.gen_cpu} ({budget.dir})")
         target = NginxTarget(self.exe["nginx"], a.target_cpu, self.out, self.work, tls=self.make_cert())
         try:
-            for rnd in range(1, a.rounds + 1):
-                for variant, n, close in (("keepalive", a.connections, False), ("close", a.e_close_connections, True)):
-                    for tool in ("squall", "wrk", "oha"):
-                        if tool in a.tools:
-                            self.run_tls("E", variant, target, tool, rnd, n, 1, close=close)
-                            time.sleep(1)
+            with self.budget(a.e_budget, "E"):
+                for rnd in range(1, a.rounds + 1):
+                    for variant, n, close in (("keepalive", a.connections, False),
+                                              ("close", a.e_close_connections, True)):
+                        for tool in ("squall", "wrk", "oha"):
+                            if tool in a.tools:
+                                self.run_tls("E", variant, target, tool, rnd, n, 1, close=close)
+                                time.sleep(1)
         finally:
             target.stop()
-            self.cgroup = None
-            if budget:
-                budget.close()
 
     def run_tls(self, scen: str, variant: str, target: Target, tool: str, rnd: int, conns: int, streams: int,
                 close: bool) -> None:
@@ -1299,16 +1303,12 @@ user_classes:
     def table_tls(self, scen: str) -> list[str]:
         a = self.a
         if scen == "D":
-            held = (f" Every generator held to **{a.d_budget:g}% of one core** (cgroup CPU quota, 5 ms periods), "
-                    f"so that the generator, not nginx, is the bottleneck: compare requests/s (requests/s per core "
-                    f"= requests/s / {a.d_budget / 100:g})." if a.d_budget else "")
+            held = budget_note(a.d_budget)
             L = [f"**Scenario D**: HTTP/2 over TLS (ALPN h2, ECDSA P-256 certificate), nginx 1 worker, "
                  f"{a.d_connections} connections x {a.d_streams} concurrent streams, no think time, GET /api/fast, "
                  f"{a.duration}s per run, every generator on one core.{held}", ""]
         else:
-            held = (f" Every generator held to **{a.e_budget:g}% of one core** (cgroup CPU quota, 5 ms periods), "
-                    f"so that the generator, not nginx, is the bottleneck: compare requests/s (requests/s per core "
-                    f"= requests/s / {a.e_budget / 100:g})." if a.e_budget else "")
+            held = budget_note(a.e_budget)
             L = [f"**Scenario E**: HTTPS with HTTP/1.1 (ECDSA P-256, TLS 1.3, nginx 1 worker, no session "
                  f"resumption), GET /api/fast, {a.duration}s per run, every generator on one core: `keepalive` "
                  f"{a.connections} keep-alive connections; `close` {a.e_close_connections} connections each opening "
@@ -2016,9 +2016,7 @@ user_classes:
 
     def table_a(self) -> list[str]:
         a = self.a
-        held = (f" Every generator held to **{a.a_budget:g}% of one core** (cgroup CPU quota, 5 ms periods), so "
-                f"that the generator, not the target, is the bottleneck: requests/s per core = requests/s / "
-                f"{a.a_budget / 100:g}." if a.a_budget else "")
+        held = budget_note(a.a_budget)
         L = [f"**Scenario A**: max throughput, {a.connections} connections, no think time, GET /api/fast "
              f"(2-byte body), {a.duration}s per run.{held}", ""]
         L.append("| target | tool | requests/s | vs wrk | p50 ms | p99 ms | generator CPU | CPU-s per 1k req "
