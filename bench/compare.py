@@ -2197,11 +2197,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--c-stall", type=int, default=15, help="give up waiting when connections stop growing this long")
     p.add_argument("--d-connections", type=int, default=4, help="scenario D HTTP/2 connections (default 4)")
     p.add_argument("--d-streams", type=int, default=32, help="scenario D concurrent streams per connection (32)")
-    p.add_argument("--e-budget", type=float, default=0,
-                   help="scenario E: hold each generator to this %% of one core (cgroup quota), as --d-budget")
     p.add_argument("--d-budget", type=float, default=0,
                    help="scenario D: hold each generator to this %% of one core (cgroup quota), so that the "
                         "generator and not nginx is the bottleneck; 0: no limit")
+    p.add_argument("--e-budget", type=float, default=0,
+                   help="scenario E: hold each generator to this %% of one core (cgroup quota), as --d-budget")
     p.add_argument("--e-close-connections", type=int, default=10,
                    help="scenario E: connections opening a new connection per request (default 10)")
     p.add_argument("--target-cpu", type=int, default=0)

@@ -120,26 +120,26 @@ impl TestRun {
                 "TestRun::log goes with neither fd_limit nor in_namespace"
             );
             // env sets the variable and then execs the coordinator: same pid.
-            let var = format!("RUST_LOG={filter}");
-            let program = bin("coordinator");
-            let mut wrapped = vec![var.as_str(), utf8(&program)];
-            wrapped.extend_from_slice(&all);
-            return Proc::spawn("coordinator", Path::new("env"), &wrapped, self.dir());
+            return self.coordinator_via("env", &format!("RUST_LOG={filter}"), &all);
         }
         match self.fd_limit {
             None => match &self.netns {
                 None => coordinator(&all, self.dir()),
                 Some(ns) => spawn_in(ns, "coordinator", &bin("coordinator"), &all, self.dir()),
             },
-            Some(n) => {
-                // prlimit sets the limits and then execs the coordinator: same pid.
-                let limit = format!("--nofile={n}:{n}");
-                let program = bin("coordinator");
-                let mut wrapped = vec![limit.as_str(), utf8(&program)];
-                wrapped.extend_from_slice(&all);
-                Proc::spawn("coordinator", Path::new("prlimit"), &wrapped, self.dir())
-            }
+            // prlimit sets the limits and then execs the coordinator: same pid.
+            Some(n) => self.coordinator_via("prlimit", &format!("--nofile={n}:{n}"), &all),
         }
+    }
+
+    /// The coordinator started by `program` with `setting` before it: a
+    /// wrapper that sets something and then execs it, so the pid is the
+    /// coordinator's.
+    fn coordinator_via(&self, program: &str, setting: &str, args: &[&str]) -> Proc {
+        let coordinator = bin("coordinator");
+        let mut wrapped = vec![setting, utf8(&coordinator)];
+        wrapped.extend_from_slice(args);
+        Proc::spawn("coordinator", Path::new(program), &wrapped, self.dir())
     }
 
     /// The coordinator, headless, against `host`, reporting to this run's out dir;
