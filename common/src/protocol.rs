@@ -111,4 +111,11 @@ pub enum CoordinatorMessage {
     },
     /// Liveness while no other message is due.
     Ping,
+    /// Open model: the most users this worker's pool may hold from now on
+    /// (`None` lifts the ceiling), set by the coordinator, which alone sees
+    /// every worker's pool and completions.
+    PoolCeiling {
+        run_id: String,
+        users: Option<u64>,
+    },
 }

@@ -16,6 +16,7 @@ use squall_common::threshold::{Metric, Threshold};
 use squall_common::{LoadModel, Report, RunSpec, Snapshot, partition};
 
 use crate::aggregator::{Added, Aggregator};
+use crate::ceiling::{Ceilings, Figures, Verdict as Ceiling};
 use crate::cluster::Cluster;
 use crate::error::CoordinatorError;
 use crate::report::live::{HeartbeatFigures, ViewMeta};
@@ -139,6 +140,10 @@ pub struct RunController<'a> {
     stopped_from_outside: bool,
     /// Members that sent a snapshot or a status for this run.
     heard: std::collections::BTreeSet<String>,
+    /// The open model's pools across workers (`ceiling`).
+    ceilings: Ceilings,
+    /// The first ceiling was explained on the terminal (once per run).
+    ceiling_noted: bool,
 }
 
 impl<'a> RunController<'a> {
@@ -204,6 +209,8 @@ impl<'a> RunController<'a> {
             back: BTreeMap::new(),
             stopped_from_outside: false,
             heard: Default::default(),
+            ceilings: Ceilings::default(),
+            ceiling_noted: false,
         };
         for (i, (id, share)) in workers.iter().zip(&shares).enumerate() {
             fx.note(format!(
@@ -261,6 +268,8 @@ impl<'a> RunController<'a> {
         }
         self.running.push(worker.to_owned());
         self.members.push(worker.to_owned());
+        // Their Adjust lifts the pools' ceilings (`ceiling`).
+        self.ceilings.reset();
         let n = self.running.len();
         let shares = self.split(n);
         self.agg.add_member(
@@ -382,6 +391,7 @@ impl<'a> RunController<'a> {
         match self.agg.add(worker, snap, elapsed) {
             Ok(Added::Ack(seq)) => {
                 self.warn_if_behind(&mut fx, worker, snap);
+                self.judge_pools(&mut fx, worker, snap);
                 fx.send(
                     worker,
                     CoordinatorMessage::Ack {
@@ -441,6 +451,66 @@ impl<'a> RunController<'a> {
             ),
         );
         fx.note(text);
+    }
+
+    /// Open model on several workers: judges each whole second of the
+    /// cluster's pools (`ceiling`) and holds or lifts every worker's pool.
+    /// One worker judges its own pool exactly and is left alone.
+    fn judge_pools(&mut self, fx: &mut Effects, worker: &str, snap: &Snapshot) {
+        if !self.spec.load.is_open() || self.running.len() < 2 || self.stopping() {
+            return;
+        }
+        let (a, b) = (snap.seq as f64, snap.seq.saturating_add(1) as f64);
+        let planned = self
+            .spec
+            .load
+            .arrivals_until(b)
+            .zip(self.spec.load.arrivals_until(a))
+            .map(|(b, a)| (b - a).max(0.0))
+            .unwrap_or(0.0);
+        let figures = Figures {
+            users: snap.active_users,
+            completions: snap.requests(),
+            dropped: snap.dropped_iterations,
+        };
+        let verdict = self
+            .ceilings
+            .observe(worker, snap.seq, figures, &self.running, planned);
+        let ceilings: Vec<(String, Option<u64>)> = match verdict {
+            Some(Ceiling::Hold {
+                per_worker,
+                from,
+                to,
+                gain,
+                hold_s,
+            }) => {
+                let gain = gain * 100.0;
+                if !std::mem::replace(&mut self.ceiling_noted, true) {
+                    fx.note(format!(
+                        "note: the workers' pools grew from {from} to {to} users and the cluster's completions by {gain:+.1}%: the target is at its capacity; pools are held where they were (arrivals it cannot take are dropped and counted)"
+                    ));
+                }
+                let text = format!(
+                    "pools held at {from} users for {hold_s}s: growing to {to} gained {gain:+.1}% completions"
+                );
+                self.agg.event(snap.seq, text);
+                per_worker.into_iter().map(|(w, u)| (w, Some(u))).collect()
+            }
+            Some(Ceiling::Raise { per_worker }) => {
+                per_worker.into_iter().map(|(w, u)| (w, Some(u))).collect()
+            }
+            Some(Ceiling::Lift) => self.running.iter().map(|w| (w.clone(), None)).collect(),
+            None => Vec::new(),
+        };
+        for (w, users) in ceilings {
+            // With `RUST_LOG=squall::growth=debug`, beside the workers' own steps.
+            tracing::debug!(target: "squall::growth", worker = %w, ?users, second = snap.seq, "pool ceiling");
+            let msg = CoordinatorMessage::PoolCeiling {
+                run_id: self.run_id.clone(),
+                users,
+            };
+            fx.send(&w, msg);
+        }
     }
 
     /// A worker's state for this run; a failure is handled once, however often it is repeated.
@@ -746,6 +816,8 @@ impl<'a> RunController<'a> {
             return;
         };
         self.running.remove(place);
+        // The survivors' Adjust lifts their pools' ceilings (`ceiling`).
+        self.ceilings.reset();
         self.agg.mark_lost(worker, elapsed.as_secs_f64());
         let t = elapsed.as_secs();
         let what = worker_text::clean(what);

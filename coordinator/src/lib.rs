@@ -2,6 +2,7 @@
 
 mod aggregator;
 mod args;
+mod ceiling;
 mod cluster;
 mod command;
 mod config;

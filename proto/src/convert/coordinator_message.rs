@@ -183,6 +183,12 @@ impl TryFrom<&CoordinatorMessage> for pb::CoordinatorMessage {
                 reason: reason.clone(),
             }),
             CoordinatorMessage::Ping => Kind::Ping(pb::Ping {}),
+            CoordinatorMessage::PoolCeiling { run_id, users } => {
+                Kind::PoolCeiling(pb::PoolCeiling {
+                    run_id: run_id.clone(),
+                    users: *users,
+                })
+            }
         };
         Ok(pb::CoordinatorMessage { kind: Some(kind) })
     }
@@ -210,6 +216,12 @@ pub fn decode_coordinator_message(
         },
         Kind::Shutdown(s) => CoordinatorMessage::Shutdown { reason: s.reason },
         Kind::Ping(_) => CoordinatorMessage::Ping,
+        // Any value is safe: the pool only ever takes the lesser of it and
+        // its own ceiling (`max_users`), and keeps at least one user.
+        Kind::PoolCeiling(c) => CoordinatorMessage::PoolCeiling {
+            run_id: c.run_id,
+            users: c.users,
+        },
     })
 }
 
@@ -254,6 +266,18 @@ mod tests {
         let err = decode(Kind::Start(s)).expect_err("refused");
         assert_eq!(err.run_id(), Some("r1"), "{err}");
         err.to_string()
+    }
+
+    #[test]
+    fn a_pool_ceiling_and_its_lifting_cross_the_wire() {
+        for users in [Some(37), None] {
+            let m = CoordinatorMessage::PoolCeiling {
+                run_id: "r1".into(),
+                users,
+            };
+            let wire = pb::CoordinatorMessage::try_from(&m).expect("encodes");
+            assert_eq!(decode_coordinator_message(wire).expect("decodes"), m);
+        }
     }
 
     #[test]

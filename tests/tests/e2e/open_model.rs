@@ -153,6 +153,54 @@ async fn below_capacity_a_small_pool_delivers_the_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_holds_several_workers_pools_against_a_saturated_target() {
+    let target = CountingTarget::start().await;
+    // Four workers, 20,000/s against a target that serves one request at a
+    // time. Each worker judges its pool's steps by its own completions, and
+    // a step that only takes completions from the other workers stands
+    // there: only the coordinator sees that the cluster's pools grew while
+    // its completions did not, and holds every pool where it was.
+    let run = TestRun::new(
+        "scenarios:\n  over: { arrival_rate: 20000/s, max_users: 1000, duration: 6s }\nuser_classes:\n  u: { tasks: [ { get: /serial } ] }\n",
+    );
+    let (coordinator, report) = run
+        .local_ok(4, &target.url(), Duration::from_secs(120))
+        .await;
+    let (requests, dropped) = accounted(&report, &target, 119_000..=120_000);
+    assert!(
+        dropped > 0,
+        "{requests} sent: the target cannot take 20,000/s"
+    );
+    let out = coordinator.output();
+    assert_eq!(
+        lines_with(&out, "the target is at its capacity; pools are held"),
+        1,
+        "said once: {out}"
+    );
+    // The timeline says when and where: `pools held at N users for 2s`.
+    let timeline = report["timeline"].as_array().expect("timeline");
+    let users = |p: &Value| p["users"].as_u64().expect("users");
+    let (held_at, held) = timeline
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| {
+            let e = p["event"].as_str()?;
+            let n = e.split("pools held at ").nth(1)?.split(' ').next()?;
+            Some((i, n.parse::<u64>().expect("users held")))
+        })
+        .unwrap_or_else(|| panic!("no pools held: {report}"));
+    // From then on the workers keep to the ceiling: at most a quarter above
+    // it (a raise, judged at the next second) plus one user per worker.
+    for p in &timeline[held_at + 1..] {
+        assert!(
+            users(p) <= held + held / 4 + 4,
+            "held at {held} users, then {}: {report}",
+            users(p)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_target_does_not_get_the_whole_pool() {
     let target = CountingTarget::start().await;
     // 20,000/s against a target that serves one request at a time (at most

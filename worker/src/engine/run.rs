@@ -30,6 +30,8 @@ enum RunCtl {
     Stop(Duration),
     /// The set of workers changed: this worker is now `index` of `count`.
     Adjust { index: u32, count: u32 },
+    /// The coordinator's ceiling on the open-model pool (`None`: lifted).
+    PoolCeiling(Option<u64>),
 }
 
 /// A run in progress on this worker, as the link holds it.
@@ -91,6 +93,11 @@ impl RunHandle {
         let _ = self.ctl.send(RunCtl::Adjust { index, count }).await;
     }
 
+    /// Holds the open-model pool to at most `users` (`None` lifts that).
+    pub async fn pool_ceiling(&self, users: Option<u64>) {
+        let _ = self.ctl.send(RunCtl::PoolCeiling(users)).await;
+    }
+
     /// Waits up to `limit` for the run to send its last snapshot and status.
     pub async fn finished(self, limit: Duration) {
         let _ = tokio::time::timeout(limit, self.task).await;
@@ -145,6 +152,7 @@ async fn run_task(
             }
             c = ctl.recv() => match c {
                 Some(RunCtl::Adjust { index, count }) => run.on_adjust(index, count),
+                Some(RunCtl::PoolCeiling(users)) => run.engine.set_pool_ceiling(users),
                 Some(RunCtl::Stop(graceful)) => break graceful,
                 None => break Duration::ZERO,
             },
@@ -343,6 +351,9 @@ impl Run {
         self.ids.count = count;
         self.settled = false;
         if self.load.is_open() {
+            // A new place among new workers: the coordinator judges their
+            // pools afresh (`PoolCeiling`), so a ceiling set before is void.
+            self.engine.set_pool_ceiling(None);
             let first_user_id = self.ids.next();
             self.engine
                 .start_open(open_plan(&self.load, index, count, self.t0), first_user_id);

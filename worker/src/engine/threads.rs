@@ -92,6 +92,9 @@ pub struct EngineOptions {
 pub struct Engine {
     threads: Vec<Thread>,
     active: Arc<AtomicU64>,
+    /// The worker's open-model growth state, shared by its threads: where
+    /// the coordinator's pool ceiling lands.
+    completions: Arc<Completions>,
     /// The iterations left, shared by every thread.
     budget: Arc<AtomicU64>,
     endpoints: usize,
@@ -134,6 +137,7 @@ impl Engine {
         Ok(Engine {
             threads,
             active,
+            completions,
             budget,
             endpoints: run.endpoints.len(),
             next: 0,
@@ -184,6 +188,12 @@ impl Engine {
 
     pub fn active_users(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Holds the open-model pool to `users` over all threads (`None`: only
+    /// `max_users` holds it); users above it leave after their iteration.
+    pub fn set_pool_ceiling(&self, users: Option<u64>) {
+        self.completions.set_ceiling(users);
     }
 
     /// Collects and merges every thread's delta since the previous flush.
@@ -464,6 +474,14 @@ async fn open_schedule(
             }
             Verdict::Pending => {}
         }
+        // The coordinator's ceiling (several workers against a target at
+        // its capacity): users above it leave after their iteration.
+        let cap = ctx.completions.ceiling_for(thread_index, thread_count);
+        let pool_cap = cap.map_or(pool_size, |c| pool_size.min(c));
+        if let Some(over) = live().checked_sub(pool_cap).filter(|n| *n > 0) {
+            pool.leave.set(pool.leave.get() + over);
+            tracing::debug!(target: "squall::growth", thread = thread_index, users = live(), left = over, "over the coordinator's ceiling");
+        }
         let live = live();
         let step = backlog.step(now, late, woke_late);
         // One step at a time, each judged by what it bought (`Trials`).
@@ -500,7 +518,7 @@ async fn open_schedule(
                 live,
                 pool.starting.get(),
                 now.saturating_duration_since(grown_at),
-                pool_size.min(ceiling.max(live.min(1))),
+                pool_cap.min(ceiling.max(live.min(1))),
                 double,
             );
             if grow > 0 {

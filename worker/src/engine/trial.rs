@@ -19,8 +19,9 @@
 //! request at a time ran their pools to 461 users (e2e
 //! `open_model::a_saturated_target_does_not_get_the_whole_pool`). Workers
 //! on other hosts are not seen: against one saturated target a step can
-//! still take completions from another worker and stand
-//! (docs/scenarios.md).
+//! still take completions from another worker and stand. The coordinator,
+//! which sees them all a second at a time, holds the pools then
+//! (`Completions::set_ceiling`, docs/scenarios.md).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,7 +72,8 @@ const HOLD: Duration = Duration::from_millis(100);
 const HOLD_MAX: Duration = Duration::from_millis(800);
 
 /// One worker's count of completed open-model iterations, a slot per
-/// engine thread, and whether one of its threads has a step being judged.
+/// engine thread, whether one of its threads has a step being judged, and
+/// the ceiling the coordinator set on the whole pool (`u64::MAX`: none).
 /// Each thread writes its slot at its schedule's wake-ups (at most one every
 /// 0.25 ms), not per iteration: a shared counter bumped by every completion
 /// would move one cache line between the cores 100,000 times a second.
@@ -79,6 +81,7 @@ const HOLD_MAX: Duration = Duration::from_millis(800);
 pub struct Completions {
     slots: Box<[Slot]>,
     judging: AtomicBool,
+    ceiling: AtomicU64,
 }
 
 /// A slot on a cache line of its own, so that two threads' writes do not
@@ -92,7 +95,30 @@ impl Completions {
         Completions {
             slots: (0..threads.max(1)).map(|_| Slot::default()).collect(),
             judging: AtomicBool::new(false),
+            ceiling: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Sets the worker's pool ceiling (`None` lifts it). Workers on other
+    /// hosts share the target but not these counts: only the coordinator
+    /// sees that their pools grew while the cluster's completions did not
+    /// (`coordinator::ceiling`), and it says so with this.
+    pub fn set_ceiling(&self, users: Option<u64>) {
+        self.ceiling
+            .store(users.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Engine thread `thread`'s part of the ceiling, split over `threads`
+    /// as `max_users` is (largest remainder), and never below one user
+    /// (`None`: no ceiling).
+    pub(super) fn ceiling_for(&self, thread: u64, threads: u64) -> Option<u64> {
+        let c = self.ceiling.load(Ordering::Relaxed);
+        if c == u64::MAX {
+            return None;
+        }
+        let threads = threads.max(1);
+        let extra = u64::from(thread < c % threads);
+        Some((c / threads + extra).max(1))
     }
 
     fn publish(&self, thread: usize, done: u64) {
@@ -311,6 +337,24 @@ mod tests {
 
     fn alone() -> Trials {
         Trials::new(Arc::new(Completions::new(1)), 0)
+    }
+
+    #[test]
+    fn the_coordinators_ceiling_is_split_over_the_threads_as_max_users_is() {
+        let c = Completions::new(3);
+        assert_eq!(c.ceiling_for(0, 3), None, "none until set");
+        c.set_ceiling(Some(10));
+        let parts: Vec<_> = (0..3).map(|t| c.ceiling_for(t, 3)).collect();
+        assert_eq!(parts, vec![Some(4), Some(3), Some(3)]);
+        assert_eq!(
+            squall_common::partition::largest_remainder(10, &[1, 1, 1]),
+            vec![4, 3, 3]
+        );
+        // A thread keeps one user whatever the ceiling.
+        c.set_ceiling(Some(1));
+        assert_eq!(c.ceiling_for(2, 3), Some(1));
+        c.set_ceiling(None);
+        assert_eq!(c.ceiling_for(1, 3), None, "lifted");
     }
 
     /// A step of `t` at `at` from `from` users by `added`, with `done` completed.

@@ -339,6 +339,11 @@ impl Session<'_> {
                 }
             }
             CoordinatorMessage::Ack { run_id, seq } => self.outbox.ack(&run_id, seq),
+            CoordinatorMessage::PoolCeiling { run_id, users } => {
+                if let Some(run) = self.current.as_ref().filter(|r| r.run_id() == run_id) {
+                    run.pool_ceiling(users).await;
+                }
+            }
             CoordinatorMessage::Ping | CoordinatorMessage::Welcome(_) => {}
         }
         None
