@@ -35,6 +35,15 @@ const KEEPS_UP: f64 = 0.95;
 /// changes within seconds.
 const HOLD: u64 = 2;
 const HOLD_MAX: u64 = 16;
+/// The longest an iteration may take (the pools' users over the
+/// completions a second, Little's law), in the second before the growth and
+/// in the second of it, for the growth to be judged: users added in a
+/// second on a target answering in a second complete their first iteration
+/// only in the next, and a target that stalls completes next to nothing
+/// while its backlog grows the pools; neither is a target at its capacity.
+/// Against one at its capacity the pools' queue there is short (4 workers
+/// at the demo target: 2,000 users at 70,000/s, 29 ms).
+const LONGEST_ITERATION: f64 = 0.25;
 /// Seconds still waiting for some worker's snapshot that are kept: a
 /// worker that stalls or leaves must not make the table grow.
 const PENDING: usize = 8;
@@ -153,7 +162,12 @@ impl Ceilings {
         }
         let grew = after >= before.saturating_add(GROWTH_USERS)
             && after as f64 >= before as f64 * (1.0 + GROWTH);
-        if !grew || prev.total.completions == 0 || before == 0 {
+        let iteration = |s: &Figures| s.users as f64 / s.completions.max(1) as f64;
+        if !grew
+            || before == 0
+            || iteration(&prev.total) > LONGEST_ITERATION
+            || iteration(&now.total) > LONGEST_ITERATION
+        {
             return None;
         }
         let share = after as f64 / before as f64 - 1.0;
@@ -313,6 +327,15 @@ mod tests {
         let mut c = Ceilings::default();
         assert_eq!(second(&mut c, 0, &[40, 40], 10_000, 0, 20e3), None);
         assert_eq!(second(&mut c, 1, &[80, 80], 10_000, 0, 20e3), None);
+        // A target that stalls for a second: completions fall, the backlog
+        // grows the pools; and one that answers in a second, whose new users
+        // complete nothing within the second they were added.
+        let mut c = Ceilings::default();
+        assert_eq!(second(&mut c, 0, &[2, 2], 50, 0, 100.0), None);
+        assert_eq!(second(&mut c, 1, &[50, 50], 1, 0, 100.0), None);
+        let mut c = Ceilings::default();
+        assert_eq!(second(&mut c, 0, &[40, 40], 40, 20, 200.0), None);
+        assert_eq!(second(&mut c, 1, &[80, 80], 40, 20, 200.0), None);
         // Growth too small to judge.
         let mut c = Ceilings::default();
         assert_eq!(second(&mut c, 0, &[2, 2], 10_000, 9, 30e3), None);

@@ -427,14 +427,7 @@ impl<'a> RunController<'a> {
             snap.window_end_us as f64 / 1e6,
         );
         let secs = (end - start).max(1e-3);
-        let planned = self
-            .spec
-            .load
-            .arrivals_until(end)
-            .zip(self.spec.load.arrivals_until(start))
-            .map(|(b, a)| (b - a).max(0.0))
-            .unwrap_or(0.0)
-            / self.running.len().max(1) as f64;
+        let planned = self.planned(start, end) / self.running.len().max(1) as f64;
         let dropped = snap.dropped_iterations as f64;
         let text = format!(
             "warning: arrival rate not met on worker {worker}: {:.0}/s of {:.0}/s, {} dropped in {:.1}s: add workers or max_users",
@@ -453,6 +446,16 @@ impl<'a> RunController<'a> {
         fx.note(text);
     }
 
+    /// The open model's arrivals planned between `start` and `end` (seconds
+    /// into the run), over all workers; 0 for other models.
+    fn planned(&self, start: f64, end: f64) -> f64 {
+        let load = &self.spec.load;
+        load.arrivals_until(end)
+            .zip(load.arrivals_until(start))
+            .map(|(b, a)| (b - a).max(0.0))
+            .unwrap_or(0.0)
+    }
+
     /// Open model on several workers: judges each whole second of the
     /// cluster's pools (`ceiling`) and holds or lifts every worker's pool.
     /// One worker judges its own pool exactly and is left alone.
@@ -460,14 +463,7 @@ impl<'a> RunController<'a> {
         if !self.spec.load.is_open() || self.running.len() < 2 || self.stopping() {
             return;
         }
-        let (a, b) = (snap.seq as f64, snap.seq.saturating_add(1) as f64);
-        let planned = self
-            .spec
-            .load
-            .arrivals_until(b)
-            .zip(self.spec.load.arrivals_until(a))
-            .map(|(b, a)| (b - a).max(0.0))
-            .unwrap_or(0.0);
+        let planned = self.planned(snap.seq as f64, snap.seq.saturating_add(1) as f64);
         let figures = Figures {
             users: snap.active_users,
             completions: snap.requests(),
