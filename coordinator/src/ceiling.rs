@@ -117,12 +117,16 @@ impl Ceilings {
         running: &[String],
         planned: f64,
     ) -> Option<Verdict> {
-        if self.last.as_ref().is_some_and(|l| seq <= l.seq) {
+        if self.last.as_ref().is_some_and(|l| seq <= l.seq) || !running.iter().any(|w| w == worker)
+        {
             return None;
         }
         let second = self.pending.entry(seq).or_default();
         second.insert(worker.to_owned(), figures);
-        if !running.iter().all(|w| second.contains_key(w)) {
+        // Only running workers are noted, and `reset` clears the table when
+        // they change, so a count tells when the second is whole: checking
+        // every worker at every snapshot cost the square of their number.
+        if second.len() < running.len() {
             while self.pending.len() > PENDING {
                 self.pending.pop_first();
             }
@@ -352,6 +356,9 @@ mod tests {
             dropped: 5,
         };
         assert_eq!(c.observe("w0", 0, f(10), &ws, 9e3), None);
+        // A worker no longer running does not complete a second.
+        assert_eq!(c.observe("gone", 0, f(10), &ws, 9e3), None);
+        assert_eq!(c.pending[&0].len(), 1);
         assert_eq!(c.observe("w1", 0, f(10), &ws, 9e3), None);
         // Second 1 from w0 only: not judged yet, however it grew.
         assert_eq!(c.observe("w0", 1, f(100), &ws, 9e3), None);

@@ -1,5 +1,6 @@
 //! `worker`: parse the command line, attach to the coordinator, map the outcome to an exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -8,6 +9,9 @@ use squall_worker::cli::{Exit, config_file};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Colours only for a person: a file, `docker logs` or `kubectl logs`
+        // got escape codes around every level and field name.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
