@@ -25,6 +25,17 @@ pub fn largest_remainder(total: u64, weights: &[u64]) -> Vec<u64> {
     parts
 }
 
+/// Part `index` of `total` split into `parts` equal shares, as
+/// [`largest_remainder`] with equal weights gives it (the remainder to the
+/// first parts), without building the whole split: engine threads and
+/// workers each need only their own part. 0 past the last part.
+pub fn equal_part(total: u64, parts: u64, index: u64) -> u64 {
+    if index >= parts {
+        return 0;
+    }
+    total / parts + u64::from(index < total % parts)
+}
+
 /// One worker's part of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Share {
@@ -120,6 +131,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_equal_part_is_that_part_of_the_largest_remainder_split() {
+        for total in [0, 1, 2, 7, 10, 999, 1000, u64::MAX] {
+            for parts in 1..=9u64 {
+                let split = largest_remainder(total, &vec![1; parts as usize]);
+                for index in 0..parts {
+                    assert_eq!(equal_part(total, parts, index), split[index as usize]);
+                }
+                assert_eq!(equal_part(total, parts, parts), 0);
+            }
+        }
+        assert_eq!(equal_part(10, 0, 0), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! This worker's part of the plan: which users of each class it runs now, how fast it may start them, their cluster-wide ids, and its slice of an open model's schedule.
 
 use squall_common::LoadModel;
-use squall_common::partition::{largest_remainder, split};
+use squall_common::partition::{equal_part, split};
 use squall_common::plan::Roster;
 
 use super::threads::{Engine, OpenPlan};
@@ -28,7 +28,7 @@ pub(super) fn open_plan(
         load: load.clone(),
         worker_index: index,
         worker_count: count,
-        max_users: largest_remainder(pool, &vec![1; count as usize])[index as usize],
+        max_users: equal_part(pool, count, index),
         t0: t0.into_std(),
     }
 }

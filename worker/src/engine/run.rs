@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use squall_common::LoadModel;
+use squall_common::partition::equal_part;
 use squall_common::plan::Roster;
 use squall_common::protocol::{Start, Status, WorkerMessage, WorkerState};
 use squall_common::snapshot::{EndpointDelta, EndpointKey, Snapshot};
@@ -223,17 +224,15 @@ impl Run {
         let index = u64::from(start.worker_index);
         let count = u64::from(start.worker_count.max(1));
         let limited = prepared.spec.iterations.is_some();
-        let iterations = prepared.spec.iterations.map(|total| {
-            squall_common::partition::largest_remainder(total, &vec![1; count as usize])
-                [index as usize]
-        });
+        let iterations = prepared
+            .spec
+            .iterations
+            .map(|total| equal_part(total, count, index));
         // An open-model pool is split per engine thread: never run more threads
         // than this worker has pool users, or small pools drop iterations.
         let threads = match load.max_users() {
             Some(pool) => {
-                let mine =
-                    squall_common::partition::largest_remainder(pool, &vec![1; count as usize])
-                        [index as usize];
+                let mine = equal_part(pool, count, index);
                 threads
                     .min(usize::try_from(mine).unwrap_or(usize::MAX))
                     .max(1)

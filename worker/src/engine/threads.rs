@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use squall_common::partition::largest_remainder;
+use squall_common::partition::equal_part;
 use squall_common::plan::ArrivalCurve;
 use squall_common::{EndpointStats, LoadModel};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -414,10 +414,7 @@ async fn open_schedule(
         .saturating_sub(plan.worker_index)
         .div_ceil(plan.worker_count);
     let skew = (thread_index + thread_count - first_m % thread_count) % thread_count;
-    let pool_size = largest_remainder(plan.max_users, &vec![1; thread_count as usize])
-        .get(thread_index as usize)
-        .copied()
-        .unwrap_or(0);
+    let pool_size = equal_part(plan.max_users, thread_count, thread_index);
     let weights = ctx.run.spec.class_weights();
     let rates = curve.clone();
     let pool = Rc::new(OpenPool::new(Arrivals::new(

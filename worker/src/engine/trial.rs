@@ -116,9 +116,7 @@ impl Completions {
         if c == u64::MAX {
             return None;
         }
-        let threads = threads.max(1);
-        let extra = u64::from(thread < c % threads);
-        Some((c / threads + extra).max(1))
+        Some(squall_common::partition::equal_part(c, threads.max(1), thread).max(1))
     }
 
     fn publish(&self, thread: usize, done: u64) {
