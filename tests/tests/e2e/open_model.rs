@@ -5,7 +5,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use squall_tests::{CountingTarget, TestRun, has_event};
+use squall_tests::{CountingTarget, Proc, TestRun, has_event};
 
 const WARNING: &str = "warning: arrival rate not met";
 
@@ -38,6 +38,32 @@ fn pool(report: &Value) -> u64 {
         .iter()
         .map(|w| w["peak_users"].as_u64().expect("peak_users"))
         .sum()
+}
+
+/// `workers` workers asking for 20,000 arrivals/s for `secs` of a target
+/// that serves one request at a time (at most 10,000/s), with the growth
+/// log on: every arrival is accounted for and some are dropped. Returns the
+/// run (which holds the coordinator's log file: keep it while reading the
+/// log), the coordinator and the report.
+async fn over_a_serial_target(
+    target: &CountingTarget,
+    workers: usize,
+    secs: u64,
+) -> (TestRun, Proc, Value) {
+    let run = TestRun::new(&format!(
+        "scenarios:\n  over: {{ arrival_rate: 20000/s, max_users: 1000, duration: {secs}s }}\nuser_classes:\n  u: {{ tasks: [ {{ get: /serial }} ] }}\n"
+    ))
+    .log("info,squall::growth=debug");
+    let (coordinator, report) = run
+        .local_ok(workers, &target.url(), Duration::from_secs(120))
+        .await;
+    let plan = 20_000 * secs;
+    let (requests, dropped) = accounted(&report, target, plan - 1_000..=plan);
+    assert!(
+        dropped > 0,
+        "{requests} sent: the target cannot take 20,000/s"
+    );
+    (run, coordinator, report)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,18 +187,7 @@ async fn the_coordinator_holds_several_workers_pools_against_a_saturated_target(
     // a step that only takes completions from the other workers stands
     // there: only the coordinator sees that the cluster's pools grew while
     // its completions did not, and holds every pool where it was.
-    let run = TestRun::new(
-        "scenarios:\n  over: { arrival_rate: 20000/s, max_users: 1000, duration: 6s }\nuser_classes:\n  u: { tasks: [ { get: /serial } ] }\n",
-    )
-    .log("info,squall::growth=debug");
-    let (coordinator, report) = run
-        .local_ok(4, &target.url(), Duration::from_secs(120))
-        .await;
-    let (requests, dropped) = accounted(&report, &target, 119_000..=120_000);
-    assert!(
-        dropped > 0,
-        "{requests} sent: the target cannot take 20,000/s"
-    );
+    let (_run, coordinator, report) = over_a_serial_target(&target, 4, 6).await;
     let out = coordinator.output();
     assert_eq!(
         lines_with(&out, "the target is at its capacity; pools are held"),
@@ -228,18 +243,7 @@ async fn a_saturated_target_does_not_get_the_whole_pool() {
     // pool's growth past 16 users is judged by what it bought, and here
     // steps buy nothing: the pool stays small and the arrivals the target
     // cannot take are dropped and counted, not queued on 1,000 connections.
-    let run = TestRun::new(
-        "scenarios:\n  over: { arrival_rate: 20000/s, max_users: 1000, duration: 4s }\nuser_classes:\n  u: { tasks: [ { get: /serial } ] }\n",
-    )
-    .log("info,squall::growth=debug");
-    let (coordinator, report) = run
-        .local_ok(1, &target.url(), Duration::from_secs(120))
-        .await;
-    let (requests, dropped) = accounted(&report, &target, 79_000..=80_000);
-    assert!(
-        dropped > 0,
-        "{requests} sent: the target cannot take 20,000/s"
-    );
+    let (_run, coordinator, report) = over_a_serial_target(&target, 1, 4).await;
     let pool = pool(&report);
     // Growing while the backlog grew (before steps were judged) ran the
     // pool to all 1,000.
