@@ -1649,13 +1649,15 @@ user_classes:
              f"{a.r_max_users}), oha `-q RATE -c {a.connections}`, hey `-c {a.connections} -q RATE/{a.connections}`. "
              f"Achieved: the target's served counter over the run's length. Schedule lag (how late each request "
              f"started against its plan), dropped arrivals and the pool (the most users it ran) are Squall's; oha and hey report neither, and their "
-             f"latency is from the actual send (no coordinated-omission correction)."
+             f"latency is from the actual send (no coordinated-omission correction). Target CPU is the demo target's "
+             f"share of its own core: near 100 % the target, not the generator, sets the pace and its queue shows "
+             f"as schedule lag."
              + (f" Every generator ran under SCHED_FIFO priority {a.r_realtime}: Squall's engine thread by "
                 f"`--realtime-priority {a.r_realtime}`, oha and hey by `chrt -f {a.r_realtime}`." if a.r_realtime else ""),
              ""]
         L.append("| rate | tool | how | asked req/s | achieved req/s | of asked | lag p50 ms | lag p99 ms | dropped "
-                 "| pool | p50 ms | p99 ms | generator CPU | errors | other CPU |")
-        L.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+                 "| pool | p50 ms | p99 ms | generator CPU | target CPU | errors | other CPU |")
+        L.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         g = self.groups("R", lambda r: (r["pct"], r["tool"]))
         for pct in [None] + list(a.r_fractions):
             for tool in ("squall", "oha", "hey"):
@@ -1664,14 +1666,15 @@ user_classes:
                 m = self.agg(g[(pct, tool)])
                 label = "closed max" if pct is None else f"{pct} %"
                 if m["_failed"]:
-                    L.append(f"| {label} | {tool} | failed: {m['_failed'][:80]} |" + " |" * 12)
+                    L.append(f"| {label} | {tool} | failed: {m['_failed'][:80]} |" + " |" * 13)
                     continue
                 of = f"{m['of_rate'] * 100:.1f}%" if m.get("of_rate") else "-"
                 L.append(f"| {label} | {tool} | {m.get('model', '')} | {fmt(m.get('rate'), 0)} "
                          f"| {fmt(m.get('served_rps'), 0)} | {of} | {fmt(m.get('lag_p50_ms'), 3)} "
                          f"| {fmt(m.get('lag_p99_ms'), 3)} | {fmt(m.get('dropped'), 0)} | {fmt(m.get('pool'), 0)} "
                          f"| {fmt(m.get('p50_ms'), 3)} "
-                         f"| {fmt(m.get('p99_ms'), 3)} | {fmt(m.get('cpu_pct'), 1)}% | {fmt(m.get('errors'), 0)} "
+                         f"| {fmt(m.get('p99_ms'), 3)} | {fmt(m.get('cpu_pct'), 1)}% "
+                         f"| {fmt(m.get('target_cpu_pct'), 0)}% | {fmt(m.get('errors'), 0)} "
                          f"| {fmt(m.get('other_cpu_pct'), 0)}% |")
         L.append("")
         return L

@@ -112,6 +112,7 @@ async fn on_thread(
         completions: Arc::new(super::trial::Completions::new(1)),
         dropped: Cell::new(0),
         read_buf: crate::http::connection::read_buffer(),
+        may_spin: false,
     };
     let mut user = new_user(&ctx, 0);
     for (name, value) in &run.spec.shared_vars {

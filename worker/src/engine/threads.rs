@@ -25,6 +25,7 @@ use super::growth::{Backlog, Step, grow_by};
 use super::prepared::PreparedRun;
 use super::realtime::Realtime;
 use super::recorder::{Recorder, SampleLog};
+use super::spin::Spin;
 use super::trial::{Completions, JUDGE_FROM, Trials, Verdict};
 use super::user::{Active, OpenPool, ThreadCtx, UserCtl, run_open_user, run_user};
 
@@ -291,6 +292,7 @@ fn thread_main(
             completions,
             dropped: Cell::new(0),
             read_buf: crate::http::connection::read_buffer(),
+            may_spin: super::spin::allowed(opts.realtime.is_some()),
         });
         // Bumped by every StartOpen, so a rebalanced schedule replaces the old one.
         let generation = Rc::new(Cell::new(0u64));
@@ -435,11 +437,18 @@ async fn open_schedule(
     // How late the schedule itself woke (the thread was stalled or busy).
     let mut woke_late = Duration::ZERO;
     let mut grown_at = std::time::Instant::now();
+    // Busy-polls while the thread is busy (`Spin`), instead of parking.
+    let spin = Rc::new(Spin::new(ctx.may_spin));
+    if ctx.may_spin {
+        let spin = spin.clone();
+        tasks.spawn_local(async move { spin.run().await });
+    }
     'schedule: loop {
         if generation.get() != mine || *stop.borrow() {
             break;
         }
         let now = std::time::Instant::now();
+        spin.judge(now);
         // Hand every arrival due by now to an idle user.
         loop {
             let Some(slot) = pool.idle.borrow().last().cloned() else {
@@ -591,6 +600,7 @@ async fn open_schedule(
         || ctx.take_iteration(),
         &ctx.dropped,
     );
+    spin.end();
     // No more iterations: wake the idle users so they retire; busy ones retire when done.
     pool.arrivals.borrow_mut().end();
     for slot in pool.idle.borrow_mut().drain(..) {

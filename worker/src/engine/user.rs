@@ -47,6 +47,8 @@ pub struct ThreadCtx {
     /// Every user's responses are read through this one buffer, so an idle
     /// user holds none.
     pub read_buf: ReadBuffer,
+    /// Whether this thread may busy-poll while busy (`spin::allowed`).
+    pub may_spin: bool,
 }
 
 impl ThreadCtx {
@@ -1094,6 +1096,7 @@ mod tests {
             completions: Arc::new(super::super::trial::Completions::new(1)),
             dropped: Cell::new(0),
             read_buf: crate::http::connection::read_buffer(),
+            may_spin: false,
         };
         let mut user = new_user(&ctx, 0);
         let mut stop = stop;

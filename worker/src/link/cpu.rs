@@ -1,7 +1,8 @@
 //! The worker's own CPU use, sampled once per heartbeat as a percentage of its whole machine, so the coordinator can tell when a generator was the bottleneck.
 //!
-//! The process's CPU time (user + system, every thread) comes from
-//! `/proc/self/stat`; the machine is the cores this process may run on
+//! The process's CPU time (user + system, every thread, less the engine
+//! threads' idle busy-polling) comes from `/proc/self/stat`; the machine is
+//! the cores this process may run on
 //! (`available_parallelism`, which follows CPU affinity and cgroup quotas, so
 //! a container limited to 2 CPUs counts 2). 100 % means every one of them was
 //! busy with this process for the whole interval. Where `/proc` is missing
@@ -66,9 +67,11 @@ pub(super) fn percent(cpu: Duration, wall: Duration, cores: usize) -> f32 {
 }
 
 /// The process's user + system CPU time so far.
+/// Less the engine threads' idle busy-polling (`engine::idle_spin`): time
+/// a busy thread spent only to stay awake is not load the generator carried.
 fn process_cpu_time() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    cpu_time_in_stat(&text)
+    Some(cpu_time_in_stat(&text)?.saturating_sub(crate::engine::idle_spin()))
 }
 
 /// utime + stime of a `/proc/PID/stat` line. The command name in parentheses
