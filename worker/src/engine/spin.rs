@@ -87,10 +87,17 @@ impl Spin {
 
     /// Every `JUDGE_EVERY`, turns spinning on or off by the thread's work
     /// share since the previous judgement. Called at every wake-up of the
-    /// schedule and every idle turn of the spinner: one clock read when it
-    /// is not yet time.
+    /// schedule and every turn of the spinner: one monotonic clock read
+    /// (vDSO) when it is not yet time.
     pub(super) fn judge(&self, now: Instant) {
         if !self.allowed {
+            return;
+        }
+        // The thread's CPU clock is a system call (no vDSO): read it only
+        // when a judgement is due, not at every turn.
+        if let Some((then, _)) = self.judged.get()
+            && now.saturating_duration_since(then) < JUDGE_EVERY
+        {
             return;
         }
         if let Some(cpu) = thread_cpu_time() {
@@ -108,11 +115,7 @@ impl Spin {
         if wall < JUDGE_EVERY {
             return;
         }
-        let spun = self.spun.replace(Duration::ZERO);
-        IDLE_SPIN_NS.fetch_add(
-            u64::try_from(spun.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        let spun = self.flush_spun();
         let work = cpu.saturating_sub(cpu_then).saturating_sub(spun);
         let share = work.as_secs_f64() / wall.as_secs_f64();
         self.judged.set(Some((now, cpu)));
@@ -161,11 +164,18 @@ impl Spin {
             self.judge(end);
         }
         // Whatever was spun since the last judgement still counts.
+        self.flush_spun();
+    }
+
+    /// Adds the idle spinning since the last call to the process's count
+    /// (`idle_spin`) and returns it: one atomic add per judgement, not per turn.
+    fn flush_spun(&self) -> Duration {
         let spun = self.spun.replace(Duration::ZERO);
         IDLE_SPIN_NS.fetch_add(
             u64::try_from(spun.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        spun
     }
 }
 
