@@ -66,9 +66,9 @@ pub(super) fn percent(cpu: Duration, wall: Duration, cores: usize) -> f32 {
     (cpu.as_secs_f64() / capacity * 100.0).clamp(0.0, 100.0) as f32
 }
 
-/// The process's user + system CPU time so far.
-/// Less the engine threads' idle busy-polling (`engine::idle_spin`): time
-/// a busy thread spent only to stay awake is not load the generator carried.
+/// The process's user + system CPU time so far, less the engine threads'
+/// idle busy-polling (`engine::idle_spin`): time a busy thread spent only to
+/// stay awake is not load the generator carried.
 fn process_cpu_time() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/self/stat").ok()?;
     Some(cpu_time_in_stat(&text)?.saturating_sub(crate::engine::idle_spin()))
