@@ -797,6 +797,9 @@ def parse_squall_open(report: Path) -> dict:
         "dropped": int(t.get("dropped_iterations", 0)),
         "lag_p50_ms": lag.get("p50"),
         "lag_p99_ms": lag.get("p99"),
+        # The generator's own part of the lag (arrivals taken in hand late);
+        # the rest is waiting for a free user, i.e. the target's latency.
+        "own_lag_p99_ms": (t.get("generator_lag_ms") or {}).get("p99"),
         # The open model's pool: users running at the end of a second, the
         # most over the run, summed over the workers.
         "pool": sum(int(w.get("peak_users", 0)) for w in json.loads(report.read_text()).get("workers", [])),
@@ -1648,16 +1651,17 @@ user_classes:
              f"maximum; then every tool runs at a fixed rate, a share of it: Squall's open model (pool of "
              f"{a.r_max_users}), oha `-q RATE -c {a.connections}`, hey `-c {a.connections} -q RATE/{a.connections}`. "
              f"Achieved: the target's served counter over the run's length. Schedule lag (how late each request "
-             f"started against its plan), dropped arrivals and the pool (the most users it ran) are Squall's; oha and hey report neither, and their "
+             f"started against its plan; own: the generator's part of it, how late it took each arrival in hand, the rest being "
+             f"the wait for a free user), dropped arrivals and the pool (the most users it ran) are Squall's; oha and hey report neither, and their "
              f"latency is from the actual send (no coordinated-omission correction). Target CPU is the demo target's "
              f"share of its own core: near 100 % the target, not the generator, sets the pace and its queue shows "
              f"as schedule lag."
              + (f" Every generator ran under SCHED_FIFO priority {a.r_realtime}: Squall's engine thread by "
                 f"`--realtime-priority {a.r_realtime}`, oha and hey by `chrt -f {a.r_realtime}`." if a.r_realtime else ""),
              ""]
-        L.append("| rate | tool | how | asked req/s | achieved req/s | of asked | lag p50 ms | lag p99 ms | dropped "
-                 "| pool | p50 ms | p99 ms | generator CPU | target CPU | errors | other CPU |")
-        L.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        L.append("| rate | tool | how | asked req/s | achieved req/s | of asked | lag p50 ms | lag p99 ms | own lag p99 ms "
+                 "| dropped | pool | p50 ms | p99 ms | generator CPU | target CPU | errors | other CPU |")
+        L.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         g = self.groups("R", lambda r: (r["pct"], r["tool"]))
         for pct in [None] + list(a.r_fractions):
             for tool in ("squall", "oha", "hey"):
@@ -1666,12 +1670,13 @@ user_classes:
                 m = self.agg(g[(pct, tool)])
                 label = "closed max" if pct is None else f"{pct} %"
                 if m["_failed"]:
-                    L.append(f"| {label} | {tool} | failed: {m['_failed'][:80]} |" + " |" * 13)
+                    L.append(f"| {label} | {tool} | failed: {m['_failed'][:80]} |" + " |" * 14)
                     continue
                 of = f"{m['of_rate'] * 100:.1f}%" if m.get("of_rate") else "-"
                 L.append(f"| {label} | {tool} | {m.get('model', '')} | {fmt(m.get('rate'), 0)} "
                          f"| {fmt(m.get('served_rps'), 0)} | {of} | {fmt(m.get('lag_p50_ms'), 3)} "
-                         f"| {fmt(m.get('lag_p99_ms'), 3)} | {fmt(m.get('dropped'), 0)} | {fmt(m.get('pool'), 0)} "
+                         f"| {fmt(m.get('lag_p99_ms'), 3)} | {fmt(m.get('own_lag_p99_ms'), 3)} "
+                         f"| {fmt(m.get('dropped'), 0)} | {fmt(m.get('pool'), 0)} "
                          f"| {fmt(m.get('p50_ms'), 3)} "
                          f"| {fmt(m.get('p99_ms'), 3)} | {fmt(m.get('cpu_pct'), 1)}% "
                          f"| {fmt(m.get('target_cpu_pct'), 0)}% | {fmt(m.get('errors'), 0)} "

@@ -151,6 +151,12 @@ pub struct Totals {
     /// Open model and pacing: how late requests started against their schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_lag_ms: Option<LatencyMs>,
+    /// Open model: how late the generator itself took each arrival in hand
+    /// (handed it to a free user, or queued it for the next one). The rest of
+    /// `schedule_lag_ms` is the wait for a free user: the target's latency
+    /// at the pool's size, not the generator falling behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_lag_ms: Option<LatencyMs>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

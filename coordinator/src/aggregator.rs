@@ -193,6 +193,7 @@ impl CpuRecord {
 /// A snapshot's histograms, checked; one per endpoint, in the snapshot's order.
 struct Checked<'s> {
     schedule_lag: V2Counts<'s>,
+    generator_lag: V2Counts<'s>,
     endpoints: Vec<DeltaHistograms<'s>>,
 }
 
@@ -217,6 +218,7 @@ pub struct Aggregator {
     workers: BTreeMap<String, WorkerAgg>,
     max_window_end_us: u64,
     schedule_lag: HdrSum,
+    generator_lag: HdrSum,
     total_requests: u64,
     total_failures: u64,
     /// Seconds older than this many behind the clock are compacted.
@@ -252,6 +254,7 @@ impl Aggregator {
                 .collect(),
             max_window_end_us: 0,
             schedule_lag: HdrSum::default(),
+            generator_lag: HdrSum::default(),
             total_requests: 0,
             total_failures: 0,
             compact_after_s: COMPACT_AFTER_S,
@@ -320,6 +323,7 @@ impl Aggregator {
                 Some(interval.open_connections.unwrap_or(0).saturating_add(open));
         }
         self.schedule_lag.add(checked.schedule_lag);
+        self.generator_lag.add(checked.generator_lag);
         interval.window_us = interval
             .window_us
             .max(snap.window_end_us - snap.window_start_us);
@@ -383,6 +387,11 @@ impl Aggregator {
                 what: "schedule lag".into(),
                 source,
             })?;
+        let generator_lag =
+            V2Counts::parse(&snap.generator_lag).map_err(|source| Refused::Histogram {
+                what: "generator lag".into(),
+                source,
+            })?;
         let mut endpoints = Vec::with_capacity(snap.endpoints.len().min(self.known.len()));
         for (key, delta) in &snap.endpoints {
             if !self.known.contains(key) {
@@ -400,6 +409,7 @@ impl Aggregator {
         }
         Ok(Checked {
             schedule_lag,
+            generator_lag,
             endpoints,
         })
     }
@@ -559,6 +569,11 @@ impl Aggregator {
     pub fn schedule_lag(&self) -> &HdrSum {
         &self.schedule_lag
     }
+
+    /// How late the open model's schedules took arrivals in hand, over the whole run.
+    pub fn generator_lag(&self) -> &HdrSum {
+        &self.generator_lag
+    }
 }
 
 /// One second of a run with `requests` to endpoint `GET a`, for unit tests here and in the controller.
@@ -578,6 +593,7 @@ pub(crate) fn one_endpoint_second(run_id: &str, seq: u64, users: u64, requests: 
         open_connections: None,
         dropped_iterations: 0,
         schedule_lag: Vec::new(),
+        generator_lag: Vec::new(),
         endpoints: vec![(
             EndpointKey {
                 name: "a".into(),

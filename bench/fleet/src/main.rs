@@ -114,6 +114,7 @@ fn snapshot(run_id: &str, seq: u64, endpoints: usize, requests: u64) -> Snapshot
         open_connections: None,
         dropped_iterations: 0,
         schedule_lag: Vec::new(),
+        generator_lag: Vec::new(),
         endpoints,
     }
 }

@@ -296,6 +296,10 @@ pub struct Snapshot {
     pub dropped_iterations: u64,
     /// HDR V2 bytes: how late scheduled requests started (open model, pacing), µs.
     pub schedule_lag: Vec<u8>,
+    /// HDR V2 bytes: how late the open model's schedule took each arrival in
+    /// hand, before any wait for a free user (the generator's own part of
+    /// `schedule_lag`), µs. Empty outside the open model.
+    pub generator_lag: Vec<u8>,
     pub endpoints: Vec<(EndpointKey, EndpointDelta)>,
 }
 

@@ -157,6 +157,8 @@ pub fn build(agg: &Aggregator, meta: ReportMeta) -> Result<Report, HistogramErro
         .fold(0u64, |n, iv| n.saturating_add(iv.dropped));
     let lag = agg.schedule_lag();
     report.totals.schedule_lag_ms = (!lag.is_empty()).then(|| latency_ms(&lag.to_histogram()));
+    let own = agg.generator_lag();
+    report.totals.generator_lag_ms = (!own.is_empty()).then(|| latency_ms(&own.to_histogram()));
     let mut results: Vec<ThresholdResult> = meta
         .spec
         .thresholds
@@ -231,6 +233,7 @@ fn totals(s: &EndpointStats, duration_s: f64) -> Totals {
         bytes_received: s.bytes_received,
         dropped_iterations: 0,
         schedule_lag_ms: None,
+        generator_lag_ms: None,
     }
 }
 

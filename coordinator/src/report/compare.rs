@@ -247,6 +247,7 @@ mod tests {
                 bytes_received: 0,
                 dropped_iterations: 0,
                 schedule_lag_ms: None,
+                generator_lag_ms: None,
             },
             endpoints,
             timeline: vec![],

@@ -106,6 +106,18 @@ pub fn merge(reports: &[Report]) -> Result<Report, CoordinatorError> {
                 .collect();
             (!lags.is_empty()).then(|| combine_approx(lags.into_iter()))
         },
+        generator_lag_ms: {
+            let lags: Vec<_> = reports
+                .iter()
+                .filter_map(|r| {
+                    r.totals
+                        .generator_lag_ms
+                        .as_ref()
+                        .map(|l| (l, r.totals.requests))
+                })
+                .collect();
+            (!lags.is_empty()).then(|| combine_approx(lags.into_iter()))
+        },
     };
 
     let mut merged = Report {

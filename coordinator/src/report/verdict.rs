@@ -189,6 +189,7 @@ mod tests {
                 bytes_received: 0,
                 dropped_iterations: 0,
                 schedule_lag_ms: None,
+                generator_lag_ms: None,
             },
             endpoints: vec![
                 endpoint("list workflows", "GET", 20.0, 1500, 0),

@@ -414,6 +414,7 @@ mod tests {
                 bytes_received: 0,
                 dropped_iterations: 0,
                 schedule_lag_ms: None,
+                generator_lag_ms: None,
             },
             endpoints: vec![],
             timeline: vec![],

@@ -16,6 +16,7 @@ impl From<&Snapshot> for pb::Snapshot {
             open_connections: s.open_connections,
             dropped_iterations: s.dropped_iterations,
             schedule_lag_hdr: s.schedule_lag.clone(),
+            generator_lag_hdr: s.generator_lag.clone(),
             endpoints: s
                 .endpoints
                 .iter()
@@ -86,6 +87,7 @@ impl TryFrom<pb::Snapshot> for Snapshot {
             open_connections: s.open_connections,
             dropped_iterations: s.dropped_iterations,
             schedule_lag: s.schedule_lag_hdr,
+            generator_lag: s.generator_lag_hdr,
             endpoints,
         })
     }
@@ -105,6 +107,7 @@ mod tests {
             open_connections,
             dropped_iterations: 0,
             schedule_lag: Vec::new(),
+            generator_lag: Vec::new(),
             endpoints: Vec::new(),
         }
     }

@@ -24,6 +24,7 @@ fn snapshot(start: &Start, seq: u64, endpoints: Vec<(EndpointKey, EndpointDelta)
         open_connections: None,
         dropped_iterations: 0,
         schedule_lag: Vec::new(),
+        generator_lag: Vec::new(),
         endpoints,
     }
 }

@@ -124,6 +124,21 @@ async fn above_capacity_the_drops_are_counted_and_warned_about_while_the_run_goe
     // Latency stays corrected: from the intended start, so at least the 1 s wait.
     let p50 = t["latency_ms"]["p50"].as_f64().expect("p50");
     assert!(p50 >= 990.0, "p50 {p50} ms");
+    // The arrivals waited for a user, not for the generator: its schedule
+    // took each in hand on time, and the report tells the two apart.
+    let lag = t["schedule_lag_ms"]["p50"].as_f64().expect("schedule lag");
+    assert!(lag >= 500.0, "schedule lag p50 {lag} ms: {t}");
+    let own = t["generator_lag_ms"]["p99"]
+        .as_f64()
+        .expect("generator lag");
+    assert!(
+        own < 100.0,
+        "generator lag p99 {own} ms while the users waited for /slow: {t}"
+    );
+    assert!(
+        out.contains("of which the generator's own"),
+        "summary splits the lag\n{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,10 +158,24 @@ async fn below_capacity_every_arrival_is_sent_on_one_worker() {
     if dropped == 0 {
         assert_eq!(lines_with(&c.output(), WARNING), 0, "{}", c.output());
     }
-    assert!(
-        t["schedule_lag_ms"]["p99"].as_f64().is_some(),
-        "schedule lag recorded: {t}"
-    );
+    let lag = t["schedule_lag_ms"]["p99"].as_f64();
+    let own = t["generator_lag_ms"]["p99"].as_f64();
+    assert!(lag.is_some() && own.is_some(), "lags recorded: {t}");
+    // Each arrival's own lag is part of its schedule lag (it was taken in
+    // hand before it started), so with every arrival sent, every quantile
+    // of the one is at most the other's.
+    if dropped == 0 {
+        for q in ["p50", "p99", "max"] {
+            let (own, lag) = (
+                t["generator_lag_ms"][q].as_f64(),
+                t["schedule_lag_ms"][q].as_f64(),
+            );
+            assert!(
+                own <= lag,
+                "generator lag {q} {own:?} over schedule lag {lag:?}: {t}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,12 @@ pub(super) struct Arrivals {
     m: u64,
     /// The head's planned time; `None` once the schedule is over.
     head: Option<Instant>,
+    /// The first arrival past the head not yet taken in hand (`see`): those
+    /// between the head and it are waiting, and their generator lag is
+    /// recorded. At or behind the head, nothing past the head has been seen.
+    seen: u64,
+    /// `seen`'s planned time, kept only while `seen` is past the head.
+    seen_at: Option<Instant>,
 }
 
 impl Arrivals {
@@ -69,6 +75,8 @@ impl Arrivals {
             thread_count: thread_count.max(1),
             m: first_m,
             head: None,
+            seen: first_m,
+            seen_at: None,
         };
         a.head = a.time_of(first_m);
         a
@@ -90,6 +98,7 @@ impl Arrivals {
     /// Ends the schedule: every later `take` says `End`.
     pub(super) fn end(&mut self) {
         self.head = None;
+        self.seen_at = None;
     }
 
     /// The head's planned time (`None`: the schedule is over).
@@ -105,12 +114,15 @@ impl Arrivals {
     /// Takes the head if it is due by `now`. Each arrival taken or dropped
     /// spends one iteration of the budget (`take_iteration`; false once it is
     /// spent, which ends the schedule); arrivals more than `MAX_START_LAG`
-    /// late are dropped on the way and counted in `dropped`.
+    /// late are dropped on the way and counted in `dropped`. An arrival no
+    /// wake-up of the schedule has seen yet is taken in hand now: `seen`
+    /// gets its planned time (for its generator lag).
     pub(super) fn take(
         &mut self,
         now: Instant,
         mut take_iteration: impl FnMut() -> bool,
         dropped: &Cell<u64>,
+        mut seen: impl FnMut(Instant),
     ) -> Take {
         loop {
             let Some(head) = self.head else {
@@ -123,12 +135,31 @@ impl Arrivals {
                 self.end();
                 return Take::End;
             }
+            if self.m >= self.seen {
+                seen(head);
+            }
             self.advance();
             if now - head > MAX_START_LAG {
                 dropped.set(dropped.get() + 1);
                 continue;
             }
             return Take::Start(head);
+        }
+    }
+
+    /// Takes every arrival due by `now` in hand, those no user could take
+    /// included (they wait for one): `seen` gets each one's planned time,
+    /// once, for its generator lag (`OpenPool::generator_lag`). Amortised
+    /// O(1) per arrival.
+    pub(super) fn see(&mut self, now: Instant, mut seen: impl FnMut(Instant)) {
+        if self.seen <= self.m {
+            self.seen = self.m;
+            self.seen_at = self.head;
+        }
+        while let Some(at) = self.seen_at.filter(|at| *at <= now) {
+            seen(at);
+            self.seen += self.thread_count;
+            self.seen_at = self.time_of(self.seen);
         }
     }
 
@@ -188,9 +219,15 @@ mod tests {
         let now = t0 + ms(3) + Duration::from_micros(500);
         // 0, 1, 2 and 3 ms are due, in order; 4 ms is not.
         for k in 0..4 {
-            assert_eq!(a.take(now, || true, &dropped), Take::Start(t0 + ms(k)));
+            assert_eq!(
+                a.take(now, || true, &dropped, |_| {}),
+                Take::Start(t0 + ms(k))
+            );
         }
-        assert_eq!(a.take(now, || true, &dropped), Take::Wait(t0 + ms(4)));
+        assert_eq!(
+            a.take(now, || true, &dropped, |_| {}),
+            Take::Wait(t0 + ms(4))
+        );
         assert_eq!(dropped.get(), 0);
         assert_eq!(a.head_late(now), None);
         assert_eq!(a.head_late(t0 + ms(6)), Some(ms(2)));
@@ -203,7 +240,9 @@ mod tests {
         let mut a = Arrivals::new(curve(1000.0, 10), t0, (1, 2), 2, 1);
         let dropped = Cell::new(0);
         let now = t0 + ms(100);
-        let got: Vec<Take> = (0..3).map(|_| a.take(now, || true, &dropped)).collect();
+        let got: Vec<Take> = (0..3)
+            .map(|_| a.take(now, || true, &dropped, |_| {}))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -221,13 +260,19 @@ mod tests {
         let dropped = Cell::new(0);
         // At 1.0025 s: arrivals 0, 1 and 2 ms are more than 1 s late.
         let now = t0 + MAX_START_LAG + Duration::from_micros(2500);
-        assert_eq!(a.take(now, || true, &dropped), Take::Start(t0 + ms(3)));
+        assert_eq!(
+            a.take(now, || true, &dropped, |_| {}),
+            Take::Start(t0 + ms(3))
+        );
         assert_eq!(dropped.get(), 3);
         // The scheduler's sweep drops what no user asked for.
         let later = now + ms(10);
         assert!(a.drop_late(later, MAX_START_LAG, || true, &dropped));
         assert_eq!(dropped.get(), 3 + 9);
-        assert_eq!(a.take(later, || true, &dropped), Take::Start(t0 + ms(13)));
+        assert_eq!(
+            a.take(later, || true, &dropped, |_| {}),
+            Take::Start(t0 + ms(13))
+        );
         // When the run stops, everything due and not started is dropped.
         assert!(a.drop_late(later, Duration::ZERO, || true, &dropped));
         assert_eq!(dropped.get(), 3 + 9 + 999, "14 to 1012 ms");
@@ -246,16 +291,26 @@ mod tests {
             l > 0
         };
         let now = t0 + ms(50);
-        assert!(matches!(a.take(now, budget, &dropped), Take::Start(_)));
-        assert!(matches!(a.take(now, budget, &dropped), Take::Start(_)));
-        assert_eq!(a.take(now, budget, &dropped), Take::End);
-        assert_eq!(a.take(now, || true, &dropped), Take::End, "stays over");
+        assert!(matches!(
+            a.take(now, budget, &dropped, |_| {}),
+            Take::Start(_)
+        ));
+        assert!(matches!(
+            a.take(now, budget, &dropped, |_| {}),
+            Take::Start(_)
+        ));
+        assert_eq!(a.take(now, budget, &dropped, |_| {}), Take::End);
+        assert_eq!(
+            a.take(now, || true, &dropped, |_| {}),
+            Take::End,
+            "stays over"
+        );
         // 10 s at 10/s: 100 iterations, then the plan is over.
         let mut b = Arrivals::new(curve(10.0, 10), t0, (0, 1), 1, 0);
         let end = t0 + Duration::from_secs(20);
         let mut started = 0;
         loop {
-            match b.take(end, || true, &dropped) {
+            match b.take(end, || true, &dropped, |_| {}) {
                 Take::Start(_) => started += 1,
                 Take::End => break,
                 Take::Wait(w) => panic!("waiting for {w:?} past the end"),
@@ -264,5 +319,50 @@ mod tests {
         // Everything was more than 1 s late by then: all dropped.
         assert_eq!(started, 0);
         assert_eq!(dropped.get(), 100);
+    }
+
+    #[test]
+    fn each_arrival_is_taken_in_hand_once_by_a_user_or_by_the_schedule() {
+        let t0 = Instant::now();
+        // 1,000/s: iteration k at k ms.
+        let mut a = Arrivals::new(curve(1000.0, 10), t0, (0, 1), 1, 0);
+        let dropped = Cell::new(0);
+        let mut late = Vec::new();
+        // A user asks at 0.2 ms: arrival 0 is taken in hand then.
+        let now = t0 + Duration::from_micros(200);
+        assert_eq!(
+            a.take(now, || true, &dropped, |at| late.push(now - at)),
+            Take::Start(t0)
+        );
+        // The schedule wakes at 3.5 ms with no user idle: 1, 2 and 3 ms wait,
+        // and were in hand 2.5, 1.5 and 0.5 ms late.
+        let wake = t0 + Duration::from_micros(3500);
+        a.see(wake, |at| late.push(wake - at));
+        // Seen once: neither a second wake-up nor the users taking them later
+        // record them again.
+        let next = wake + ms(1);
+        a.see(next, |at| late.push(next - at));
+        let later = wake + ms(2);
+        for k in 1..4 {
+            assert_eq!(
+                a.take(later, || true, &dropped, |at| late.push(later - at)),
+                Take::Start(t0 + ms(k))
+            );
+        }
+        let us = |n| Duration::from_micros(n);
+        // 4 ms was due at the second wake-up (4.5 ms); 5 ms was not yet, and a
+        // user took it first, at 5.5 ms.
+        assert_eq!(late, vec![us(200), us(2500), us(1500), us(500), us(500)]);
+        assert_eq!(
+            a.take(later, || true, &dropped, |at| late.push(later - at)),
+            Take::Start(t0 + ms(4))
+        );
+        assert_eq!(
+            a.take(later, || true, &dropped, |at| late.push(later - at)),
+            Take::Start(t0 + ms(5))
+        );
+        assert_eq!(late.len(), 6);
+        assert_eq!(late[5], us(500));
+        assert_eq!(dropped.get(), 0);
     }
 }

@@ -120,7 +120,7 @@ async fn on_thread(
     }
     let mut stop = stop;
     let stopped = run_flow(&ctx, &mut user, flow, None, &mut stop).await;
-    let (stats, _) = ctx.recorder.borrow_mut().take();
+    let stats = ctx.recorder.borrow_mut().take().stats;
     let endpoints: Vec<(EndpointKey, EndpointStats)> =
         run.endpoints.iter().cloned().zip(stats).collect();
     let failure = if stopped {

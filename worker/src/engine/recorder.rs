@@ -40,6 +40,9 @@ pub struct Recorder {
     stats: Vec<EndpointStats>,
     /// How late scheduled requests started against their intended time, µs.
     lag: hdrhistogram::Histogram<u64>,
+    /// How late the open model's schedule took each arrival in hand, µs:
+    /// the part of `lag` that is the generator's own (`Arrivals::see`).
+    generator_lag: hdrhistogram::Histogram<u64>,
     samples: Option<SampleLog>,
 }
 
@@ -48,6 +51,7 @@ impl Recorder {
         Recorder {
             stats: (0..endpoints).map(|_| EndpointStats::new()).collect(),
             lag: squall_common::snapshot::new_histogram(),
+            generator_lag: squall_common::snapshot::new_histogram(),
             samples,
         }
     }
@@ -90,26 +94,44 @@ impl Recorder {
         }
     }
 
-    /// Hands over the interval's stats and starts a fresh interval.
-    /// Copies then resets, so the recording side keeps its allocations.
     /// Records how late a scheduled request started (open model, pacing).
     pub fn record_lag(&mut self, micros: u64) {
         record_micros(&mut self.lag, micros);
     }
 
-    /// Hands over the interval's stats and schedule lag, and starts a fresh interval.
-    pub fn take(&mut self) -> (Vec<EndpointStats>, hdrhistogram::Histogram<u64>) {
-        let out = self.stats.clone();
+    /// Records how late the open model's schedule took an arrival in hand.
+    pub fn record_generator_lag(&mut self, micros: u64) {
+        record_micros(&mut self.generator_lag, micros);
+    }
+
+    /// Hands over the interval's stats and lags, and starts a fresh interval.
+    /// Copies then resets, so the recording side keeps its allocations.
+    pub fn take(&mut self) -> Interval {
+        let stats = self.stats.clone();
         for s in &mut self.stats {
             s.reset();
         }
         let lag = self.lag.clone();
         self.lag.reset();
+        let generator_lag = self.generator_lag.clone();
+        self.generator_lag.reset();
         if let Some(log) = &self.samples {
             log.flush();
         }
-        (out, lag)
+        Interval {
+            stats,
+            lag,
+            generator_lag,
+        }
     }
+}
+
+/// One engine thread's recording since the last flush (`Recorder::take`).
+#[derive(Debug)]
+pub struct Interval {
+    pub stats: Vec<EndpointStats>,
+    pub lag: hdrhistogram::Histogram<u64>,
+    pub generator_lag: hdrhistogram::Histogram<u64>,
 }
 
 /// The recorder shared by every user task on one engine thread.
@@ -142,13 +164,13 @@ mod tests {
             },
         );
         r.record(7, &ok); // unknown endpoint: ignored, never panics
-        let (taken, _) = r.take();
+        let taken = r.take().stats;
         assert_eq!(taken[0].requests, 1);
         assert_eq!(taken[0].status[&200], 1);
         assert_eq!(taken[1].failures, 1);
         assert_eq!(taken[1].errors["connect"], 1);
         assert_eq!(taken[0].latency.len(), 1);
-        let (again, _) = r.take();
+        let again = r.take().stats;
         assert!(again.iter().all(EndpointStats::is_empty));
     }
 }

@@ -404,6 +404,11 @@ impl Run {
             } else {
                 squall_common::snapshot::encode_v2(&delta.lag).unwrap_or_default()
             },
+            generator_lag: if delta.generator_lag.is_empty() {
+                Vec::new()
+            } else {
+                squall_common::snapshot::encode_v2(&delta.generator_lag).unwrap_or_default()
+            },
             endpoints: self
                 .keys
                 .iter()

@@ -35,6 +35,8 @@ pub struct ThreadDelta {
     pub stats: Vec<EndpointStats>,
     /// Schedule lag of scheduled requests, µs.
     pub lag: hdrhistogram::Histogram<u64>,
+    /// The open model's generator lag (`Arrivals::see`), µs.
+    pub generator_lag: hdrhistogram::Histogram<u64>,
     /// Open-model iterations dropped: more than `MAX_START_LAG` late (waiting for a user).
     pub dropped: u64,
     /// Iterations the worker may still start (`u64::MAX` without a limit).
@@ -202,6 +204,7 @@ impl Engine {
         let mut merged = ThreadDelta {
             stats: (0..self.endpoints).map(|_| EndpointStats::new()).collect(),
             lag: squall_common::snapshot::new_histogram(),
+            generator_lag: squall_common::snapshot::new_histogram(),
             dropped: 0,
             budget_left: self.budget.load(Ordering::Relaxed),
         };
@@ -219,6 +222,7 @@ impl Engine {
                     let _ = m.merge(s);
                 }
                 let _ = merged.lag.add(&delta.lag);
+                let _ = merged.generator_lag.add(&delta.generator_lag);
                 merged.dropped += delta.dropped;
             }
         }
@@ -335,10 +339,11 @@ fn thread_main(
                     users.spawn_local(sched);
                 }
                 Cmd::Flush(reply) => {
-                    let (stats, lag) = ctx.recorder.borrow_mut().take();
+                    let taken = ctx.recorder.borrow_mut().take();
                     let _ = reply.send(ThreadDelta {
-                        stats,
-                        lag,
+                        stats: taken.stats,
+                        lag: taken.lag,
+                        generator_lag: taken.generator_lag,
                         dropped: ctx.dropped.replace(0),
                         budget_left: ctx.budget.load(Ordering::Relaxed),
                     });
@@ -564,6 +569,9 @@ async fn open_schedule(
                 ));
             }
         }
+        // Every arrival due by now is in hand: handed to a user above, or
+        // waiting for one. How late that came is the generator's own lag.
+        pool.see(&ctx, now);
         if !pool.arrivals.borrow_mut().drop_late(
             now,
             MAX_START_LAG,
@@ -580,15 +588,33 @@ async fn open_schedule(
         let Some(next) = pool.arrivals.borrow().head() else {
             break;
         };
-        let gap = if pool.idle.borrow().is_empty() {
-            BUSY_WAKE_GAP
-        } else {
-            MIN_WAKE_GAP
-        };
-        let wake = next.max(now + gap);
-        tokio::select! {
-            _ = alarm.until(tokio::time::Instant::from_std(wake)) => {}
-            _ = stop.wait_for(|s| *s) => break,
+        let busy = pool.idle.borrow().is_empty();
+        let gap = if busy { BUSY_WAKE_GAP } else { MIN_WAKE_GAP };
+        let mut wake = next.max(now + gap);
+        pool.plan_wake(wake, busy);
+        let mut long_gap = busy;
+        loop {
+            let rewake = async {
+                if long_gap {
+                    pool.rewake.notified().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = alarm.until(tokio::time::Instant::from_std(wake)) => break,
+                // A user went idle during the long gap: sleep until the
+                // next arrival instead (at least the short gap after the
+                // last wake-up).
+                _ = rewake => {
+                    long_gap = false;
+                    if let Some(next) = pool.arrivals.borrow().head() {
+                        wake = wake.min(next.max(now + MIN_WAKE_GAP));
+                    }
+                    pool.plan_wake(wake, false);
+                }
+                _ = stop.wait_for(|s| *s) => break 'schedule,
+            }
         }
         woke_late = std::time::Instant::now().saturating_duration_since(wake);
     }

@@ -189,6 +189,7 @@ mod tests {
             open_connections: None,
             dropped_iterations: 0,
             schedule_lag: Vec::new(),
+            generator_lag: Vec::new(),
             endpoints: Vec::new(),
         })
     }

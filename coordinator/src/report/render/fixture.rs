@@ -146,6 +146,7 @@ pub(crate) fn sample() -> Report {
             bytes_received: requests * 2048,
             dropped_iterations: 0,
             schedule_lag_ms: None,
+            generator_lag_ms: None,
         },
         endpoints,
         timeline,
@@ -181,6 +182,7 @@ pub(crate) fn empty() -> Report {
     r.totals = Totals {
         dropped_iterations: 0,
         schedule_lag_ms: None,
+        generator_lag_ms: None,
         requests: 0,
         failures: 0,
         error_rate: 0.0,

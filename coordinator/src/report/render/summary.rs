@@ -75,6 +75,13 @@ fn write_summary(out: &mut String, r: &Report) -> fmt::Result {
             lag.p50, lag.p99, lag.max
         )?;
     }
+    if let Some(own) = &t.generator_lag_ms {
+        writeln!(
+            out,
+            "  of which the generator's own (arrivals taken in hand late): p50 {} ms, p99 {} ms, max {} ms; the rest waited for a free user (the target's latency at the pool's size)",
+            own.p50, own.p99, own.max
+        )?;
+    }
     if t.dropped_iterations > 0 {
         writeln!(
             out,
@@ -591,6 +598,12 @@ mod tests {
             max: 40.0,
             ..Default::default()
         });
+        r.totals.generator_lag_ms = Some(squall_common::report::LatencyMs {
+            p50: 0.04,
+            p99: 0.3,
+            max: 2.0,
+            ..Default::default()
+        });
         r.broke_at = Some(squall_common::report::BreakPoint {
             t: 42,
             users: 350,
@@ -601,6 +614,10 @@ mod tests {
         let s = summary_text(&r);
         assert!(s.contains("Dropped iterations: 1,234"), "{s}");
         assert!(s.contains("Schedule lag") && s.contains("p99 12 ms"), "{s}");
+        assert!(
+            s.contains("of which the generator's own") && s.contains("p99 0.3 ms"),
+            "{s}"
+        );
         assert!(
             s.contains("Broke at 42s: `error_rate > 5%`") && s.contains("350 users"),
             "{s}"
