@@ -94,30 +94,8 @@ pub fn merge(reports: &[Report]) -> Result<Report, CoordinatorError> {
         latency_ms: latency,
         bytes_received: sum(reports.iter().map(|r| r.totals.bytes_received)),
         dropped_iterations: sum(reports.iter().map(|r| r.totals.dropped_iterations)),
-        schedule_lag_ms: {
-            let lags: Vec<_> = reports
-                .iter()
-                .filter_map(|r| {
-                    r.totals
-                        .schedule_lag_ms
-                        .as_ref()
-                        .map(|l| (l, r.totals.requests))
-                })
-                .collect();
-            (!lags.is_empty()).then(|| combine_approx(lags.into_iter()))
-        },
-        generator_lag_ms: {
-            let lags: Vec<_> = reports
-                .iter()
-                .filter_map(|r| {
-                    r.totals
-                        .generator_lag_ms
-                        .as_ref()
-                        .map(|l| (l, r.totals.requests))
-                })
-                .collect();
-            (!lags.is_empty()).then(|| combine_approx(lags.into_iter()))
-        },
+        schedule_lag_ms: combine_present(reports, |t| t.schedule_lag_ms.as_ref()),
+        generator_lag_ms: combine_present(reports, |t| t.generator_lag_ms.as_ref()),
     };
 
     let mut merged = Report {
@@ -276,6 +254,19 @@ fn combine<'a>(
 /// Summaries without histograms: min of the mins, max of the maxes, the
 /// request-weighted mean, and each percentile the largest of the parts' (an
 /// upper bound of the true one).
+/// `combine_approx` over the reports that have the optional summary `field`
+/// (weighted by their requests); `None` when none has it.
+fn combine_present(
+    reports: &[Report],
+    field: impl Fn(&Totals) -> Option<&LatencyMs>,
+) -> Option<LatencyMs> {
+    let parts: Vec<_> = reports
+        .iter()
+        .filter_map(|r| field(&r.totals).map(|l| (l, r.totals.requests)))
+        .collect();
+    (!parts.is_empty()).then(|| combine_approx(parts.into_iter()))
+}
+
 fn combine_approx<'a>(parts: impl Iterator<Item = (&'a LatencyMs, u64)>) -> LatencyMs {
     let parts: Vec<_> = parts.filter(|(_, n)| *n > 0).collect();
     if parts.is_empty() {
@@ -390,6 +381,33 @@ mod tests {
         assert_eq!(m.timeline[0].requests, a.timeline[0].requests * 2);
         assert_eq!(m.thresholds.len(), 2, "thresholds judged again");
         assert!(m.score.is_some());
+    }
+
+    #[test]
+    fn optional_lags_combine_over_the_reports_that_have_them() {
+        let lag = |p99: f64| squall_common::report::LatencyMs {
+            p50: p99 / 10.0,
+            p99,
+            max: p99 * 2.0,
+            ..Default::default()
+        };
+        let values: Vec<u64> = (1..=100).collect();
+        let mut a = with_histogram(fixture::sample(), &values);
+        a.totals.schedule_lag_ms = Some(lag(12.0));
+        a.totals.generator_lag_ms = Some(lag(0.5));
+        let mut b = with_histogram(fixture::sample(), &values);
+        b.totals.schedule_lag_ms = Some(lag(3.0));
+        let m = merge(&[a.clone(), b.clone()]).expect("merges");
+        let s = m.totals.schedule_lag_ms.expect("schedule lag kept");
+        // Each percentile the largest of the runs' (an upper bound).
+        assert_eq!((s.p99, s.max), (12.0, 24.0));
+        let g = m.totals.generator_lag_ms.expect("generator lag kept");
+        assert_eq!((g.p99, g.max), (0.5, 1.0));
+        b.totals.schedule_lag_ms = None;
+        a.totals.schedule_lag_ms = None;
+        a.totals.generator_lag_ms = None;
+        let m = merge(&[a, b]).expect("merges");
+        assert!(m.totals.schedule_lag_ms.is_none() && m.totals.generator_lag_ms.is_none());
     }
 
     #[test]
