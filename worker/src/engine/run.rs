@@ -399,16 +399,8 @@ impl Run {
             active_users: self.engine.active_users(),
             open_connections: self.open_streams.as_ref().map(|o| o.get()),
             dropped_iterations: delta.dropped,
-            schedule_lag: if delta.lag.is_empty() {
-                Vec::new()
-            } else {
-                squall_common::snapshot::encode_v2(&delta.lag).unwrap_or_default()
-            },
-            generator_lag: if delta.generator_lag.is_empty() {
-                Vec::new()
-            } else {
-                squall_common::snapshot::encode_v2(&delta.generator_lag).unwrap_or_default()
-            },
+            schedule_lag: lag_bytes(&delta.lag),
+            generator_lag: lag_bytes(&delta.generator_lag),
             endpoints: self
                 .keys
                 .iter()
@@ -434,5 +426,14 @@ async fn resolve(authority: &str) -> Result<SocketAddr, String> {
             .next()
             .ok_or_else(|| format!("{authority} resolves to no address")),
         Err(e) => Err(format!("cannot resolve {authority}: {e}")),
+    }
+}
+
+/// A lag histogram for the snapshot: HDR V2 bytes, none when nothing was recorded.
+fn lag_bytes(h: &hdrhistogram::Histogram<u64>) -> Vec<u8> {
+    if h.is_empty() {
+        Vec::new()
+    } else {
+        squall_common::snapshot::encode_v2(h).unwrap_or_default()
     }
 }

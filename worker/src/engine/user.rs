@@ -160,12 +160,13 @@ impl OpenPool {
 
     /// Takes the next due arrival for a user asking at `now`.
     pub fn take(&self, ctx: &ThreadCtx, now: Instant) -> Take {
-        let from = self.lateness_from();
+        // An arrival a user takes has mostly been seen by the schedule
+        // already: look at the idle users only for one that has not.
         self.arrivals.borrow_mut().take(
             now,
             || ctx.take_iteration(),
             &ctx.dropped,
-            |at| self.generator_lag(ctx, now, at, from),
+            |at| self.generator_lag(ctx, now, at, self.lateness_from()),
         )
     }
 
